@@ -1,0 +1,17 @@
+//! keymesh-core: the ground every Keymesh service stands on — configuration, error codes,
+//! telemetry, the HTTP stack, health and metrics, storage. No service logic lives here.
+
+pub mod config;
+pub mod context;
+#[cfg(any(test, feature = "testing"))]
+pub mod docs;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod secret;
+pub mod storage;
+pub mod telemetry;
+
+pub use context::{ServiceContext, serve};
+pub use error::{ApiError, ErrorCode};

@@ -1,0 +1,140 @@
+//! The command line, built from the setting registry so `--help`, the docs and the loader agree.
+
+use clap::{Arg, ArgAction, Command};
+#[cfg(test)]
+use keymesh_core::config::render_markdown;
+use keymesh_core::config::{
+    COMMON_SETTINGS, DevConfig, ServiceConfig, ServiceName, Setting, clap_args, secrets_help,
+};
+
+/// A subcommand whose flags are the given settings.
+fn with_settings(name: &'static str, about: &'static str, settings: &[&Setting]) -> Command {
+    let mut cmd = Command::new(name).about(about).args(clap_args(settings));
+    if let Some(secrets) = secrets_help(settings) {
+        cmd = cmd.after_help(secrets);
+    }
+    cmd
+}
+
+fn service_about(name: ServiceName) -> &'static str {
+    match name {
+        ServiceName::Management => {
+            "Run the management server (users, sessions, approvals, audit) as its own process"
+        }
+        ServiceName::Vault => "Run the group vault (secrets, capability tokens) as its own process",
+        ServiceName::Relay => "Run the zero-knowledge relay as its own process",
+    }
+}
+
+/// The whole CLI.
+pub fn command() -> Command {
+    let mut cmd = Command::new("keymesh")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Keymesh: zero-knowledge relay, group vault and management server")
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .subcommand(with_settings(
+            "dev",
+            "Run every service in one process on SQLite files under ./.keymesh/ (development only)",
+            &DevConfig::all_settings(),
+        ));
+    for name in ServiceName::ALL {
+        cmd = cmd.subcommand(with_settings(
+            name.as_str(),
+            service_about(name),
+            &ServiceConfig::all_settings(name),
+        ));
+    }
+    let migrate_settings: Vec<&Setting> = std::iter::once(COMMON_SETTINGS[0])
+        .chain(ServiceName::ALL.iter().map(|s| s.settings()[1]))
+        .collect();
+    cmd.subcommand(
+        with_settings(
+            "migrate",
+            "Apply database migrations and exit (services also migrate at start)",
+            &migrate_settings,
+        )
+        .arg(
+            Arg::new("service")
+                .value_name("SERVICE")
+                .help("management, vault or relay; all three when omitted")
+                .action(ArgAction::Append)
+                .value_parser(["management", "vault", "relay"]),
+        ),
+    )
+}
+
+/// `docs/configuration.md`, rendered from the registry.
+#[cfg(test)]
+fn configuration_docs() -> String {
+    let mut sections: Vec<(&str, &str, &[&Setting])> = vec![(
+        "Shared by every service",
+        "Read by `keymesh dev`, `keymesh management`, `keymesh vault` and `keymesh relay`.",
+        COMMON_SETTINGS,
+    )];
+    let titles = [
+        (
+            "Management service",
+            "Read by `keymesh management` and `keymesh dev`.",
+        ),
+        (
+            "Vault service",
+            "Read by `keymesh vault` and `keymesh dev`.",
+        ),
+        (
+            "Relay service",
+            "Read by `keymesh relay` and `keymesh dev`.",
+        ),
+    ];
+    for (name, (title, intro)) in ServiceName::ALL.into_iter().zip(titles) {
+        sections.push((title, intro, name.settings()));
+    }
+    let mut out = String::from(
+        "# Configuration\n\n\
+         <!-- Generated from the setting registry in keymesh-core (`keymesh_core::config`); \
+         `cargo test` fails when this file drifts. Regenerate with \
+         `KEYMESH_UPDATE_DOCS=1 cargo test -p keymesh`. -->\n\n\
+         Every setting is an environment variable; every non-secret one is also a flag of the \
+         command that reads it (`VAULT_LISTEN` → `--vault-listen`), and `keymesh <command> --help` \
+         lists them. A flag wins over the variable, which wins over the default.\n\n\
+         **Secrets** have no flag (flags show up in `ps`): set `NAME`, or `NAME_FILE` with the \
+         path of a file holding it (a trailing newline is ignored; setting both is an error).\n\n\
+         **Environments.** `keymesh management|vault|relay` run in production unless \
+         `KEYMESH_ENV=development`; `keymesh dev` always runs in development and refuses \
+         `KEYMESH_ENV=production`. In production the process refuses to start, naming the \
+         setting, when a development-only option is switched on, a secret is shorter than 32 \
+         bytes, or a setting marked *required in production* is unset (its default applies only \
+         outside production).\n\n",
+    );
+    out.push_str(&render_markdown(&sections));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn configuration_docs_are_in_sync() {
+        keymesh_core::docs::assert_doc_in_sync("docs/configuration.md", &configuration_docs());
+    }
+
+    #[test]
+    fn help_lists_every_setting_of_a_service() {
+        let mut cmd = command();
+        let vault = cmd.find_subcommand_mut("vault").expect("vault");
+        let help = vault.render_long_help().to_string();
+        for setting in ServiceConfig::all_settings(ServiceName::Vault) {
+            assert!(
+                help.contains(setting.name),
+                "--help misses {}",
+                setting.name
+            );
+        }
+    }
+}

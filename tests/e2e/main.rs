@@ -1,0 +1,5 @@
+//! Workspace end-to-end tests: the real `keymesh` binary, started as a process and driven over
+//! HTTP. One test binary (links are slow on two cores); each area is a module.
+
+mod process;
+mod server;

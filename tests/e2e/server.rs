@@ -1,0 +1,156 @@
+//! `keymesh dev`, one service on the selected backend, `migrate`, and the production guard,
+//! through the real binary.
+
+use std::time::Duration;
+
+use keymesh_core::storage::testing::TestDb;
+
+use crate::process::Keymesh;
+
+const START: Duration = Duration::from_secs(30);
+const STOP: Duration = Duration::from_secs(15);
+
+fn loopback_ports() -> Vec<(&'static str, String)> {
+    ["MANAGEMENT_LISTEN", "VAULT_LISTEN", "RELAY_LISTEN"]
+        .into_iter()
+        .map(|k| (k, "127.0.0.1:0".to_owned()))
+        .collect()
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (
+        response.status().as_u16(),
+        response.text().await.expect("body"),
+    )
+}
+
+#[tokio::test]
+async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut keymesh = Keymesh::start(dir.path(), &["dev"], &loopback_ports());
+    let urls = keymesh.wait_for_urls(3, START);
+    assert_eq!(
+        urls.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["management", "relay", "vault"]
+    );
+    for (service, url) in &urls {
+        let (status, body) = get(&format!("{url}/health/ready")).await;
+        assert_eq!(status, 200, "{service}: {body}");
+        assert!(body.contains(r#""database":"ok""#), "{body}");
+        let (status, metrics) = get(&format!("{url}/metrics")).await;
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains(&format!(
+                r#"http_requests_total{{service="{service}",route="/health/ready",status="200"}} 1"#
+            )),
+            "{service} metrics:\n{metrics}"
+        );
+    }
+    for service in ["management", "vault", "relay"] {
+        assert!(dir.path().join(format!(".keymesh/{service}.db")).exists());
+    }
+    let status = keymesh.signal_and_wait("INT", STOP);
+    assert_eq!(status.code(), Some(0), "{}", keymesh.output());
+    let output = keymesh.output();
+    assert!(output.contains(r#""message":"stopped""#), "{output}");
+}
+
+#[tokio::test]
+async fn one_service_runs_on_the_selected_backend_and_stops_on_sigterm() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = vec![
+        ("KEYMESH_ENV", "development".to_owned()),
+        ("VAULT_LISTEN", "127.0.0.1:0".to_owned()),
+        ("VAULT_DATABASE_URL", db.url_for_process()),
+    ];
+    let mut keymesh = Keymesh::start(dir.path(), &["vault"], &env);
+    let url = wait_for_listen_log(&mut keymesh);
+    let (status, body) = get(&format!("{url}/health/ready")).await;
+    assert_eq!(status, 200, "{body}");
+    let status = keymesh.signal_and_wait("TERM", STOP);
+    assert_eq!(status.code(), Some(0), "{}", keymesh.output());
+}
+
+/// Services log `"message":"listening","addr":"127.0.0.1:PORT"`.
+fn wait_for_listen_log(keymesh: &mut Keymesh) -> String {
+    let deadline = std::time::Instant::now() + START;
+    loop {
+        let output = keymesh.output();
+        if let Some(line) = output
+            .lines()
+            .find(|l| l.contains(r#""message":"listening""#))
+        {
+            let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
+            return format!("http://{}", value["addr"].as_str().expect("addr"));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no listening line:\n{output}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn migrate_applies_on_the_selected_backend_and_refuses_a_foreign_database() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = db.url_for_process();
+    let env = vec![("RELAY_DATABASE_URL", url.clone())];
+    let mut first = Keymesh::start(dir.path(), &["migrate", "relay"], &env);
+    assert_eq!(first.wait(START).code(), Some(0), "{}", first.output());
+    // The same database offered to the vault is refused: it belongs to the relay.
+    let env = vec![("VAULT_DATABASE_URL", url)];
+    let mut second = Keymesh::start(dir.path(), &["migrate", "vault"], &env);
+    assert_eq!(second.wait(START).code(), Some(1));
+    assert!(
+        second.output().contains("belongs to the relay service"),
+        "{}",
+        second.output()
+    );
+}
+
+#[test]
+fn production_guard_refuses_to_start_and_names_the_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let production = |extra: &[(&'static str, &str)]| {
+        let mut env = vec![
+            ("VAULT_DATABASE_URL", "sqlite://vault.db".to_owned()),
+            ("VAULT_PUBLIC_URL", "https://vault.example.com".to_owned()),
+            ("VAULT_LISTEN", "127.0.0.1:0".to_owned()),
+        ];
+        for (k, v) in extra {
+            env.retain(|(key, _)| key != k);
+            if !v.is_empty() {
+                env.push((k, (*v).to_owned()));
+            }
+        }
+        env
+    };
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[("VAULT_DATABASE_URL", "")], "VAULT_DATABASE_URL"),
+        (&[("METRICS_TOKEN", "short")], "METRICS_TOKEN"),
+        (&[("ALLOW_INSECURE_HTTP", "true")], "ALLOW_INSECURE_HTTP"),
+        (
+            &[("VAULT_PUBLIC_URL", "http://vault.example.com")],
+            "VAULT_PUBLIC_URL",
+        ),
+    ];
+    for (change, named) in cases {
+        let mut keymesh = Keymesh::start(dir.path(), &["vault"], &production(change));
+        let status = keymesh.wait(START);
+        let output = keymesh.output();
+        assert_eq!(status.code(), Some(2), "{named}: {output}");
+        assert!(output.contains(named), "error must name {named}: {output}");
+        assert!(!output.contains("short\""), "secret echoed: {output}");
+    }
+    // `keymesh dev` is refused in production outright.
+    let env = vec![("KEYMESH_ENV", "production".to_owned())];
+    let mut keymesh = Keymesh::start(dir.path(), &["dev"], &env);
+    assert_eq!(keymesh.wait(START).code(), Some(2));
+    assert!(keymesh.output().contains("KEYMESH_ENV"));
+}
