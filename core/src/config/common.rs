@@ -205,9 +205,14 @@ impl CommonConfig {
                 reason: "must be positive".into(),
             });
         }
+        let log_level: String = source.require(&LOG_LEVEL)?;
+        tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|e| ConfigError::Invalid {
+            setting: LOG_LEVEL.name,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             environment,
-            log_level: source.require(&LOG_LEVEL)?,
+            log_level,
             log_format,
             allow_insecure_http: source.switch(&ALLOW_INSECURE_HTTP)?,
             http: HttpConfig {
@@ -316,6 +321,13 @@ mod tests {
         let nets = parse_proxies(Some("10.0.0.0/8, 127.0.0.1, ::1")).expect("valid");
         assert_eq!(nets.len(), 3);
         assert!(parse_proxies(Some("10.0.0.0/33")).is_err());
+    }
+
+    #[test]
+    fn invalid_log_filter_is_a_config_error_naming_the_setting() {
+        let src = Source::from_env([("LOG_LEVEL", "info,[[[")]);
+        let err = CommonConfig::load(&src, Environment::Development).expect_err("bad filter");
+        assert!(err.to_string().contains("LOG_LEVEL"), "{err}");
     }
 
     #[test]

@@ -159,10 +159,11 @@ impl Source {
                 flags.insert(setting.name.to_owned(), v.clone());
             }
         }
-        Self {
-            flags,
-            env: std::env::vars().collect(),
-        }
+        // `vars()` would panic on a variable that is not UTF-8; such variables are not ours.
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self { flags, env }
     }
 
     /// Values from explicit environment pairs (tests, embedding).
