@@ -79,6 +79,15 @@ fn request(method: &str, uri: &str) -> http::request::Builder {
     Request::builder().method(method).uri(uri)
 }
 
+/// `GET uri` from the default client address.
+async fn get_uri(router: &Router, uri: &str) -> (StatusCode, HeaderMap, Value) {
+    send(
+        router,
+        request("GET", uri).body(Body::empty()).expect("req"),
+    )
+    .await
+}
+
 async fn send(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, Value) {
     send_from(router, req, "198.51.100.10:4000").await
 }
@@ -240,13 +249,7 @@ async fn burst_from_one_ip_gets_429_with_retry_after() {
     // Another client is unaffected; probes are never limited.
     let (status, _, _) = send_from(&h.router, get(), "198.51.100.11:4000").await;
     assert_eq!(status, 200);
-    let (status, _, _) = send(
-        &h.router,
-        request("GET", "/health/live")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, _) = get_uri(&h.router, "/health/live").await;
     assert_eq!(status, 200);
 }
 
@@ -290,11 +293,7 @@ async fn request_id_is_echoed_or_generated() {
     uuid::Uuid::parse_str(generated).expect("a fresh uuid");
 
     // Errors carry it too.
-    let (_, headers, _) = send(
-        &h.router,
-        request("GET", "/nope").body(Body::empty()).expect("req"),
-    )
-    .await;
+    let (_, headers, _) = get_uri(&h.router, "/nope").await;
     assert!(headers.contains_key("x-request-id"));
 }
 
@@ -351,13 +350,7 @@ async fn logs_never_contain_the_bearer_token() {
 #[tokio::test]
 async fn stack_errors_are_coded_and_hide_internals() {
     let h = harness(&[("HTTP_REQUEST_TIMEOUT_SECS", "1")]).await;
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/does-not-exist")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/does-not-exist").await;
     assert_coded(status, &body, 404, "not_found");
 
     let (status, headers, body) = send(
@@ -370,21 +363,11 @@ async fn stack_errors_are_coded_and_hide_internals() {
     assert_coded(status, &body, 405, "method_not_allowed");
     assert!(headers.contains_key(header::ALLOW));
 
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/v1/panic")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/v1/panic").await;
     assert_coded(status, &body, 500, "internal");
     assert!(!body.to_string().contains("boom"), "{body}");
 
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/v1/slow").body(Body::empty()).expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/v1/slow").await;
     assert_coded(status, &body, 503, "timeout");
 }
 
@@ -392,11 +375,7 @@ async fn stack_errors_are_coded_and_hide_internals() {
 async fn security_headers_are_on_every_response() {
     let h = harness(&[]).await;
     for uri in ["/health/live", "/missing"] {
-        let (_, headers, _) = send(
-            &h.router,
-            request("GET", uri).body(Body::empty()).expect("req"),
-        )
-        .await;
+        let (_, headers, _) = get_uri(&h.router, uri).await;
         let csp = headers[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .expect("ascii");
@@ -413,21 +392,11 @@ async fn security_headers_are_on_every_response() {
 #[tokio::test]
 async fn ready_checks_the_database_and_metrics_show_requests() {
     let h = harness(&[]).await;
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/health/ready")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/health/ready").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["checks"]["database"], "ok");
 
-    let (_, _, metrics) = send(
-        &h.router,
-        request("GET", "/metrics").body(Body::empty()).expect("req"),
-    )
-    .await;
+    let (_, _, metrics) = get_uri(&h.router, "/metrics").await;
     let text = metrics.as_str().expect("text");
     assert!(
         text.contains(
@@ -442,13 +411,7 @@ async fn ready_checks_the_database_and_metrics_show_requests() {
     );
 
     h.ctx.db.close().await;
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/health/ready")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/health/ready").await;
     assert_coded(status, &body, 503, "not_ready");
     assert_eq!(body["checks"]["database"], "unreachable");
 }
@@ -457,13 +420,7 @@ async fn ready_checks_the_database_and_metrics_show_requests() {
 async fn ready_reports_draining_during_shutdown() {
     let h = harness(&[]).await;
     h.ctx.shutdown.cancel();
-    let (status, _, body) = send(
-        &h.router,
-        request("GET", "/health/ready")
-            .body(Body::empty())
-            .expect("req"),
-    )
-    .await;
+    let (status, _, body) = get_uri(&h.router, "/health/ready").await;
     assert_coded(status, &body, 503, "not_ready");
 }
 
@@ -471,11 +428,7 @@ async fn ready_reports_draining_during_shutdown() {
 async fn metrics_token_is_enforced_when_set() {
     let token = "m".repeat(40);
     let h = harness(&[("METRICS_TOKEN", &token)]).await;
-    let (status, headers, body) = send(
-        &h.router,
-        request("GET", "/metrics").body(Body::empty()).expect("req"),
-    )
-    .await;
+    let (status, headers, body) = get_uri(&h.router, "/metrics").await;
     assert_coded(status, &body, 401, "unauthorized");
     assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
     let wrong = request("GET", "/metrics")
