@@ -1,6 +1,8 @@
 //! keymesh-core: the ground every Keymesh service stands on — configuration, error codes,
 //! telemetry, the HTTP stack, health and metrics, storage. No service logic lives here.
 
+pub mod audit;
+pub mod capability;
 pub mod config;
 pub mod context;
 #[cfg(any(test, feature = "testing"))]

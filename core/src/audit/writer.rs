@@ -1,0 +1,148 @@
+//! The group-commit writer.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AuditEvent,
+    chain::{AuditRecord, GENESIS, record_hash},
+};
+use crate::{storage::Db, with_pool};
+
+/// Records one transaction carries at most.
+const MAX_BATCH: usize = 512;
+/// Events waiting for the writer at most; beyond this `record` fails at once.
+const QUEUE: usize = 8192;
+
+/// Why an event could not be recorded. Callers must fail the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// Not durable within the bound (database slow or down), or the writer stopped.
+    #[error("the audit log could not record the event in time")]
+    Unavailable,
+}
+
+struct Pending {
+    event: AuditEvent,
+    done: oneshot::Sender<Result<i64, ()>>,
+}
+
+/// Handle to the audit writer of one service. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+    bound: Duration,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("action", &self.event.action)
+            .finish()
+    }
+}
+
+impl AuditLog {
+    /// Start the writer on `db`. It stops when every handle is dropped.
+    pub fn spawn(db: Db, bound: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(db, rx));
+        Self { tx, bound }
+    }
+
+    /// Append an event and wait until it is durable; returns its sequence number.
+    pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .try_send(Pending { event, done })
+            .map_err(|_| AuditError::Unavailable)?;
+        match tokio::time::timeout(self.bound, wait).await {
+            Ok(Ok(Ok(seq))) => Ok(seq),
+            _ => Err(AuditError::Unavailable),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Commit at once when idle; batch only what queued during the previous commit.
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match append(&db, &batch).await {
+            Ok(first_seq) => {
+                for (i, pending) in batch.drain(..).enumerate() {
+                    let _ = pending.done.send(Ok(first_seq + i as i64));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %crate::error::error_chain(&err), records = batch.len(), "audit append failed");
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(()));
+                }
+            }
+        }
+    }
+}
+
+/// Append a batch in one transaction; returns the first sequence number used.
+async fn append(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
+    const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
+    const INSERT: &str = "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    const UPSERT_HEAD: &str = "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
+    // Postgres: lock the head row so replicas append one at a time. SQLite: take the write
+    // lock up front; a deferred transaction that reads then writes fails with BUSY_SNAPSHOT
+    // (not retried) whenever another write committed in between.
+    let (begin, head_sql) = match db {
+        Db::Sqlite(_) => ("BEGIN IMMEDIATE", HEAD.to_owned()),
+        Db::Postgres(_) => ("BEGIN", format!("{HEAD} FOR UPDATE")),
+    };
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_with(begin).await?;
+        let head: Option<(i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(head_sql.clone()))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_owned()));
+        let first = seq + 1;
+        let at_ms = now_ms();
+        for pending in batch {
+            seq += 1;
+            let e = &pending.event;
+            let mut record = AuditRecord {
+                seq,
+                at_ms,
+                actor: e.actor.clone(),
+                action: e.action.clone(),
+                target: e.target.clone(),
+                outcome: e.outcome.as_str().to_owned(),
+                details: e.details.to_string(),
+                prev_hash: prev,
+                hash: String::new(),
+            };
+            record.hash = record_hash(&record);
+            sqlx::query(INSERT)
+                .bind(record.seq)
+                .bind(record.at_ms)
+                .bind(&record.actor)
+                .bind(&record.action)
+                .bind(&record.target)
+                .bind(&record.outcome)
+                .bind(&record.details)
+                .bind(&record.prev_hash)
+                .bind(&record.hash)
+                .execute(&mut *tx)
+                .await?;
+            prev = record.hash;
+        }
+        sqlx::query(UPSERT_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(first)
+    })
+}
