@@ -3,6 +3,7 @@
 
 pub mod path;
 pub mod rights;
+pub mod token;
 
 pub use path::{PathError, SecretPath};
 pub use rights::{Ceiling, Excess, Op, ResourcePattern, Right};

@@ -1,0 +1,848 @@
+//! Capability tokens: Biscuit tokens minted by the vault, checked the same way everywhere.
+//!
+//! The authority block holds facts only the vault can write:
+//! `token_id`, `grant` (the grant a refresh keeps and a revocation names), `lineage` (every
+//! grant this one was delegated from, and itself), `node`, `group`, `user`, `node_key` (the
+//! node's Ed25519 public key, for proof of possession), `right(pattern, op)`, `expires_at`,
+//! `epoch(scope, n)` for node, user and group, and `check if time($t), $t <= expiry`.
+//!
+//! Holders may append blocks (offline attenuation). Facts in appended blocks are not trusted by
+//! the authorizer's policy, so a block can only add checks: it can narrow, never widen. The
+//! request is authorized by the real Biscuit authorizer, with the request's `time`,
+//! `operation`, `resource` and one `resource_pattern` fact per pattern that covers the resource
+//! (`*`, `a/*`, `a/b/*`, `a/b/c`), and the policy
+//! `allow if operation($op), resource_pattern($p), right($p, $op)`: an exact join, no string
+//! matching on patterns.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use biscuit_auth::{
+    Algorithm, AuthorizerBuilder, AuthorizerLimits, Biscuit, KeyPair, PrivateKey, PublicKey,
+    builder::{Term, fact, string},
+    error::{Format, Logic, RunLimit, Token as BiscuitError},
+};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use super::rights::{Op, Right};
+
+/// Largest token accepted, in bytes (a token with a few attenuation blocks is ~1 KiB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Most appended blocks accepted.
+pub const MAX_BLOCKS: usize = 8;
+
+/// Why a token is refused. Each maps to a stable error code.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token: bad encoding, bad signature, unknown root key, too big.
+    #[error("the token is malformed or not signed by a known root key")]
+    Invalid,
+    /// Past its expiry (or an attenuation's).
+    #[error("the token has expired")]
+    Expired,
+    /// Revoked, directly, through an ancestor, or by an epoch bump.
+    #[error("the token has been revoked")]
+    Revoked,
+    /// Valid, but does not allow this operation on this resource.
+    #[error("the token does not allow this operation")]
+    Forbidden,
+    /// The authorizer hit its time or size limits.
+    #[error("the token took too long to evaluate")]
+    Timeout,
+}
+
+/// Which revocation epoch.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A node's tokens.
+    Node,
+    /// A user's tokens (all their nodes).
+    User,
+    /// A group's tokens.
+    Group,
+}
+
+impl Scope {
+    /// All scopes.
+    pub const ALL: [Scope; 3] = [Scope::Node, Scope::User, Scope::Group];
+
+    /// Wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Scope::Node => "node",
+            Scope::User => "user",
+            Scope::Group => "group",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Scope::ALL
+            .into_iter()
+            .find(|x| x.as_str() == s)
+            .ok_or_else(|| format!("unknown scope {s:?}"))
+    }
+}
+
+/// What the vault writes into a token's authority block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claims {
+    /// Unique per issued token.
+    pub token_id: String,
+    /// The grant: kept by refresh, named by revocation.
+    pub grant: String,
+    /// Grants this one descends from, oldest first, ending with `grant`.
+    pub lineage: Vec<String>,
+    /// The node holding it.
+    pub node: String,
+    /// The node's group.
+    pub group: String,
+    /// The user the node belongs to.
+    pub user: String,
+    /// The node's Ed25519 public key.
+    pub node_key: [u8; 32],
+    /// What it allows.
+    pub rights: Vec<Right>,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// Epochs at mint time, per scope.
+    pub epochs: [(Scope, i64); 3],
+}
+
+impl Claims {
+    /// The subject id of a scope (node, user or group id).
+    pub fn subject(&self, scope: Scope) -> &str {
+        match scope {
+            Scope::Node => &self.node,
+            Scope::User => &self.user,
+            Scope::Group => &self.group,
+        }
+    }
+
+    /// The epoch recorded for a scope.
+    pub fn epoch(&self, scope: Scope) -> i64 {
+        self.epochs
+            .iter()
+            .find(|(s, _)| *s == scope)
+            .map_or(i64::MIN, |(_, e)| *e)
+    }
+}
+
+/// The root signing key with its id, plus older public keys that still verify.
+pub struct KeyRing {
+    current: (u32, KeyPair),
+    verifying: HashMap<u32, PublicKey>,
+}
+
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("current", &self.current.0)
+            .field("verifying", &self.verifying.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The id of a root public key: the first four bytes of its SHA-256.
+pub fn key_id(public: &[u8]) -> u32 {
+    let digest = Sha256::digest(public);
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+impl KeyRing {
+    /// A ring signing with `private` (32-byte Ed25519 seed), also verifying `older` keys.
+    pub fn new(private: &[u8], older: &[[u8; 32]]) -> Result<Self, TokenError> {
+        let key =
+            PrivateKey::from_bytes(private, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?;
+        let pair = KeyPair::from(&key);
+        let mut verifying = HashMap::new();
+        for old in older {
+            let public =
+                PublicKey::from_bytes(old, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?;
+            verifying.insert(key_id(old), public);
+        }
+        let public = pair.public();
+        let kid = key_id(&public.to_bytes());
+        verifying.insert(kid, public);
+        Ok(Self {
+            current: (kid, pair),
+            verifying,
+        })
+    }
+
+    /// A ring that only verifies (relays, management): public keys by id.
+    pub fn verify_only(keys: &[[u8; 32]]) -> Result<VerifyKeys, TokenError> {
+        let mut map = HashMap::new();
+        for k in keys {
+            map.insert(
+                key_id(k),
+                PublicKey::from_bytes(k, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?,
+            );
+        }
+        Ok(VerifyKeys(map))
+    }
+
+    /// The current key id.
+    pub fn current_id(&self) -> u32 {
+        self.current.0
+    }
+
+    /// Public keys that verify, by id.
+    pub fn public_keys(&self) -> VerifyKeys {
+        VerifyKeys(self.verifying.clone())
+    }
+
+    /// Mint a token for `claims`.
+    pub fn mint(&self, claims: &Claims) -> Result<Vec<u8>, TokenError> {
+        let build = || -> Result<Vec<u8>, BiscuitError> {
+            let expiry = UNIX_EPOCH + Duration::from_secs(claims.expires_at);
+            let params = HashMap::from([("exp".to_owned(), Term::from(expiry))]);
+            let mut builder = Biscuit::builder()
+                .root_key_id(self.current.0)
+                .code_with_params("check if time($t), $t <= {exp};", params, HashMap::new())?
+                .fact(fact("token_id", &[string(&claims.token_id)]))?
+                .fact(fact("grant", &[string(&claims.grant)]))?
+                .fact(fact("node", &[string(&claims.node)]))?
+                .fact(fact("group", &[string(&claims.group)]))?
+                .fact(fact("user", &[string(&claims.user)]))?
+                .fact(fact("node_key", &[Term::from(claims.node_key.to_vec())]))?
+                .fact(fact("expires_at", &[Term::from(claims.expires_at as i64)]))?;
+            for ancestor in &claims.lineage {
+                builder = builder.fact(fact("lineage", &[string(ancestor)]))?;
+            }
+            for right in &claims.rights {
+                builder = builder.fact(fact(
+                    "right",
+                    &[string(right.resource.as_str()), string(right.op.as_str())],
+                ))?;
+            }
+            for (scope, epoch) in &claims.epochs {
+                builder =
+                    builder.fact(fact("epoch", &[string(scope.as_str()), Term::from(*epoch)]))?;
+            }
+            builder.build(&self.current.1)?.to_vec()
+        };
+        build().map_err(|e| {
+            tracing::error!(error = %e, "minting a token failed");
+            TokenError::Invalid
+        })
+    }
+}
+
+/// Public root keys by id: what every checker needs.
+#[derive(Clone, Debug)]
+pub struct VerifyKeys(HashMap<u32, PublicKey>);
+
+/// The SHA-256 of a token's bytes: its cache key and what proofs of possession bind to.
+pub fn token_hash(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// A token whose signatures have been checked, with its authority claims extracted.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    /// The authority claims.
+    pub claims: Claims,
+    /// Revocation ids of every block (hex), authority first.
+    pub block_ids: Vec<String>,
+    /// SHA-256 of the token bytes.
+    pub hash: [u8; 32],
+    biscuit: Biscuit,
+}
+
+impl VerifiedToken {
+    /// Number of appended (attenuation) blocks.
+    pub fn attenuations(&self) -> usize {
+        self.biscuit.block_count().saturating_sub(1)
+    }
+
+    /// Append an attenuation block restricting operations, resources and expiry (what a holder
+    /// does offline). Returns the new token bytes.
+    pub fn attenuate(
+        &self,
+        ops: Option<&[Op]>,
+        prefix: Option<&str>,
+        expires_at: Option<u64>,
+    ) -> Result<Vec<u8>, TokenError> {
+        attenuate(&self.biscuit, ops, prefix, expires_at)
+    }
+}
+
+/// Append a narrowing block to token bytes without verifying them (holders do this offline;
+/// the verifier checks everything).
+pub fn attenuate_bytes(
+    token: &[u8],
+    root: &VerifyKeys,
+    ops: Option<&[Op]>,
+    prefix: Option<&str>,
+    expires_at: Option<u64>,
+) -> Result<Vec<u8>, TokenError> {
+    let biscuit = parse(token, root)?;
+    attenuate(&biscuit, ops, prefix, expires_at)
+}
+
+fn attenuate(
+    biscuit: &Biscuit,
+    ops: Option<&[Op]>,
+    prefix: Option<&str>,
+    expires_at: Option<u64>,
+) -> Result<Vec<u8>, TokenError> {
+    let build = || -> Result<Vec<u8>, BiscuitError> {
+        let mut block = biscuit_auth::BlockBuilder::new();
+        if let Some(ops) = ops {
+            let set: std::collections::BTreeSet<Term> =
+                ops.iter().map(|op| string(op.as_str())).collect();
+            block = block.code_with_params(
+                "check if operation($op), {ops}.contains($op);",
+                HashMap::from([("ops".to_owned(), Term::Set(set))]),
+                HashMap::new(),
+            )?;
+        }
+        if let Some(prefix) = prefix {
+            block = block.code_with_params(
+                "check if resource($r), $r.starts_with({prefix});",
+                HashMap::from([("prefix".to_owned(), Term::from(prefix))]),
+                HashMap::new(),
+            )?;
+        }
+        if let Some(exp) = expires_at {
+            let expiry = UNIX_EPOCH + Duration::from_secs(exp);
+            block = block.code_with_params(
+                "check if time($t), $t <= {exp};",
+                HashMap::from([("exp".to_owned(), Term::from(expiry))]),
+                HashMap::new(),
+            )?;
+        }
+        biscuit.append(block)?.to_vec()
+    };
+    build().map_err(|_| TokenError::Invalid)
+}
+
+fn parse(token: &[u8], keys: &VerifyKeys) -> Result<Biscuit, TokenError> {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Invalid);
+    }
+    let provider = |id: Option<u32>| -> Result<PublicKey, Format> {
+        id.and_then(|i| keys.0.get(&i).copied())
+            .ok_or(Format::UnknownPublicKey)
+    };
+    let biscuit = Biscuit::from(token, provider).map_err(|_| TokenError::Invalid)?;
+    if biscuit.block_count() > MAX_BLOCKS + 1 {
+        return Err(TokenError::Invalid);
+    }
+    Ok(biscuit)
+}
+
+/// What a verifier asks of its revocation state.
+pub trait RevocationView: Send + Sync {
+    /// `Err(Revoked)` when any of the token's grants or blocks is revoked or an epoch is stale;
+    /// also `Err(Revoked)` when the view is too old to trust (fail closed).
+    fn check(&self, token: &VerifiedToken) -> Result<(), TokenError>;
+}
+
+/// The resource and operation a request wants.
+#[derive(Clone, Debug)]
+pub struct Request<'a> {
+    /// Operation.
+    pub op: Op,
+    /// A secret path, or for `list` a prefix ending in `/` (or empty for everything).
+    pub resource: &'a str,
+}
+
+/// Every pattern that covers `resource`: `*`, `a/*`, `a/b/*`, and `a/b/c` itself. For a list
+/// prefix `a/b/`, the exact form is omitted (a prefix is not a path).
+pub fn covering_patterns(resource: &str) -> Vec<String> {
+    let mut patterns = vec!["*".to_owned()];
+    let mut end = 0;
+    while let Some(i) = resource[end..].find('/') {
+        end += i + 1;
+        patterns.push(format!("{}*", &resource[..end]));
+    }
+    if !resource.is_empty() && !resource.ends_with('/') {
+        patterns.push(resource.to_owned());
+    }
+    patterns
+}
+
+/// Checks tokens: parses and verifies signatures once per distinct token (cached by hash), then
+/// checks expiry, revocation and the request on every use.
+pub struct Verifier {
+    keys: VerifyKeys,
+    cache: RwLock<HashMap<[u8; 32], Arc<VerifiedToken>>>,
+    cache_limit: usize,
+    limits: AuthorizerLimits,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.0.len())
+            .finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier for tokens signed by `keys`.
+    pub fn new(keys: VerifyKeys) -> Self {
+        Self {
+            keys,
+            cache: RwLock::new(HashMap::new()),
+            cache_limit: 100_000,
+            // Explicit: the default 1 ms was exceeded by scheduling alone on busy machines.
+            limits: AuthorizerLimits {
+                max_facts: 1000,
+                max_iterations: 100,
+                max_time: Duration::from_millis(50),
+            },
+        }
+    }
+
+    /// Replace the root keys (rotation) and drop the cache.
+    pub fn set_keys(&mut self, keys: VerifyKeys) {
+        self.keys = keys;
+        self.cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Parse, verify signatures and extract claims; cached by the token's hash.
+    pub fn verify(&self, token: &[u8]) -> Result<Arc<VerifiedToken>, TokenError> {
+        let hash = token_hash(token);
+        if let Some(hit) = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&hash)
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let biscuit = parse(token, &self.keys)?;
+        let claims = extract_claims(&biscuit, &self.limits)?;
+        let verified = Arc::new(VerifiedToken {
+            claims,
+            block_ids: biscuit
+                .revocation_identifiers()
+                .iter()
+                .map(hex::encode)
+                .collect(),
+            hash,
+            biscuit,
+        });
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= self.cache_limit {
+            // Simple and bounded: a full cache starts over (only valid tokens get here).
+            cache.clear();
+        }
+        cache.insert(hash, Arc::clone(&verified));
+        Ok(verified)
+    }
+
+    /// The whole check for one request: signatures (cached), expiry, revocation, then the
+    /// Biscuit authorizer over the request.
+    pub fn authorize(
+        &self,
+        token: &[u8],
+        request: &Request<'_>,
+        revocation: &dyn RevocationView,
+        now: SystemTime,
+    ) -> Result<Arc<VerifiedToken>, TokenError> {
+        let verified = self.verify(token)?;
+        self.authorize_verified(&verified, request, revocation, now)?;
+        Ok(verified)
+    }
+
+    /// Expiry, revocation and the request, for an already verified token.
+    pub fn authorize_verified(
+        &self,
+        verified: &VerifiedToken,
+        request: &Request<'_>,
+        revocation: &dyn RevocationView,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now_secs > verified.claims.expires_at {
+            return Err(TokenError::Expired);
+        }
+        revocation.check(verified)?;
+        let run = || -> Result<usize, BiscuitError> {
+            let mut builder = AuthorizerBuilder::new()
+                .set_limits(self.limits.clone())
+                .fact(fact("time", &[Term::from(now)]))?
+                .fact(fact("operation", &[string(request.op.as_str())]))?
+                .fact(fact("resource", &[string(request.resource)]))?;
+            for pattern in covering_patterns(request.resource) {
+                builder = builder.fact(fact("resource_pattern", &[string(&pattern)]))?;
+            }
+            builder
+                .policy("allow if operation($op), resource_pattern($p), right($p, $op)")?
+                .build(&verified.biscuit)?
+                .authorize()
+        };
+        match run() {
+            Ok(_) => Ok(()),
+            Err(BiscuitError::RunLimit(RunLimit::Timeout)) => Err(TokenError::Timeout),
+            Err(BiscuitError::RunLimit(_)) => Err(TokenError::Forbidden),
+            Err(BiscuitError::FailedLogic(Logic::Unauthorized { checks, .. }))
+                if checks_mention_time(&checks) =>
+            {
+                Err(TokenError::Expired)
+            }
+            Err(_) => Err(TokenError::Forbidden),
+        }
+    }
+}
+
+fn checks_mention_time(checks: &[biscuit_auth::error::FailedCheck]) -> bool {
+    checks.iter().any(|c| format!("{c:?}").contains("time($t)"))
+}
+
+fn extract_claims(biscuit: &Biscuit, limits: &AuthorizerLimits) -> Result<Claims, TokenError> {
+    let invalid = |_| TokenError::Invalid;
+    let mut authorizer = AuthorizerBuilder::new()
+        .set_limits(limits.clone())
+        .build(biscuit)
+        .map_err(invalid)?;
+    let one =
+        |authorizer: &mut biscuit_auth::Authorizer, rule: &str| -> Result<String, TokenError> {
+            let rows: Vec<(String,)> = authorizer.query(rule).map_err(invalid)?;
+            match rows.as_slice() {
+                [(value,)] => Ok(value.clone()),
+                _ => Err(TokenError::Invalid),
+            }
+        };
+    let token_id = one(&mut authorizer, "data($x) <- token_id($x)")?;
+    let grant = one(&mut authorizer, "data($x) <- grant($x)")?;
+    let node = one(&mut authorizer, "data($x) <- node($x)")?;
+    let group = one(&mut authorizer, "data($x) <- group($x)")?;
+    let user = one(&mut authorizer, "data($x) <- user($x)")?;
+    let keys: Vec<(Vec<u8>,)> = authorizer
+        .query("data($k) <- node_key($k)")
+        .map_err(invalid)?;
+    let node_key: [u8; 32] = match keys.as_slice() {
+        [(k,)] => k.as_slice().try_into().map_err(|_| TokenError::Invalid)?,
+        _ => return Err(TokenError::Invalid),
+    };
+    let expiry: Vec<(i64,)> = authorizer
+        .query("data($t) <- expires_at($t)")
+        .map_err(invalid)?;
+    let expires_at = match expiry.as_slice() {
+        [(t,)] => u64::try_from(*t).map_err(|_| TokenError::Invalid)?,
+        _ => return Err(TokenError::Invalid),
+    };
+    let mut lineage: Vec<(String,)> = authorizer
+        .query("data($g) <- lineage($g)")
+        .map_err(invalid)?;
+    lineage.sort();
+    let raw_rights: Vec<(String, String)> = authorizer
+        .query("data($r, $o) <- right($r, $o)")
+        .map_err(invalid)?;
+    let mut rights = Vec::with_capacity(raw_rights.len());
+    for (resource, op) in raw_rights {
+        rights.push(Right {
+            resource: resource.parse().map_err(|_| TokenError::Invalid)?,
+            op: op.parse().map_err(|_| TokenError::Invalid)?,
+        });
+    }
+    let raw_epochs: Vec<(String, i64)> = authorizer
+        .query("data($s, $e) <- epoch($s, $e)")
+        .map_err(invalid)?;
+    let mut epochs = [(Scope::Node, 0), (Scope::User, 0), (Scope::Group, 0)];
+    for slot in &mut epochs {
+        let found: Vec<i64> = raw_epochs
+            .iter()
+            .filter(|(s, _)| s == slot.0.as_str())
+            .map(|(_, e)| *e)
+            .collect();
+        match found.as_slice() {
+            [e] => slot.1 = *e,
+            _ => return Err(TokenError::Invalid),
+        }
+    }
+    Ok(Claims {
+        token_id,
+        grant,
+        lineage: lineage.into_iter().map(|(g,)| g).collect(),
+        node,
+        group,
+        user,
+        node_key,
+        rights,
+        expires_at,
+        epochs,
+    })
+}
+
+/// 32 random bytes from the OS, zeroized on drop.
+pub fn random_key() -> Zeroizing<[u8; 32]> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    getrandom::fill(key.as_mut()).expect("the OS random number generator failed");
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::*;
+
+    struct NoRevocations;
+    impl RevocationView for NoRevocations {
+        fn check(&self, _: &VerifiedToken) -> Result<(), TokenError> {
+            Ok(())
+        }
+    }
+
+    struct RevokedGrant(&'static str);
+    impl RevocationView for RevokedGrant {
+        fn check(&self, t: &VerifiedToken) -> Result<(), TokenError> {
+            if t.claims.lineage.iter().any(|g| g == self.0) {
+                Err(TokenError::Revoked)
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn now_secs() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+    }
+
+    fn claims(rights: &[(&str, Op)]) -> Claims {
+        Claims {
+            token_id: "t1".into(),
+            grant: "g1".into(),
+            lineage: vec!["g1".into()],
+            node: "n1".into(),
+            group: "team".into(),
+            user: "u1".into(),
+            node_key: [7; 32],
+            rights: rights
+                .iter()
+                .map(|(r, op)| Right {
+                    resource: r.parse().expect("pattern"),
+                    op: *op,
+                })
+                .collect(),
+            expires_at: now_secs() + 3600,
+            epochs: [(Scope::Node, 1), (Scope::User, 2), (Scope::Group, 3)],
+        }
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::new(random_key().as_ref(), &[]).expect("ring")
+    }
+
+    fn check(v: &Verifier, token: &[u8], op: Op, resource: &str) -> Result<(), TokenError> {
+        v.authorize(
+            token,
+            &Request { op, resource },
+            &NoRevocations,
+            SystemTime::now(),
+        )
+        .map(drop)
+    }
+
+    #[test]
+    fn mint_verify_and_extract_claims_round_trip() {
+        let ring = ring();
+        let c = claims(&[("db/*", Op::Read), ("app/config", Op::Write)]);
+        let token = ring.mint(&c).expect("mint");
+        let v = Verifier::new(ring.public_keys());
+        let verified = v.verify(&token).expect("verify");
+        let mut expected = c.clone();
+        expected.rights.sort();
+        let mut got = verified.claims.clone();
+        got.rights.sort();
+        assert_eq!(got, expected);
+        assert_eq!(verified.attenuations(), 0);
+    }
+
+    #[test]
+    fn rights_match_exactly_with_no_prefix_confusion() {
+        let ring = ring();
+        let token = ring
+            .mint(&claims(&[("db/*", Op::Read), ("app/config", Op::Write)]))
+            .expect("mint");
+        let v = Verifier::new(ring.public_keys());
+        check(&v, &token, Op::Read, "db/password").expect("prefix right");
+        check(&v, &token, Op::Read, "db/replica/password").expect("nested");
+        check(&v, &token, Op::Write, "app/config").expect("exact right");
+        for (op, resource) in [
+            (Op::Read, "dbx/password"),
+            (Op::Read, "db"),
+            (Op::Write, "db/password"),
+            (Op::Read, "app/config"),
+            (Op::Write, "app/config2"),
+            (Op::Write, "app/config/x"),
+        ] {
+            assert_eq!(
+                check(&v, &token, op, resource),
+                Err(TokenError::Forbidden),
+                "{op} {resource}"
+            );
+        }
+        // Listing: the prefix must be covered by a wildcard right.
+        let lister = ring.mint(&claims(&[("db/*", Op::List)])).expect("mint");
+        check(&v, &lister, Op::List, "db/").expect("list under db/");
+        check(&v, &lister, Op::List, "db/replica/").expect("list deeper");
+        assert_eq!(check(&v, &lister, Op::List, ""), Err(TokenError::Forbidden));
+    }
+
+    #[test]
+    fn attenuation_narrows_and_appended_facts_cannot_widen() {
+        let ring = ring();
+        let token = ring
+            .mint(&claims(&[("*", Op::Read), ("*", Op::Write)]))
+            .expect("mint");
+        let v = Verifier::new(ring.public_keys());
+        let narrowed = v
+            .verify(&token)
+            .expect("verify")
+            .attenuate(Some(&[Op::Read]), Some("db/"), None)
+            .expect("attenuate");
+        check(&v, &narrowed, Op::Read, "db/password").expect("still allowed");
+        assert_eq!(
+            check(&v, &narrowed, Op::Write, "db/password"),
+            Err(TokenError::Forbidden)
+        );
+        assert_eq!(
+            check(&v, &narrowed, Op::Read, "app/x"),
+            Err(TokenError::Forbidden)
+        );
+
+        // A holder appends facts claiming more: they are not trusted.
+        let small = ring.mint(&claims(&[("db/a", Op::Read)])).expect("mint");
+        let biscuit = parse(&small, &ring.public_keys()).expect("parse");
+        let forged = biscuit
+            .append(
+                biscuit_auth::BlockBuilder::new()
+                    .code(r#"right("*", "admin"); right("*", "read"); resource_pattern("*"); operation("read"); node("n2");"#)
+                    .expect("code"),
+            )
+            .expect("append")
+            .to_vec()
+            .expect("bytes");
+        assert_eq!(
+            check(&v, &forged, Op::Read, "db/b"),
+            Err(TokenError::Forbidden)
+        );
+        assert_eq!(
+            check(&v, &forged, Op::Admin, "db/a"),
+            Err(TokenError::Forbidden)
+        );
+        assert_eq!(
+            v.verify(&forged).expect("verify").claims.node,
+            "n1",
+            "claims come from the authority block only"
+        );
+    }
+
+    #[test]
+    fn expiry_from_the_token_or_an_attenuation_is_enforced() {
+        let ring = ring();
+        let v = Verifier::new(ring.public_keys());
+        let mut c = claims(&[("*", Op::Read)]);
+        c.expires_at = now_secs() - 1;
+        let expired = ring.mint(&c).expect("mint");
+        assert_eq!(check(&v, &expired, Op::Read, "a"), Err(TokenError::Expired));
+
+        let token = ring.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        let short = v
+            .verify(&token)
+            .expect("verify")
+            .attenuate(None, None, Some(now_secs() + 60))
+            .expect("attenuate");
+        check(&v, &short, Op::Read, "a").expect("valid now");
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let r = v.authorize(
+            &short,
+            &Request {
+                op: Op::Read,
+                resource: "a",
+            },
+            &NoRevocations,
+            later,
+        );
+        assert_eq!(r.map(drop), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn other_root_keys_malformed_bytes_and_oversize_are_invalid() {
+        let ring = ring();
+        let other = self::ring();
+        let v = Verifier::new(ring.public_keys());
+        let foreign = other.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        assert_eq!(v.verify(&foreign).map(drop), Err(TokenError::Invalid));
+        let token = ring.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        for bad in [
+            Vec::new(),
+            b"not a token".to_vec(),
+            token[..token.len() / 2].to_vec(),
+            vec![0u8; MAX_TOKEN_BYTES + 1],
+        ] {
+            assert_eq!(v.verify(&bad).map(drop), Err(TokenError::Invalid));
+        }
+        let mut flipped = token.clone();
+        let mid = flipped.len() / 3;
+        flipped[mid] ^= 0x01;
+        assert_eq!(v.verify(&flipped).map(drop), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn rotated_root_keys_keep_verifying_old_tokens() {
+        let old_seed = random_key();
+        let old = KeyRing::new(old_seed.as_ref(), &[]).expect("ring");
+        let old_token = old.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        let old_public: [u8; 32] = ed25519_dalek::SigningKey::from_bytes(&old_seed)
+            .verifying_key()
+            .to_bytes();
+        let new = KeyRing::new(random_key().as_ref(), &[old_public]).expect("ring");
+        assert_ne!(new.current_id(), old.current_id());
+        let v = Verifier::new(new.public_keys());
+        check(&v, &old_token, Op::Read, "a").expect("old token still verifies");
+        let new_token = new.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        check(&v, &new_token, Op::Read, "a").expect("new token");
+    }
+
+    #[test]
+    fn revocation_view_is_consulted_on_every_check() {
+        let ring = ring();
+        let v = Verifier::new(ring.public_keys());
+        let token = ring.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        check(&v, &token, Op::Read, "a").expect("cached and allowed");
+        let r = v.authorize(
+            &token,
+            &Request {
+                op: Op::Read,
+                resource: "a",
+            },
+            &RevokedGrant("g1"),
+            SystemTime::now(),
+        );
+        assert_eq!(r.map(drop), Err(TokenError::Revoked));
+    }
+
+    #[test]
+    fn covering_patterns_list_every_ancestor_wildcard() {
+        assert_eq!(covering_patterns("a/b/c"), ["*", "a/*", "a/b/*", "a/b/c"]);
+        assert_eq!(covering_patterns("a/b/"), ["*", "a/*", "a/b/*"]);
+        assert_eq!(covering_patterns(""), ["*"]);
+    }
+}
