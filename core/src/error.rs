@@ -61,6 +61,30 @@ error_codes! {
         "The request body is larger than the configured limit (`HTTP_BODY_LIMIT_BYTES`)."),
     UnsupportedMediaType => ("unsupported_media_type", UNSUPPORTED_MEDIA_TYPE,
         "The request body has the wrong `Content-Type` (JSON routes need `application/json`)."),
+    InvalidToken => ("invalid_token", UNAUTHORIZED,
+        "The capability token is malformed, signed by an unknown root key, or missing."),
+    TokenExpired => ("token_expired", UNAUTHORIZED,
+        "The capability token (or one of its attenuations) has expired; refresh it."),
+    Revoked => ("revoked", UNAUTHORIZED,
+        "The capability token was revoked: directly, through a token it derives from, or by revoking its node, user or group."),
+    ProofRequired => ("proof_required", UNAUTHORIZED,
+        "The request carries a token but no proof of possession (`Keymesh-Proof` header)."),
+    ProofInvalid => ("proof_invalid", UNAUTHORIZED,
+        "The proof of possession does not verify for this method, path, body and token, or its timestamp is outside ±60 s."),
+    ProofReplayed => ("proof_replayed", UNAUTHORIZED,
+        "This proof of possession was already used; sign every request afresh."),
+    ApprovalRequired => ("approval_required", FORBIDDEN,
+        "The request asks for more than may be granted without a human approval; `details` lists exactly what is in excess."),
+    InvalidPassphrase => ("invalid_passphrase", UNAUTHORIZED,
+        "The passphrase does not unlock this vault. Attempts are rate limited per group and per client."),
+    InvalidShare => ("invalid_share", FORBIDDEN,
+        "The unlock share does not come from a member of this vault's share set or does not decrypt."),
+    VaultLocked => ("vault_locked", LOCKED,
+        "The group vault is locked; an admin must unlock it first."),
+    Conflict => ("conflict", CONFLICT,
+        "The resource already exists or changed meanwhile."),
+    AuditUnavailable => ("audit_unavailable", SERVICE_UNAVAILABLE,
+        "The operation was not performed because its audit record could not be written in time."),
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS,
         "Too many requests from this client IP or principal; retry after `Retry-After` seconds."),
     Timeout => ("timeout", SERVICE_UNAVAILABLE,
@@ -93,6 +117,9 @@ pub struct ErrorObject<'a> {
     pub code: &'a str,
     /// Human-readable message, safe to show to the client.
     pub message: &'a str,
+    /// Structured detail for some codes (e.g. what `approval_required` would need).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<&'a serde_json::Value>,
 }
 
 /// An error on its way to a client: a code, a client-safe message, and optionally the internal
@@ -103,6 +130,7 @@ pub struct ApiError {
     message: Cow<'static, str>,
     /// Rarely used (rate limits), so boxed to keep `Result<_, ApiError>` small.
     headers: Option<Box<HeaderMap>>,
+    details: Option<Box<serde_json::Value>>,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -113,6 +141,7 @@ impl ApiError {
             code,
             message: Cow::Borrowed(code.description()),
             headers: None,
+            details: None,
             source: None,
         }
     }
@@ -147,6 +176,13 @@ impl ApiError {
             header::RETRY_AFTER,
             HeaderValue::from(retry_after_secs(wait)),
         );
+        self
+    }
+
+    /// Attach structured, client-safe detail.
+    #[must_use]
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(Box::new(details));
         self
     }
 
@@ -213,6 +249,7 @@ impl IntoResponse for ApiError {
             error: ErrorObject {
                 code: self.code.as_str(),
                 message: &self.message,
+                details: self.details.as_deref(),
             },
         };
         let headers = self.headers.map(|h| *h).unwrap_or_default();

@@ -1,0 +1,401 @@
+//! Proof of possession: a token is useless without the node's private key.
+//!
+//! Over HTTP, every request carries `Keymesh-Proof: v1;ts=UNIX;nonce=B64;sig=B64`, an Ed25519
+//! signature by the node key (the `node_key` in the token) over
+//! `keymesh-pop-v1 \n METHOD \n PATH?QUERY \n TS \n NONCE \n SHA256(body) \n SHA256(token)`.
+//! The verifier accepts a timestamp within ±60 s and each nonce once (replay cache), so a proof
+//! cannot be replayed, moved to another request, another body or another token. Over the
+//! WebSocket the node signs the server's challenge the same way (`keymesh-ws-v1`).
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use sha2::{Digest, Sha256};
+
+/// The header name.
+pub const PROOF_HEADER: &str = "keymesh-proof";
+/// Accepted clock difference.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// Why a proof is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PopError {
+    /// No proof header.
+    #[error("the request carries no proof of possession (Keymesh-Proof header)")]
+    Missing,
+    /// Unparseable, or the signature does not verify.
+    #[error("the proof of possession is invalid for this request, body and token")]
+    Invalid,
+    /// Timestamp outside the window.
+    #[error("the proof of possession is outside the accepted time window")]
+    Stale,
+    /// Nonce already used.
+    #[error("the proof of possession was already used")]
+    Replayed,
+    /// The replay cache is full: refuse rather than stop remembering.
+    #[error("too many proofs in flight")]
+    Overloaded,
+}
+
+/// A parsed proof header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proof {
+    /// Unix seconds.
+    pub ts: i64,
+    /// Random, unique per request.
+    pub nonce: [u8; 16],
+    /// Ed25519 signature.
+    pub sig: [u8; 64],
+}
+
+fn unix(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Proof {
+    /// Parse `v1;ts=...;nonce=...;sig=...` (fields in that order).
+    pub fn parse(header: &str) -> Result<Self, PopError> {
+        let mut parts = header.split(';');
+        if parts.next() != Some("v1") {
+            return Err(PopError::Invalid);
+        }
+        let mut field = |name: &str| -> Result<&str, PopError> {
+            parts
+                .next()
+                .and_then(|p| p.strip_prefix(name))
+                .and_then(|p| p.strip_prefix('='))
+                .ok_or(PopError::Invalid)
+        };
+        let ts = field("ts")?.parse().map_err(|_| PopError::Invalid)?;
+        let nonce = decode_fixed(field("nonce")?)?;
+        let sig = decode_fixed(field("sig")?)?;
+        if parts.next().is_some() {
+            return Err(PopError::Invalid);
+        }
+        Ok(Self { ts, nonce, sig })
+    }
+
+    /// The header value.
+    pub fn encode(&self) -> String {
+        format!(
+            "v1;ts={};nonce={};sig={}",
+            self.ts,
+            URL_SAFE_NO_PAD.encode(self.nonce),
+            URL_SAFE_NO_PAD.encode(self.sig)
+        )
+    }
+}
+
+fn decode_fixed<const N: usize>(b64: &str) -> Result<[u8; N], PopError> {
+    if b64.len() > N * 2 {
+        return Err(PopError::Invalid);
+    }
+    let raw = URL_SAFE_NO_PAD.decode(b64).map_err(|_| PopError::Invalid)?;
+    raw.try_into().map_err(|_| PopError::Invalid)
+}
+
+fn http_message(
+    method: &str,
+    path_and_query: &str,
+    ts: i64,
+    nonce: &[u8; 16],
+    body: &[u8],
+    token_hash: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(200 + path_and_query.len());
+    m.extend_from_slice(b"keymesh-pop-v1\n");
+    m.extend_from_slice(method.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(path_and_query.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(ts.to_string().as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(hex::encode(nonce).as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(hex::encode(Sha256::digest(body)).as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(hex::encode(token_hash).as_bytes());
+    m
+}
+
+/// Sign a request (what the node client does).
+pub fn sign_http(
+    key: &SigningKey,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    token: &[u8],
+    now: SystemTime,
+) -> String {
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).expect("the OS random number generator failed");
+    let ts = unix(now);
+    let message = http_message(
+        method,
+        path_and_query,
+        ts,
+        &nonce,
+        body,
+        &super::token::token_hash(token),
+    );
+    Proof {
+        ts,
+        nonce,
+        sig: key.sign(&message).to_bytes(),
+    }
+    .encode()
+}
+
+fn verify_signature(node_key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), PopError> {
+    let key = VerifyingKey::from_bytes(node_key).map_err(|_| PopError::Invalid)?;
+    key.verify_strict(message, &Signature::from_bytes(sig))
+        .map_err(|_| PopError::Invalid)
+}
+
+/// Check a request's proof: window, signature, then the nonce (so only valid proofs take room
+/// in the replay cache).
+#[allow(clippy::too_many_arguments)]
+pub fn verify_http(
+    header: Option<&str>,
+    node_key: &[u8; 32],
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    token_hash: &[u8; 32],
+    replay: &ReplayCache,
+    now: SystemTime,
+) -> Result<(), PopError> {
+    let proof = Proof::parse(header.ok_or(PopError::Missing)?)?;
+    let now = unix(now);
+    if (proof.ts - now).unsigned_abs() > WINDOW.as_secs() {
+        return Err(PopError::Stale);
+    }
+    let message = http_message(
+        method,
+        path_and_query,
+        proof.ts,
+        &proof.nonce,
+        body,
+        token_hash,
+    );
+    verify_signature(node_key, &message, &proof.sig)?;
+    replay.use_once(&proof.nonce, proof.ts, now)
+}
+
+fn challenge_message(challenge: &[u8], token_hash: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"keymesh-ws-v1\n".to_vec();
+    m.extend_from_slice(hex::encode(challenge).as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(hex::encode(token_hash).as_bytes());
+    m
+}
+
+/// Sign a WebSocket handshake challenge.
+pub fn sign_challenge(key: &SigningKey, challenge: &[u8], token: &[u8]) -> [u8; 64] {
+    key.sign(&challenge_message(
+        challenge,
+        &super::token::token_hash(token),
+    ))
+    .to_bytes()
+}
+
+/// Verify a WebSocket handshake signature.
+pub fn verify_challenge(
+    node_key: &[u8; 32],
+    challenge: &[u8],
+    token_hash: &[u8; 32],
+    sig: &[u8; 64],
+) -> Result<(), PopError> {
+    verify_signature(node_key, &challenge_message(challenge, token_hash), sig)
+}
+
+/// Nonces seen within the window. Bounded: when full of live entries it refuses new proofs
+/// (fail closed) instead of forgetting old ones.
+#[derive(Debug)]
+pub struct ReplayCache {
+    seen: Mutex<HashMap<[u8; 16], i64>>,
+    max: usize,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        Self::with_capacity(500_000)
+    }
+}
+
+impl ReplayCache {
+    /// A cache holding at most `max` live nonces.
+    pub fn with_capacity(max: usize) -> Self {
+        Self {
+            seen: Mutex::new(HashMap::new()),
+            max,
+        }
+    }
+
+    /// Record a nonce; `Err(Replayed)` if it was seen within the window.
+    pub fn use_once(&self, nonce: &[u8; 16], ts: i64, now: i64) -> Result<(), PopError> {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains_key(nonce) {
+            return Err(PopError::Replayed);
+        }
+        if seen.len() >= self.max {
+            // A nonce older than twice the window can no longer pass the window check.
+            let horizon = now - 2 * WINDOW.as_secs() as i64;
+            seen.retain(|_, t| *t >= horizon);
+            if seen.len() >= self.max {
+                return Err(PopError::Overloaded);
+            }
+        }
+        seen.insert(*nonce, ts);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capability::token::{random_key, token_hash};
+
+    fn key() -> SigningKey {
+        SigningKey::from_bytes(&random_key())
+    }
+
+    #[test]
+    fn a_signed_request_verifies_once() {
+        let k = key();
+        let token = b"token-bytes";
+        let now = SystemTime::now();
+        let header = sign_http(&k, "POST", "/v1/x?a=1", b"{}", token, now);
+        let replay = ReplayCache::default();
+        let pk = k.verifying_key().to_bytes();
+        let th = token_hash(token);
+        verify_http(
+            Some(&header),
+            &pk,
+            "POST",
+            "/v1/x?a=1",
+            b"{}",
+            &th,
+            &replay,
+            now,
+        )
+        .expect("valid");
+        assert_eq!(
+            verify_http(
+                Some(&header),
+                &pk,
+                "POST",
+                "/v1/x?a=1",
+                b"{}",
+                &th,
+                &replay,
+                now
+            ),
+            Err(PopError::Replayed)
+        );
+    }
+
+    #[test]
+    fn any_change_breaks_the_proof() {
+        let k = key();
+        let now = SystemTime::now();
+        let token = b"token-bytes";
+        let header = sign_http(&k, "POST", "/v1/x", b"body", token, now);
+        let pk = k.verifying_key().to_bytes();
+        let th = token_hash(token);
+        let other_key = key().verifying_key().to_bytes();
+        let other_token = token_hash(b"other token");
+        type Case<'a> = (&'a [u8; 32], &'a str, &'a str, &'a [u8], &'a [u8; 32]);
+        let cases: [Case<'_>; 5] = [
+            (&pk, "PUT", "/v1/x", b"body", &th),
+            (&pk, "POST", "/v1/y", b"body", &th),
+            (&pk, "POST", "/v1/x", b"bodz", &th),
+            (&pk, "POST", "/v1/x", b"body", &other_token),
+            (&other_key, "POST", "/v1/x", b"body", &th),
+        ];
+        for (key, method, path, body, token_hash) in cases {
+            let replay = ReplayCache::default();
+            assert_eq!(
+                verify_http(
+                    Some(&header),
+                    key,
+                    method,
+                    path,
+                    body,
+                    token_hash,
+                    &replay,
+                    now
+                ),
+                Err(PopError::Invalid),
+                "{method} {path}"
+            );
+        }
+        let replay = ReplayCache::default();
+        assert_eq!(
+            verify_http(None, &pk, "POST", "/v1/x", b"body", &th, &replay, now),
+            Err(PopError::Missing)
+        );
+        let late = now + Duration::from_secs(61);
+        assert_eq!(
+            verify_http(
+                Some(&header),
+                &pk,
+                "POST",
+                "/v1/x",
+                b"body",
+                &th,
+                &replay,
+                late
+            ),
+            Err(PopError::Stale)
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_invalid_not_panics() {
+        for bad in [
+            "",
+            "v2;ts=1;nonce=a;sig=b",
+            "v1",
+            "v1;ts=x;nonce=a;sig=b",
+            "v1;ts=1;nonce=;sig=",
+            "v1;nonce=AAAA;ts=1;sig=AAAA",
+            "v1;ts=1;nonce=AAAAAAAAAAAAAAAAAAAAAA;sig=AA;x=1",
+            &format!("v1;ts=1;nonce={};sig=A", "A".repeat(10_000)),
+        ] {
+            assert_eq!(Proof::parse(bad), Err(PopError::Invalid), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replay_cache_forgets_only_expired_nonces_and_fails_closed_when_full() {
+        let cache = ReplayCache::with_capacity(2);
+        cache.use_once(&[1; 16], 1000, 1000).expect("first");
+        cache.use_once(&[2; 16], 1000, 1000).expect("second");
+        assert_eq!(
+            cache.use_once(&[3; 16], 1000, 1000),
+            Err(PopError::Overloaded)
+        );
+        // Later, the old ones are past any window: room again.
+        cache.use_once(&[3; 16], 2000, 2000).expect("after expiry");
+    }
+
+    #[test]
+    fn challenge_signatures_bind_the_token() {
+        let k = key();
+        let sig = sign_challenge(&k, b"challenge", b"token");
+        let pk = k.verifying_key().to_bytes();
+        verify_challenge(&pk, b"challenge", &token_hash(b"token"), &sig).expect("valid");
+        assert!(verify_challenge(&pk, b"challenge", &token_hash(b"other"), &sig).is_err());
+        assert!(verify_challenge(&pk, b"challengf", &token_hash(b"token"), &sig).is_err());
+    }
+}
