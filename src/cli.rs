@@ -26,6 +26,21 @@ fn service_about(name: ServiceName) -> &'static str {
     }
 }
 
+/// Every setting a single-service command reads.
+pub fn service_settings(name: ServiceName) -> Vec<&'static Setting> {
+    match name {
+        ServiceName::Vault => keymesh_vault::VaultConfig::all_settings(),
+        other => ServiceConfig::all_settings(other),
+    }
+}
+
+/// Every setting `keymesh dev` reads.
+pub fn dev_settings() -> Vec<&'static Setting> {
+    let mut all = DevConfig::all_settings();
+    all.extend_from_slice(keymesh_vault::config::SETTINGS);
+    all
+}
+
 /// The whole CLI.
 pub fn command() -> Command {
     let mut cmd = Command::new("keymesh")
@@ -36,13 +51,13 @@ pub fn command() -> Command {
         .subcommand(with_settings(
             "dev",
             "Run every service in one process on SQLite files under ./.keymesh/ (development only)",
-            &DevConfig::all_settings(),
+            &dev_settings(),
         ));
     for name in ServiceName::ALL {
         cmd = cmd.subcommand(with_settings(
             name.as_str(),
             service_about(name),
-            &ServiceConfig::all_settings(name),
+            &service_settings(name),
         ));
     }
     let migrate_settings: Vec<&Setting> = std::iter::once(COMMON_SETTINGS[0])
@@ -88,6 +103,13 @@ fn configuration_docs() -> String {
     ];
     for (name, (title, intro)) in ServiceName::ALL.into_iter().zip(titles) {
         sections.push((title, intro, name.settings()));
+        if name == ServiceName::Vault {
+            sections.push((
+                "Vault: keys, tokens and limits",
+                "Read by `keymesh vault` and `keymesh dev` (which supplies development secrets: a master key kept in `.keymesh/vault-master.key` and service credentials random per run, shown in its banner).",
+                keymesh_vault::config::SETTINGS,
+            ));
+        }
     }
     let mut out = String::from(
         "# Configuration\n\n\
@@ -129,7 +151,7 @@ mod tests {
         let mut cmd = command();
         let vault = cmd.find_subcommand_mut("vault").expect("vault");
         let help = vault.render_long_help().to_string();
-        for setting in ServiceConfig::all_settings(ServiceName::Vault) {
+        for setting in service_settings(ServiceName::Vault) {
             assert!(
                 help.contains(setting.name),
                 "--help misses {}",

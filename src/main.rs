@@ -8,13 +8,12 @@ mod signals;
 use std::process::ExitCode;
 
 use keymesh_core::{
-    config::{
-        CommonConfig, ConfigError, DevConfig, Environment, ServiceConfig, ServiceName, Setting,
-        Source,
-    },
+    config::{CommonConfig, ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source},
     storage::Db,
     telemetry,
 };
+use keymesh_vault::VaultConfig;
+use services::Service;
 use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,22 +60,71 @@ fn init_logs(common: &CommonConfig) -> Result<(), BoxError> {
     telemetry::init(&common.log_level, common.log_format).map_err(BoxError::from)
 }
 
+/// The service behind `name`, loaded from `source`.
+fn load_service(
+    name: ServiceName,
+    source: &Source,
+    default_env: Environment,
+) -> Result<Service, ConfigError> {
+    Ok(match name {
+        ServiceName::Vault => Service::Vault(Box::new(VaultConfig::load(source, default_env)?)),
+        other => Service::Placeholder(Box::new(ServiceConfig::load(other, source, default_env)?)),
+    })
+}
+
 /// `keymesh management|vault|relay`: one service, production unless told otherwise.
 async fn run_one(name: ServiceName, matches: &clap::ArgMatches) -> Result<(), BoxError> {
-    let source = Source::from_process(matches, &ServiceConfig::all_settings(name));
-    let config = ServiceConfig::load(name, &source, Environment::Production)?;
-    init_logs(&config.common)?;
+    let source = Source::from_process(matches, &cli::service_settings(name));
+    let service = load_service(name, &source, Environment::Production)?;
+    init_logs(&service_common(&service))?;
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
-    let running = services::start(config, shutdown).await?;
+    let running = services::start(service, shutdown).await?;
     running.task.await??;
     Ok(())
 }
 
+fn service_common(service: &Service) -> CommonConfig {
+    match service {
+        Service::Vault(v) => v.service.common.clone(),
+        Service::Placeholder(c) => c.common.clone(),
+    }
+}
+
+/// Development secrets for `keymesh dev`: the vault master key persists under `.keymesh/`
+/// (so tokens survive a restart); service credentials are random per run.
+fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxError> {
+    let dir = std::path::Path::new(".keymesh");
+    std::fs::create_dir_all(dir)?;
+    let master = dir.join("vault-master.key");
+    if !master.exists() {
+        let mut file = std::fs::OpenOptions::new();
+        file.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+        std::io::Write::write_all(&mut file.open(&master)?, random_hex().as_bytes())?;
+    }
+    source.set_env_default("VAULT_MASTER_KEY_FILE", master.display().to_string());
+    let mut shown = Vec::new();
+    for name in ["MANAGEMENT_API_KEY", "VAULT_FEED_API_KEY"] {
+        let value = random_hex();
+        source.set_env_default(name, value.clone());
+        shown.push((name, value));
+    }
+    Ok(shown)
+}
+
+fn random_hex() -> String {
+    keymesh_core::capability::token::random_key()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// `keymesh dev`: every service in one process on SQLite, always development.
 async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
-    let settings: Vec<&Setting> = DevConfig::all_settings();
-    let source = Source::from_process(matches, &settings);
+    let settings: Vec<&Setting> = cli::dev_settings();
+    let mut source = Source::from_process(matches, &settings);
     if Environment::from_source(&source, Environment::Development)?.is_production() {
         return Err(ConfigError::Production {
             setting: "KEYMESH_ENV",
@@ -84,11 +132,12 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         }
         .into());
     }
+    let credentials = dev_secrets(&mut source)?;
     let configs = ServiceName::ALL
         .into_iter()
-        .map(|name| ServiceConfig::load(name, &source, Environment::Development))
+        .map(|name| load_service(name, &source, Environment::Development))
         .collect::<Result<Vec<_>, _>>()?;
-    init_logs(&configs[0].common)?;
+    init_logs(&service_common(&configs[0]))?;
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
 
@@ -105,7 +154,7 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             }
         }
     }
-    print_banner(&running);
+    print_banner(&running, &credentials);
     let mut first_error = None;
     for service in running {
         if let Err(err) = service
@@ -121,7 +170,7 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     first_error.map_or(Ok(()), Err)
 }
 
-fn print_banner(running: &[services::Running]) {
+fn print_banner(running: &[services::Running], credentials: &[(&str, String)]) {
     let mut banner = String::from(
         "\nKeymesh dev: every service in one process, SQLite files under ./.keymesh/\n\n",
     );
@@ -131,6 +180,12 @@ fn print_banner(running: &[services::Running]) {
             service.name.as_str(),
             service.addr
         ));
+    }
+    banner.push_str(
+        "\nDevelopment credentials (random for this run; never use dev mode in production):\n",
+    );
+    for (name, value) in credentials {
+        banner.push_str(&format!("  {name}={value}\n"));
     }
     banner.push_str(
         "\nNext: curl the URLs above; `keymesh <service> --help` lists every setting \
@@ -146,7 +201,7 @@ async fn migrate(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         Some(values) => values.map(|v| v.parse()).collect::<Result<_, String>>()?,
         None => ServiceName::ALL.to_vec(),
     };
-    let settings: Vec<&Setting> = DevConfig::all_settings();
+    let settings: Vec<&Setting> = cli::dev_settings();
     let source = Source::from_process(matches, &settings);
     for name in names {
         let url = ServiceConfig::load_database_url(name, &source, Environment::Production)?;

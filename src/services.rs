@@ -21,26 +21,41 @@ pub struct Running {
     pub task: JoinHandle<std::io::Result<()>>,
 }
 
-/// The service's own routes. Each service's issue replaces its empty router; until then the
-/// common stack still serves `/health/*` and `/metrics` for it.
-fn api_routes(_ctx: &ServiceContext) -> Router {
-    Router::new()
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What runs behind the common stack.
+pub enum Service {
+    /// The group vault.
+    Vault(Box<keymesh_vault::VaultConfig>),
+    /// A service whose issue has not landed yet: the common stack still serves `/health/*`
+    /// and `/metrics` for it.
+    Placeholder(Box<ServiceConfig>),
+}
+
+impl Service {
+    fn config(&self) -> &ServiceConfig {
+        match self {
+            Service::Vault(v) => &v.service,
+            Service::Placeholder(c) => c,
+        }
+    }
 }
 
 /// Open, bind and start serving one service.
-pub async fn start(
-    config: ServiceConfig,
-    shutdown: CancellationToken,
-) -> Result<Running, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn start(service: Service, shutdown: CancellationToken) -> Result<Running, BoxError> {
+    let config = service.config().clone();
     let name = config.name;
     let listen = config.listen;
     let grace = config.common.http.shutdown_grace;
     let ctx = ServiceContext::open(config, shutdown.clone()).await?;
+    let router = match service {
+        Service::Vault(vault) => keymesh_vault::router(ctx.clone(), *vault).await?.0,
+        Service::Placeholder(_) => ctx.router(Router::new()),
+    };
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen} for the {name} service: {e}"))?;
     let addr = listener.local_addr()?;
-    let router = ctx.router(api_routes(&ctx));
     tracing::info!(service = name.as_str(), %addr, database = %ctx.config.database_url, "listening");
     let task = tokio::spawn(async move {
         let result = serve(listener, router, shutdown, grace).await;

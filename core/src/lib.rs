@@ -5,6 +5,7 @@ pub mod audit;
 pub mod capability;
 pub mod config;
 pub mod context;
+pub mod crypto;
 #[cfg(any(test, feature = "testing"))]
 pub mod docs;
 pub mod error;

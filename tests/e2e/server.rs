@@ -8,6 +8,14 @@ use keymesh_core::storage::testing::TestDb;
 use crate::process::Keymesh;
 
 const START: Duration = Duration::from_secs(30);
+
+fn vault_secrets() -> Vec<(&'static str, String)> {
+    vec![
+        ("VAULT_MASTER_KEY", "m".repeat(40)),
+        ("MANAGEMENT_API_KEY", "k".repeat(40)),
+        ("VAULT_FEED_API_KEY", "f".repeat(40)),
+    ]
+}
 const STOP: Duration = Duration::from_secs(15);
 
 fn loopback_ports() -> Vec<(&'static str, String)> {
@@ -62,11 +70,12 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
 async fn one_service_runs_on_the_selected_backend_and_stops_on_sigterm() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = vec![
+    let mut env = vault_secrets();
+    env.extend([
         ("KEYMESH_ENV", "development".to_owned()),
         ("VAULT_LISTEN", "127.0.0.1:0".to_owned()),
         ("VAULT_DATABASE_URL", db.url_for_process()),
-    ];
+    ]);
     let mut keymesh = Keymesh::start(dir.path(), &["vault"], &env);
     let url = wait_for_listen_log(&mut keymesh);
     let (status, body) = get(&format!("{url}/health/ready")).await;
@@ -118,11 +127,12 @@ async fn migrate_applies_on_the_selected_backend_and_refuses_a_foreign_database(
 fn production_guard_refuses_to_start_and_names_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let production = |extra: &[(&'static str, &str)]| {
-        let mut env = vec![
+        let mut env = vault_secrets();
+        env.extend([
             ("VAULT_DATABASE_URL", "sqlite://vault.db".to_owned()),
             ("VAULT_PUBLIC_URL", "https://vault.example.com".to_owned()),
             ("VAULT_LISTEN", "127.0.0.1:0".to_owned()),
-        ];
+        ]);
         for (k, v) in extra {
             env.retain(|(key, _)| key != k);
             if !v.is_empty() {
@@ -131,8 +141,10 @@ fn production_guard_refuses_to_start_and_names_the_setting() {
         }
         env
     };
-    let cases: [(&[(&str, &str)], &str); 4] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("VAULT_DATABASE_URL", "")], "VAULT_DATABASE_URL"),
+        (&[("MANAGEMENT_API_KEY", "short")], "MANAGEMENT_API_KEY"),
+        (&[("VAULT_MASTER_KEY", "")], "VAULT_MASTER_KEY"),
         (&[("METRICS_TOKEN", "short")], "METRICS_TOKEN"),
         (&[("ALLOW_INSECURE_HTTP", "true")], "ALLOW_INSECURE_HTTP"),
         (

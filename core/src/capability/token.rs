@@ -465,6 +465,20 @@ impl Verifier {
         Ok(verified)
     }
 
+    /// Expiry and revocation only: is this token alive at all?
+    pub fn check_alive(
+        &self,
+        verified: &VerifiedToken,
+        revocation: &dyn RevocationView,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
+        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now_secs > verified.claims.expires_at {
+            return Err(TokenError::Expired);
+        }
+        revocation.check(verified)
+    }
+
     /// Expiry, revocation and the request, for an already verified token.
     pub fn authorize_verified(
         &self,
@@ -473,11 +487,7 @@ impl Verifier {
         revocation: &dyn RevocationView,
         now: SystemTime,
     ) -> Result<(), TokenError> {
-        let now_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if now_secs > verified.claims.expires_at {
-            return Err(TokenError::Expired);
-        }
-        revocation.check(verified)?;
+        self.check_alive(verified, revocation, now)?;
         let run = || -> Result<usize, BiscuitError> {
             let mut builder = AuthorizerBuilder::new()
                 .set_limits(self.limits.clone())

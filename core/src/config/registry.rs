@@ -187,6 +187,18 @@ impl Source {
         self.flags.insert(name.to_owned(), value.into());
     }
 
+    /// Supply a value for `name` unless the flags or environment already set it (or its
+    /// `_FILE` form). Used by `keymesh dev` for development-only secrets.
+    pub fn set_env_default(&mut self, name: &str, value: impl Into<String>) {
+        let file = format!("{name}_FILE");
+        if !self.flags.contains_key(name)
+            && !self.env.contains_key(name)
+            && !self.env.contains_key(&file)
+        {
+            self.env.insert(name.to_owned(), value.into());
+        }
+    }
+
     /// The explicitly set value (flag, environment or secret file), without defaults.
     pub fn explicit(&self, setting: &Setting) -> Result<Option<String>, ConfigError> {
         if let Some(v) = self.flags.get(setting.name) {

@@ -38,7 +38,8 @@ type Limiter<K> = RateLimiter<
 #[derive(Debug)]
 pub struct KeyedLimit<K: Hash + Eq + Clone> {
     limiter: Limiter<K>,
-    config: RateLimitConfig,
+    burst: u32,
+    replenish: Duration,
 }
 
 /// What a check tells the client, as headers.
@@ -61,25 +62,34 @@ impl RateInfo {
 impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     /// A limiter allowing `per_second` sustained and `burst` at once per key.
     pub fn new(config: RateLimitConfig) -> Self {
-        let quota = Quota::per_second(config.per_second).allow_burst(config.burst);
+        Self::with_quota(Quota::per_second(config.per_second).allow_burst(config.burst))
+    }
+
+    /// A limiter allowing `burst` at once and `burst` per minute sustained (for rare,
+    /// expensive operations such as unlock attempts).
+    pub fn new_per_minute(config: RateLimitConfig) -> Self {
+        Self::with_quota(Quota::per_minute(config.burst))
+    }
+
+    fn with_quota(quota: Quota) -> Self {
         Self {
+            burst: quota.burst_size().get(),
+            replenish: quota.replenish_interval(),
             limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
-            config,
         }
     }
 
     /// Take one request from `key`'s bucket, or say how long to wait.
     pub fn check(&self, key: &K) -> Result<RateInfo, ApiError> {
-        let limit = self.config.burst.get();
+        let limit = self.burst;
         match self.limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                let per_token = 1.0 / f64::from(self.config.per_second.get());
-                let refill = f64::from(limit.saturating_sub(remaining)) * per_token;
+                let refill = self.replenish * limit.saturating_sub(remaining);
                 Ok(RateInfo {
                     limit,
                     remaining,
-                    reset: refill.ceil() as u64,
+                    reset: refill.as_secs() + u64::from(refill.subsec_nanos() > 0),
                 })
             }
             Err(not_until) => {

@@ -1,0 +1,147 @@
+//! Revocation state: revoked grants and blocks, and the current epoch per node, user and group.
+//! Held in memory for the per-request check, persisted (see `store`) so it survives restarts,
+//! and published as an ordered feed.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::RwLock,
+};
+
+use keymesh_core::capability::token::{RevocationView, Scope, TokenError, VerifiedToken};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// One feed entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct FeedEntry {
+    /// Position in the feed, from 1, without gaps.
+    pub seq: i64,
+    /// `grant`, `block` or `epoch`.
+    pub kind: String,
+    /// For `epoch`: `node`, `user` or `group`.
+    pub scope: Option<String>,
+    /// The grant id, block revocation id (hex) or the node/user/group id.
+    pub subject: String,
+    /// For `epoch`: tokens with an older epoch are dead.
+    pub epoch: Option<i64>,
+    /// Why, as given by the revoker.
+    pub reason: String,
+    /// Unix milliseconds.
+    pub at_ms: i64,
+}
+
+#[derive(Default)]
+struct Inner {
+    revoked: HashSet<String>,
+    epochs: HashMap<(Scope, String), i64>,
+}
+
+/// The vault's view: authoritative, so never stale.
+pub struct Revocations {
+    inner: RwLock<Inner>,
+    head: watch::Sender<i64>,
+}
+
+impl std::fmt::Debug for Revocations {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Revocations")
+            .field("head", &*self.head.borrow())
+            .finish()
+    }
+}
+
+impl Revocations {
+    /// Build from every persisted entry, in order.
+    pub fn from_entries(entries: &[FeedEntry]) -> Self {
+        let state = Self {
+            inner: RwLock::new(Inner::default()),
+            head: watch::channel(0).0,
+        };
+        for e in entries {
+            state.apply(e);
+        }
+        state
+    }
+
+    /// Apply one entry (after it is durable).
+    pub fn apply(&self, entry: &FeedEntry) {
+        {
+            let mut inner = self
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match (
+                entry.kind.as_str(),
+                entry.scope.as_deref().map(str::parse::<Scope>),
+                entry.epoch,
+            ) {
+                ("epoch", Some(Ok(scope)), Some(epoch)) => {
+                    let slot = inner
+                        .epochs
+                        .entry((scope, entry.subject.clone()))
+                        .or_insert(0);
+                    *slot = (*slot).max(epoch);
+                }
+                _ => {
+                    inner.revoked.insert(entry.subject.clone());
+                }
+            }
+        }
+        self.head.send_if_modified(|head| {
+            let advanced = entry.seq > *head;
+            *head = (*head).max(entry.seq);
+            advanced
+        });
+    }
+
+    /// The current epoch of a subject (0 when never bumped).
+    pub fn epoch(&self, scope: Scope, subject: &str) -> i64 {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .epochs
+            .get(&(scope, subject.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The feed head.
+    pub fn head(&self) -> i64 {
+        *self.head.borrow()
+    }
+
+    /// Wait (bounded by the caller) until the head passes `after`.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+}
+
+impl RevocationView for Revocations {
+    fn check(&self, token: &VerifiedToken) -> Result<(), TokenError> {
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let c = &token.claims;
+        let revoked = c
+            .lineage
+            .iter()
+            .chain([&c.grant])
+            .chain(&token.block_ids)
+            .any(|id| inner.revoked.contains(id));
+        if revoked {
+            return Err(TokenError::Revoked);
+        }
+        for scope in Scope::ALL {
+            let current = inner
+                .epochs
+                .get(&(scope, c.subject(scope).to_owned()))
+                .copied()
+                .unwrap_or(0);
+            if c.epoch(scope) < current {
+                return Err(TokenError::Revoked);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! Secrets: read, write, delete, list. Authorized by the node's token (with proof of
+//! possession), sealed under the group's data key, audited before the answer leaves.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    capability::{Op, SecretPath},
+    crypto,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{auth::NodeCall, state::VaultState};
+
+fn aad(group: &str, path: &str, version: i64, part: &str) -> Vec<u8> {
+    format!("keymesh-secret-v1\n{group}\n{path}\n{version}\n{part}").into_bytes()
+}
+
+/// Authorize `op` on `resource` in `group` for this call, auditing a refusal.
+async fn allow(
+    state: &VaultState,
+    call: &NodeCall,
+    group: &str,
+    op: Op,
+    resource: &str,
+) -> Result<(), ApiError> {
+    let target = format!("vault:{group}/{resource}");
+    let decision = if call.token.claims.group != group {
+        Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "the token belongs to another group",
+        ))
+    } else {
+        state.authorize(&call.token, op, resource)
+    };
+    if let Err(err) = &decision {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    call.actor(),
+                    format!("secret.{op}"),
+                    target,
+                    Outcome::Denied,
+                )
+                .with_details(json!({ "code": err.code().as_str() })),
+            )
+            .await;
+    }
+    decision
+}
+
+fn parse_path(raw: &str) -> Result<SecretPath, ApiError> {
+    SecretPath::parse(raw).map_err(ApiError::from)
+}
+
+/// `GET /v1/vaults/{group}/secrets/{*path}`.
+pub async fn read(
+    State(state): State<VaultState>,
+    Path((group, raw)): Path<(String, String)>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    let path = parse_path(&raw)?;
+    allow(&state, &call, &group, Op::Read, path.as_str()).await?;
+    let row = state
+        .store
+        .secret(&group, path.as_str())
+        .await
+        .map_err(ApiError::internal)?;
+    let opened = state.sessions.with_key(&group, |key| {
+        row.as_ref().map(|row| {
+            let value = crypto::open(
+                key,
+                &row.sealed_value,
+                &aad(&group, path.as_str(), row.version, "value"),
+            )?;
+            let metadata = crypto::open(
+                key,
+                &row.sealed_metadata,
+                &aad(&group, path.as_str(), row.version, "metadata"),
+            )?;
+            Ok::<_, crypto::CryptoError>((value, metadata))
+        })
+    });
+    let target = format!("vault:{group}/{path}");
+    let (value, metadata): (crypto::Plaintext, crypto::Plaintext) = match opened {
+        None => return Err(ApiError::new(ErrorCode::VaultLocked)),
+        Some(None) => {
+            return Err(ApiError::with_message(
+                ErrorCode::NotFound,
+                "no secret at this path",
+            ));
+        }
+        Some(Some(Err(e))) => {
+            tracing::error!(
+                group,
+                path = path.as_str(),
+                "a stored secret does not open under the vault key"
+            );
+            return Err(ApiError::internal(e));
+        }
+        Some(Some(Ok(pair))) => pair,
+    };
+    let row = row.ok_or_else(|| ApiError::new(ErrorCode::Internal))?;
+    // Fail closed: no audit record, no secret.
+    state
+        .audit(
+            AuditEvent::new(call.actor(), "secret.read", target, Outcome::Success)
+                .with_details(json!({ "version": row.version })),
+        )
+        .await?;
+    let value = String::from_utf8(value.to_vec()).map_err(ApiError::internal)?;
+    let metadata: Value = serde_json::from_slice(&metadata).map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "path": path, "version": row.version, "value": value, "metadata": metadata, "updated_at_ms": row.updated_at_ms, "updated_by": row.updated_by }),
+    ))
+}
+
+/// Write request.
+#[derive(Debug, Deserialize)]
+pub struct WriteBody {
+    value: String,
+    #[serde(default)]
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+/// `PUT /v1/vaults/{group}/secrets/{*path}`.
+pub async fn write(
+    State(state): State<VaultState>,
+    Path((group, raw)): Path<(String, String)>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    let path = parse_path(&raw)?;
+    allow(&state, &call, &group, Op::Write, path.as_str()).await?;
+    let body: WriteBody = call.json()?;
+    let metadata =
+        serde_json::to_vec(&body.metadata.unwrap_or_default()).map_err(ApiError::internal)?;
+    if body.value.len() > state.config.secret_max_bytes
+        || metadata.len() > state.config.metadata_max_bytes
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "a secret value is at most {} bytes and its metadata at most {} bytes",
+                state.config.secret_max_bytes, state.config.metadata_max_bytes
+            ),
+        ));
+    }
+    let version = state
+        .store
+        .next_version(&group, path.as_str())
+        .await
+        .map_err(ApiError::internal)?;
+    let sealed = state.sessions.with_key(&group, |key| {
+        let value = crypto::seal(
+            key,
+            body.value.as_bytes(),
+            &aad(&group, path.as_str(), version, "value"),
+        )?;
+        let metadata = crypto::seal(
+            key,
+            &metadata,
+            &aad(&group, path.as_str(), version, "metadata"),
+        )?;
+        Ok::<_, crypto::CryptoError>((value, metadata))
+    });
+    let (value, metadata) = sealed
+        .ok_or_else(|| ApiError::new(ErrorCode::VaultLocked))?
+        .map_err(ApiError::internal)?;
+    state
+        .audit(
+            AuditEvent::new(
+                call.actor(),
+                "secret.write",
+                format!("vault:{group}/{path}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "version": version })),
+        )
+        .await?;
+    if !state
+        .store
+        .put_secret(
+            &group,
+            path.as_str(),
+            version,
+            &value,
+            &metadata,
+            &call.actor(),
+        )
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "the secret changed meanwhile; retry",
+        ));
+    }
+    Ok(Json(json!({ "path": path, "version": version })))
+}
+
+/// `DELETE /v1/vaults/{group}/secrets/{*path}`.
+pub async fn delete(
+    State(state): State<VaultState>,
+    Path((group, raw)): Path<(String, String)>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    let path = parse_path(&raw)?;
+    allow(&state, &call, &group, Op::Delete, path.as_str()).await?;
+    if state.sessions.status(&group).is_none() {
+        return Err(ApiError::new(ErrorCode::VaultLocked));
+    }
+    state
+        .audit(AuditEvent::new(
+            call.actor(),
+            "secret.delete",
+            format!("vault:{group}/{path}"),
+            Outcome::Success,
+        ))
+        .await?;
+    if !state
+        .store
+        .delete_secret(&group, path.as_str())
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "no secret at this path",
+        ));
+    }
+    Ok(Json(json!({ "path": path, "deleted": true })))
+}
+
+/// List query.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+}
+
+/// `GET /v1/vaults/{group}/secrets?prefix=a/b/`: paths, versions and times, no values.
+pub async fn list(
+    State(state): State<VaultState>,
+    Path(group): Path<String>,
+    Query(q): Query<ListQuery>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    if !q.prefix.is_empty() {
+        let body = q.prefix.strip_suffix('/').ok_or_else(|| {
+            ApiError::with_message(ErrorCode::InvalidRequest, "a prefix ends with /")
+        })?;
+        parse_path(body)?;
+    }
+    allow(&state, &call, &group, Op::List, &q.prefix).await?;
+    if state.sessions.status(&group).is_none() {
+        return Err(ApiError::new(ErrorCode::VaultLocked));
+    }
+    let entries = state
+        .store
+        .list_secrets(&group, &q.prefix, 1000)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .audit(
+            AuditEvent::new(
+                call.actor(),
+                "secret.list",
+                format!("vault:{group}/{}", q.prefix),
+                Outcome::Success,
+            )
+            .with_details(json!({ "count": entries.len() })),
+        )
+        .await?;
+    Ok(Json(json!({ "prefix": q.prefix, "secrets": entries })))
+}

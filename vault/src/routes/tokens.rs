@@ -1,0 +1,585 @@
+//! Nodes, tokens (mint, refresh, delegate, revoke, root keys) and the revocation feed.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use base64::Engine;
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    capability::{
+        Ceiling, Excess, Op, Right,
+        rights::{above_ceiling, delegation_excess},
+        token::{Claims, Scope},
+    },
+    http::extract::Json as JsonBody,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    auth::{Follower, Management, NodeCall, TOKEN_B64},
+    revocation::FeedEntry,
+    state::VaultState,
+    store::{GrantRow, NodeRow},
+};
+
+/// A node as management registers it.
+#[derive(Debug, Deserialize)]
+pub struct NodeBody {
+    group: String,
+    user: String,
+    /// Ed25519 public key, hex.
+    public_key: String,
+    /// Highest operation; agents default to `list`.
+    #[serde(default)]
+    ceiling: Option<Op>,
+}
+
+fn valid_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{kind} ids are 1 to 64 characters of A-Z a-z 0-9 . _ -"),
+        ))
+    }
+}
+
+fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
+    let raw: [u8; 32] = hex::decode(hex_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "public_key must be 32 bytes of hex",
+            )
+        })?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| {
+        ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "public_key is not a valid Ed25519 key",
+        )
+    })?;
+    if key.is_weak() {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "public_key is a weak Ed25519 key",
+        ));
+    }
+    Ok(raw)
+}
+
+/// `PUT /v1/nodes/{node_id}` (management): register or update a node and its ceiling.
+pub async fn put_node(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(node_id): Path<String>,
+    JsonBody(body): JsonBody<NodeBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    valid_id("node", &node_id)?;
+    valid_id("group", &body.group)?;
+    valid_id("user", &body.user)?;
+    let key = ed25519_key(&body.public_key)?;
+    let ceiling = body.ceiling.unwrap_or(Ceiling::AGENT.0);
+    state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "node.register",
+                format!("node:{node_id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "group": body.group, "user": body.user, "ceiling": ceiling })),
+        )
+        .await?;
+    state
+        .store
+        .upsert_node(&NodeRow {
+            node_id: node_id.clone(),
+            group_id: body.group,
+            user_id: body.user,
+            public_key: key.to_vec(),
+            ceiling: ceiling.as_str().to_owned(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "node_id": node_id, "ceiling": ceiling })))
+}
+
+/// A token as returned to its requester.
+#[derive(Debug, Serialize)]
+pub struct IssuedToken {
+    /// URL-safe base64 token.
+    token: String,
+    token_id: String,
+    grant: String,
+    expires_at: u64,
+}
+
+/// Mint request.
+#[derive(Debug, Deserialize)]
+pub struct MintBody {
+    node_id: String,
+    rights: Vec<Right>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn approval_required(operation: &str, excess: &Excess) -> ApiError {
+    ApiError::with_message(
+        ErrorCode::ApprovalRequired,
+        format!("{operation} asks for more than may be granted without approval"),
+    )
+    .with_details(json!({ "operation": operation, "excess": excess }))
+}
+
+fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
+    node.ceiling
+        .parse()
+        .map(Ceiling)
+        .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))
+}
+
+impl VaultState {
+    fn lifetime(&self, requested: Option<u64>) -> Result<Duration, ApiError> {
+        let ttl = requested.map_or(self.config.token_ttl, Duration::from_secs);
+        if ttl.is_zero() || ttl > self.config.token_max_ttl {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "ttl_secs must be between 1 and {}",
+                    self.config.token_max_ttl.as_secs()
+                ),
+            ));
+        }
+        Ok(ttl)
+    }
+
+    /// Issue a token for `node` under `grant` with the node's current epochs.
+    fn issue(
+        &self,
+        node: &NodeRow,
+        grant: &str,
+        lineage: Vec<String>,
+        rights: Vec<Right>,
+        expires_at: u64,
+    ) -> Result<IssuedToken, ApiError> {
+        let key: [u8; 32] = node
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ApiError::new(ErrorCode::Internal))?;
+        let claims = Claims {
+            token_id: uuid::Uuid::new_v4().simple().to_string(),
+            grant: grant.to_owned(),
+            lineage,
+            node: node.node_id.clone(),
+            group: node.group_id.clone(),
+            user: node.user_id.clone(),
+            node_key: key,
+            rights,
+            expires_at,
+            epochs: [
+                (
+                    Scope::Node,
+                    self.revocations.epoch(Scope::Node, &node.node_id),
+                ),
+                (
+                    Scope::User,
+                    self.revocations.epoch(Scope::User, &node.user_id),
+                ),
+                (
+                    Scope::Group,
+                    self.revocations.epoch(Scope::Group, &node.group_id),
+                ),
+            ],
+        };
+        let bytes = self.ring().mint(&claims).map_err(ApiError::from)?;
+        Ok(IssuedToken {
+            token: TOKEN_B64.encode(bytes),
+            token_id: claims.token_id,
+            grant: claims.grant,
+            expires_at,
+        })
+    }
+
+    async fn registered(&self, node_id: &str) -> Result<NodeRow, ApiError> {
+        self.store
+            .node(node_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::with_message(
+                    ErrorCode::NotFound,
+                    format!("node {node_id} is not registered"),
+                )
+            })
+    }
+}
+
+/// `POST /v1/tokens` (management): mint a node's first token. Rights above its ceiling are
+/// refused with `approval_required`, never truncated.
+pub async fn mint(
+    State(state): State<VaultState>,
+    _: Management,
+    JsonBody(body): JsonBody<MintBody>,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let node = state.registered(&body.node_id).await?;
+    let excess = above_ceiling(&body.rights, node_ceiling(&node)?);
+    if !excess.is_empty() {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    "service:management",
+                    "token.mint",
+                    format!("node:{}", node.node_id),
+                    Outcome::Denied,
+                )
+                .with_details(json!({ "excess": excess })),
+            )
+            .await;
+        return Err(approval_required("token.mint", &excess));
+    }
+    let ttl = state.lifetime(body.ttl_secs)?;
+    let grant = uuid::Uuid::new_v4().simple().to_string();
+    let lineage = vec![grant.clone()];
+    state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "token.mint",
+                format!("node:{}", node.node_id),
+                Outcome::Success,
+            )
+            .with_details(
+                json!({ "grant": grant, "rights": body.rights, "ttl_secs": ttl.as_secs() }),
+            ),
+        )
+        .await?;
+    state
+        .store
+        .insert_grant(&GrantRow {
+            grant_id: grant.clone(),
+            parent_grant: None,
+            node_id: node.node_id.clone(),
+            lineage: json!(lineage).to_string(),
+            rights: json!(body.rights).to_string(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(state.issue(
+        &node,
+        &grant,
+        lineage,
+        body.rights,
+        unix_now() + ttl.as_secs(),
+    )?))
+}
+
+/// `POST /v1/tokens/refresh` (node): the same grant and rights, a new expiry.
+pub async fn refresh(
+    State(state): State<VaultState>,
+    call: NodeCall,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let claims = &call.token.claims;
+    state
+        .verifier()
+        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
+    // Refreshing an attenuated copy would hand back the unattenuated rights: refuse.
+    if call.token.attenuations() > 0 {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "refresh with the token the vault issued, not an attenuated copy",
+        ));
+    }
+    let node = state.registered(&claims.node).await?;
+    if node.group_id != claims.group || node.public_key != claims.node_key {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "the node's registration changed; ask management for a new token",
+        ));
+    }
+    let excess = above_ceiling(&claims.rights, node_ceiling(&node)?);
+    if !excess.is_empty() {
+        return Err(approval_required("token.refresh", &excess));
+    }
+    let ttl = state.lifetime(None)?;
+    state
+        .audit(AuditEvent::new(
+            call.actor(),
+            "token.refresh",
+            format!("grant:{}", claims.grant),
+            Outcome::Success,
+        ))
+        .await?;
+    Ok(Json(state.issue(
+        &node,
+        &claims.grant,
+        claims.lineage.clone(),
+        claims.rights.clone(),
+        unix_now() + ttl.as_secs(),
+    )?))
+}
+
+/// Delegation request.
+#[derive(Debug, Deserialize)]
+pub struct DelegateBody {
+    peer_node_id: String,
+    rights: Vec<Right>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/tokens/delegate` (node): a token for a peer in the same group carrying a subset of
+/// the caller's rights, within the peer's ceiling, for resources the caller may share.
+pub async fn delegate(
+    State(state): State<VaultState>,
+    call: NodeCall,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let body: DelegateBody = call.json()?;
+    let claims = &call.token.claims;
+    // The caller's token must be alive; its rights are the most it can give. An attenuated
+    // copy's narrower rights live in checks the vault would have to re-derive: refuse it.
+    state
+        .verifier()
+        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
+    if call.token.attenuations() > 0 {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "delegate with the token the vault issued, not an attenuated copy",
+        ));
+    }
+    let peer = state.registered(&body.peer_node_id).await?;
+    if peer.group_id != claims.group {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "delegation stays inside the group",
+        ));
+    }
+    let excess = delegation_excess(&body.rights, &claims.rights, node_ceiling(&peer)?);
+    if !excess.is_empty() {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    call.actor(),
+                    "token.delegate",
+                    format!("node:{}", peer.node_id),
+                    Outcome::Denied,
+                )
+                .with_details(json!({ "excess": excess })),
+            )
+            .await;
+        return Err(approval_required("token.delegate", &excess));
+    }
+    let ttl = state.lifetime(body.ttl_secs)?;
+    let expires_at = (unix_now() + ttl.as_secs()).min(claims.expires_at);
+    let grant = uuid::Uuid::new_v4().simple().to_string();
+    let mut lineage = claims.lineage.clone();
+    lineage.push(grant.clone());
+    state
+        .audit(
+            AuditEvent::new(
+                call.actor(),
+                "token.delegate",
+                format!("node:{}", peer.node_id),
+                Outcome::Success,
+            )
+            .with_details(json!({ "grant": grant, "parent": claims.grant, "rights": body.rights })),
+        )
+        .await?;
+    state
+        .store
+        .insert_grant(&GrantRow {
+            grant_id: grant.clone(),
+            parent_grant: Some(claims.grant.clone()),
+            node_id: peer.node_id.clone(),
+            lineage: json!(lineage).to_string(),
+            rights: json!(body.rights).to_string(),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(state.issue(
+        &peer,
+        &grant,
+        lineage,
+        body.rights,
+        expires_at,
+    )?))
+}
+
+/// What to revoke: one grant (and everything derived from it), one block (an attenuated
+/// copy), or every token of a node, user or group.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RevokeBody {
+    /// A grant id.
+    Grant { grant: String, reason: String },
+    /// A block revocation id (hex).
+    Block { block: String, reason: String },
+    /// An epoch bump.
+    Epoch {
+        scope: Scope,
+        subject: String,
+        reason: String,
+    },
+}
+
+async fn revoke_entry(
+    state: &VaultState,
+    actor: String,
+    body: RevokeBody,
+) -> Result<Json<FeedEntry>, ApiError> {
+    let (kind, scope, subject, reason) = match body {
+        RevokeBody::Grant { grant, reason } => ("grant", None, grant, reason),
+        RevokeBody::Block { block, reason } => ("block", None, block, reason),
+        RevokeBody::Epoch {
+            scope,
+            subject,
+            reason,
+        } => ("epoch", Some(scope), subject, reason),
+    };
+    if subject.is_empty() || subject.len() > 256 || reason.len() > 1024 {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "subject is 1 to 256 bytes, reason at most 1024",
+        ));
+    }
+    state
+        .audit(
+            AuditEvent::new(
+                actor,
+                "token.revoke",
+                format!("{kind}:{subject}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "scope": scope, "reason": reason })),
+        )
+        .await?;
+    let entry = state
+        .store
+        .append_revocation(kind, scope, &subject, &reason)
+        .await
+        .map_err(ApiError::internal)?;
+    state.revocations.apply(&entry);
+    Ok(Json(entry))
+}
+
+/// `POST /v1/revocations` (management).
+pub async fn revoke(
+    State(state): State<VaultState>,
+    _: Management,
+    JsonBody(body): JsonBody<RevokeBody>,
+) -> Result<Json<FeedEntry>, ApiError> {
+    revoke_entry(&state, "service:management".into(), body).await
+}
+
+/// Node revocation request.
+#[derive(Debug, Deserialize)]
+pub struct NodeRevokeBody {
+    grant: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/tokens/revoke` (node): revoke its own grant or one delegated from it.
+pub async fn revoke_own(
+    State(state): State<VaultState>,
+    call: NodeCall,
+) -> Result<Json<FeedEntry>, ApiError> {
+    let body: NodeRevokeBody = call.json()?;
+    let target = state
+        .store
+        .grant(&body.grant)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
+    let lineage: Vec<String> = serde_json::from_str(&target.lineage).map_err(ApiError::internal)?;
+    if !lineage.contains(&call.token.claims.grant) {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "a node may revoke only its own grant and grants derived from it",
+        ));
+    }
+    revoke_entry(
+        &state,
+        call.actor(),
+        RevokeBody::Grant {
+            grant: body.grant,
+            reason: body.reason,
+        },
+    )
+    .await
+}
+
+/// `GET /v1/tokens/keys`: root public keys that verify tokens (public).
+pub async fn keys(State(state): State<VaultState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let rows = state.store.token_keys().await.map_err(ApiError::internal)?;
+    let ring = state.ring();
+    let keys: Vec<_> = rows.iter().map(|r| json!({ "kid": r.kid, "public_key": hex::encode(&r.public_key), "current": r.kid == i64::from(ring.current_id()), "retired_at_ms": r.retired_at_ms })).collect();
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// `POST /v1/tokens/keys/rotate` (management).
+pub async fn rotate(
+    State(state): State<VaultState>,
+    _: Management,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state
+        .audit(AuditEvent::new(
+            "service:management",
+            "token.rotate_root_key",
+            "vault",
+            Outcome::Success,
+        ))
+        .await?;
+    let kid = state.rotate_root_key().await?;
+    Ok(Json(json!({ "current_kid": kid })))
+}
+
+/// Feed query.
+#[derive(Debug, Deserialize)]
+pub struct FeedQuery {
+    #[serde(default)]
+    after: i64,
+    /// Long-poll up to this many seconds (max 30) when nothing is new.
+    #[serde(default)]
+    wait_secs: u64,
+}
+
+/// `GET /v1/revocations?after=N&wait_secs=S` (followers): entries after N, oldest first.
+pub async fn feed(
+    State(state): State<VaultState>,
+    _: Follower,
+    Query(q): Query<FeedQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    const PAGE: i64 = 1000;
+    if state.revocations.head() <= q.after && q.wait_secs > 0 {
+        let mut rx = state.revocations.subscribe();
+        let wait = Duration::from_secs(q.wait_secs.min(30));
+        let _ = tokio::time::timeout(wait, rx.wait_for(|head| *head > q.after)).await;
+    }
+    let entries = state
+        .store
+        .feed_after(q.after, PAGE)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "head": state.revocations.head(), "entries": entries }),
+    ))
+}

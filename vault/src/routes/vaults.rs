@@ -1,0 +1,658 @@
+//! Group vault lifecycle: status, lock, extend, and the key ceremonies (init, unlock by
+//! passphrase or shares, rekey).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    crypto::{self, DataKey, KdfParams, Share},
+    http::{client_ip::ClientIp, extract::Json as JsonBody},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Management,
+    ceremony::{CEREMONY_TTL, CeremonyKind},
+    state::VaultState,
+    store::{ShareRow, VaultRow},
+};
+
+/// HPKE `info` for a passphrase sealed to a ceremony key.
+pub const INFO_PASSPHRASE: &[u8] = b"keymesh-ceremony-passphrase-v1";
+/// HPKE `info` for a share sealed by the vault to its holder.
+pub const INFO_SHARE: &[u8] = b"keymesh-vault-share-v1";
+/// HPKE `info` for a share sealed by its holder to a ceremony key.
+pub const INFO_UNLOCK_SHARE: &[u8] = b"keymesh-ceremony-share-v1";
+const MIN_PASSPHRASE: usize = 12;
+const MAX_PASSPHRASE: usize = 1024;
+
+/// The AAD binding a share to its group and holder.
+pub fn share_aad(group: &str, admin_id: &str) -> Vec<u8> {
+    format!("{group}\n{admin_id}").into_bytes()
+}
+
+fn wrap_aad(group: &str) -> Vec<u8> {
+    format!("keymesh-vault-dk-v1\n{group}").into_bytes()
+}
+
+fn crypto_err(e: crypto::CryptoError) -> ApiError {
+    ApiError::internal(e)
+}
+
+fn b64(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
+    if value.len() > 8192 {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{field} is too long"),
+        ));
+    }
+    STANDARD.decode(value).map_err(|_| {
+        ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{field} must be standard base64"),
+        )
+    })
+}
+
+fn expires_at_secs(info: Option<crate::sessions::SessionInfo>) -> Option<u64> {
+    info.and_then(|i| i.expires_at.duration_since(UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+}
+
+async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError> {
+    state
+        .store
+        .vault(group)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::with_message(ErrorCode::NotFound, format!("group {group} has no vault"))
+        })
+}
+
+/// `GET /v1/vaults/{group}` (management).
+pub async fn status(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let Some(row) = state
+        .store
+        .vault(&group)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        return Ok(Json(json!({ "group": group, "initialized": false })));
+    };
+    let holders: Vec<String> = state
+        .store
+        .shares(&group)
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|s| s.admin_id)
+        .collect();
+    let session = state.sessions.status(&group);
+    Ok(Json(json!({
+        "group": group, "initialized": true, "mode": row.mode, "threshold": row.threshold,
+        "holders": holders, "generation": row.generation,
+        "locked": session.is_none(), "expires_at": expires_at_secs(session),
+    })))
+}
+
+/// `POST /v1/vaults/{group}/lock` (management): wipe the key now.
+pub async fn lock(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(group): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let was_open = state.sessions.lock(&group);
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                "service:management",
+                "vault.lock",
+                format!("vault:{group}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "was_unlocked": was_open })),
+        )
+        .await;
+    Ok(Json(
+        json!({ "group": group, "locked": true, "was_unlocked": was_open }),
+    ))
+}
+
+/// Extension request.
+#[derive(Debug, Deserialize)]
+pub struct ExtendBody {
+    secs: u64,
+}
+
+/// `POST /v1/vaults/{group}/extend` (management): extend the session, never past its cap.
+pub async fn extend(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(group): Path<String>,
+    JsonBody(body): JsonBody<ExtendBody>,
+) -> Result<Json<Value>, ApiError> {
+    let info = state
+        .sessions
+        .extend(&group, Duration::from_secs(body.secs.min(86_400)))
+        .ok_or_else(|| ApiError::new(ErrorCode::VaultLocked))?;
+    state
+        .audit(AuditEvent::new(
+            "service:management",
+            "vault.extend",
+            format!("vault:{group}"),
+            Outcome::Success,
+        ))
+        .await?;
+    Ok(Json(
+        json!({ "group": group, "expires_at": expires_at_secs(Some(info)) }),
+    ))
+}
+
+/// Ceremony request.
+#[derive(Debug, Deserialize)]
+pub struct OpenCeremony {
+    kind: CeremonyKind,
+}
+
+/// `POST /v1/vaults/{group}/ceremonies` (management, after approval): open a key ceremony.
+pub async fn open_ceremony(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(group): Path<String>,
+    JsonBody(body): JsonBody<OpenCeremony>,
+) -> Result<Json<Value>, ApiError> {
+    let existing = state
+        .store
+        .vault(&group)
+        .await
+        .map_err(ApiError::internal)?;
+    match (body.kind, &existing) {
+        (CeremonyKind::Init, Some(_)) => {
+            return Err(ApiError::with_message(
+                ErrorCode::Conflict,
+                "this group already has a vault",
+            ));
+        }
+        (CeremonyKind::Unlock | CeremonyKind::Rekey, None) => {
+            return Err(ApiError::with_message(
+                ErrorCode::NotFound,
+                format!("group {group} has no vault"),
+            ));
+        }
+        (CeremonyKind::Rekey, Some(_)) if state.sessions.status(&group).is_none() => {
+            return Err(ApiError::new(ErrorCode::VaultLocked));
+        }
+        _ => {}
+    }
+    let (id, public) = state
+        .ceremonies
+        .open(body.kind, &group)
+        .ok_or_else(|| ApiError::new(ErrorCode::Unavailable))?;
+    let shares: Vec<Value> = match &existing {
+        Some(v) if v.mode == "shamir" => state.store.shares(&group).await.map_err(ApiError::internal)?.into_iter()
+            .map(|s| json!({ "admin_id": s.admin_id, "sealed_share": STANDARD.encode(&s.sealed_share) })).collect(),
+        _ => Vec::new(),
+    };
+    state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "vault.ceremony.open",
+                format!("vault:{group}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "kind": body.kind })),
+        )
+        .await?;
+    Ok(Json(json!({
+        "ceremony_id": id, "public_key": hex::encode(public), "kind": body.kind, "group": group,
+        "expires_in_secs": CEREMONY_TTL.as_secs(),
+        "mode": existing.as_ref().map(|v| v.mode.clone()), "threshold": existing.as_ref().and_then(|v| v.threshold),
+        "shares": shares,
+    })))
+}
+
+/// How a vault's data key is protected.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Protection {
+    /// Argon2id(passphrase); the passphrase sealed to the ceremony key.
+    Passphrase { sealed_passphrase: String },
+    /// Shamir shares, one per holder, each sealed to the holder's X25519 key.
+    Shamir { threshold: u8, holders: Vec<Holder> },
+}
+
+/// A share holder.
+#[derive(Debug, Deserialize)]
+pub struct Holder {
+    admin_id: String,
+    /// X25519 public key, hex.
+    public_key: String,
+}
+
+fn ceremony(
+    state: &VaultState,
+    id: &str,
+    kind: CeremonyKind,
+) -> Result<(String, keymesh_core::crypto::HpkeKeyPair), ApiError> {
+    state
+        .ceremonies
+        .with(id, |c| {
+            (c.kind == kind).then(|| {
+                crypto::HpkeKeyPair::from_secret(*c.keypair.secret()).map(|k| (c.group.clone(), k))
+            })
+        })
+        .flatten()
+        .and_then(Result::ok)
+        .ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::NotFound,
+                "no such open ceremony of this kind (they expire after ten minutes)",
+            )
+        })
+}
+
+async fn derive_with_slot(
+    state: &VaultState,
+    passphrase: zeroize::Zeroizing<Vec<u8>>,
+    params: KdfParams,
+) -> Result<DataKey, ApiError> {
+    let _slot = state
+        .unlock_slots
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable))?;
+    tokio::task::spawn_blocking(move || crypto::derive_kek(&passphrase, &params))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(crypto_err)
+}
+
+/// Build the stored protection for `key` (a new vault or a rekey).
+async fn protect(
+    state: &VaultState,
+    group: &str,
+    ceremony_key: &keymesh_core::crypto::HpkeKeyPair,
+    protection: Protection,
+    key: &DataKey,
+) -> Result<(VaultRow, Vec<ShareRow>), ApiError> {
+    let mut row = VaultRow {
+        group_id: group.to_owned(),
+        mode: String::new(),
+        kdf_params: None,
+        wrapped_key: None,
+        key_check: crypto::key_check(key).map_err(crypto_err)?,
+        threshold: None,
+        generation: 1,
+    };
+    let mut shares = Vec::new();
+    match protection {
+        Protection::Passphrase { sealed_passphrase } => {
+            let passphrase = crypto::hpke_open(
+                ceremony_key,
+                INFO_PASSPHRASE,
+                group.as_bytes(),
+                &b64("sealed_passphrase", &sealed_passphrase)?,
+            )
+            .map_err(|_| {
+                ApiError::with_message(
+                    ErrorCode::InvalidRequest,
+                    "sealed_passphrase does not open with this ceremony's key",
+                )
+            })?;
+            if !(MIN_PASSPHRASE..=MAX_PASSPHRASE).contains(&passphrase.len()) {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidRequest,
+                    format!("a passphrase is {MIN_PASSPHRASE} to {MAX_PASSPHRASE} bytes"),
+                ));
+            }
+            let params = KdfParams::new_random(
+                state.config.argon2_memory_kib,
+                state.config.argon2_iterations,
+                1,
+            )
+            .map_err(crypto_err)?;
+            let kek = derive_with_slot(state, passphrase, params).await?;
+            row.mode = "passphrase".into();
+            row.kdf_params = Some(serde_json::to_string(&params).map_err(ApiError::internal)?);
+            row.wrapped_key =
+                Some(crypto::wrap_key(&kek, key, &wrap_aad(group)).map_err(crypto_err)?);
+        }
+        Protection::Shamir { threshold, holders } => {
+            let n = u8::try_from(holders.len()).map_err(|_| {
+                ApiError::with_message(ErrorCode::InvalidRequest, "at most 255 holders")
+            })?;
+            if threshold < 2 || threshold > n {
+                return Err(ApiError::with_message(
+                    ErrorCode::InvalidRequest,
+                    "threshold must be at least 2 and at most the number of holders",
+                ));
+            }
+            let mut seen = std::collections::HashSet::new();
+            let split = crypto::split(key, threshold, n).map_err(crypto_err)?;
+            for (holder, share) in holders.iter().zip(split) {
+                if holder.admin_id.is_empty()
+                    || holder.admin_id.len() > 64
+                    || !seen.insert(holder.admin_id.clone())
+                {
+                    return Err(ApiError::with_message(
+                        ErrorCode::InvalidRequest,
+                        "admin ids must be unique, 1 to 64 bytes",
+                    ));
+                }
+                let public: [u8; 32] = hex::decode(&holder.public_key)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| {
+                        ApiError::with_message(
+                            ErrorCode::InvalidRequest,
+                            "holder public_key must be 32 bytes of hex",
+                        )
+                    })?;
+                let sealed = crypto::hpke_seal(
+                    &public,
+                    INFO_SHARE,
+                    &share_aad(group, &holder.admin_id),
+                    share.as_bytes(),
+                )
+                .map_err(|_| {
+                    ApiError::with_message(
+                        ErrorCode::InvalidRequest,
+                        "a holder public_key is not a usable X25519 key",
+                    )
+                })?;
+                shares.push(ShareRow {
+                    admin_id: holder.admin_id.clone(),
+                    admin_public_key: public.to_vec(),
+                    sealed_share: sealed,
+                });
+            }
+            row.mode = "shamir".into();
+            row.threshold = Some(i64::from(threshold));
+        }
+    }
+    Ok((row, shares))
+}
+
+/// `POST /v1/ceremonies/{id}/init`: create the group vault. It starts locked.
+pub async fn init(
+    State(state): State<VaultState>,
+    Path(id): Path<String>,
+    JsonBody(protection): JsonBody<Protection>,
+) -> Result<Json<Value>, ApiError> {
+    let (group, keypair) = ceremony(&state, &id, CeremonyKind::Init)?;
+    let key = DataKey::generate();
+    let (row, shares) = protect(&state, &group, &keypair, protection, &key).await?;
+    state.audit(AuditEvent::new("service:management", "vault.init", format!("vault:{group}"), Outcome::Success).with_details(json!({ "mode": row.mode, "threshold": row.threshold, "holders": shares.iter().map(|s| &s.admin_id).collect::<Vec<_>>() }))).await?;
+    if !state
+        .store
+        .create_vault(&row, &shares)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "this group already has a vault",
+        ));
+    }
+    state.ceremonies.close(&id);
+    Ok(Json(
+        json!({ "group": group, "mode": row.mode, "locked": true }),
+    ))
+}
+
+/// `POST /v1/ceremonies/{id}/rekey`: new passphrase or new share set for the same data key;
+/// no secret is re-encrypted. The vault must be unlocked.
+pub async fn rekey(
+    State(state): State<VaultState>,
+    Path(id): Path<String>,
+    JsonBody(protection): JsonBody<Protection>,
+) -> Result<Json<Value>, ApiError> {
+    let (group, keypair) = ceremony(&state, &id, CeremonyKind::Rekey)?;
+    let key = state
+        .sessions
+        .with_key(&group, |k| DataKey::from_bytes(*k.expose()))
+        .ok_or_else(|| ApiError::new(ErrorCode::VaultLocked))?;
+    let current = vault_row(&state, &group).await?;
+    let (mut row, shares) = protect(&state, &group, &keypair, protection, &key).await?;
+    row.generation = current.generation;
+    state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "vault.rekey",
+                format!("vault:{group}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "mode": row.mode, "threshold": row.threshold })),
+        )
+        .await?;
+    if !state
+        .store
+        .rewrap_vault(&row, &shares)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "the vault changed meanwhile; open a new ceremony",
+        ));
+    }
+    state.ceremonies.close(&id);
+    Ok(Json(
+        json!({ "group": group, "mode": row.mode, "generation": current.generation + 1 }),
+    ))
+}
+
+fn unlock_limits(state: &VaultState, group: &str, ip: std::net::IpAddr) -> Result<(), ApiError> {
+    state.unlock_by_group.check(&group.to_owned())?;
+    state.unlock_by_ip.check(&ip)?;
+    Ok(())
+}
+
+/// Passphrase submission.
+#[derive(Debug, Deserialize)]
+pub struct PassphraseBody {
+    sealed_passphrase: String,
+}
+
+/// `POST /v1/ceremonies/{id}/passphrase`: unlock with the passphrase (rate limited per group
+/// and per client).
+pub async fn unlock_passphrase(
+    State(state): State<VaultState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<PassphraseBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
+    unlock_limits(&state, &group, ip)?;
+    let row = vault_row(&state, &group).await?;
+    let (Some(params), Some(wrapped)) = (row.kdf_params.as_deref(), row.wrapped_key.as_deref())
+    else {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "this vault unlocks with shares, not a passphrase",
+        ));
+    };
+    let params: KdfParams = serde_json::from_str(params).map_err(ApiError::internal)?;
+    let passphrase = crypto::hpke_open(
+        &keypair,
+        INFO_PASSPHRASE,
+        group.as_bytes(),
+        &b64("sealed_passphrase", &body.sealed_passphrase)?,
+    )
+    .map_err(|_| {
+        ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "sealed_passphrase does not open with this ceremony's key",
+        )
+    })?;
+    let kek = derive_with_slot(&state, passphrase, params).await?;
+    let target = format!("vault:{group}");
+    match crypto::unwrap_key(&kek, wrapped, &wrap_aad(&group)) {
+        Ok(key) => {
+            state
+                .audit(
+                    AuditEvent::new(format!("ip:{ip}"), "vault.unlock", target, Outcome::Success)
+                        .with_details(json!({ "mode": "passphrase" })),
+                )
+                .await?;
+            let info = state.sessions.unlock(&group, key);
+            state.ceremonies.close(&id);
+            Ok(Json(
+                json!({ "group": group, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
+            ))
+        }
+        Err(_) => {
+            state
+                .audit_quiet(
+                    AuditEvent::new(format!("ip:{ip}"), "vault.unlock", target, Outcome::Denied)
+                        .with_details(
+                            json!({ "mode": "passphrase", "reason": "wrong passphrase" }),
+                        ),
+                )
+                .await;
+            Err(ApiError::new(ErrorCode::InvalidPassphrase))
+        }
+    }
+}
+
+/// Share submission.
+#[derive(Debug, Deserialize)]
+pub struct ShareBody {
+    admin_id: String,
+    /// The share sealed (HPKE auth mode) from the admin's X25519 key to the ceremony key.
+    sealed_share: String,
+}
+
+/// `POST /v1/ceremonies/{id}/shares`: submit one share. A share counts once per admin; only
+/// members of the vault's share set are accepted; at the threshold the key is reconstructed,
+/// checked and the vault unlocked.
+pub async fn unlock_share(
+    State(state): State<VaultState>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<ShareBody>,
+) -> Result<Json<Value>, ApiError> {
+    let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
+    unlock_limits(&state, &group, ip)?;
+    let row = vault_row(&state, &group).await?;
+    let threshold = usize::try_from(row.threshold.unwrap_or(0)).unwrap_or(0);
+    if row.mode != "shamir" || threshold < 2 {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "this vault unlocks with a passphrase, not shares",
+        ));
+    }
+    let target = format!("vault:{group}");
+    let actor = format!("admin:{}", body.admin_id);
+    let holders = state
+        .store
+        .shares(&group)
+        .await
+        .map_err(ApiError::internal)?;
+    let refuse = |reason: &'static str| {
+        let event = AuditEvent::new(
+            actor.clone(),
+            "vault.unlock.share",
+            target.clone(),
+            Outcome::Denied,
+        )
+        .with_details(json!({ "reason": reason }));
+        (
+            event,
+            ApiError::with_message(ErrorCode::InvalidShare, reason),
+        )
+    };
+    let Some(holder) = holders.iter().find(|h| h.admin_id == body.admin_id) else {
+        let (event, err) = refuse("not a member of this vault's share set");
+        state.audit_quiet(event).await;
+        return Err(err);
+    };
+    let sender: [u8; 32] = holder
+        .admin_public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::new(ErrorCode::Internal))?;
+    let opened = b64("sealed_share", &body.sealed_share).and_then(|sealed| {
+        crypto::hpke_open_auth(
+            &keypair,
+            &sender,
+            INFO_UNLOCK_SHARE,
+            &share_aad(&group, &body.admin_id),
+            &sealed,
+        )
+        .ok()
+        .and_then(|plain| Share::from_bytes(&plain).ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidShare))
+    });
+    let share = match opened {
+        Ok(share) => share,
+        Err(_) => {
+            let (event, err) = refuse("the share does not open as this admin's share");
+            state.audit_quiet(event).await;
+            return Err(err);
+        }
+    };
+    let collected = state
+        .ceremonies
+        .with(&id, |c| {
+            c.shares.insert(body.admin_id.clone(), share);
+            if c.shares.len() < threshold {
+                return Ok(c.shares.len());
+            }
+            let shares: Vec<Share> = std::mem::take(&mut c.shares).into_values().collect();
+            Err(crypto::combine(&shares))
+        })
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "the ceremony expired"))?;
+    state
+        .audit_quiet(AuditEvent::new(
+            actor.clone(),
+            "vault.unlock.share",
+            target.clone(),
+            Outcome::Success,
+        ))
+        .await;
+    match collected {
+        Ok(count) => Ok(Json(
+            json!({ "group": group, "accepted": count, "threshold": threshold, "unlocked": false }),
+        )),
+        Err(Ok(key)) if crypto::verify_key_check(&key, &row.key_check) => {
+            state
+                .audit(
+                    AuditEvent::new(actor, "vault.unlock", target, Outcome::Success)
+                        .with_details(json!({ "mode": "shamir" })),
+                )
+                .await?;
+            let info = state.sessions.unlock(&group, key);
+            state.ceremonies.close(&id);
+            Ok(Json(
+                json!({ "group": group, "accepted": threshold, "threshold": threshold, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
+            ))
+        }
+        Err(_) => {
+            state
+                .audit_quiet(
+                    AuditEvent::new(actor, "vault.unlock", target, Outcome::Denied)
+                        .with_details(json!({ "reason": "shares do not reconstruct the key" })),
+                )
+                .await;
+            Err(ApiError::with_message(
+                ErrorCode::InvalidShare,
+                "the submitted shares do not reconstruct this vault's key; submit them again",
+            ))
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The running vault: shared state, the root key ring, and helpers handlers use.
+
+use std::{
+    net::IpAddr,
+    num::NonZeroU32,
+    sync::{Arc, RwLock},
+    time::{Duration, SystemTime},
+};
+
+use keymesh_core::{
+    ApiError, ErrorCode, ServiceContext,
+    audit::{AuditEvent, AuditLog, Outcome},
+    capability::{
+        Op,
+        pop::ReplayCache,
+        token::{KeyRing, Request, VerifiedToken, Verifier, key_id, random_key},
+    },
+    config::RateLimitConfig,
+    crypto::{self, DataKey},
+    http::rate_limit::KeyedLimit,
+    storage::StorageError,
+};
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::{
+    ceremony::Ceremonies,
+    config::VaultConfig,
+    revocation::Revocations,
+    sessions::Sessions,
+    store::{Store, TokenKeyRow, now_ms},
+};
+
+/// How long a sensitive operation waits for its audit record before failing.
+const AUDIT_BOUND: Duration = Duration::from_secs(2);
+/// Argon2id runs at once (each holds 64 MiB for ~150 ms).
+const UNLOCK_CONCURRENCY: usize = 2;
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct VaultState(pub Arc<Inner>);
+
+/// The shared parts.
+#[derive(Debug)]
+pub struct Inner {
+    /// Common service state (db, metrics, rate limits, shutdown).
+    pub ctx: ServiceContext,
+    /// Vault settings.
+    pub config: VaultConfig,
+    /// Tables.
+    pub store: Store,
+    /// Signing keys (replaced on rotation).
+    pub keys: RwLock<Arc<KeyRing>>,
+    /// Token checker (replaced on rotation).
+    pub verifier: RwLock<Arc<Verifier>>,
+    /// Revoked grants, blocks and epochs.
+    pub revocations: Revocations,
+    /// Unlocked vaults.
+    pub sessions: Sessions,
+    /// Open key ceremonies.
+    pub ceremonies: Ceremonies,
+    /// Audit chain.
+    pub audit: AuditLog,
+    /// Proof-of-possession nonces.
+    pub replay: ReplayCache,
+    /// Unlock attempts per group.
+    pub unlock_by_group: KeyedLimit<String>,
+    /// Unlock attempts per client.
+    pub unlock_by_ip: KeyedLimit<IpAddr>,
+    /// Bounds concurrent Argon2id.
+    pub unlock_slots: Semaphore,
+}
+
+impl std::ops::Deref for VaultState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// The key that seals root signing keys, derived from `VAULT_MASTER_KEY`.
+fn master_seal_key(config: &VaultConfig) -> DataKey {
+    let mut h = Sha256::new();
+    h.update(b"keymesh-vault-master-v1\n");
+    h.update(config.master_key.expose_secret().as_bytes());
+    DataKey::from_bytes(h.finalize().into())
+}
+
+const ROOT_KEY_AAD: &[u8] = b"keymesh-vault-root-key-v1";
+
+impl VaultState {
+    /// Open the vault over an opened service context.
+    pub async fn open(ctx: ServiceContext, config: VaultConfig) -> Result<Self, StorageError> {
+        let store = Store::new(ctx.db.clone());
+        if store.token_keys().await?.is_empty() {
+            store.rotate_token_key(&new_root_key(&config)?).await?;
+        }
+        let ring = load_ring(&store, &config).await?;
+        let entries = store.feed_after(0, i64::MAX).await?;
+        let per_minute = RateLimitConfig {
+            per_second: NonZeroU32::MIN,
+            burst: NonZeroU32::new(config.unlock_attempts_per_minute).unwrap_or(NonZeroU32::MIN),
+        };
+        let sessions = Sessions::new(config.session, config.session_max);
+        let audit = AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND);
+        let state = Self(Arc::new(Inner {
+            verifier: RwLock::new(Arc::new(Verifier::new(ring.public_keys()))),
+            keys: RwLock::new(Arc::new(ring)),
+            revocations: Revocations::from_entries(&entries),
+            sessions,
+            ceremonies: Ceremonies::default(),
+            audit,
+            replay: ReplayCache::default(),
+            unlock_by_group: KeyedLimit::new_per_minute(per_minute),
+            unlock_by_ip: KeyedLimit::new_per_minute(per_minute),
+            unlock_slots: Semaphore::new(UNLOCK_CONCURRENCY),
+            store,
+            config,
+            ctx,
+        }));
+        state.spawn_janitor();
+        Ok(state)
+    }
+
+    fn spawn_janitor(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    () = state.ctx.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        for group in state.sessions.sweep() {
+                            state.audit_quiet(AuditEvent::new("service:vault", "vault.lock", format!("vault:{group}"), Outcome::Success)
+                                .with_details(serde_json::json!({ "reason": "expired" }))).await;
+                        }
+                        state.ceremonies.sweep();
+                    }
+                }
+            }
+            // Shutdown: forget every data key.
+            state.sessions.lock_all();
+        });
+    }
+
+    /// The current signing ring.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        Arc::clone(
+            &self
+                .keys
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The current verifier.
+    pub fn verifier(&self) -> Arc<Verifier> {
+        Arc::clone(
+            &self
+                .verifier
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Generate a new root key, retire the old ones (they keep verifying until every token
+    /// they signed has expired), and switch signing to it.
+    pub async fn rotate_root_key(&self) -> Result<u32, ApiError> {
+        let row = new_root_key(&self.config).map_err(ApiError::internal)?;
+        self.store
+            .rotate_token_key(&row)
+            .await
+            .map_err(ApiError::internal)?;
+        let ring = load_ring(&self.store, &self.config)
+            .await
+            .map_err(ApiError::internal)?;
+        let kid = ring.current_id();
+        *self
+            .verifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Arc::new(Verifier::new(ring.public_keys()));
+        *self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
+        Ok(kid)
+    }
+
+    /// Check a verified token against a request: expiry, revocation, rights.
+    pub fn authorize(&self, token: &VerifiedToken, op: Op, resource: &str) -> Result<(), ApiError> {
+        self.verifier()
+            .authorize_verified(
+                token,
+                &Request { op, resource },
+                &self.revocations,
+                SystemTime::now(),
+            )
+            .map_err(ApiError::from)
+    }
+
+    /// Record an event, failing the operation (closed) if it cannot be recorded in time.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
+        self.audit
+            .record(event)
+            .await
+            .map(drop)
+            .map_err(|e| ApiError::new(ErrorCode::AuditUnavailable).caused_by(e))
+    }
+
+    /// Record an event whose operation already happened (e.g. a denial); log if it fails.
+    pub async fn audit_quiet(&self, event: AuditEvent) {
+        if let Err(err) = self.audit.record(event).await {
+            tracing::error!(error = %err, "audit record for a completed operation was lost");
+        }
+    }
+}
+
+fn new_root_key(config: &VaultConfig) -> Result<TokenKeyRow, StorageError> {
+    let seed = random_key();
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    let sealed_private = crypto::seal(&master_seal_key(config), seed.as_ref(), ROOT_KEY_AAD)
+        .map_err(|_| {
+            StorageError::Query(sqlx::Error::Protocol("sealing the root key failed".into()))
+        })?;
+    Ok(TokenKeyRow {
+        kid: i64::from(key_id(&public)),
+        public_key: public.to_vec(),
+        sealed_private,
+        created_at_ms: now_ms(),
+        retired_at_ms: None,
+    })
+}
+
+/// Build the ring: the newest unretired key signs; retired keys verify while tokens they
+/// signed may still be alive.
+async fn load_ring(store: &Store, config: &VaultConfig) -> Result<KeyRing, StorageError> {
+    let rows = store.token_keys().await?;
+    let horizon = now_ms() - i64::try_from(config.token_max_ttl.as_millis()).unwrap_or(i64::MAX);
+    let current = rows
+        .iter()
+        .find(|r| r.retired_at_ms.is_none())
+        .ok_or_else(|| StorageError::Query(sqlx::Error::RowNotFound))?;
+    let seal_key = master_seal_key(config);
+    let seed = crypto::open(&seal_key, &current.sealed_private, ROOT_KEY_AAD).map_err(|_| {
+        tracing::error!("VAULT_MASTER_KEY does not open the stored root signing key");
+        StorageError::Query(sqlx::Error::Protocol(
+            "root key cannot be unsealed: wrong VAULT_MASTER_KEY".into(),
+        ))
+    })?;
+    let older: Vec<[u8; 32]> = rows
+        .iter()
+        .filter(|r| r.retired_at_ms.is_some_and(|t| t >= horizon))
+        .filter_map(|r| r.public_key.as_slice().try_into().ok())
+        .collect();
+    KeyRing::new(&seed, &older)
+        .map_err(|_| StorageError::Query(sqlx::Error::Protocol("root key is corrupt".into())))
+}

@@ -1,0 +1,358 @@
+//! The vault's tables, on SQLite or PostgreSQL. Every value, wrapped key and share is stored
+//! sealed; this module never sees plaintext.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keymesh_core::{
+    capability::token::Scope,
+    storage::{Db, StorageError},
+    with_pool,
+};
+
+use crate::revocation::FeedEntry;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A root signing key row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct TokenKeyRow {
+    /// Key id.
+    pub kid: i64,
+    /// Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// Private key sealed under the master key.
+    pub sealed_private: Vec<u8>,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Retired (no longer signs; verifies until tokens expire).
+    pub retired_at_ms: Option<i64>,
+}
+
+/// A registered node.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct NodeRow {
+    /// Node id.
+    pub node_id: String,
+    /// Group.
+    pub group_id: String,
+    /// Owning user.
+    pub user_id: String,
+    /// Ed25519 public key.
+    pub public_key: Vec<u8>,
+    /// Highest operation (`read`...`share`).
+    pub ceiling: String,
+}
+
+/// An issued grant.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct GrantRow {
+    /// Grant id.
+    pub grant_id: String,
+    /// The grant it was delegated from.
+    pub parent_grant: Option<String>,
+    /// Holder.
+    pub node_id: String,
+    /// JSON array of ancestor grant ids, ending with this one.
+    pub lineage: String,
+    /// JSON array of rights.
+    pub rights: String,
+}
+
+/// A group vault's key material (all sealed).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct VaultRow {
+    /// Group.
+    pub group_id: String,
+    /// `passphrase` or `shamir`.
+    pub mode: String,
+    /// Argon2id parameters (JSON) for passphrase mode.
+    pub kdf_params: Option<String>,
+    /// Data key wrapped by the passphrase key.
+    pub wrapped_key: Option<Vec<u8>>,
+    /// Proves a reconstructed data key.
+    pub key_check: Vec<u8>,
+    /// Shares needed, for shamir mode.
+    pub threshold: Option<i64>,
+    /// Bumped on re-key.
+    pub generation: i64,
+}
+
+/// One admin's share, sealed to the admin's X25519 key.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct ShareRow {
+    /// Admin.
+    pub admin_id: String,
+    /// Admin's X25519 public key.
+    pub admin_public_key: Vec<u8>,
+    /// HPKE-sealed share.
+    pub sealed_share: Vec<u8>,
+}
+
+/// A sealed secret.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SecretRow {
+    /// Version, from 1.
+    pub version: i64,
+    /// Sealed value.
+    pub sealed_value: Vec<u8>,
+    /// Sealed metadata JSON.
+    pub sealed_metadata: Vec<u8>,
+    /// Last change.
+    pub updated_at_ms: i64,
+    /// Who changed it.
+    pub updated_by: String,
+}
+
+/// A listing entry.
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+pub struct SecretListing {
+    /// Path.
+    pub path: String,
+    /// Version.
+    pub version: i64,
+    /// Last change.
+    pub updated_at_ms: i64,
+}
+
+/// Typed access to the vault tables.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Wrap a migrated vault database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Every root key, newest first.
+    pub async fn token_keys(&self) -> Result<Vec<TokenKeyRow>, StorageError> {
+        const SQL: &str = "SELECT kid, public_key, sealed_private, created_at_ms, retired_at_ms FROM token_keys ORDER BY created_at_ms DESC, kid";
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+    }
+
+    /// Add a new current key and retire the others, atomically.
+    pub async fn rotate_token_key(&self, row: &TokenKeyRow) -> Result<(), StorageError> {
+        const RETIRE: &str = "UPDATE token_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL";
+        const INSERT: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms) VALUES ($1, $2, $3, $4)";
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(RETIRE).bind(row.created_at_ms).execute(&mut *tx).await?;
+            sqlx::query(INSERT).bind(row.kid).bind(&row.public_key).bind(&row.sealed_private).bind(row.created_at_ms).execute(&mut *tx).await?;
+            tx.commit().await
+        })?;
+        Ok(())
+    }
+
+    /// Register or update a node.
+    pub async fn upsert_node(&self, n: &NodeRow) -> Result<(), StorageError> {
+        const SQL: &str = "INSERT INTO nodes (node_id, group_id, user_id, public_key, ceiling, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (node_id) DO UPDATE SET \
+             group_id = excluded.group_id, user_id = excluded.user_id, public_key = excluded.public_key, \
+             ceiling = excluded.ceiling, updated_at_ms = excluded.updated_at_ms";
+        with_pool!(&self.db, pool => sqlx::query(SQL).bind(&n.node_id).bind(&n.group_id).bind(&n.user_id).bind(&n.public_key).bind(&n.ceiling).bind(now_ms()).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// A node.
+    pub async fn node(&self, node_id: &str) -> Result<Option<NodeRow>, StorageError> {
+        const SQL: &str =
+            "SELECT node_id, group_id, user_id, public_key, ceiling FROM nodes WHERE node_id = $1";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(node_id).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Record an issued grant.
+    pub async fn insert_grant(&self, g: &GrantRow) -> Result<(), StorageError> {
+        const SQL: &str = "INSERT INTO grants (grant_id, parent_grant, node_id, lineage, rights, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+        with_pool!(&self.db, pool => sqlx::query(SQL).bind(&g.grant_id).bind(&g.parent_grant).bind(&g.node_id).bind(&g.lineage).bind(&g.rights).bind(now_ms()).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// A grant.
+    pub async fn grant(&self, grant_id: &str) -> Result<Option<GrantRow>, StorageError> {
+        const SQL: &str = "SELECT grant_id, parent_grant, node_id, lineage, rights FROM grants WHERE grant_id = $1";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(grant_id).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Append a revocation to the feed; for `epoch` entries the new epoch is the current one
+    /// plus one (one write, whatever the number of tokens). Sequence numbers are assigned under
+    /// the head row's lock, so commit order equals feed order.
+    pub async fn append_revocation(
+        &self,
+        kind: &str,
+        scope: Option<Scope>,
+        subject: &str,
+        reason: &str,
+    ) -> Result<FeedEntry, StorageError> {
+        let (begin, head_sql) = match self.db {
+            Db::Sqlite(_) => (
+                "BEGIN IMMEDIATE",
+                "SELECT seq FROM revocation_head WHERE id = 1",
+            ),
+            Db::Postgres(_) => (
+                "BEGIN",
+                "SELECT seq FROM revocation_head WHERE id = 1 FOR UPDATE",
+            ),
+        };
+        const BUMP: &str = "INSERT INTO epochs (scope, subject, epoch) VALUES ($1, $2, 1) \
+             ON CONFLICT (scope, subject) DO UPDATE SET epoch = epochs.epoch + 1 RETURNING epoch";
+        const INSERT: &str = "INSERT INTO revocations (seq, kind, scope, subject, epoch, reason, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        const HEAD: &str = "INSERT INTO revocation_head (id, seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq";
+        let at_ms = now_ms();
+        let scope_name = scope.map(Scope::as_str);
+        let entry = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_with(begin).await?;
+            let head: Option<(i64,)> = sqlx::query_as(head_sql).fetch_optional(&mut *tx).await?;
+            let seq = head.map_or(0, |(s,)| s) + 1;
+            let epoch = match scope_name {
+                Some(scope) => Some(sqlx::query_as::<_, (i64,)>(BUMP).bind(scope).bind(subject).fetch_one(&mut *tx).await?.0),
+                None => None,
+            };
+            sqlx::query(INSERT).bind(seq).bind(kind).bind(scope_name).bind(subject).bind(epoch).bind(reason).bind(at_ms).execute(&mut *tx).await?;
+            sqlx::query(HEAD).bind(seq).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(FeedEntry { seq, kind: kind.to_owned(), scope: scope_name.map(str::to_owned), subject: subject.to_owned(), epoch, reason: reason.to_owned(), at_ms })
+        })?;
+        Ok(entry)
+    }
+
+    /// Feed entries after `after`, oldest first.
+    pub async fn feed_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEntry>, StorageError> {
+        const SQL: &str = "SELECT seq, kind, scope, subject, epoch, reason, at_ms FROM revocations WHERE seq > $1 ORDER BY seq LIMIT $2";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// A group vault.
+    pub async fn vault(&self, group: &str) -> Result<Option<VaultRow>, StorageError> {
+        const SQL: &str = "SELECT group_id, mode, kdf_params, wrapped_key, key_check, threshold, generation FROM vaults WHERE group_id = $1";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Create a vault with its shares; `false` if it already exists.
+    pub async fn create_vault(
+        &self,
+        v: &VaultRow,
+        shares: &[ShareRow],
+    ) -> Result<bool, StorageError> {
+        const INSERT: &str = "INSERT INTO vaults (group_id, mode, kdf_params, wrapped_key, key_check, threshold, generation, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (group_id) DO NOTHING";
+        const SHARE: &str = "INSERT INTO vault_shares (group_id, admin_id, admin_public_key, sealed_share) VALUES ($1, $2, $3, $4)";
+        let created = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query(INSERT).bind(&v.group_id).bind(&v.mode).bind(&v.kdf_params).bind(&v.wrapped_key).bind(&v.key_check).bind(v.threshold).bind(v.generation).bind(now_ms()).execute(&mut *tx).await?.rows_affected();
+            if inserted == 0 {
+                return Ok(false);
+            }
+            for s in shares {
+                sqlx::query(SHARE).bind(&v.group_id).bind(&s.admin_id).bind(&s.admin_public_key).bind(&s.sealed_share).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(true)
+        })?;
+        Ok(created)
+    }
+
+    /// Replace a vault's key wrapping (change passphrase or re-share), keeping the data key and
+    /// so every secret. Fails (returns `false`) if the generation moved meanwhile.
+    pub async fn rewrap_vault(
+        &self,
+        v: &VaultRow,
+        shares: &[ShareRow],
+    ) -> Result<bool, StorageError> {
+        const UPDATE: &str = "UPDATE vaults SET mode = $2, kdf_params = $3, wrapped_key = $4, threshold = $5, generation = generation + 1, updated_at_ms = $6 \
+             WHERE group_id = $1 AND generation = $7";
+        const CLEAR: &str = "DELETE FROM vault_shares WHERE group_id = $1";
+        const SHARE: &str = "INSERT INTO vault_shares (group_id, admin_id, admin_public_key, sealed_share) VALUES ($1, $2, $3, $4)";
+        let done = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(UPDATE).bind(&v.group_id).bind(&v.mode).bind(&v.kdf_params).bind(&v.wrapped_key).bind(v.threshold).bind(now_ms()).bind(v.generation).execute(&mut *tx).await?.rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            sqlx::query(CLEAR).bind(&v.group_id).execute(&mut *tx).await?;
+            for s in shares {
+                sqlx::query(SHARE).bind(&v.group_id).bind(&s.admin_id).bind(&s.admin_public_key).bind(&s.sealed_share).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(true)
+        })?;
+        Ok(done)
+    }
+
+    /// The share set of a vault.
+    pub async fn shares(&self, group: &str) -> Result<Vec<ShareRow>, StorageError> {
+        const SQL: &str = "SELECT admin_id, admin_public_key, sealed_share FROM vault_shares WHERE group_id = $1 ORDER BY admin_id";
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).fetch_all(pool).await)?)
+    }
+
+    /// A secret.
+    pub async fn secret(&self, group: &str, path: &str) -> Result<Option<SecretRow>, StorageError> {
+        const SQL: &str = "SELECT version, sealed_value, sealed_metadata, updated_at_ms, updated_by FROM secrets WHERE group_id = $1 AND path = $2";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).bind(path).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// The version a write would create.
+    pub async fn next_version(&self, group: &str, path: &str) -> Result<i64, StorageError> {
+        Ok(self.secret(group, path).await?.map_or(1, |s| s.version + 1))
+    }
+
+    /// Store a sealed secret at `version` (sealed with that version in its AAD). `false` if
+    /// another write took that version first.
+    pub async fn put_secret(
+        &self,
+        group: &str,
+        path: &str,
+        version: i64,
+        value: &[u8],
+        metadata: &[u8],
+        by: &str,
+    ) -> Result<bool, StorageError> {
+        const SQL: &str = "INSERT INTO secrets (group_id, path, version, sealed_value, sealed_metadata, updated_at_ms, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id, path) DO UPDATE SET \
+             version = excluded.version, sealed_value = excluded.sealed_value, sealed_metadata = excluded.sealed_metadata, \
+             updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by WHERE secrets.version = excluded.version - 1";
+        let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).bind(version).bind(value).bind(metadata).bind(now_ms()).bind(by).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Delete a secret; whether it existed.
+    pub async fn delete_secret(&self, group: &str, path: &str) -> Result<bool, StorageError> {
+        const SQL: &str = "DELETE FROM secrets WHERE group_id = $1 AND path = $2";
+        let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Paths under a prefix (portable prefix match: no LIKE wildcards, no collation surprises).
+    pub async fn list_secrets(
+        &self,
+        group: &str,
+        prefix: &str,
+        limit: i64,
+    ) -> Result<Vec<SecretListing>, StorageError> {
+        const SQL: &str = "SELECT path, version, updated_at_ms FROM secrets WHERE group_id = $1 AND substr(path, 1, length($2)) = $2 ORDER BY path LIMIT $3";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).bind(prefix).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+}

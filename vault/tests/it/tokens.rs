@@ -1,0 +1,467 @@
+//! Tokens: ceiling, delegation, attenuation, revocation and the feed; bad credentials.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use keymesh_core::capability::{
+    Op,
+    pop::sign_http,
+    token::{KeyRing, VerifyKeys, attenuate_bytes, random_key},
+};
+use keymesh_vault::auth::TOKEN_B64;
+use serde_json::json;
+
+use crate::harness::{FEED_KEY, Node, Vault, code, vault};
+
+const PASS: &str = "correct horse battery staple";
+
+pub fn grant_of(v: &Vault, node: &Node) -> String {
+    let raw = TOKEN_B64.decode(&node.token).expect("b64");
+    v.state
+        .verifier()
+        .verify(&raw)
+        .expect("verify")
+        .claims
+        .grant
+        .clone()
+}
+
+fn root_keys(v: &Vault) -> VerifyKeys {
+    v.state.ring().public_keys()
+}
+
+async fn seeded(v: &Vault) -> Node {
+    v.init_passphrase("team", PASS).await;
+    assert_eq!(v.unlock_passphrase("team", PASS).await.0, 200);
+    let admin = v
+        .node(
+            "seeder",
+            "team",
+            "admin",
+            "share",
+            json!([{ "resource": "*", "op": "write" }]),
+        )
+        .await;
+    for path in ["db/a", "db/b", "app/c"] {
+        let reply = v
+            .node_call(
+                &admin,
+                "PUT",
+                &format!("/v1/vaults/team/secrets/{path}"),
+                Some(json!({ "value": path })),
+            )
+            .await;
+        assert_eq!(reply.0, 200, "{reply:?}");
+    }
+    admin
+}
+
+#[tokio::test]
+async fn mint_above_the_ceiling_asks_for_approval_and_never_truncates() {
+    let v = vault().await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "agent", "rights": [
+        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "write" } ] })),
+        )
+        .await;
+    assert_eq!(
+        (reply.0.as_u16(), code(&reply)),
+        (403, "approval_required"),
+        "{reply:?}"
+    );
+    let excess = &reply.1["error"]["details"]["excess"]["above_ceiling"];
+    assert_eq!(
+        excess,
+        &json!([{ "resource": "db/*", "op": "write" }]),
+        "{reply:?}"
+    );
+    assert!(reply.1.get("token").is_none());
+}
+
+#[tokio::test]
+async fn delegation_is_a_checked_subset_and_dies_with_its_parent() {
+    let v = vault().await;
+    seeded(&v).await;
+    let granter = v
+        .node(
+            "granter",
+            "team",
+            "u1",
+            "share",
+            json!([
+        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "share" } ]),
+        )
+        .await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    v.mgmt("PUT", "/v1/nodes/peer", Some(json!({ "group": "team", "user": "u2", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+
+    // Wider than the granter, above the peer's ceiling, or not shareable: approval_required.
+    for rights in [
+        json!([{ "resource": "*", "op": "read" }]),
+        json!([{ "resource": "db/a", "op": "share" }]),
+        json!([{ "resource": "app/c", "op": "read" }]),
+    ] {
+        let reply = v
+            .node_call(
+                &granter,
+                "POST",
+                "/v1/tokens/delegate",
+                Some(json!({ "peer_node_id": "peer", "rights": rights })),
+            )
+            .await;
+        assert_eq!(code(&reply), "approval_required", "{rights}: {reply:?}");
+    }
+    let reply = v
+        .node_call(
+            &granter,
+            "POST",
+            "/v1/tokens/delegate",
+            Some(
+                json!({ "peer_node_id": "peer", "rights": [{ "resource": "db/a", "op": "read" }] }),
+            ),
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let peer = Node {
+        id: "peer".into(),
+        key,
+        token: reply.1["token"].as_str().expect("token").into(),
+    };
+    assert_eq!(
+        v.node_call(&peer, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .1["value"],
+        "db/a"
+    );
+    assert_eq!(
+        code(
+            &v.node_call(&peer, "GET", "/v1/vaults/team/secrets/db/b", None)
+                .await
+        ),
+        "forbidden"
+    );
+    // The granter's token in the peer's hands is useless without the granter's key.
+    let stolen = Node {
+        id: "peer".into(),
+        key: peer.key.clone(),
+        token: granter.token.clone(),
+    };
+    assert_eq!(
+        code(
+            &v.node_call(&stolen, "GET", "/v1/vaults/team/secrets/db/a", None)
+                .await
+        ),
+        "proof_invalid"
+    );
+
+    // Revoking the granter's grant kills the delegated token too, at once, and it is in the feed.
+    let grant = grant_of(&v, &granter);
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/revocations",
+            Some(json!({ "kind": "grant", "grant": grant, "reason": "compromised" })),
+        )
+        .await;
+    let seq = reply.1["seq"].as_i64().expect("seq");
+    assert_eq!(
+        code(
+            &v.node_call(&peer, "GET", "/v1/vaults/team/secrets/db/a", None)
+                .await
+        ),
+        "revoked"
+    );
+    assert_eq!(
+        code(
+            &v.node_call(&granter, "GET", "/v1/vaults/team/secrets/db/a", None)
+                .await
+        ),
+        "revoked"
+    );
+    let feed = v
+        .as_service(
+            FEED_KEY,
+            "GET",
+            &format!("/v1/revocations?after={}", seq - 1),
+            None,
+        )
+        .await;
+    assert_eq!(feed.1["entries"][0]["subject"], grant, "{feed:?}");
+    assert_eq!(feed.1["head"], seq);
+}
+
+#[tokio::test]
+async fn an_epoch_bump_kills_every_older_token_of_that_node_user_or_group() {
+    let v = vault().await;
+    seeded(&v).await;
+    let read = json!([{ "resource": "*", "op": "read" }]);
+    let a = v.node("a", "team", "alice", "list", read.clone()).await;
+    let b = v.node("b", "team", "alice", "list", read.clone()).await;
+    let c = v.node("c", "team", "bob", "list", read.clone()).await;
+    let get = |n| v.node_call(n, "GET", "/v1/vaults/team/secrets/db/a", None);
+    assert_eq!(get(&a).await.0, 200);
+    let reply = v.mgmt("POST", "/v1/revocations", Some(json!({ "kind": "epoch", "scope": "user", "subject": "alice", "reason": "offboarded" }))).await;
+    assert_eq!(reply.1["epoch"], 1, "{reply:?}");
+    assert_eq!(code(&get(&a).await), "revoked");
+    assert_eq!(code(&get(&b).await), "revoked");
+    assert_eq!(get(&c).await.0, 200, "another user's node is untouched");
+    // A token minted after the bump works.
+    let fresh = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "a", "rights": read })),
+        )
+        .await;
+    let a2 = Node {
+        id: "a".into(),
+        key: a.key.clone(),
+        token: fresh.1["token"].as_str().expect("token").into(),
+    };
+    assert_eq!(get(&a2).await.0, 200);
+    // A group bump reaches everyone.
+    v.mgmt(
+        "POST",
+        "/v1/revocations",
+        Some(json!({ "kind": "epoch", "scope": "group", "subject": "team", "reason": "incident" })),
+    )
+    .await;
+    assert_eq!(code(&get(&c).await), "revoked");
+    assert_eq!(code(&get(&a2).await), "revoked");
+}
+
+#[tokio::test]
+async fn offline_attenuation_narrows_and_cannot_be_refreshed_back_open() {
+    let v = vault().await;
+    seeded(&v).await;
+    let n = v
+        .node(
+            "n",
+            "team",
+            "u",
+            "write",
+            json!([{ "resource": "*", "op": "read" }, { "resource": "*", "op": "write" }]),
+        )
+        .await;
+    let raw = TOKEN_B64.decode(&n.token).expect("b64");
+    let narrowed = attenuate_bytes(&raw, &root_keys(&v), Some(&[Op::Read]), Some("db/"), None)
+        .expect("attenuate");
+    let small = Node {
+        id: "n".into(),
+        key: n.key.clone(),
+        token: TOKEN_B64.encode(narrowed),
+    };
+    assert_eq!(
+        v.node_call(&small, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        code(
+            &v.node_call(&small, "GET", "/v1/vaults/team/secrets/app/c", None)
+                .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(
+            &v.node_call(
+                &small,
+                "PUT",
+                "/v1/vaults/team/secrets/db/a",
+                Some(json!({ "value": "x" }))
+            )
+            .await
+        ),
+        "forbidden"
+    );
+    assert_eq!(
+        code(
+            &v.node_call(&small, "POST", "/v1/tokens/refresh", None)
+                .await
+        ),
+        "forbidden"
+    );
+    // The holder of the full token can refresh it: same grant, new expiry.
+    let reply = v.node_call(&n, "POST", "/v1/tokens/refresh", None).await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    assert_eq!(reply.1["grant"], grant_of(&v, &n));
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_with_their_codes() {
+    let v = vault().await;
+    seeded(&v).await;
+    let n = v
+        .node(
+            "n",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    let uri = "/v1/vaults/team/secrets/db/a";
+    let raw = TOKEN_B64.decode(&n.token).expect("b64");
+    let now = SystemTime::now();
+
+    // Missing proof; proof over another body; replayed proof; stale proof.
+    let reply = v.signed_call(&n.token, "", "GET", uri, String::new()).await;
+    assert_eq!(code(&reply), "proof_invalid", "{reply:?}");
+    let req = http::Request::builder()
+        .uri(uri)
+        .header("authorization", format!("Bearer {}", n.token))
+        .body(axum::body::Body::empty())
+        .expect("req");
+    assert_eq!(code(&v.send(req).await), "proof_required");
+    let proof = sign_http(
+        &n.key,
+        "PUT",
+        "/v1/vaults/team/secrets/db/a",
+        br#"{"value":"a"}"#,
+        &raw,
+        now,
+    );
+    assert_eq!(
+        code(
+            &v.signed_call(
+                &n.token,
+                &proof,
+                "PUT",
+                "/v1/vaults/team/secrets/db/a",
+                r#"{"value":"b"}"#.into()
+            )
+            .await
+        ),
+        "proof_invalid"
+    );
+    let proof = sign_http(&n.key, "GET", uri, b"", &raw, now);
+    assert_eq!(
+        v.signed_call(&n.token, &proof, "GET", uri, String::new())
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        code(
+            &v.signed_call(&n.token, &proof, "GET", uri, String::new())
+                .await
+        ),
+        "proof_replayed"
+    );
+    let old = sign_http(
+        &n.key,
+        "GET",
+        uri,
+        b"",
+        &raw,
+        now - Duration::from_secs(120),
+    );
+    assert_eq!(
+        code(
+            &v.signed_call(&n.token, &old, "GET", uri, String::new())
+                .await
+        ),
+        "proof_invalid"
+    );
+
+    // Malformed token bytes; a token signed by another root key; an expired token.
+    for token in ["", "!!!", "AAAA", &TOKEN_B64.encode(&raw[..raw.len() / 2])] {
+        let bad = Node {
+            id: "n".into(),
+            key: n.key.clone(),
+            token: token.to_owned(),
+        };
+        let reply = v.node_call(&bad, "GET", uri, None).await;
+        assert!(
+            matches!(code(&reply), "invalid_token"),
+            "{token:?}: {reply:?}"
+        );
+    }
+    let foreign_ring = KeyRing::new(random_key().as_ref(), &[]).expect("ring");
+    let mut claims = v
+        .state
+        .verifier()
+        .verify(&raw)
+        .expect("verify")
+        .claims
+        .clone();
+    let foreign = Node {
+        id: "n".into(),
+        key: n.key.clone(),
+        token: TOKEN_B64.encode(foreign_ring.mint(&claims).expect("mint")),
+    };
+    assert_eq!(
+        code(&v.node_call(&foreign, "GET", uri, None).await),
+        "invalid_token"
+    );
+    claims.expires_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 5;
+    let expired = Node {
+        id: "n".into(),
+        key: n.key.clone(),
+        token: TOKEN_B64.encode(v.state.ring().mint(&claims).expect("mint")),
+    };
+    assert_eq!(
+        code(&v.node_call(&expired, "GET", uri, None).await),
+        "token_expired"
+    );
+
+    // Management-only routes refuse nodes and wrong keys; the feed refuses anonymous callers.
+    assert_eq!(
+        code(
+            &v.as_service("wrong", "POST", "/v1/tokens", Some(json!({})))
+                .await
+        ),
+        "unauthorized"
+    );
+    assert_eq!(
+        code(&v.as_service(&n.token, "GET", "/v1/revocations", None).await),
+        "unauthorized"
+    );
+}
+
+#[tokio::test]
+async fn the_feed_long_polls_until_a_revocation_arrives() {
+    let v = vault().await;
+    let head = v
+        .as_service(FEED_KEY, "GET", "/v1/revocations", None)
+        .await
+        .1["head"]
+        .as_i64()
+        .expect("head");
+    let waiter = async {
+        v.as_service(
+            FEED_KEY,
+            "GET",
+            &format!("/v1/revocations?after={head}&wait_secs=10"),
+            None,
+        )
+        .await
+    };
+    let revoker = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        v.mgmt(
+            "POST",
+            "/v1/revocations",
+            Some(json!({ "kind": "grant", "grant": "g-1", "reason": "test" })),
+        )
+        .await
+    };
+    let started = std::time::Instant::now();
+    let (feed, _) = tokio::join!(waiter, revoker);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "woke on the revocation, not the timeout"
+    );
+    assert_eq!(feed.1["entries"][0]["subject"], "g-1", "{feed:?}");
+}
