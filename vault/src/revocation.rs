@@ -110,6 +110,27 @@ impl Revocations {
         *self.head.borrow()
     }
 
+    /// The whole state at one head position, for a fresh follower: then follow the feed from
+    /// `head`.
+    pub fn snapshot(&self) -> serde_json::Value {
+        let inner = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Read under the state lock: `apply` updates the state before the head, so this head
+        // never claims more than the state holds.
+        let head = *self.head.borrow();
+        let mut revoked: Vec<&String> = inner.revoked.iter().collect();
+        revoked.sort();
+        let mut epochs: Vec<serde_json::Value> = inner
+            .epochs
+            .iter()
+            .map(|((scope, subject), epoch)| serde_json::json!({ "scope": scope, "subject": subject, "epoch": epoch }))
+            .collect();
+        epochs.sort_by_key(|e| e.to_string());
+        serde_json::json!({ "head": head, "revoked": revoked, "epochs": epochs })
+    }
+
     /// Wait (bounded by the caller) until the head passes `after`.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.head.subscribe()

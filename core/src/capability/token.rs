@@ -488,6 +488,27 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<(), TokenError> {
         self.check_alive(verified, revocation, now)?;
+        if verified.attenuations() == 0 {
+            // Only the vault's own authority block: rights facts and the expiry check already
+            // done above. This is exactly what the policy computes (property-tested against
+            // the authorizer), without rebuilding an authorizer per request.
+            return if authority_allows(&verified.claims.rights, request) {
+                Ok(())
+            } else {
+                Err(TokenError::Forbidden)
+            };
+        }
+        self.authorize_datalog(verified, request, now)
+    }
+
+    /// The Biscuit authorizer over the request: the reference semantics, and the path every
+    /// attenuated token takes.
+    pub fn authorize_datalog(
+        &self,
+        verified: &VerifiedToken,
+        request: &Request<'_>,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
         let run = || -> Result<usize, BiscuitError> {
             let mut builder = AuthorizerBuilder::new()
                 .set_limits(self.limits.clone())
@@ -514,6 +535,21 @@ impl Verifier {
             Err(_) => Err(TokenError::Forbidden),
         }
     }
+}
+
+/// Whether authority rights allow the request: some right with the request's operation whose
+/// pattern is one of the request's covering patterns (`*`, an ancestor `a/*`, or the path).
+fn authority_allows(rights: &[Right], request: &Request<'_>) -> bool {
+    let resource = request.resource;
+    rights.iter().filter(|r| r.op == request.op).any(|r| {
+        let pattern = r.resource.as_str();
+        match pattern.strip_suffix('*') {
+            Some(prefix) => {
+                prefix.is_empty() || (prefix.ends_with('/') && resource.starts_with(prefix))
+            }
+            None => pattern == resource && !resource.ends_with('/'),
+        }
+    })
 }
 
 fn checks_mention_time(checks: &[biscuit_auth::error::FailedCheck]) -> bool {
@@ -847,6 +883,56 @@ mod tests {
             SystemTime::now(),
         );
         assert_eq!(r.map(drop), Err(TokenError::Revoked));
+    }
+
+    proptest::proptest! {
+        /// The direct check for unattenuated tokens agrees with the Biscuit authorizer on every
+        /// combination of rights and requests (paths, list prefixes, near-miss prefixes).
+        #[test]
+        fn direct_authority_check_equals_the_authorizer(
+            rights in proptest::collection::vec(
+                (proptest::sample::select(vec!["*", "a/*", "a/b/*", "a/b", "ab/*", "a/bc", "b"]),
+                 proptest::sample::select(Op::ALL.to_vec())), 0..5),
+            op in proptest::sample::select(Op::ALL.to_vec()),
+            resource in proptest::sample::select(vec!["", "a", "a/", "a/b", "a/b/", "a/b/c", "ab/c", "a/bc", "b", "b/"]),
+        ) {
+            let ring = KeyRing::new(&[9u8; 32], &[]).expect("ring");
+            let rights: Vec<(&str, Op)> = rights;
+            let token = ring.mint(&claims(&rights)).expect("mint");
+            let v = Verifier::new(ring.public_keys());
+            let verified = v.verify(&token).expect("verify");
+            let request = Request { op, resource };
+            let direct = authority_allows(&verified.claims.rights, &request);
+            let datalog = v.authorize_datalog(&verified, &request, SystemTime::now()).is_ok();
+            proptest::prop_assert_eq!(direct, datalog, "rights {:?} request {} {:?}", rights, op, resource);
+        }
+
+        /// Attenuation chains never allow what the original token does not.
+        #[test]
+        fn attenuation_chains_only_narrow(
+            rights in proptest::collection::vec(
+                (proptest::sample::select(vec!["*", "a/*", "a/b/*", "a/b", "b/*"]),
+                 proptest::sample::select(Op::ALL.to_vec())), 1..4),
+            chain in proptest::collection::vec(
+                (proptest::option::of(proptest::collection::vec(proptest::sample::select(Op::ALL.to_vec()), 1..3)),
+                 proptest::option::of(proptest::sample::select(vec!["a/", "a/b/", "b/", ""]))), 1..4),
+            op in proptest::sample::select(Op::ALL.to_vec()),
+            resource in proptest::sample::select(vec!["a/b", "a/b/c", "a/x", "b/y", "c"]),
+        ) {
+            let ring = KeyRing::new(&[9u8; 32], &[]).expect("ring");
+            let rights: Vec<(&str, Op)> = rights;
+            let mut token = ring.mint(&claims(&rights)).expect("mint");
+            let v = Verifier::new(ring.public_keys());
+            let original = check(&v, &token, op, resource).is_ok();
+            for (ops, prefix) in chain {
+                token = v.verify(&token).expect("verify").attenuate(ops.as_deref(), prefix, None).expect("attenuate");
+                if check(&v, &token, op, resource).is_ok() {
+                    proptest::prop_assert!(original, "attenuated token allowed {} {} that the original refused", op, resource);
+                    if let Some(ops) = &ops { proptest::prop_assert!(ops.contains(&op)); }
+                    if let Some(p) = prefix { proptest::prop_assert!(resource.starts_with(p)); }
+                }
+            }
+        }
     }
 
     #[test]

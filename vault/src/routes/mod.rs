@@ -35,6 +35,7 @@ pub fn routes(state: VaultState) -> Router {
         .route("/v1/tokens/keys", get(tokens::keys))
         .route("/v1/tokens/keys/rotate", post(tokens::rotate))
         .route("/v1/revocations", get(tokens::feed).post(tokens::revoke))
+        .route("/v1/revocations/snapshot", get(tokens::snapshot))
         .route("/v1/vaults/{group}", get(vaults::status))
         .route("/v1/vaults/{group}/lock", post(vaults::lock))
         .route("/v1/vaults/{group}/extend", post(vaults::extend))

@@ -583,3 +583,9 @@ pub async fn feed(
         json!({ "head": state.revocations.head(), "entries": entries }),
     ))
 }
+
+/// `GET /v1/revocations/snapshot` (followers): every revoked id and current epoch at `head`;
+/// a fresh follower loads it and then follows the feed after `head`.
+pub async fn snapshot(State(state): State<VaultState>, _: Follower) -> Json<serde_json::Value> {
+    Json(state.revocations.snapshot())
+}

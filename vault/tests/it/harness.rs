@@ -335,6 +335,29 @@ impl Vault {
     }
 }
 
+/// What an admin's tool does: open its own sealed share with its own key.
+pub fn own_share(ceremony: &Value, group: &str, admin_id: &str, admin: &HpkeKeyPair) -> Vec<u8> {
+    let sealed = ceremony["shares"]
+        .as_array()
+        .expect("shares")
+        .iter()
+        .find(|s| s["admin_id"] == admin_id)
+        .map(|s| {
+            STANDARD
+                .decode(s["sealed_share"].as_str().expect("b64"))
+                .expect("b64")
+        })
+        .expect("admin is a holder");
+    crypto::hpke_open(
+        admin,
+        vaults::INFO_SHARE,
+        &vaults::share_aad(group, admin_id),
+        &sealed,
+    )
+    .expect("own share")
+    .to_vec()
+}
+
 pub fn ceremony_key(ceremony: &Value) -> [u8; 32] {
     hex::decode(ceremony["public_key"].as_str().expect("hex"))
         .expect("hex")

@@ -178,12 +178,19 @@ async fn threshold_unlock_needs_t_distinct_members() {
     let second = v.submit_share(&c, "ops", "admin3", &admins[2].1).await;
     assert_eq!(second.1["unlocked"], true, "{second:?}");
     assert!(v.state.sessions.status("ops").is_some());
-    // No share is ever stored in the clear.
+    // No share and no data key is ever stored in the clear.
     let dump = v.raw_dump().await;
     v.state
         .sessions
         .with_key("ops", |k| assert!(!contains(&dump, k.expose())))
         .expect("unlocked");
+    for (admin_id, key) in &admins {
+        let share = crate::harness::own_share(&c, "ops", admin_id, key);
+        assert!(
+            !contains(&dump, &share[1..]),
+            "{admin_id}'s share is in the database"
+        );
+    }
 }
 
 #[tokio::test]

@@ -291,7 +291,115 @@ async fn offline_attenuation_narrows_and_cannot_be_refreshed_back_open() {
     // The holder of the full token can refresh it: same grant, new expiry.
     let reply = v.node_call(&n, "POST", "/v1/tokens/refresh", None).await;
     assert_eq!(reply.0, 200, "{reply:?}");
-    assert_eq!(reply.1["grant"], grant_of(&v, &n));
+    let grant = grant_of(&v, &n);
+    assert_eq!(reply.1["grant"], grant);
+    let refreshed = Node {
+        id: "n".into(),
+        key: n.key.clone(),
+        token: reply.1["token"].as_str().expect("token").into(),
+    };
+    // Revoking the grant kills the original, its refresh and its attenuated copy alike.
+    v.mgmt(
+        "POST",
+        "/v1/revocations",
+        Some(json!({ "kind": "grant", "grant": grant, "reason": "test" })),
+    )
+    .await;
+    for node in [&n, &refreshed, &small] {
+        assert_eq!(
+            code(
+                &v.node_call(node, "GET", "/v1/vaults/team/secrets/db/a", None)
+                    .await
+            ),
+            "revoked"
+        );
+    }
+}
+
+#[tokio::test]
+async fn root_key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
+    let v = vault().await;
+    seeded(&v).await;
+    let old = v
+        .node(
+            "old",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    let before = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
+    let reply = v.mgmt("POST", "/v1/tokens/keys/rotate", None).await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let after = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
+    assert_eq!(
+        after["keys"].as_array().expect("keys").len(),
+        before["keys"].as_array().expect("keys").len() + 1
+    );
+    assert_eq!(
+        v.node_call(&old, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200,
+        "old token still verifies"
+    );
+    let new = v
+        .node(
+            "new",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    assert_eq!(
+        v.node_call(&new, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    let kid = |n: &Node| {
+        let raw = TOKEN_B64.decode(&n.token).expect("b64");
+        biscuit_auth::UnverifiedBiscuit::from(&raw)
+            .expect("parse")
+            .root_key_id()
+    };
+    assert_ne!(kid(&old), kid(&new));
+    assert_eq!(kid(&new).map(i64::from), reply.1["current_kid"].as_i64());
+}
+
+#[tokio::test]
+async fn a_fresh_follower_starts_from_the_snapshot() {
+    let v = vault().await;
+    v.mgmt(
+        "POST",
+        "/v1/revocations",
+        Some(json!({ "kind": "grant", "grant": "g-9", "reason": "x" })),
+    )
+    .await;
+    v.mgmt(
+        "POST",
+        "/v1/revocations",
+        Some(json!({ "kind": "epoch", "scope": "node", "subject": "n-1", "reason": "x" })),
+    )
+    .await;
+    let snap = v
+        .as_service(FEED_KEY, "GET", "/v1/revocations/snapshot", None)
+        .await;
+    assert_eq!(snap.1["head"], 2, "{snap:?}");
+    assert_eq!(snap.1["revoked"], json!(["g-9"]));
+    assert_eq!(
+        snap.1["epochs"],
+        json!([{ "scope": "node", "subject": "n-1", "epoch": 1 }])
+    );
+    assert_eq!(
+        code(
+            &v.mgmt("GET", "/v1/revocations/snapshot", Some(json!({})))
+                .await
+        ),
+        ""
+    );
 }
 
 #[tokio::test]
