@@ -63,7 +63,17 @@ pub fn command() -> Command {
     let migrate_settings: Vec<&Setting> = std::iter::once(COMMON_SETTINGS[0])
         .chain(ServiceName::ALL.iter().map(|s| s.settings()[1]))
         .collect();
-    cmd.subcommand(
+    let bench = Command::new("bench")
+        .about("Run a benchmark and print a Markdown report (see docs/benchmarks.md)")
+        .subcommand_required(true)
+        .subcommand(
+            Command::new("vault")
+                .about("Token checks vs biscuit-auth, mints/s, unlock time, authorized reads/s over HTTP")
+                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Seconds per HTTP load phase [default: 5]"))
+                .arg(Arg::new("concurrency").long("concurrency").value_name("N").help("Concurrent HTTP clients [default: 64]"))
+                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Vault database for the HTTP run [default: a temporary SQLite file]")),
+        );
+    cmd.subcommand(bench).subcommand(
         with_settings(
             "migrate",
             "Apply database migrations and exit (services also migrate at start)",

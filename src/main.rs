@@ -1,6 +1,7 @@
 //! `keymesh`: the server binary. `dev` runs everything in one process; `management`, `vault` and
 //! `relay` run one service each; `migrate` applies database migrations.
 
+mod bench;
 mod cli;
 mod services;
 mod signals;
@@ -35,6 +36,7 @@ fn main() -> ExitCode {
         match name {
             "dev" => dev(sub).await,
             "migrate" => migrate(sub).await,
+            "bench" => bench(sub).await,
             service => run_one(service.parse().map_err(BoxError::from)?, sub).await,
         }
     });
@@ -210,4 +212,26 @@ async fn migrate(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         eprintln!("keymesh: migrated the {name} database ({url})");
     }
     Ok(())
+}
+
+/// `keymesh bench vault`: print the benchmark report.
+async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    match matches.subcommand() {
+        Some(("vault", sub)) => {
+            let options = bench::vault::Options {
+                seconds: sub
+                    .get_one::<String>("seconds")
+                    .map_or(Ok(5), |s| s.parse())?,
+                concurrency: sub
+                    .get_one::<String>("concurrency")
+                    .map_or(Ok(64), |s| s.parse())?,
+                database_url: sub.get_one::<String>("database-url").cloned(),
+            };
+            bench::vault::run(options).await
+        }
+        _ => Err(
+            "usage: keymesh bench vault [--seconds N] [--concurrency N] [--database-url URL]"
+                .into(),
+        ),
+    }
 }
