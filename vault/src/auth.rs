@@ -126,7 +126,7 @@ impl FromRequest<VaultState> for NodeCall {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         verify_http(
             proof,
-            &token.claims.node_key,
+            &token.node_key,
             parts.method.as_str(),
             path_and_query,
             &body,

@@ -152,9 +152,13 @@ pub fn sign_http(
     .encode()
 }
 
-fn verify_signature(node_key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Result<(), PopError> {
-    let key = VerifyingKey::from_bytes(node_key).map_err(|_| PopError::Invalid)?;
-    key.verify_strict(message, &Signature::from_bytes(sig))
+fn verify_signature(
+    node_key: &VerifyingKey,
+    message: &[u8],
+    sig: &[u8; 64],
+) -> Result<(), PopError> {
+    node_key
+        .verify_strict(message, &Signature::from_bytes(sig))
         .map_err(|_| PopError::Invalid)
 }
 
@@ -163,7 +167,7 @@ fn verify_signature(node_key: &[u8; 32], message: &[u8], sig: &[u8; 64]) -> Resu
 #[allow(clippy::too_many_arguments)]
 pub fn verify_http(
     header: Option<&str>,
-    node_key: &[u8; 32],
+    node_key: &VerifyingKey,
     method: &str,
     path_and_query: &str,
     body: &[u8],
@@ -207,7 +211,7 @@ pub fn sign_challenge(key: &SigningKey, challenge: &[u8], token: &[u8]) -> [u8; 
 
 /// Verify a WebSocket handshake signature.
 pub fn verify_challenge(
-    node_key: &[u8; 32],
+    node_key: &VerifyingKey,
     challenge: &[u8],
     token_hash: &[u8; 32],
     sig: &[u8; 64],
@@ -276,7 +280,7 @@ mod tests {
         let now = SystemTime::now();
         let header = sign_http(&k, "POST", "/v1/x?a=1", b"{}", token, now);
         let replay = ReplayCache::default();
-        let pk = k.verifying_key().to_bytes();
+        let pk = k.verifying_key();
         let th = token_hash(token);
         verify_http(
             Some(&header),
@@ -310,11 +314,11 @@ mod tests {
         let now = SystemTime::now();
         let token = b"token-bytes";
         let header = sign_http(&k, "POST", "/v1/x", b"body", token, now);
-        let pk = k.verifying_key().to_bytes();
+        let pk = k.verifying_key();
         let th = token_hash(token);
-        let other_key = key().verifying_key().to_bytes();
+        let other_key = key().verifying_key();
         let other_token = token_hash(b"other token");
-        type Case<'a> = (&'a [u8; 32], &'a str, &'a str, &'a [u8], &'a [u8; 32]);
+        type Case<'a> = (&'a VerifyingKey, &'a str, &'a str, &'a [u8], &'a [u8; 32]);
         let cases: [Case<'_>; 5] = [
             (&pk, "PUT", "/v1/x", b"body", &th),
             (&pk, "POST", "/v1/y", b"body", &th),
@@ -393,7 +397,7 @@ mod tests {
     fn challenge_signatures_bind_the_token() {
         let k = key();
         let sig = sign_challenge(&k, b"challenge", b"token");
-        let pk = k.verifying_key().to_bytes();
+        let pk = k.verifying_key();
         verify_challenge(&pk, b"challenge", &token_hash(b"token"), &sig).expect("valid");
         assert!(verify_challenge(&pk, b"challenge", &token_hash(b"other"), &sig).is_err());
         assert!(verify_challenge(&pk, b"challengf", &token_hash(b"token"), &sig).is_err());

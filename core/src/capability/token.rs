@@ -257,6 +257,8 @@ pub struct VerifiedToken {
     pub block_ids: Vec<String>,
     /// SHA-256 of the token bytes.
     pub hash: [u8; 32],
+    /// The node key, decompressed once (weak keys refused at verification).
+    pub node_key: ed25519_dalek::VerifyingKey,
     biscuit: Biscuit,
 }
 
@@ -429,7 +431,12 @@ impl Verifier {
         }
         let biscuit = parse(token, &self.keys)?;
         let claims = extract_claims(&biscuit, &self.limits)?;
+        let node_key = ed25519_dalek::VerifyingKey::from_bytes(&claims.node_key)
+            .ok()
+            .filter(|k| !k.is_weak())
+            .ok_or(TokenError::Invalid)?;
         let verified = Arc::new(VerifiedToken {
+            node_key,
             claims,
             block_ids: biscuit
                 .revocation_identifiers()
@@ -562,33 +569,19 @@ fn extract_claims(biscuit: &Biscuit, limits: &AuthorizerLimits) -> Result<Claims
         .set_limits(limits.clone())
         .build(biscuit)
         .map_err(invalid)?;
-    let one =
-        |authorizer: &mut biscuit_auth::Authorizer, rule: &str| -> Result<String, TokenError> {
-            let rows: Vec<(String,)> = authorizer.query(rule).map_err(invalid)?;
-            match rows.as_slice() {
-                [(value,)] => Ok(value.clone()),
-                _ => Err(TokenError::Invalid),
-            }
-        };
-    let token_id = one(&mut authorizer, "data($x) <- token_id($x)")?;
-    let grant = one(&mut authorizer, "data($x) <- grant($x)")?;
-    let node = one(&mut authorizer, "data($x) <- node($x)")?;
-    let group = one(&mut authorizer, "data($x) <- group($x)")?;
-    let user = one(&mut authorizer, "data($x) <- user($x)")?;
-    let keys: Vec<(Vec<u8>,)> = authorizer
-        .query("data($k) <- node_key($k)")
+    // One joined query for the single-valued facts: a duplicate of any of them yields more
+    // than one row, which is refused.
+    type Singletons = (String, String, String, String, String, Vec<u8>, i64);
+    let rows: Vec<Singletons> = authorizer
+        .query(
+            "data($id, $grant, $node, $group, $user, $key, $exp) <- token_id($id), grant($grant), \
+             node($node), group($group), user($user), node_key($key), expires_at($exp)",
+        )
         .map_err(invalid)?;
-    let node_key: [u8; 32] = match keys.as_slice() {
-        [(k,)] => k.as_slice().try_into().map_err(|_| TokenError::Invalid)?,
-        _ => return Err(TokenError::Invalid),
-    };
-    let expiry: Vec<(i64,)> = authorizer
-        .query("data($t) <- expires_at($t)")
-        .map_err(invalid)?;
-    let expires_at = match expiry.as_slice() {
-        [(t,)] => u64::try_from(*t).map_err(|_| TokenError::Invalid)?,
-        _ => return Err(TokenError::Invalid),
-    };
+    let [(token_id, grant, node, group, user, key, expiry)] =
+        <[Singletons; 1]>::try_from(rows).map_err(|_| TokenError::Invalid)?;
+    let node_key: [u8; 32] = key.as_slice().try_into().map_err(|_| TokenError::Invalid)?;
+    let expires_at = u64::try_from(expiry).map_err(|_| TokenError::Invalid)?;
     let mut lineage: Vec<(String,)> = authorizer
         .query("data($g) <- lineage($g)")
         .map_err(invalid)?;
@@ -678,7 +671,9 @@ mod tests {
             node: "n1".into(),
             group: "team".into(),
             user: "u1".into(),
-            node_key: [7; 32],
+            node_key: ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+                .verifying_key()
+                .to_bytes(),
             rights: rights
                 .iter()
                 .map(|(r, op)| Right {
@@ -849,6 +844,18 @@ mod tests {
         let mid = flipped.len() / 3;
         flipped[mid] ^= 0x01;
         assert_eq!(v.verify(&flipped).map(drop), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn a_token_naming_a_weak_or_invalid_node_key_is_invalid() {
+        let ring = ring();
+        let v = Verifier::new(ring.public_keys());
+        let mut c = claims(&[("*", Op::Read)]);
+        c.node_key = [0; 32]; // a small-order point: anyone could "prove" possession
+        assert_eq!(
+            v.verify(&ring.mint(&c).expect("mint")).map(drop),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
