@@ -13,7 +13,7 @@ use keymesh_core::{
     capability::{
         Ceiling, Excess, Op, Right,
         rights::{above_ceiling, delegation_excess},
-        token::{Claims, Scope},
+        token::{Claims, MAX_LINEAGE, MAX_RIGHTS, Scope},
     },
     http::extract::Json as JsonBody,
 };
@@ -133,6 +133,16 @@ pub struct MintBody {
     rights: Vec<Right>,
     #[serde(default)]
     ttl_secs: Option<u64>,
+}
+
+fn check_rights_count(rights: &[Right]) -> Result<(), ApiError> {
+    if rights.is_empty() || rights.len() > MAX_RIGHTS {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("a token carries 1 to {MAX_RIGHTS} rights"),
+        ));
+    }
+    Ok(())
 }
 
 fn unix_now() -> u64 {
@@ -363,6 +373,13 @@ pub async fn delegate(
         return Err(ApiError::with_message(
             ErrorCode::Forbidden,
             "delegate with the token the vault issued, not an attenuated copy",
+        ));
+    }
+    check_rights_count(&body.rights)?;
+    if claims.lineage.len() >= MAX_LINEAGE {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            format!("delegation chains are at most {MAX_LINEAGE} deep"),
         ));
     }
     let peer = state.registered(&body.peer_node_id).await?;
