@@ -1,7 +1,10 @@
 //! The vault's tables, on SQLite or PostgreSQL. Every value, wrapped key and share is stored
 //! sealed; this module never sees plaintext.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    collections::HashMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use keymesh_core::{
     capability::token::Scope,
@@ -119,16 +122,74 @@ pub struct SecretListing {
     pub updated_at_ms: i64,
 }
 
+/// Sealed secret rows recently read, for the single-process SQLite mode. Values stay sealed;
+/// every write and delete goes through this process and invalidates its entry. A read fills the
+/// cache only if no write happened since the read began (the generation), so a slow reader can
+/// never put back a row a writer replaced.
+#[derive(Debug, Default)]
+struct SecretCache {
+    inner: std::sync::Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// Bumped by every write and delete.
+    generation: u64,
+    rows: HashMap<(String, String), SecretRow>,
+}
+
+/// Most cached rows; beyond this the cache starts over.
+const SECRET_CACHE_ROWS: usize = 10_000;
+
+impl SecretCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, group: &str, path: &str) -> Result<SecretRow, u64> {
+        let guard = self.lock();
+        guard
+            .rows
+            .get(&(group.to_owned(), path.to_owned()))
+            .cloned()
+            .ok_or(guard.generation)
+    }
+
+    fn fill(&self, generation: u64, group: &str, path: &str, row: &SecretRow) {
+        let mut guard = self.lock();
+        if guard.generation != generation {
+            return;
+        }
+        if guard.rows.len() >= SECRET_CACHE_ROWS {
+            guard.rows.clear();
+        }
+        guard
+            .rows
+            .insert((group.to_owned(), path.to_owned()), row.clone());
+    }
+
+    fn invalidate(&self, group: &str, path: &str) {
+        let mut guard = self.lock();
+        guard.generation += 1;
+        guard.rows.remove(&(group.to_owned(), path.to_owned()));
+    }
+}
+
 /// Typed access to the vault tables.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Db,
+    secrets: Option<std::sync::Arc<SecretCache>>,
 }
 
 impl Store {
-    /// Wrap a migrated vault database.
+    /// Wrap a migrated vault database. Sealed rows are cached only on SQLite, where this process
+    /// is the only writer; PostgreSQL may have several vault replicas and always reads through.
     pub fn new(db: Db) -> Self {
-        Self { db }
+        let secrets = matches!(db, Db::Sqlite(_)).then(std::sync::Arc::default);
+        Self { db, secrets }
     }
 
     /// The database.
@@ -307,9 +368,16 @@ impl Store {
     /// A secret.
     pub async fn secret(&self, group: &str, path: &str) -> Result<Option<SecretRow>, StorageError> {
         const SQL: &str = "SELECT version, sealed_value, sealed_metadata, updated_at_ms, updated_by FROM secrets WHERE group_id = $1 AND path = $2";
-        Ok(
-            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).bind(path).fetch_optional(pool).await)?,
-        )
+        let generation = match self.secrets.as_ref().map(|c| c.get(group, path)) {
+            Some(Ok(row)) => return Ok(Some(row)),
+            Some(Err(generation)) => Some(generation),
+            None => None,
+        };
+        let row: Option<SecretRow> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).bind(path).fetch_optional(pool).await)?;
+        if let (Some(cache), Some(generation), Some(row)) = (&self.secrets, generation, &row) {
+            cache.fill(generation, group, path, row);
+        }
+        Ok(row)
     }
 
     /// The version a write would create.
@@ -333,6 +401,9 @@ impl Store {
              version = excluded.version, sealed_value = excluded.sealed_value, sealed_metadata = excluded.sealed_metadata, \
              updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by WHERE secrets.version = excluded.version - 1";
         let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).bind(version).bind(value).bind(metadata).bind(now_ms()).bind(by).execute(pool).await.map(|r| r.rows_affected()))?;
+        if let Some(cache) = &self.secrets {
+            cache.invalidate(group, path);
+        }
         Ok(n == 1)
     }
 
@@ -340,6 +411,9 @@ impl Store {
     pub async fn delete_secret(&self, group: &str, path: &str) -> Result<bool, StorageError> {
         const SQL: &str = "DELETE FROM secrets WHERE group_id = $1 AND path = $2";
         let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).execute(pool).await.map(|r| r.rows_affected()))?;
+        if let Some(cache) = &self.secrets {
+            cache.invalidate(group, path);
+        }
         Ok(n == 1)
     }
 
@@ -354,5 +428,41 @@ impl Store {
         Ok(
             with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(group).bind(prefix).bind(limit).fetch_all(pool).await)?,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(version: i64) -> SecretRow {
+        SecretRow {
+            version,
+            sealed_value: vec![1],
+            sealed_metadata: vec![2],
+            updated_at_ms: 0,
+            updated_by: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_never_refills_the_old_row() {
+        let cache = SecretCache::default();
+        let Err(generation) = cache.get("g", "p") else {
+            panic!("empty cache hit")
+        };
+        // A writer commits version 2 and invalidates while the reader holds version 1.
+        cache.invalidate("g", "p");
+        cache.fill(generation, "g", "p", &row(1));
+        assert!(
+            cache.get("g", "p").is_err(),
+            "the stale row must not be cached"
+        );
+        // A read that started after the write may fill.
+        let Err(generation) = cache.get("g", "p") else {
+            panic!("miss expected")
+        };
+        cache.fill(generation, "g", "p", &row(2));
+        assert_eq!(cache.get("g", "p").map(|r| r.version), Ok(2));
     }
 }
