@@ -36,7 +36,7 @@ pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 pub const MAX_BLOCKS: usize = 8;
 
 /// Why a token is refused. Each maps to a stable error code.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a token: bad encoding, bad signature, unknown root key, too big.
     #[error("the token is malformed or not signed by a known root key")]
@@ -440,7 +440,13 @@ impl Verifier {
         authorizer: &mut biscuit_auth::Authorizer,
         hash: [u8; 32],
     ) -> Result<Arc<VerifiedToken>, TokenError> {
-        let claims = extract_claims(authorizer)?;
+        // Without appended blocks every fact in the world is the vault's own: read them
+        // directly. With appended blocks, only a query sees the trusted (authority) facts.
+        let claims = if biscuit.block_count() == 1 {
+            claims_from_facts(authorizer.dump().0)?
+        } else {
+            extract_claims(authorizer)?
+        };
         let node_key = ed25519_dalek::VerifyingKey::from_bytes(&claims.node_key)
             .ok()
             .filter(|k| !k.is_weak())
@@ -619,6 +625,95 @@ fn authority_allows(rights: &[Right], request: &Request<'_>) -> bool {
 
 fn checks_mention_time(checks: &[biscuit_auth::error::FailedCheck]) -> bool {
     checks.iter().any(|c| format!("{c:?}").contains("time($t)"))
+}
+
+/// Read the claims from the facts of a token with no appended block (all of them the
+/// authority block's). Unknown or duplicated facts make the token invalid.
+fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, TokenError> {
+    fn put<T>(slot: &mut Option<T>, value: T) -> Result<(), TokenError> {
+        if slot.replace(value).is_some() {
+            Err(TokenError::Invalid)
+        } else {
+            Ok(())
+        }
+    }
+    let (mut token_id, mut grant, mut node, mut group, mut user) = (None, None, None, None, None);
+    let (mut node_key, mut expires_at) = (None, None);
+    let mut lineage = std::collections::BTreeSet::new();
+    let mut rights = std::collections::BTreeSet::new();
+    let mut epochs: HashMap<String, i64> = HashMap::new();
+    for fact in facts {
+        let p = fact.predicate;
+        match (p.name.as_str(), p.terms.as_slice()) {
+            ("token_id", [Term::Str(v)]) => put(&mut token_id, v.clone())?,
+            ("grant", [Term::Str(v)]) => put(&mut grant, v.clone())?,
+            ("node", [Term::Str(v)]) => put(&mut node, v.clone())?,
+            ("group", [Term::Str(v)]) => put(&mut group, v.clone())?,
+            ("user", [Term::Str(v)]) => put(&mut user, v.clone())?,
+            ("node_key", [Term::Bytes(v)]) => {
+                put(
+                    &mut node_key,
+                    <[u8; 32]>::try_from(v.as_slice()).map_err(|_| TokenError::Invalid)?,
+                )?;
+            }
+            ("expires_at", [Term::Integer(v)]) => {
+                put(
+                    &mut expires_at,
+                    u64::try_from(*v).map_err(|_| TokenError::Invalid)?,
+                )?;
+            }
+            ("lineage", [Term::Str(v)]) => {
+                lineage.insert(v.clone());
+            }
+            ("right", [Term::Str(r), Term::Str(o)]) => {
+                rights.insert((r.clone(), o.clone()));
+            }
+            ("epoch", [Term::Str(scope), Term::Integer(e)]) => {
+                if epochs.insert(scope.clone(), *e).is_some() {
+                    return Err(TokenError::Invalid);
+                }
+            }
+            _ => return Err(TokenError::Invalid),
+        }
+    }
+    if rights.is_empty()
+        || rights.len() > MAX_RIGHTS
+        || lineage.is_empty()
+        || lineage.len() > MAX_LINEAGE
+    {
+        return Err(TokenError::Invalid);
+    }
+    let epoch = |scope: Scope| {
+        epochs
+            .get(scope.as_str())
+            .copied()
+            .ok_or(TokenError::Invalid)
+    };
+    let missing = TokenError::Invalid;
+    Ok(Claims {
+        token_id: token_id.ok_or(missing)?,
+        grant: grant.ok_or(missing)?,
+        lineage: lineage.into_iter().collect(),
+        node: node.ok_or(missing)?,
+        group: group.ok_or(missing)?,
+        user: user.ok_or(missing)?,
+        node_key: node_key.ok_or(missing)?,
+        rights: rights
+            .into_iter()
+            .map(|(resource, op)| {
+                Ok(Right {
+                    resource: resource.parse().map_err(|_| TokenError::Invalid)?,
+                    op: op.parse().map_err(|_| TokenError::Invalid)?,
+                })
+            })
+            .collect::<Result<_, TokenError>>()?,
+        expires_at: expires_at.ok_or(missing)?,
+        epochs: [
+            (Scope::Node, epoch(Scope::Node)?),
+            (Scope::User, epoch(Scope::User)?),
+            (Scope::Group, epoch(Scope::Group)?),
+        ],
+    })
 }
 
 /// Most rights a token may carry.
@@ -968,6 +1063,25 @@ mod tests {
         let mut deep = claims(&[("*", Op::Read)]);
         deep.lineage = (0..=MAX_LINEAGE).map(|i| format!("g{i}")).collect();
         assert_eq!(ring.mint(&deep).map(drop), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn both_claim_extractors_agree() {
+        let ring = ring();
+        for rights in [
+            vec![("*", Op::Read)],
+            vec![("db/*", Op::Read), ("a/b", Op::Write), ("*", Op::List)],
+        ] {
+            let mut c = claims(&rights);
+            c.lineage = vec!["g0".into(), "g1".into(), "g2".into()];
+            let biscuit = parse(&ring.mint(&c).expect("mint"), &ring.public_keys()).expect("parse");
+            let mut authorizer = AuthorizerBuilder::new()
+                .build(&biscuit)
+                .expect("authorizer");
+            let by_facts = claims_from_facts(authorizer.dump().0).expect("facts");
+            let by_query = extract_claims(&mut authorizer).expect("query");
+            assert_eq!(by_facts, by_query);
+        }
     }
 
     #[test]
