@@ -116,9 +116,12 @@ impl FromRequest<VaultState> for NodeCall {
             .decode(encoded)
             .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
         let token = state.verifier().verify(&raw)?;
-        let body = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+        // The body limit layer already bounds the body; a read error here means it was
+        // exceeded or the client went away.
+        let limit = state.ctx.config.common.http.body_limit;
+        let body = axum::body::to_bytes(body, limit)
             .await
-            .map_err(|e| ApiError::with_message(ErrorCode::PayloadTooLarge, e.body_text()))?;
+            .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge))?;
         let proof = parts
             .headers
             .get(PROOF_HEADER)
