@@ -229,6 +229,29 @@ impl VaultState {
         })
     }
 
+    /// Record a new grant, then issue its first token: a grant is never issued unrecorded.
+    async fn grant_and_issue(
+        &self,
+        node: &NodeRow,
+        grant: &str,
+        parent: Option<&str>,
+        lineage: Vec<String>,
+        rights: Vec<Right>,
+        expires_at: u64,
+    ) -> Result<IssuedToken, ApiError> {
+        self.store
+            .insert_grant(&GrantRow {
+                grant_id: grant.to_owned(),
+                parent_grant: parent.map(str::to_owned),
+                node_id: node.node_id.clone(),
+                lineage: json!(lineage).to_string(),
+                rights: json!(rights).to_string(),
+            })
+            .await
+            .map_err(ApiError::internal)?;
+        self.issue(node, grant, lineage, rights, expires_at)
+    }
+
     async fn registered(&self, node_id: &str) -> Result<NodeRow, ApiError> {
         self.store
             .node(node_id)
@@ -282,24 +305,18 @@ pub async fn mint(
             ),
         )
         .await?;
-    state
-        .store
-        .insert_grant(&GrantRow {
-            grant_id: grant.clone(),
-            parent_grant: None,
-            node_id: node.node_id.clone(),
-            lineage: json!(lineage).to_string(),
-            rights: json!(body.rights).to_string(),
-        })
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(state.issue(
-        &node,
-        &grant,
-        lineage,
-        body.rights,
-        unix_now() + ttl.as_secs(),
-    )?))
+    Ok(Json(
+        state
+            .grant_and_issue(
+                &node,
+                &grant,
+                None,
+                lineage,
+                body.rights,
+                unix_now() + ttl.as_secs(),
+            )
+            .await?,
+    ))
 }
 
 /// `POST /v1/tokens/refresh` (node): the same grant and rights, a new expiry.
@@ -420,24 +437,18 @@ pub async fn delegate(
             .with_details(json!({ "grant": grant, "parent": claims.grant, "rights": body.rights })),
         )
         .await?;
-    state
-        .store
-        .insert_grant(&GrantRow {
-            grant_id: grant.clone(),
-            parent_grant: Some(claims.grant.clone()),
-            node_id: peer.node_id.clone(),
-            lineage: json!(lineage).to_string(),
-            rights: json!(body.rights).to_string(),
-        })
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(Json(state.issue(
-        &peer,
-        &grant,
-        lineage,
-        body.rights,
-        expires_at,
-    )?))
+    Ok(Json(
+        state
+            .grant_and_issue(
+                &peer,
+                &grant,
+                Some(&claims.grant),
+                lineage,
+                body.rights,
+                expires_at,
+            )
+            .await?,
+    ))
 }
 
 /// What to revoke: one grant (and everything derived from it), one block (an attenuated

@@ -262,16 +262,7 @@ impl Vault {
         admin_id: &str,
         admin: &HpkeKeyPair,
     ) -> Reply {
-        let sealed_share = ceremony["shares"]
-            .as_array()
-            .expect("shares")
-            .iter()
-            .find(|s| s["admin_id"] == admin_id)
-            .map(|s| {
-                STANDARD
-                    .decode(s["sealed_share"].as_str().expect("b64"))
-                    .expect("b64")
-            });
+        let sealed_share = sealed_share_of(ceremony, admin_id);
         // Someone without the admin's key cannot open the share: they send a made-up one.
         let share = sealed_share
             .and_then(|sealed| {
@@ -335,9 +326,9 @@ impl Vault {
     }
 }
 
-/// What an admin's tool does: open its own sealed share with its own key.
-pub fn own_share(ceremony: &Value, group: &str, admin_id: &str, admin: &HpkeKeyPair) -> Vec<u8> {
-    let sealed = ceremony["shares"]
+/// The sealed share a ceremony lists for `admin_id`.
+fn sealed_share_of(ceremony: &Value, admin_id: &str) -> Option<Vec<u8>> {
+    ceremony["shares"]
         .as_array()
         .expect("shares")
         .iter()
@@ -347,7 +338,11 @@ pub fn own_share(ceremony: &Value, group: &str, admin_id: &str, admin: &HpkeKeyP
                 .decode(s["sealed_share"].as_str().expect("b64"))
                 .expect("b64")
         })
-        .expect("admin is a holder");
+}
+
+/// What an admin's tool does: open its own sealed share with its own key.
+pub fn own_share(ceremony: &Value, group: &str, admin_id: &str, admin: &HpkeKeyPair) -> Vec<u8> {
+    let sealed = sealed_share_of(ceremony, admin_id).expect("admin is a holder");
     crypto::hpke_open(
         admin,
         vaults::INFO_SHARE,
