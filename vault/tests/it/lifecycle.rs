@@ -351,3 +351,27 @@ async fn bad_paths_and_sizes_are_refused_with_codes() {
         .await;
     assert_eq!(code(&reply), "forbidden");
 }
+
+#[tokio::test]
+async fn no_audit_record_no_secret() {
+    let v = vault().await;
+    v.init_passphrase("team", PASS).await;
+    let n = writer(&v, "team").await;
+    assert_eq!(v.unlock_passphrase("team", PASS).await.0, 200);
+    let uri = "/v1/vaults/team/secrets/db/password";
+    v.node_call(&n, "PUT", uri, Some(json!({ "value": MARKER })))
+        .await;
+    assert_eq!(v.node_call(&n, "GET", uri, None).await.1["value"], MARKER);
+    // The database goes away: the audit record cannot be written, so the value must not leave.
+    v.state.store.db().close().await;
+    let reply = v.node_call(&n, "GET", uri, None).await;
+    assert!(reply.0.is_server_error(), "{reply:?}");
+    assert!(
+        !reply.1.to_string().contains(MARKER),
+        "secret served without an audit record"
+    );
+    if matches!(v.state.store.db(), keymesh_core::storage::Db::Sqlite(_)) {
+        // The sealed row came from the cache; the audit append is what failed.
+        assert_eq!(code(&reply), "audit_unavailable", "{reply:?}");
+    }
+}

@@ -288,6 +288,19 @@ async fn offline_attenuation_narrows_and_cannot_be_refreshed_back_open() {
         ),
         "forbidden"
     );
+    let reply = v
+        .node_call(
+            &small,
+            "POST",
+            "/v1/tokens/delegate",
+            Some(json!({ "peer_node_id": "n", "rights": [{ "resource": "db/a", "op": "read" }] })),
+        )
+        .await;
+    assert_eq!(
+        code(&reply),
+        "forbidden",
+        "an attenuated copy must not delegate: {reply:?}"
+    );
     // The holder of the full token can refresh it: same grant, new expiry.
     let reply = v.node_call(&n, "POST", "/v1/tokens/refresh", None).await;
     assert_eq!(reply.0, 200, "{reply:?}");
