@@ -72,6 +72,8 @@ fn claims(rights: &[(&str, Op)]) -> Claims {
             .collect(),
         expires_at: now + 3600,
         epochs: [(Scope::Node, 0), (Scope::User, 0), (Scope::Group, 0)],
+        ancestors: Vec::new(),
+        expiry_cap: None,
     }
 }
 

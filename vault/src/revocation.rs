@@ -153,6 +153,16 @@ impl RevocationView for Revocations {
         if revoked {
             return Err(TokenError::Revoked);
         }
+        for (scope, subject, epoch) in &c.ancestors {
+            let current = inner
+                .epochs
+                .get(&(*scope, subject.clone()))
+                .copied()
+                .unwrap_or(0);
+            if *epoch < current {
+                return Err(TokenError::Revoked);
+            }
+        }
         for scope in Scope::ALL {
             let current = inner
                 .epochs

@@ -70,6 +70,8 @@ pub struct Inner {
     pub unlock_by_ip: KeyedLimit<IpAddr>,
     /// Bounds concurrent Argon2id.
     pub unlock_slots: Semaphore,
+    /// Serialises revocation append + apply so memory sees the feed in order.
+    pub revocation_order: tokio::sync::Mutex<()>,
 }
 
 impl std::ops::Deref for VaultState {
@@ -116,6 +118,7 @@ impl VaultState {
             unlock_by_group: KeyedLimit::new_per_minute(per_minute),
             unlock_by_ip: KeyedLimit::new_per_minute(per_minute),
             unlock_slots: Semaphore::new(UNLOCK_CONCURRENCY),
+            revocation_order: tokio::sync::Mutex::new(()),
             store,
             config,
             ctx,

@@ -64,6 +64,12 @@ impl AuditLog {
     }
 }
 
+/// PostgreSQL refuses NUL in text, which would fail the whole batch: neutralise it (the
+/// hash covers the stored form).
+fn clean(field: &str) -> String {
+    field.replace('\0', "\\u0000")
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -118,9 +124,9 @@ async fn append(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
             let mut record = AuditRecord {
                 seq,
                 at_ms,
-                actor: e.actor.clone(),
-                action: e.action.clone(),
-                target: e.target.clone(),
+                actor: clean(&e.actor),
+                action: clean(&e.action),
+                target: clean(&e.target),
                 outcome: e.outcome.as_str().to_owned(),
                 details: e.details.to_string(),
                 prev_hash: prev,

@@ -177,7 +177,7 @@ pub fn verify_http(
 ) -> Result<(), PopError> {
     let proof = Proof::parse(header.ok_or(PopError::Missing)?)?;
     let now = unix(now);
-    if (proof.ts - now).unsigned_abs() > WINDOW.as_secs() {
+    if proof.ts.abs_diff(now) > WINDOW.as_secs() {
         return Err(PopError::Stale);
     }
     let message = http_message(
@@ -362,6 +362,31 @@ mod tests {
             ),
             Err(PopError::Stale)
         );
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_panics() {
+        let k = key();
+        let replay = ReplayCache::default();
+        for ts in [i64::MIN, i64::MAX, -1] {
+            let header = Proof {
+                ts,
+                nonce: [1; 16],
+                sig: [0; 64],
+            }
+            .encode();
+            let r = verify_http(
+                Some(&header),
+                &k.verifying_key(),
+                "GET",
+                "/",
+                b"",
+                &[0; 32],
+                &replay,
+                SystemTime::now(),
+            );
+            assert_eq!(r, Err(PopError::Stale), "{ts}");
+        }
     }
 
     #[test]

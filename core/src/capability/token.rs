@@ -117,6 +117,11 @@ pub struct Claims {
     pub expires_at: u64,
     /// Epochs at mint time, per scope.
     pub epochs: [(Scope, i64); 3],
+    /// For delegated tokens: the node and user epochs of every delegator, so revoking a
+    /// delegator's node or user also kills what it delegated.
+    pub ancestors: Vec<(Scope, String, i64)>,
+    /// For delegated tokens: no refresh may extend the expiry past this (unix seconds).
+    pub expiry_cap: Option<u64>,
 }
 
 impl Claims {
@@ -208,6 +213,7 @@ impl KeyRing {
             || claims.rights.len() > MAX_RIGHTS
             || claims.lineage.is_empty()
             || claims.lineage.len() > MAX_LINEAGE
+            || claims.ancestors.len() > 2 * MAX_LINEAGE
         {
             return Err(TokenError::Invalid);
         }
@@ -232,6 +238,15 @@ impl KeyRing {
                     "right",
                     &[string(right.resource.as_str()), string(right.op.as_str())],
                 ))?;
+            }
+            for (scope, subject, epoch) in &claims.ancestors {
+                builder = builder.fact(fact(
+                    "ancestor_epoch",
+                    &[string(scope.as_str()), string(subject), Term::from(*epoch)],
+                ))?;
+            }
+            if let Some(cap) = claims.expiry_cap {
+                builder = builder.fact(fact("expiry_cap", &[Term::from(cap as i64)]))?;
             }
             for (scope, epoch) in &claims.epochs {
                 builder =
@@ -642,6 +657,8 @@ fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, 
     let mut lineage = std::collections::BTreeSet::new();
     let mut rights = std::collections::BTreeSet::new();
     let mut epochs: HashMap<String, i64> = HashMap::new();
+    let mut ancestors = std::collections::BTreeSet::new();
+    let mut expiry_cap = None;
     for fact in facts {
         let p = fact.predicate;
         match (p.name.as_str(), p.terms.as_slice()) {
@@ -667,6 +684,16 @@ fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, 
             }
             ("right", [Term::Str(r), Term::Str(o)]) => {
                 rights.insert((r.clone(), o.clone()));
+            }
+            ("ancestor_epoch", [Term::Str(scope), Term::Str(subject), Term::Integer(e)]) => {
+                let scope: Scope = scope.parse().map_err(|_| TokenError::Invalid)?;
+                ancestors.insert((scope, subject.clone(), *e));
+            }
+            ("expiry_cap", [Term::Integer(v)]) => {
+                put(
+                    &mut expiry_cap,
+                    u64::try_from(*v).map_err(|_| TokenError::Invalid)?,
+                )?;
             }
             ("epoch", [Term::Str(scope), Term::Integer(e)]) => {
                 if epochs.insert(scope.clone(), *e).is_some() {
@@ -707,6 +734,8 @@ fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, 
                 })
             })
             .collect::<Result<_, TokenError>>()?,
+        ancestors: ancestors.into_iter().collect(),
+        expiry_cap,
         expires_at: expires_at.ok_or(missing)?,
         epochs: [
             (Scope::Node, epoch(Scope::Node)?),
@@ -783,7 +812,30 @@ fn extract_claims(authorizer: &mut biscuit_auth::Authorizer) -> Result<Claims, T
             .copied()
             .ok_or(TokenError::Invalid)
     };
+    // Optional facts (delegated tokens only) cannot join the query above: zero rows.
+    let raw_ancestors: Vec<(String, String, i64)> = authorizer
+        .query("data($s, $n, $e) <- ancestor_epoch($s, $n, $e)")
+        .map_err(|_| TokenError::Invalid)?;
+    let mut ancestors = Vec::with_capacity(raw_ancestors.len());
+    for (scope, subject, e) in raw_ancestors {
+        ancestors.push((
+            scope.parse::<Scope>().map_err(|_| TokenError::Invalid)?,
+            subject,
+            e,
+        ));
+    }
+    ancestors.sort();
+    let caps: Vec<(i64,)> = authorizer
+        .query("data($c) <- expiry_cap($c)")
+        .map_err(|_| TokenError::Invalid)?;
+    let expiry_cap = match caps.as_slice() {
+        [] => None,
+        [(c,)] => Some(u64::try_from(*c).map_err(|_| TokenError::Invalid)?),
+        _ => return Err(TokenError::Invalid),
+    };
     Ok(Claims {
+        ancestors,
+        expiry_cap,
         token_id,
         grant,
         lineage: lineage.into_iter().collect(),
@@ -867,6 +919,8 @@ mod tests {
                 .collect(),
             expires_at: now_secs() + 3600,
             epochs: [(Scope::Node, 1), (Scope::User, 2), (Scope::Group, 3)],
+            ancestors: Vec::new(),
+            expiry_cap: None,
         }
     }
 
@@ -1074,6 +1128,11 @@ mod tests {
         ] {
             let mut c = claims(&rights);
             c.lineage = vec!["g0".into(), "g1".into(), "g2".into()];
+            c.ancestors = vec![
+                (Scope::Node, "a".into(), 3),
+                (Scope::User, "alice".into(), 1),
+            ];
+            c.expiry_cap = Some(now_secs() + 60);
             let biscuit = parse(&ring.mint(&c).expect("mint"), &ring.public_keys()).expect("parse");
             let mut authorizer = AuthorizerBuilder::new()
                 .build(&biscuit)

@@ -28,6 +28,7 @@ async fn allow(
     op: Op,
     resource: &str,
 ) -> Result<(), ApiError> {
+    crate::routes::tokens::valid_id("group", group)?;
     let target = format!("vault:{group}/{resource}");
     let decision = if call.token.claims.group != group {
         Err(ApiError::with_message(

@@ -39,7 +39,7 @@ pub struct NodeBody {
     ceiling: Option<Op>,
 }
 
-fn valid_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
+pub(crate) fn valid_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
     let ok = (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -91,6 +91,18 @@ pub async fn put_node(
     valid_id("user", &body.user)?;
     let key = ed25519_key(&body.public_key)?;
     let ceiling = body.ceiling.unwrap_or(Ceiling::AGENT.0);
+    // A new key, group or user, or a lower ceiling, must not leave old tokens working.
+    let previous = state
+        .store
+        .node(&node_id)
+        .await
+        .map_err(ApiError::internal)?;
+    let invalidates = previous.is_some_and(|p| {
+        p.public_key != key
+            || p.group_id != body.group
+            || p.user_id != body.user
+            || p.ceiling.parse::<Op>().map_or(true, |old| ceiling < old)
+    });
     state
         .audit(
             AuditEvent::new(
@@ -113,7 +125,68 @@ pub async fn put_node(
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "node_id": node_id, "ceiling": ceiling })))
+    if invalidates {
+        let _entry = revoke_entry(
+            &state,
+            "service:management".into(),
+            RevokeBody::Epoch {
+                scope: Scope::Node,
+                subject: node_id.clone(),
+                reason: "node registration changed".into(),
+            },
+        )
+        .await?;
+    }
+    Ok(Json(
+        json!({ "node_id": node_id, "ceiling": ceiling, "tokens_revoked": invalidates }),
+    ))
+}
+
+/// What a new token carries besides its node and grant.
+#[derive(Debug)]
+struct NewToken {
+    lineage: Vec<String>,
+    rights: Vec<Right>,
+    expires_at: u64,
+    inherited: Inherited,
+}
+
+/// What a new token inherits from the token it derives from.
+#[derive(Debug, Default)]
+struct Inherited {
+    /// Keep these epochs (refresh) instead of the node's current ones.
+    epochs: Option<[(Scope, i64); 3]>,
+    /// Delegators' node and user epochs.
+    ancestors: Vec<(Scope, String, i64)>,
+    /// Latest possible expiry.
+    expiry_cap: Option<u64>,
+}
+
+impl Inherited {
+    /// For a token delegated by the holder of `granter`: the granter's own node and user
+    /// epochs join its ancestors, and the expiry can never pass the granter's.
+    fn delegated_from(granter: &Claims) -> Self {
+        let mut ancestors = granter.ancestors.clone();
+        ancestors.push((
+            Scope::Node,
+            granter.node.clone(),
+            granter.epoch(Scope::Node),
+        ));
+        ancestors.push((
+            Scope::User,
+            granter.user.clone(),
+            granter.epoch(Scope::User),
+        ));
+        Self {
+            epochs: None,
+            ancestors,
+            expiry_cap: Some(
+                granter
+                    .expiry_cap
+                    .map_or(granter.expires_at, |c| c.min(granter.expires_at)),
+            ),
+        }
+    }
 }
 
 /// A token as returned to its requester.
@@ -181,15 +254,32 @@ impl VaultState {
         Ok(ttl)
     }
 
-    /// Issue a token for `node` under `grant` with the node's current epochs.
-    fn issue(
-        &self,
-        node: &NodeRow,
-        grant: &str,
-        lineage: Vec<String>,
-        rights: Vec<Right>,
-        expires_at: u64,
-    ) -> Result<IssuedToken, ApiError> {
+    /// Issue a token for `node` under `grant`: with the node's current epochs, or (refresh)
+    /// with the epochs, ancestors and cap the token being refreshed carried.
+    fn issue(&self, node: &NodeRow, grant: &str, new: NewToken) -> Result<IssuedToken, ApiError> {
+        let NewToken {
+            lineage,
+            rights,
+            expires_at,
+            inherited,
+        } = new;
+        let current = [
+            (
+                Scope::Node,
+                self.revocations.epoch(Scope::Node, &node.node_id),
+            ),
+            (
+                Scope::User,
+                self.revocations.epoch(Scope::User, &node.user_id),
+            ),
+            (
+                Scope::Group,
+                self.revocations.epoch(Scope::Group, &node.group_id),
+            ),
+        ];
+        let expires_at = inherited
+            .expiry_cap
+            .map_or(expires_at, |cap| expires_at.min(cap));
         let key: [u8; 32] = node
             .public_key
             .as_slice()
@@ -205,20 +295,9 @@ impl VaultState {
             node_key: key,
             rights,
             expires_at,
-            epochs: [
-                (
-                    Scope::Node,
-                    self.revocations.epoch(Scope::Node, &node.node_id),
-                ),
-                (
-                    Scope::User,
-                    self.revocations.epoch(Scope::User, &node.user_id),
-                ),
-                (
-                    Scope::Group,
-                    self.revocations.epoch(Scope::Group, &node.group_id),
-                ),
-            ],
+            epochs: inherited.epochs.unwrap_or(current),
+            ancestors: inherited.ancestors,
+            expiry_cap: inherited.expiry_cap,
         };
         let bytes = self.ring().mint(&claims).map_err(ApiError::from)?;
         Ok(IssuedToken {
@@ -235,21 +314,19 @@ impl VaultState {
         node: &NodeRow,
         grant: &str,
         parent: Option<&str>,
-        lineage: Vec<String>,
-        rights: Vec<Right>,
-        expires_at: u64,
+        new: NewToken,
     ) -> Result<IssuedToken, ApiError> {
         self.store
             .insert_grant(&GrantRow {
                 grant_id: grant.to_owned(),
                 parent_grant: parent.map(str::to_owned),
                 node_id: node.node_id.clone(),
-                lineage: json!(lineage).to_string(),
-                rights: json!(rights).to_string(),
+                lineage: json!(new.lineage).to_string(),
+                rights: json!(new.rights).to_string(),
             })
             .await
             .map_err(ApiError::internal)?;
-        self.issue(node, grant, lineage, rights, expires_at)
+        self.issue(node, grant, new)
     }
 
     async fn registered(&self, node_id: &str) -> Result<NodeRow, ApiError> {
@@ -273,6 +350,7 @@ pub async fn mint(
     _: Management,
     JsonBody(body): JsonBody<MintBody>,
 ) -> Result<Json<IssuedToken>, ApiError> {
+    check_rights_count(&body.rights)?;
     let node = state.registered(&body.node_id).await?;
     let excess = above_ceiling(&body.rights, node_ceiling(&node)?);
     if !excess.is_empty() {
@@ -311,9 +389,12 @@ pub async fn mint(
                 &node,
                 &grant,
                 None,
-                lineage,
-                body.rights,
-                unix_now() + ttl.as_secs(),
+                NewToken {
+                    lineage,
+                    rights: body.rights,
+                    expires_at: unix_now() + ttl.as_secs(),
+                    inherited: Inherited::default(),
+                },
             )
             .await?,
     ))
@@ -355,12 +436,22 @@ pub async fn refresh(
             Outcome::Success,
         ))
         .await?;
+    // Same epochs, ancestors and cap as the token refreshed: a revocation that races this
+    // refresh still reaches the new token.
+    let inherited = Inherited {
+        epochs: Some(claims.epochs),
+        ancestors: claims.ancestors.clone(),
+        expiry_cap: claims.expiry_cap,
+    };
     Ok(Json(state.issue(
         &node,
         &claims.grant,
-        claims.lineage.clone(),
-        claims.rights.clone(),
-        unix_now() + ttl.as_secs(),
+        NewToken {
+            lineage: claims.lineage.clone(),
+            rights: claims.rights.clone(),
+            expires_at: unix_now() + ttl.as_secs(),
+            inherited,
+        },
     )?))
 }
 
@@ -443,9 +534,12 @@ pub async fn delegate(
                 &peer,
                 &grant,
                 Some(&claims.grant),
-                lineage,
-                body.rights,
-                expires_at,
+                NewToken {
+                    lineage,
+                    rights: body.rights,
+                    expires_at,
+                    inherited: Inherited::delegated_from(claims),
+                },
             )
             .await?,
     ))
@@ -499,6 +593,9 @@ async fn revoke_entry(
             .with_details(json!({ "scope": scope, "reason": reason })),
         )
         .await?;
+    // Append and apply under one lock, so entries reach the in-memory state (and snapshots)
+    // in feed order.
+    let _order = state.revocation_order.lock().await;
     let entry = state
         .store
         .append_revocation(kind, scope, &subject, &reason)
@@ -530,6 +627,9 @@ pub async fn revoke_own(
     State(state): State<VaultState>,
     call: NodeCall,
 ) -> Result<Json<FeedEntry>, ApiError> {
+    state
+        .verifier()
+        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
     let body: NodeRevokeBody = call.json()?;
     let target = state
         .store

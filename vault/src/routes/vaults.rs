@@ -67,6 +67,7 @@ fn expires_at_secs(info: Option<crate::sessions::SessionInfo>) -> Option<u64> {
 }
 
 async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError> {
+    crate::routes::tokens::valid_id("group", group)?;
     state
         .store
         .vault(group)
@@ -83,6 +84,7 @@ pub async fn status(
     _: Management,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::routes::tokens::valid_id("group", &group)?;
     let Some(row) = state
         .store
         .vault(&group)
@@ -113,6 +115,7 @@ pub async fn lock(
     _: Management,
     Path(group): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::routes::tokens::valid_id("group", &group)?;
     let was_open = state.sessions.lock(&group);
     state
         .audit_quiet(
@@ -143,6 +146,7 @@ pub async fn extend(
     Path(group): Path<String>,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::routes::tokens::valid_id("group", &group)?;
     let info = state
         .sessions
         .extend(&group, Duration::from_secs(body.secs.min(86_400)))
@@ -173,6 +177,7 @@ pub async fn open_ceremony(
     Path(group): Path<String>,
     JsonBody(body): JsonBody<OpenCeremony>,
 ) -> Result<Json<Value>, ApiError> {
+    crate::routes::tokens::valid_id("group", &group)?;
     let existing = state
         .store
         .vault(&group)
@@ -547,6 +552,7 @@ pub async fn unlock_share(
     JsonBody(body): JsonBody<ShareBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
+    crate::routes::tokens::valid_id("admin", &body.admin_id)?;
     unlock_limits(&state, &group, ip)?;
     let row = vault_row(&state, &group).await?;
     let threshold = usize::try_from(row.threshold.unwrap_or(0)).unwrap_or(0);

@@ -586,3 +586,140 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
     );
     assert_eq!(feed.1["entries"][0]["subject"], "g-1", "{feed:?}");
 }
+
+#[tokio::test]
+async fn revoking_a_delegators_node_kills_what_it_delegated_and_refresh_keeps_the_cap() {
+    let v = vault().await;
+    seeded(&v).await;
+    let granter = v
+        .node(
+            "granter",
+            "team",
+            "u1",
+            "share",
+            json!([
+        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "share" } ]),
+        )
+        .await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    v.mgmt("PUT", "/v1/nodes/peer", Some(json!({ "group": "team", "user": "u2", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    let reply = v
+        .node_call(
+            &granter,
+            "POST",
+            "/v1/tokens/delegate",
+            Some(
+                json!({ "peer_node_id": "peer", "rights": [{ "resource": "db/a", "op": "read" }] }),
+            ),
+        )
+        .await;
+    let peer = Node {
+        id: "peer".into(),
+        key,
+        token: reply.1["token"].as_str().expect("token").into(),
+    };
+    // Refreshing the delegated token never passes the granter's expiry.
+    let granter_expiry = v
+        .state
+        .verifier()
+        .verify(&TOKEN_B64.decode(&granter.token).expect("b64"))
+        .expect("verify")
+        .claims
+        .expires_at;
+    let refreshed = v.node_call(&peer, "POST", "/v1/tokens/refresh", None).await;
+    assert_eq!(refreshed.0, 200, "{refreshed:?}");
+    assert!(refreshed.1["expires_at"].as_u64().expect("exp") <= granter_expiry);
+    let refreshed = Node {
+        id: "peer".into(),
+        key: peer.key.clone(),
+        token: refreshed.1["token"].as_str().expect("token").into(),
+    };
+    // Revoking the granter's node (not its grant) kills the delegated token and its refresh.
+    v.mgmt("POST", "/v1/revocations", Some(json!({ "kind": "epoch", "scope": "node", "subject": "granter", "reason": "compromised" }))).await;
+    for n in [&peer, &refreshed] {
+        assert_eq!(
+            code(
+                &v.node_call(n, "GET", "/v1/vaults/team/secrets/db/a", None)
+                    .await
+            ),
+            "revoked"
+        );
+    }
+    // A revoked node cannot revoke what it delegated either.
+    let grant = grant_of(&v, &peer);
+    assert_eq!(
+        code(
+            &v.node_call(
+                &granter,
+                "POST",
+                "/v1/tokens/revoke",
+                Some(json!({ "grant": grant }))
+            )
+            .await
+        ),
+        "revoked"
+    );
+}
+
+#[tokio::test]
+async fn re_registering_a_node_with_a_new_key_kills_its_old_tokens() {
+    let v = vault().await;
+    seeded(&v).await;
+    let n = v
+        .node(
+            "n",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    assert_eq!(
+        v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    let reply = v.mgmt("PUT", "/v1/nodes/n", Some(json!({ "group": "team", "user": "u", "public_key": hex::encode(new_key.verifying_key().to_bytes()), "ceiling": "list" }))).await;
+    assert_eq!(reply.1["tokens_revoked"], true, "{reply:?}");
+    assert_eq!(
+        code(
+            &v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+                .await
+        ),
+        "revoked"
+    );
+}
+
+#[tokio::test]
+async fn odd_group_ids_are_refused_before_anything_is_audited() {
+    let v = vault().await;
+    seeded(&v).await;
+    let n = v
+        .node(
+            "n",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    for group in ["%00", "a%20b", "..", "x%2Fy"] {
+        let reply = v
+            .node_call(&n, "GET", &format!("/v1/vaults/{group}/secrets/a"), None)
+            .await;
+        assert!(reply.0.is_client_error(), "{group}: {reply:?}");
+    }
+    // The audit chain is intact and still accepts records.
+    assert_eq!(
+        v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        v.mgmt("GET", "/v1/audit/verify", None).await.1["first_broken"],
+        serde_json::Value::Null
+    );
+}
