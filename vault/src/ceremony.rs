@@ -45,6 +45,8 @@ pub struct Ceremony {
     pub keypair: HpkeKeyPair,
     /// Shares received so far, one per admin.
     pub shares: BTreeMap<String, Share>,
+    /// In a rekey ceremony: the current data key, once `t` current shares proved it.
+    pub proven_key: Option<keymesh_core::crypto::DataKey>,
     expires: Instant,
 }
 
@@ -100,6 +102,7 @@ impl Ceremonies {
                 group: group.to_owned(),
                 keypair,
                 shares: BTreeMap::new(),
+                proven_key: None,
                 expires: Instant::now() + CEREMONY_TTL,
             },
         );

@@ -34,6 +34,8 @@ use crate::{
 
 /// How long a sensitive operation waits for its audit record before failing.
 const AUDIT_BOUND: Duration = Duration::from_secs(2);
+/// How often a vault reads revocations other replicas appended.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 /// Argon2id runs at once (each holds 64 MiB for ~150 ms).
 const UNLOCK_CONCURRENCY: usize = 2;
 
@@ -124,6 +126,7 @@ impl VaultState {
             ctx,
         }));
         state.spawn_janitor();
+        state.spawn_feed_follower();
         Ok(state)
     }
 
@@ -145,6 +148,27 @@ impl VaultState {
             }
             // Shutdown: forget every data key.
             state.sessions.lock_all();
+        });
+    }
+
+    /// Follow the persisted revocation feed, so revocations made through another vault replica
+    /// sharing this database are enforced here within [`FOLLOW_INTERVAL`].
+    fn spawn_feed_follower(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = state.ctx.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let _order = state.revocation_order.lock().await;
+                        match state.store.feed_after(state.revocations.head(), 1000).await {
+                            Ok(entries) => entries.iter().for_each(|e| state.revocations.apply(e)),
+                            Err(err) => tracing::warn!(error = %keymesh_core::error::error_chain(&err), "following the revocation feed failed"),
+                        }
+                    }
+                }
+            }
         });
     }
 

@@ -196,9 +196,6 @@ pub async fn open_ceremony(
                 format!("group {group} has no vault"),
             ));
         }
-        (CeremonyKind::Rekey, Some(_)) if state.sessions.status(&group).is_none() => {
-            return Err(ApiError::new(ErrorCode::VaultLocked));
-        }
         _ => {}
     }
     let (id, public) = state
@@ -251,12 +248,22 @@ fn ceremony(
     state: &VaultState,
     id: &str,
     kind: CeremonyKind,
-) -> Result<(String, keymesh_core::crypto::HpkeKeyPair), ApiError> {
+) -> Result<(String, crypto::HpkeKeyPair), ApiError> {
+    ceremony_of(state, id, &[kind]).map(|(group, key, _)| (group, key))
+}
+
+/// An open ceremony of one of `kinds`: its group, a copy of its key, and its kind.
+fn ceremony_of(
+    state: &VaultState,
+    id: &str,
+    kinds: &[CeremonyKind],
+) -> Result<(String, crypto::HpkeKeyPair, CeremonyKind), ApiError> {
     state
         .ceremonies
         .with(id, |c| {
-            (c.kind == kind).then(|| {
-                crypto::HpkeKeyPair::from_secret(*c.keypair.secret()).map(|k| (c.group.clone(), k))
+            kinds.contains(&c.kind).then(|| {
+                crypto::HpkeKeyPair::from_secret(*c.keypair.secret())
+                    .map(|k| (c.group.clone(), k, c.kind))
             })
         })
         .flatten()
@@ -418,25 +425,64 @@ pub async fn init(
     ))
 }
 
+/// Rekey request: the new protection, plus proof of the current one.
+#[derive(Debug, Deserialize)]
+pub struct RekeyBody {
+    /// For a passphrase vault: the current passphrase, sealed to the ceremony key.
+    #[serde(default)]
+    sealed_current_passphrase: Option<String>,
+    /// The new protection.
+    #[serde(flatten)]
+    new: Protection,
+}
+
 /// `POST /v1/ceremonies/{id}/rekey`: new passphrase or new share set for the same data key;
-/// no secret is re-encrypted. The vault must be unlocked.
+/// no secret is re-encrypted. Needs proof of the current protection: the current passphrase,
+/// or `t` current shares submitted to this ceremony first. Opening the ceremony alone
+/// (the management credential) is not enough.
 pub async fn rekey(
     State(state): State<VaultState>,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
-    JsonBody(protection): JsonBody<Protection>,
+    JsonBody(body): JsonBody<RekeyBody>,
 ) -> Result<Json<Value>, ApiError> {
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Rekey)?;
-    let key = state
-        .sessions
-        .with_key(&group, |k| DataKey::from_bytes(*k.expose()))
-        .ok_or_else(|| ApiError::new(ErrorCode::VaultLocked))?;
     let current = vault_row(&state, &group).await?;
-    let (mut row, shares) = protect(&state, &group, &keypair, protection, &key).await?;
+    let key = if current.mode == "passphrase" {
+        let sealed = body.sealed_current_passphrase.as_deref().ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::InvalidPassphrase,
+                "rekeying needs the current passphrase (sealed_current_passphrase)",
+            )
+        })?;
+        unlock_limits(&state, &group, ip)?;
+        unwrap_with_passphrase(
+            &state,
+            &group,
+            &keypair,
+            &current,
+            sealed,
+            format!("ip:{ip}"),
+        )
+        .await?
+    } else {
+        state
+            .ceremonies
+            .with(&id, |c| c.proven_key.take())
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::with_message(
+                    ErrorCode::InvalidShare,
+                    "submit the current threshold of shares to this ceremony first",
+                )
+            })?
+    };
+    let (mut row, shares) = protect(&state, &group, &keypair, body.new, &key).await?;
     row.generation = current.generation;
     state
         .audit(
             AuditEvent::new(
-                "service:management",
+                format!("ip:{ip}"),
                 "vault.rekey",
                 format!("vault:{group}"),
                 Outcome::Success,
@@ -459,6 +505,55 @@ pub async fn rekey(
     Ok(Json(
         json!({ "group": group, "mode": row.mode, "generation": current.generation + 1 }),
     ))
+}
+
+/// Derive the key from a sealed passphrase and unwrap the data key, auditing a failure.
+async fn unwrap_with_passphrase(
+    state: &VaultState,
+    group: &str,
+    keypair: &crypto::HpkeKeyPair,
+    row: &VaultRow,
+    sealed: &str,
+    actor: String,
+) -> Result<DataKey, ApiError> {
+    let (Some(params), Some(wrapped)) = (row.kdf_params.as_deref(), row.wrapped_key.as_deref())
+    else {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "this vault unlocks with shares, not a passphrase",
+        ));
+    };
+    let params: KdfParams = serde_json::from_str(params).map_err(ApiError::internal)?;
+    let passphrase = crypto::hpke_open(
+        keypair,
+        INFO_PASSPHRASE,
+        group.as_bytes(),
+        &b64("sealed_passphrase", sealed)?,
+    )
+    .map_err(|_| {
+        ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "the sealed passphrase does not open with this ceremony's key",
+        )
+    })?;
+    let kek = derive_with_slot(state, passphrase, params).await?;
+    match crypto::unwrap_key(&kek, wrapped, &wrap_aad(group)) {
+        Ok(key) => Ok(key),
+        Err(_) => {
+            state
+                .audit_quiet(
+                    AuditEvent::new(
+                        actor,
+                        "vault.passphrase",
+                        format!("vault:{group}"),
+                        Outcome::Denied,
+                    )
+                    .with_details(json!({ "reason": "wrong passphrase" })),
+                )
+                .await;
+            Err(ApiError::new(ErrorCode::InvalidPassphrase))
+        }
+    }
 }
 
 fn unlock_limits(state: &VaultState, group: &str, ip: std::net::IpAddr) -> Result<(), ApiError> {
@@ -484,54 +579,31 @@ pub async fn unlock_passphrase(
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
     unlock_limits(&state, &group, ip)?;
     let row = vault_row(&state, &group).await?;
-    let (Some(params), Some(wrapped)) = (row.kdf_params.as_deref(), row.wrapped_key.as_deref())
-    else {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "this vault unlocks with shares, not a passphrase",
-        ));
-    };
-    let params: KdfParams = serde_json::from_str(params).map_err(ApiError::internal)?;
-    let passphrase = crypto::hpke_open(
+    let key = unwrap_with_passphrase(
+        &state,
+        &group,
         &keypair,
-        INFO_PASSPHRASE,
-        group.as_bytes(),
-        &b64("sealed_passphrase", &body.sealed_passphrase)?,
+        &row,
+        &body.sealed_passphrase,
+        format!("ip:{ip}"),
     )
-    .map_err(|_| {
-        ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "sealed_passphrase does not open with this ceremony's key",
+    .await?;
+    state
+        .audit(
+            AuditEvent::new(
+                format!("ip:{ip}"),
+                "vault.unlock",
+                format!("vault:{group}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "mode": "passphrase" })),
         )
-    })?;
-    let kek = derive_with_slot(&state, passphrase, params).await?;
-    let target = format!("vault:{group}");
-    match crypto::unwrap_key(&kek, wrapped, &wrap_aad(&group)) {
-        Ok(key) => {
-            state
-                .audit(
-                    AuditEvent::new(format!("ip:{ip}"), "vault.unlock", target, Outcome::Success)
-                        .with_details(json!({ "mode": "passphrase" })),
-                )
-                .await?;
-            let info = state.sessions.unlock(&group, key);
-            state.ceremonies.close(&id);
-            Ok(Json(
-                json!({ "group": group, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
-            ))
-        }
-        Err(_) => {
-            state
-                .audit_quiet(
-                    AuditEvent::new(format!("ip:{ip}"), "vault.unlock", target, Outcome::Denied)
-                        .with_details(
-                            json!({ "mode": "passphrase", "reason": "wrong passphrase" }),
-                        ),
-                )
-                .await;
-            Err(ApiError::new(ErrorCode::InvalidPassphrase))
-        }
-    }
+        .await?;
+    let info = state.sessions.unlock(&group, key);
+    state.ceremonies.close(&id);
+    Ok(Json(
+        json!({ "group": group, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
+    ))
 }
 
 /// Share submission.
@@ -551,7 +623,8 @@ pub async fn unlock_share(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
+    let (group, keypair, kind) =
+        ceremony_of(&state, &id, &[CeremonyKind::Unlock, CeremonyKind::Rekey])?;
     crate::routes::tokens::valid_id("admin", &body.admin_id)?;
     unlock_limits(&state, &group, ip)?;
     let row = vault_row(&state, &group).await?;
@@ -636,6 +709,21 @@ pub async fn unlock_share(
             json!({ "group": group, "accepted": count, "threshold": threshold, "unlocked": false }),
         )),
         Err(Ok(key)) if crypto::verify_key_check(&key, &row.key_check) => {
+            if kind == CeremonyKind::Rekey {
+                // Proves the current key for a rekey; does not unlock anything.
+                state.ceremonies.with(&id, |c| c.proven_key = Some(key));
+                state
+                    .audit(AuditEvent::new(
+                        actor,
+                        "vault.rekey.proof",
+                        target,
+                        Outcome::Success,
+                    ))
+                    .await?;
+                return Ok(Json(
+                    json!({ "group": group, "accepted": threshold, "threshold": threshold, "unlocked": false, "proven": true }),
+                ));
+            }
             state
                 .audit(
                     AuditEvent::new(actor, "vault.unlock", target, Outcome::Success)

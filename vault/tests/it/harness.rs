@@ -20,13 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 pub const MGMT_KEY: &str = "management-key-0123456789abcdef0123456789";
+/// Unlock attempts per minute in tests (per group and per client).
+pub const UNLOCK_ATTEMPTS: usize = 10;
 pub const FEED_KEY: &str = "feed-key-0123456789abcdef0123456789abcdef";
 
 /// A running vault over its own database.
 pub struct Vault {
     pub router: Router,
     pub state: VaultState,
-    pub db: TestDb,
+    pub db: std::sync::Arc<TestDb>,
     pub master: String,
 }
 
@@ -41,11 +43,11 @@ pub struct Node {
 pub async fn vault() -> Vault {
     let db = TestDb::new().await;
     let master = hex::encode(random_key().as_ref());
-    start(db, master).await
+    start(std::sync::Arc::new(db), master).await
 }
 
 /// Start a vault process over an existing database (also used to "restart").
-pub async fn start(db: TestDb, master: String) -> Vault {
+pub async fn start(db: std::sync::Arc<TestDb>, master: String) -> Vault {
     let source = Source::from_env([
         ("VAULT_DATABASE_URL", db.url_for_process()),
         ("VAULT_MASTER_KEY", master.clone()),
@@ -53,6 +55,10 @@ pub async fn start(db: TestDb, master: String) -> Vault {
         ("VAULT_FEED_API_KEY", FEED_KEY.to_owned()),
         ("VAULT_ARGON2_MEMORY_KIB", "256".to_owned()),
         ("VAULT_ARGON2_ITERATIONS", "1".to_owned()),
+        (
+            "VAULT_UNLOCK_ATTEMPTS_PER_MINUTE",
+            UNLOCK_ATTEMPTS.to_string(),
+        ),
         ("RATE_LIMIT_IP_BURST", "100000".to_owned()),
         ("RATE_LIMIT_IP_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_PRINCIPAL_BURST", "100000".to_owned()),
@@ -243,6 +249,36 @@ impl Vault {
         let req = Request::builder()
             .method("POST")
             .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("req");
+        self.send(req).await
+    }
+
+    /// Rekey a passphrase vault: the current passphrase (if any) and the new one, both sealed to
+    /// the ceremony.
+    pub async fn rekey_passphrase(&self, group: &str, current: Option<&str>, new: &str) -> Reply {
+        let c = self.ceremony(group, "rekey").await;
+        let public = ceremony_key(&c);
+        let seal = |p: &str| {
+            STANDARD.encode(
+                crypto::hpke_seal(
+                    &public,
+                    vaults::INFO_PASSPHRASE,
+                    group.as_bytes(),
+                    p.as_bytes(),
+                )
+                .expect("seal"),
+            )
+        };
+        let mut body = json!({ "mode": "passphrase", "sealed_passphrase": seal(new) });
+        if let Some(current) = current {
+            body["sealed_current_passphrase"] = json!(seal(current));
+        }
+        let id = c["ceremony_id"].as_str().expect("id");
+        let req = Request::builder()
+            .method("POST")
+            .uri(format!("/v1/ceremonies/{id}/rekey"))
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_string()))
             .expect("req");

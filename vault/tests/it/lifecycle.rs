@@ -109,12 +109,12 @@ async fn wrong_passphrases_are_rate_limited_per_group() {
     let v = vault().await;
     v.init_passphrase("team", PASS).await;
     let mut codes = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..crate::harness::UNLOCK_ATTEMPTS + 2 {
         codes.push(code(&v.unlock_passphrase("team", "not the passphrase").await).to_owned());
     }
     assert_eq!(
         codes.iter().filter(|c| *c == "invalid_passphrase").count(),
-        5,
+        crate::harness::UNLOCK_ATTEMPTS,
         "{codes:?}"
     );
     assert_eq!(
@@ -191,10 +191,43 @@ async fn threshold_unlock_needs_t_distinct_members() {
             "{admin_id}'s share is in the database"
         );
     }
+    // Re-sharing needs the current shares in the rekey ceremony, not just the credential.
+    let rekey = v.ceremony("ops", "rekey").await;
+    let id = rekey["ceremony_id"].as_str().expect("id").to_owned();
+    let try_rekey = || async {
+        let public = crate::harness::ceremony_key(&rekey);
+        let sealed = keymesh_core::crypto::hpke_seal(
+            &public,
+            keymesh_vault::routes::vaults::INFO_PASSPHRASE,
+            b"ops",
+            b"a passphrase now, not shares",
+        )
+        .expect("seal");
+        let body = json!({ "mode": "passphrase", "sealed_passphrase": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed) });
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("/v1/ceremonies/{id}/rekey"))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string()))
+            .expect("req");
+        v.send(req).await
+    };
+    assert_eq!(code(&try_rekey().await), "invalid_share");
+    v.submit_share(&rekey, "ops", "admin2", &admins[1].1).await;
+    let proof = v.submit_share(&rekey, "ops", "admin3", &admins[2].1).await;
+    assert_eq!(proof.1["proven"], true, "{proof:?}");
+    assert_eq!(try_rekey().await.0, 200);
+    v.mgmt("POST", "/v1/vaults/ops/lock", None).await;
+    assert_eq!(
+        v.unlock_passphrase("ops", "a passphrase now, not shares")
+            .await
+            .0,
+        200
+    );
 }
 
 #[tokio::test]
-async fn rekey_changes_the_passphrase_without_touching_secrets() {
+async fn rekey_needs_the_current_passphrase_and_keeps_secrets() {
     let v = vault().await;
     v.init_passphrase("team", PASS).await;
     let n = writer(&v, "team").await;
@@ -206,9 +239,27 @@ async fn rekey_changes_the_passphrase_without_touching_secrets() {
         Some(json!({ "value": "v1" })),
     )
     .await;
-    let c = v.ceremony("team", "rekey").await;
+    // The management credential alone (opening the ceremony) is not enough.
+    assert_eq!(
+        code(
+            &v.rekey_passphrase("team", None, "an entirely new passphrase")
+                .await
+        ),
+        "invalid_passphrase"
+    );
+    assert_eq!(
+        code(
+            &v.rekey_passphrase(
+                "team",
+                Some("not the passphrase"),
+                "an entirely new passphrase"
+            )
+            .await
+        ),
+        "invalid_passphrase"
+    );
     let reply = v
-        .send_passphrase(&c, "team", "an entirely new passphrase", "rekey")
+        .rekey_passphrase("team", Some(PASS), "an entirely new passphrase")
         .await;
     assert_eq!(reply.0, 200, "{reply:?}");
     v.mgmt("POST", "/v1/vaults/team/lock", None).await;

@@ -723,3 +723,46 @@ async fn odd_group_ids_are_refused_before_anything_is_audited() {
         serde_json::Value::Null
     );
 }
+
+#[tokio::test]
+async fn a_revocation_through_one_replica_is_enforced_by_another_within_a_second() {
+    let a = vault().await;
+    seeded(&a).await;
+    let n = a
+        .node(
+            "n",
+            "team",
+            "u",
+            "list",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    let b = crate::harness::start(a.db.clone(), a.master.clone()).await;
+    assert_eq!(b.unlock_passphrase("team", PASS).await.0, 200);
+    assert_eq!(
+        b.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    a.mgmt(
+        "POST",
+        "/v1/revocations",
+        Some(json!({ "kind": "epoch", "scope": "node", "subject": "n", "reason": "incident" })),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let reply = b
+            .node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await;
+        if code(&reply) == "revoked" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "replica b still serves after 1 s: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
