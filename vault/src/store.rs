@@ -177,6 +177,31 @@ impl SecretCache {
     }
 }
 
+/// Invalidates a cached row when dropped: also when the request that writes it is cancelled
+/// between the commit and the end of the handler.
+struct Invalidate<'a> {
+    cache: &'a SecretCache,
+    group: &'a str,
+    path: &'a str,
+}
+
+impl Drop for Invalidate<'_> {
+    fn drop(&mut self) {
+        self.cache.invalidate(self.group, self.path);
+    }
+}
+
+impl Store {
+    /// Invalidate now (so no read started before the write can fill the cache) and again when
+    /// the returned guard drops (after the write, however the handler ends).
+    fn invalidating<'a>(&'a self, group: &'a str, path: &'a str) -> Option<Invalidate<'a>> {
+        self.secrets.as_deref().map(|cache| {
+            cache.invalidate(group, path);
+            Invalidate { cache, group, path }
+        })
+    }
+}
+
 /// Typed access to the vault tables.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -207,8 +232,17 @@ impl Store {
     pub async fn rotate_token_key(&self, row: &TokenKeyRow) -> Result<(), StorageError> {
         const RETIRE: &str = "UPDATE token_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL";
         const INSERT: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms) VALUES ($1, $2, $3, $4)";
+        // One rotation at a time: two concurrent ones could each retire the other's new key.
+        let begin = match self.db {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        };
+        let lock = matches!(self.db, Db::Postgres(_));
         with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(begin).await?;
+            if lock {
+                sqlx::query("LOCK TABLE token_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+            }
             sqlx::query(RETIRE).bind(row.created_at_ms).execute(&mut *tx).await?;
             sqlx::query(INSERT).bind(row.kid).bind(&row.public_key).bind(&row.sealed_private).bind(row.created_at_ms).execute(&mut *tx).await?;
             tx.commit().await
@@ -396,24 +430,20 @@ impl Store {
         metadata: &[u8],
         by: &str,
     ) -> Result<bool, StorageError> {
+        let _invalidate = self.invalidating(group, path);
         const SQL: &str = "INSERT INTO secrets (group_id, path, version, sealed_value, sealed_metadata, updated_at_ms, updated_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (group_id, path) DO UPDATE SET \
              version = excluded.version, sealed_value = excluded.sealed_value, sealed_metadata = excluded.sealed_metadata, \
              updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by WHERE secrets.version = excluded.version - 1";
         let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).bind(version).bind(value).bind(metadata).bind(now_ms()).bind(by).execute(pool).await.map(|r| r.rows_affected()))?;
-        if let Some(cache) = &self.secrets {
-            cache.invalidate(group, path);
-        }
         Ok(n == 1)
     }
 
     /// Delete a secret; whether it existed.
     pub async fn delete_secret(&self, group: &str, path: &str) -> Result<bool, StorageError> {
+        let _invalidate = self.invalidating(group, path);
         const SQL: &str = "DELETE FROM secrets WHERE group_id = $1 AND path = $2";
         let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(group).bind(path).execute(pool).await.map(|r| r.rows_affected()))?;
-        if let Some(cache) = &self.secrets {
-            cache.invalidate(group, path);
-        }
         Ok(n == 1)
     }
 
