@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod ceremony;
 pub mod config;
+pub mod ident;
 pub mod revocation;
 pub mod routes;
 pub mod sessions;

@@ -21,7 +21,7 @@ use keymesh_core::{
     storage::StorageError,
 };
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::{
@@ -84,12 +84,13 @@ impl std::ops::Deref for VaultState {
     }
 }
 
-/// The key that seals root signing keys, derived from `VAULT_MASTER_KEY`.
+/// The key that seals root signing keys: HKDF-SHA256 of `VAULT_MASTER_KEY`.
 fn master_seal_key(config: &VaultConfig) -> DataKey {
-    let mut h = Sha256::new();
-    h.update(b"keymesh-vault-master-v1\n");
-    h.update(config.master_key.expose_secret().as_bytes());
-    DataKey::from_bytes(h.finalize().into())
+    let hkdf = hkdf::Hkdf::<Sha256>::new(None, config.master_key.expose_secret().as_bytes());
+    let mut okm = [0u8; 32];
+    hkdf.expand(b"keymesh-vault-root-key-seal-v1", &mut okm)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    DataKey::from_bytes(okm)
 }
 
 const ROOT_KEY_AAD: &[u8] = b"keymesh-vault-root-key-v1";

@@ -129,15 +129,6 @@ impl ResourcePattern {
             (None, None) => self.0 == other.0,
         }
     }
-
-    /// Whether a listing under `prefix` stays inside this pattern (for the `list` operation,
-    /// whose resource is a prefix rather than a path).
-    pub fn covers_prefix(&self, prefix: &str) -> bool {
-        match self.prefix() {
-            Some(mine) => prefix.starts_with(mine),
-            None => false,
-        }
-    }
 }
 
 impl TryFrom<String> for ResourcePattern {

@@ -185,18 +185,6 @@ impl KeyRing {
         })
     }
 
-    /// A ring that only verifies (relays, management): public keys by id.
-    pub fn verify_only(keys: &[[u8; 32]]) -> Result<VerifyKeys, TokenError> {
-        let mut map = HashMap::new();
-        for k in keys {
-            map.insert(
-                key_id(k),
-                PublicKey::from_bytes(k, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?,
-            );
-        }
-        Ok(VerifyKeys(map))
-    }
-
     /// The current key id.
     pub fn current_id(&self) -> u32 {
         self.current.0
@@ -431,15 +419,6 @@ impl Verifier {
         }
     }
 
-    /// Replace the root keys (rotation) and drop the cache.
-    pub fn set_keys(&mut self, keys: VerifyKeys) {
-        self.keys = keys;
-        self.cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
-
     fn cached(&self, hash: &[u8; 32]) -> Option<Arc<VerifiedToken>> {
         self.cache
             .read()
@@ -642,6 +621,33 @@ fn checks_mention_time(checks: &[biscuit_auth::error::FailedCheck]) -> bool {
     checks.iter().any(|c| format!("{c:?}").contains("time($t)"))
 }
 
+/// Rights from `(pattern, op)` strings; anything that does not parse makes the token invalid.
+fn parse_rights(raw: impl IntoIterator<Item = (String, String)>) -> Result<Vec<Right>, TokenError> {
+    raw.into_iter()
+        .map(|(resource, op)| {
+            Ok(Right {
+                resource: resource.parse().map_err(|_| TokenError::Invalid)?,
+                op: op.parse().map_err(|_| TokenError::Invalid)?,
+            })
+        })
+        .collect()
+}
+
+/// The node, user and group epochs; each must be present.
+fn scope_epochs(epochs: &HashMap<String, i64>) -> Result<[(Scope, i64); 3], TokenError> {
+    let epoch = |scope: Scope| {
+        epochs
+            .get(scope.as_str())
+            .copied()
+            .ok_or(TokenError::Invalid)
+    };
+    Ok([
+        (Scope::Node, epoch(Scope::Node)?),
+        (Scope::User, epoch(Scope::User)?),
+        (Scope::Group, epoch(Scope::Group)?),
+    ])
+}
+
 /// Read the claims from the facts of a token with no appended block (all of them the
 /// authority block's). Unknown or duplicated facts make the token invalid.
 fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, TokenError> {
@@ -710,12 +716,6 @@ fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, 
     {
         return Err(TokenError::Invalid);
     }
-    let epoch = |scope: Scope| {
-        epochs
-            .get(scope.as_str())
-            .copied()
-            .ok_or(TokenError::Invalid)
-    };
     let missing = TokenError::Invalid;
     Ok(Claims {
         token_id: token_id.ok_or(missing)?,
@@ -725,23 +725,11 @@ fn claims_from_facts(facts: Vec<biscuit_auth::builder::Fact>) -> Result<Claims, 
         group: group.ok_or(missing)?,
         user: user.ok_or(missing)?,
         node_key: node_key.ok_or(missing)?,
-        rights: rights
-            .into_iter()
-            .map(|(resource, op)| {
-                Ok(Right {
-                    resource: resource.parse().map_err(|_| TokenError::Invalid)?,
-                    op: op.parse().map_err(|_| TokenError::Invalid)?,
-                })
-            })
-            .collect::<Result<_, TokenError>>()?,
+        rights: parse_rights(rights)?,
         ancestors: ancestors.into_iter().collect(),
         expiry_cap,
         expires_at: expires_at.ok_or(missing)?,
-        epochs: [
-            (Scope::Node, epoch(Scope::Node)?),
-            (Scope::User, epoch(Scope::User)?),
-            (Scope::Group, epoch(Scope::Group)?),
-        ],
+        epochs: scope_epochs(&epochs)?,
     })
 }
 
@@ -806,12 +794,6 @@ fn extract_claims(authorizer: &mut biscuit_auth::Authorizer) -> Result<Claims, T
         return Err(TokenError::Invalid);
     }
     let (token_id, grant, node, group, user, key, expiry) = single;
-    let epoch = |scope: Scope| {
-        epochs
-            .get(scope.as_str())
-            .copied()
-            .ok_or(TokenError::Invalid)
-    };
     // Optional facts (delegated tokens only) cannot join the query above: zero rows.
     let raw_ancestors: Vec<(String, String, i64)> = authorizer
         .query("data($s, $n, $e) <- ancestor_epoch($s, $n, $e)")
@@ -843,21 +825,9 @@ fn extract_claims(authorizer: &mut biscuit_auth::Authorizer) -> Result<Claims, T
         group,
         user,
         node_key: key.as_slice().try_into().map_err(|_| TokenError::Invalid)?,
-        rights: rights
-            .into_iter()
-            .map(|(resource, op)| {
-                Ok(Right {
-                    resource: resource.parse().map_err(|_| TokenError::Invalid)?,
-                    op: op.parse().map_err(|_| TokenError::Invalid)?,
-                })
-            })
-            .collect::<Result<_, TokenError>>()?,
+        rights: parse_rights(rights)?,
         expires_at: u64::try_from(expiry).map_err(|_| TokenError::Invalid)?,
-        epochs: [
-            (Scope::Node, epoch(Scope::Node)?),
-            (Scope::User, epoch(Scope::User)?),
-            (Scope::Group, epoch(Scope::Group)?),
-        ],
+        epochs: scope_epochs(&epochs)?,
     })
 }
 

@@ -141,11 +141,6 @@ impl RateLimits {
         self.principal.check(&principal.to_owned())
     }
 
-    /// [`Self::check_principal`] for a key the caller already owns.
-    pub fn check_principal_owned(&self, principal: String) -> Result<RateInfo, ApiError> {
-        self.principal.check(&principal)
-    }
-
     /// Prune idle keys every minute until `stop` is cancelled.
     pub fn spawn_janitor(self: &Arc<Self>, stop: CancellationToken) {
         let limits = Arc::clone(self);

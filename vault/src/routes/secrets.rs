@@ -14,7 +14,7 @@ use keymesh_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{auth::NodeCall, state::VaultState};
+use crate::{auth::NodeCall, ident::Ident, state::VaultState};
 
 fn aad(group: &str, path: &str, version: i64, part: &str) -> Vec<u8> {
     format!("keymesh-secret-v1\n{group}\n{path}\n{version}\n{part}").into_bytes()
@@ -28,7 +28,6 @@ async fn allow(
     op: Op,
     resource: &str,
 ) -> Result<(), ApiError> {
-    crate::routes::tokens::valid_id("group", group)?;
     let target = format!("vault:{group}/{resource}");
     let decision = if call.token.claims.group != group {
         Err(ApiError::with_message(
@@ -61,7 +60,7 @@ fn parse_path(raw: &str) -> Result<SecretPath, ApiError> {
 /// `GET /v1/vaults/{group}/secrets/{*path}`.
 pub async fn read(
     State(state): State<VaultState>,
-    Path((group, raw)): Path<(String, String)>,
+    Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
 ) -> Result<Json<Value>, ApiError> {
     let path = parse_path(&raw)?;
@@ -97,7 +96,7 @@ pub async fn read(
         }
         Some(Some(Err(e))) => {
             tracing::error!(
-                group,
+                group = &*group,
                 path = path.as_str(),
                 "a stored secret does not open under the vault key"
             );
@@ -131,7 +130,7 @@ pub struct WriteBody {
 /// `PUT /v1/vaults/{group}/secrets/{*path}`.
 pub async fn write(
     State(state): State<VaultState>,
-    Path((group, raw)): Path<(String, String)>,
+    Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
 ) -> Result<Json<Value>, ApiError> {
     let path = parse_path(&raw)?;
@@ -206,7 +205,7 @@ pub async fn write(
 /// `DELETE /v1/vaults/{group}/secrets/{*path}`.
 pub async fn delete(
     State(state): State<VaultState>,
-    Path((group, raw)): Path<(String, String)>,
+    Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
 ) -> Result<Json<Value>, ApiError> {
     let path = parse_path(&raw)?;
@@ -246,7 +245,7 @@ pub struct ListQuery {
 /// `GET /v1/vaults/{group}/secrets?prefix=a/b/`: paths, versions and times, no values.
 pub async fn list(
     State(state): State<VaultState>,
-    Path(group): Path<String>,
+    Path(group): Path<Ident>,
     Query(q): Query<ListQuery>,
     call: NodeCall,
 ) -> Result<Json<Value>, ApiError> {

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::{
     auth::{Follower, Management, NodeCall, TOKEN_B64},
+    ident::Ident,
     revocation::FeedEntry,
     state::VaultState,
     store::{GrantRow, NodeRow},
@@ -30,28 +31,13 @@ use crate::{
 /// A node as management registers it.
 #[derive(Debug, Deserialize)]
 pub struct NodeBody {
-    group: String,
-    user: String,
+    group: Ident,
+    user: Ident,
     /// Ed25519 public key, hex.
     public_key: String,
     /// Highest operation; agents default to `list`.
     #[serde(default)]
     ceiling: Option<Op>,
-}
-
-pub(crate) fn valid_id(kind: &'static str, id: &str) -> Result<(), ApiError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            format!("{kind} ids are 1 to 64 characters of A-Z a-z 0-9 . _ -"),
-        ))
-    }
 }
 
 fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
@@ -83,12 +69,9 @@ fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
 pub async fn put_node(
     State(state): State<VaultState>,
     _: Management,
-    Path(node_id): Path<String>,
+    Path(node_id): Path<Ident>,
     JsonBody(body): JsonBody<NodeBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    valid_id("node", &node_id)?;
-    valid_id("group", &body.group)?;
-    valid_id("user", &body.user)?;
     let key = ed25519_key(&body.public_key)?;
     let ceiling = body.ceiling.unwrap_or(Ceiling::AGENT.0);
     // A new key, group or user, or a lower ceiling, must not leave old tokens working.
@@ -99,8 +82,8 @@ pub async fn put_node(
         .map_err(ApiError::internal)?;
     let invalidates = previous.is_some_and(|p| {
         p.public_key != key
-            || p.group_id != body.group
-            || p.user_id != body.user
+            || p.group_id != *body.group
+            || p.user_id != *body.user
             || p.ceiling.parse::<Op>().map_or(true, |old| ceiling < old)
     });
     state
@@ -117,9 +100,9 @@ pub async fn put_node(
     state
         .store
         .upsert_node(&NodeRow {
-            node_id: node_id.clone(),
-            group_id: body.group,
-            user_id: body.user,
+            node_id: node_id.to_string(),
+            group_id: body.group.into(),
+            user_id: body.user.into(),
             public_key: key.to_vec(),
             ceiling: ceiling.as_str().to_owned(),
         })
@@ -131,7 +114,7 @@ pub async fn put_node(
             "service:management".into(),
             RevokeBody::Epoch {
                 scope: Scope::Node,
-                subject: node_id.clone(),
+                subject: node_id.to_string(),
                 reason: "node registration changed".into(),
             },
         )
@@ -202,7 +185,7 @@ pub struct IssuedToken {
 /// Mint request.
 #[derive(Debug, Deserialize)]
 pub struct MintBody {
-    node_id: String,
+    node_id: Ident,
     rights: Vec<Right>,
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -230,6 +213,26 @@ fn approval_required(operation: &str, excess: &Excess) -> ApiError {
         format!("{operation} asks for more than may be granted without approval"),
     )
     .with_details(json!({ "operation": operation, "excess": excess }))
+}
+
+/// Nothing in excess, or an audited `approval_required` naming exactly what is.
+async fn refuse_excess(
+    state: &VaultState,
+    actor: String,
+    action: &str,
+    node_id: &str,
+    excess: &Excess,
+) -> Result<(), ApiError> {
+    if excess.is_empty() {
+        return Ok(());
+    }
+    state
+        .audit_quiet(
+            AuditEvent::new(actor, action, format!("node:{node_id}"), Outcome::Denied)
+                .with_details(json!({ "excess": excess })),
+        )
+        .await;
+    Err(approval_required(action, excess))
 }
 
 fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
@@ -353,20 +356,14 @@ pub async fn mint(
     check_rights_count(&body.rights)?;
     let node = state.registered(&body.node_id).await?;
     let excess = above_ceiling(&body.rights, node_ceiling(&node)?);
-    if !excess.is_empty() {
-        state
-            .audit_quiet(
-                AuditEvent::new(
-                    "service:management",
-                    "token.mint",
-                    format!("node:{}", node.node_id),
-                    Outcome::Denied,
-                )
-                .with_details(json!({ "excess": excess })),
-            )
-            .await;
-        return Err(approval_required("token.mint", &excess));
-    }
+    refuse_excess(
+        &state,
+        "service:management".into(),
+        "token.mint",
+        &node.node_id,
+        &excess,
+    )
+    .await?;
     let ttl = state.lifetime(body.ttl_secs)?;
     let grant = uuid::Uuid::new_v4().simple().to_string();
     let lineage = vec![grant.clone()];
@@ -458,7 +455,7 @@ pub async fn refresh(
 /// Delegation request.
 #[derive(Debug, Deserialize)]
 pub struct DelegateBody {
-    peer_node_id: String,
+    peer_node_id: Ident,
     rights: Vec<Right>,
     #[serde(default)]
     ttl_secs: Option<u64>,
@@ -498,20 +495,14 @@ pub async fn delegate(
         ));
     }
     let excess = delegation_excess(&body.rights, &claims.rights, node_ceiling(&peer)?);
-    if !excess.is_empty() {
-        state
-            .audit_quiet(
-                AuditEvent::new(
-                    call.actor(),
-                    "token.delegate",
-                    format!("node:{}", peer.node_id),
-                    Outcome::Denied,
-                )
-                .with_details(json!({ "excess": excess })),
-            )
-            .await;
-        return Err(approval_required("token.delegate", &excess));
-    }
+    refuse_excess(
+        &state,
+        call.actor(),
+        "token.delegate",
+        &peer.node_id,
+        &excess,
+    )
+    .await?;
     let ttl = state.lifetime(body.ttl_secs)?;
     let expires_at = (unix_now() + ttl.as_secs()).min(claims.expires_at);
     let grant = uuid::Uuid::new_v4().simple().to_string();

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::Management,
     ceremony::{CEREMONY_TTL, CeremonyKind},
+    ident::Ident,
     state::VaultState,
     store::{ShareRow, VaultRow},
 };
@@ -67,7 +68,6 @@ fn expires_at_secs(info: Option<crate::sessions::SessionInfo>) -> Option<u64> {
 }
 
 async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError> {
-    crate::routes::tokens::valid_id("group", group)?;
     state
         .store
         .vault(group)
@@ -82,9 +82,8 @@ async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError
 pub async fn status(
     State(state): State<VaultState>,
     _: Management,
-    Path(group): Path<String>,
+    Path(group): Path<Ident>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::routes::tokens::valid_id("group", &group)?;
     let Some(row) = state
         .store
         .vault(&group)
@@ -113,9 +112,8 @@ pub async fn status(
 pub async fn lock(
     State(state): State<VaultState>,
     _: Management,
-    Path(group): Path<String>,
+    Path(group): Path<Ident>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::routes::tokens::valid_id("group", &group)?;
     let was_open = state.sessions.lock(&group);
     state
         .audit_quiet(
@@ -143,10 +141,9 @@ pub struct ExtendBody {
 pub async fn extend(
     State(state): State<VaultState>,
     _: Management,
-    Path(group): Path<String>,
+    Path(group): Path<Ident>,
     JsonBody(body): JsonBody<ExtendBody>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::routes::tokens::valid_id("group", &group)?;
     let info = state
         .sessions
         .extend(&group, Duration::from_secs(body.secs.min(86_400)))
@@ -174,10 +171,9 @@ pub struct OpenCeremony {
 pub async fn open_ceremony(
     State(state): State<VaultState>,
     _: Management,
-    Path(group): Path<String>,
+    Path(group): Path<Ident>,
     JsonBody(body): JsonBody<OpenCeremony>,
 ) -> Result<Json<Value>, ApiError> {
-    crate::routes::tokens::valid_id("group", &group)?;
     let existing = state
         .store
         .vault(&group)
@@ -239,7 +235,7 @@ pub enum Protection {
 /// A share holder.
 #[derive(Debug, Deserialize)]
 pub struct Holder {
-    admin_id: String,
+    admin_id: Ident,
     /// X25519 public key, hex.
     public_key: String,
 }
@@ -361,7 +357,7 @@ async fn protect(
                 {
                     return Err(ApiError::with_message(
                         ErrorCode::InvalidRequest,
-                        "admin ids must be unique, 1 to 64 bytes",
+                        "admin ids must be unique",
                     ));
                 }
                 let public: [u8; 32] = hex::decode(&holder.public_key)
@@ -386,7 +382,7 @@ async fn protect(
                     )
                 })?;
                 shares.push(ShareRow {
-                    admin_id: holder.admin_id.clone(),
+                    admin_id: holder.admin_id.to_string(),
                     admin_public_key: public.to_vec(),
                     sealed_share: sealed,
                 });
@@ -609,7 +605,7 @@ pub async fn unlock_passphrase(
 /// Share submission.
 #[derive(Debug, Deserialize)]
 pub struct ShareBody {
-    admin_id: String,
+    admin_id: Ident,
     /// The share sealed (HPKE auth mode) from the admin's X25519 key to the ceremony key.
     sealed_share: String,
 }
@@ -625,7 +621,6 @@ pub async fn unlock_share(
 ) -> Result<Json<Value>, ApiError> {
     let (group, keypair, kind) =
         ceremony_of(&state, &id, &[CeremonyKind::Unlock, CeremonyKind::Rekey])?;
-    crate::routes::tokens::valid_id("admin", &body.admin_id)?;
     unlock_limits(&state, &group, ip)?;
     let row = vault_row(&state, &group).await?;
     let threshold = usize::try_from(row.threshold.unwrap_or(0)).unwrap_or(0);
@@ -655,7 +650,7 @@ pub async fn unlock_share(
             ApiError::with_message(ErrorCode::InvalidShare, reason),
         )
     };
-    let Some(holder) = holders.iter().find(|h| h.admin_id == body.admin_id) else {
+    let Some(holder) = holders.iter().find(|h| h.admin_id == *body.admin_id) else {
         let (event, err) = refuse("not a member of this vault's share set");
         state.audit_quiet(event).await;
         return Err(err);
@@ -688,7 +683,7 @@ pub async fn unlock_share(
     let collected = state
         .ceremonies
         .with(&id, |c| {
-            c.shares.insert(body.admin_id.clone(), share);
+            c.shares.insert(body.admin_id.to_string(), share);
             if c.shares.len() < threshold {
                 return Ok(c.shares.len());
             }
