@@ -20,6 +20,55 @@ pub fn micros_per_op(iterations: u32, mut f: impl FnMut()) -> f64 {
     runs[1]
 }
 
+/// A candidate against its baseline, interleaved so both see the same machine: `rounds` rounds,
+/// each timing `iterations` calls of one then the other (alternating which goes first).
+/// Returns the median µs per call of each and the median of the per-round ratios.
+pub fn paired(
+    rounds: usize,
+    iterations: u32,
+    mut baseline: impl FnMut(),
+    mut candidate: impl FnMut(),
+) -> (f64, f64, f64) {
+    let time = |f: &mut dyn FnMut()| {
+        let started = Instant::now();
+        for _ in 0..iterations {
+            f();
+        }
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)
+    };
+    let (mut b, mut c, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (x, y) = if round % 2 == 0 {
+            let x = time(&mut baseline);
+            (x, time(&mut candidate))
+        } else {
+            let y = time(&mut candidate);
+            (time(&mut baseline), y)
+        };
+        b.push(x);
+        c.push(y);
+        ratios.push(y / x);
+    }
+    (median(b), median(c), median(ratios))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// CPU time this process has used so far, all threads, user + system (from /proc; `None`
+/// where there is no /proc).
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel reports in USER_HZ, 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Latency percentiles from samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

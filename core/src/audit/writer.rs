@@ -99,8 +99,6 @@ async fn run(db: Db, mut rx: mpsc::Receiver<Pending>) {
 /// Append a batch in one transaction; returns the first sequence number used.
 async fn append(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
     const HEAD: &str = "SELECT seq, hash FROM audit_head WHERE id = 1";
-    const INSERT: &str = "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     const UPSERT_HEAD: &str = "INSERT INTO audit_head (id, seq, hash) VALUES (1, $1, $2) \
          ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash";
     // Postgres: lock the head row so replicas append one at a time. SQLite: take the write
@@ -118,35 +116,45 @@ async fn append(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
         let (mut seq, mut prev) = head.unwrap_or((0, GENESIS.to_owned()));
         let first = seq + 1;
         let at_ms = now_ms();
-        for pending in batch {
-            seq += 1;
-            let e = &pending.event;
-            let mut record = AuditRecord {
-                seq,
-                at_ms,
-                actor: clean(&e.actor),
-                action: clean(&e.action),
-                target: clean(&e.target),
-                outcome: e.outcome.as_str().to_owned(),
-                details: e.details.to_string(),
-                prev_hash: prev,
-                hash: String::new(),
-            };
-            record.hash = record_hash(&record);
-            sqlx::query(INSERT)
-                .bind(record.seq)
-                .bind(record.at_ms)
-                .bind(&record.actor)
-                .bind(&record.action)
-                .bind(&record.target)
-                .bind(&record.outcome)
-                .bind(&record.details)
-                .bind(&record.prev_hash)
-                .bind(&record.hash)
-                .execute(&mut *tx)
-                .await?;
-            prev = record.hash;
-        }
+        let records: Vec<AuditRecord> = batch
+            .iter()
+            .map(|pending| {
+                seq += 1;
+                let e = &pending.event;
+                let mut record = AuditRecord {
+                    seq,
+                    at_ms,
+                    actor: clean(&e.actor),
+                    action: clean(&e.action),
+                    target: clean(&e.target),
+                    outcome: e.outcome.as_str().to_owned(),
+                    details: e.details.to_string(),
+                    prev_hash: std::mem::take(&mut prev),
+                    hash: String::new(),
+                };
+                record.hash = record_hash(&record);
+                prev.clone_from(&record.hash);
+                record
+            })
+            .collect();
+        // One statement for the whole batch: a round trip per record would dominate (on SQLite
+        // each is a hop to the connection's worker thread). 9 × MAX_BATCH binds stay well under
+        // both backends' parameter limits.
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, target, outcome, details, prev_hash, hash) ",
+        );
+        insert.push_values(&records, |mut row, r| {
+            row.push_bind(r.seq)
+                .push_bind(r.at_ms)
+                .push_bind(&r.actor)
+                .push_bind(&r.action)
+                .push_bind(&r.target)
+                .push_bind(&r.outcome)
+                .push_bind(&r.details)
+                .push_bind(&r.prev_hash)
+                .push_bind(&r.hash);
+        });
+        insert.build().execute(&mut *tx).await?;
         sqlx::query(UPSERT_HEAD).bind(seq).bind(&prev).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(first)
