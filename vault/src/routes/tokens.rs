@@ -397,22 +397,29 @@ pub async fn mint(
     ))
 }
 
+/// Refresh and delegate start from the caller's token: it must be alive and exactly as the
+/// vault issued it. An attenuated copy's narrower rights live in holder-written checks the vault
+/// would have to re-derive; using the authority block instead would hand back wider rights.
+fn alive_and_as_issued(state: &VaultState, call: &NodeCall, what: &str) -> Result<(), ApiError> {
+    state
+        .verifier()
+        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
+    if call.token.attenuations() > 0 {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            format!("{what} with the token the vault issued, not an attenuated copy"),
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/tokens/refresh` (node): the same grant and rights, a new expiry.
 pub async fn refresh(
     State(state): State<VaultState>,
     call: NodeCall,
 ) -> Result<Json<IssuedToken>, ApiError> {
     let claims = &call.token.claims;
-    state
-        .verifier()
-        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
-    // Refreshing an attenuated copy would hand back the unattenuated rights: refuse.
-    if call.token.attenuations() > 0 {
-        return Err(ApiError::with_message(
-            ErrorCode::Forbidden,
-            "refresh with the token the vault issued, not an attenuated copy",
-        ));
-    }
+    alive_and_as_issued(&state, &call, "refresh")?;
     let node = state.registered(&claims.node).await?;
     if node.group_id != claims.group || node.public_key != claims.node_key {
         return Err(ApiError::with_message(
@@ -469,17 +476,8 @@ pub async fn delegate(
 ) -> Result<Json<IssuedToken>, ApiError> {
     let body: DelegateBody = call.json()?;
     let claims = &call.token.claims;
-    // The caller's token must be alive; its rights are the most it can give. An attenuated
-    // copy's narrower rights live in checks the vault would have to re-derive: refuse it.
-    state
-        .verifier()
-        .check_alive(&call.token, &state.revocations, SystemTime::now())?;
-    if call.token.attenuations() > 0 {
-        return Err(ApiError::with_message(
-            ErrorCode::Forbidden,
-            "delegate with the token the vault issued, not an attenuated copy",
-        ));
-    }
+    // The caller's token is the most it can give.
+    alive_and_as_issued(&state, &call, "delegate")?;
     check_rights_count(&body.rights)?;
     if claims.lineage.len() >= MAX_LINEAGE {
         return Err(ApiError::with_message(
