@@ -1,31 +1,39 @@
-//! The attenuation blocks Keymesh itself writes, recognised structurally.
+//! Reading a verified token's blocks without the Datalog engine.
 //!
-//! `VerifiedToken::attenuate` appends blocks made only of three check forms:
+//! Every token Keymesh mints has an authority block of facts (the claims) and one check,
+//! `check if time($t), $t <= expiry`. `VerifiedToken::attenuate` appends blocks made only of
+//! three check forms:
 //!
 //! - `check if operation($op), {"read", ...}.contains($op)`
 //! - `check if resource($r), $r.starts_with("prefix")`
 //! - `check if time($t), $t <= 2026-01-01T00:00:00Z`
 //!
-//! When every appended block holds nothing but such checks (no facts, no rules, no scope
-//! annotations, no third-party signature), the authorizer's decision is a plain function of the
-//! request: each check trusts only the authority block, its own block and the authorizer, none
-//! of which holds `operation`, `resource` or `time` facts other than the request's own single
-//! fact each, and the allow policy only sees the authority block's rights. The checks are then
-//! evaluated directly, which is what makes a warm check of an attenuated token cost the same as
-//! an unattenuated one. Anything else — any other form, any extra term — is left to the real
-//! Biscuit authorizer. Equivalence with the authorizer is property-tested.
+//! When every block holds nothing but such checks (apart from the authority's facts; no rules,
+//! no scope annotations, no third-party signature), the authorizer's decision is a plain
+//! function of the request: each check trusts only the authority block, its own block and the
+//! authorizer, none of which holds `operation`, `resource` or `time` facts other than the
+//! request's own single fact each, and the allow policy only sees the authority block's rights.
+//! The checks are then evaluated directly, which is what makes a check of an attenuated token
+//! cost the same as an unattenuated one, cold or warm. Anything else — any other form, any
+//! extra term — is left to the real Biscuit authorizer. Equivalence with the authorizer is
+//! property-tested.
 //!
-//! Recognition reads the blocks as the authorizer loaded them (its snapshot), in the protobuf
-//! schema biscuit-auth serialises, so it matches exactly what will be evaluated, not a printed
+//! [`read`] decodes the token bytes in the protobuf schema biscuit-auth itself uses, after
+//! biscuit-auth has verified their signatures, resolves symbols with the same table the
+//! authorizer uses (the default symbols, then the authority's and every first-party block's,
+//! in order), and validates each block with biscuit-auth's own block conversion (versions,
+//! well-formed terms), so it reads exactly what the authorizer would evaluate, not a printed
 //! rendering of it.
 
 use biscuit_auth::{
-    Authorizer,
+    builder,
     datalog::SymbolTable,
-    format::schema::{
-        Check, Expression, OpBinary, Predicate, SnapshotBlock, Term, check, op, op_binary, term,
+    format::{
+        convert::proto_block_to_token_block,
+        schema::{self, Check, Expression, OpBinary, Predicate, Term, check, op, op_binary, term},
     },
 };
+use prost::Message;
 
 use super::rights::Op;
 
@@ -79,36 +87,132 @@ pub fn evaluate(
     refusal.map_or(Ok(()), Err)
 }
 
-/// The checks of every appended block of the token loaded in `authorizer`, if every one of
-/// them is a recognised form; `None` sends the token to the Datalog path.
-pub fn recognise(authorizer: &Authorizer) -> Option<Vec<Narrowing>> {
-    let world = authorizer.snapshot().ok()?.world;
-    let symbols = SymbolTable::from(world.symbols).ok()?;
+/// A token's blocks as read from its bytes.
+#[derive(Debug)]
+pub struct Layout {
+    /// The authority block's facts, in order.
+    pub authority_facts: Vec<builder::Fact>,
+    /// Every block's checks (authority first) when all are recognised forms; `None` sends the
+    /// token to the Datalog path.
+    pub checks: Option<Vec<Narrowing>>,
+}
+
+/// Symbols as the authorizer resolves them for first-party blocks: the defaults below 1024,
+/// then the authority's and every first-party block's symbols in order.
+struct Symbols<'a> {
+    defaults: SymbolTable,
+    own: Vec<&'a str>,
+}
+
+impl Symbols<'_> {
+    const OFFSET: u64 = 1024;
+
+    fn get(&self, index: u64) -> Option<&str> {
+        match index.checked_sub(Self::OFFSET) {
+            Some(i) => self.own.get(usize::try_from(i).ok()?).copied(),
+            None => self.defaults.get_symbol(index),
+        }
+    }
+}
+
+/// Read token bytes whose signatures biscuit-auth has already verified. `None` when the bytes
+/// do not hold blocks biscuit-auth would load (the token is invalid), or the authority block
+/// holds anything but facts and checks (Keymesh never signs such a block).
+pub fn read(token: &[u8]) -> Option<Layout> {
+    let container = schema::Biscuit::decode(token).ok()?;
+    let authority = schema::Block::decode(container.authority.block.as_slice()).ok()?;
+    let blocks = container
+        .blocks
+        .iter()
+        .map(|signed| {
+            let block = schema::Block::decode(signed.block.as_slice()).ok()?;
+            Some((block, signed.external_signature.is_some()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    proto_block_to_token_block(&authority, None).ok()?;
+    if container.authority.external_signature.is_some()
+        || !authority.rules.is_empty()
+        || !authority.scope.is_empty()
+    {
+        return None;
+    }
+    let mut symbols = Symbols {
+        defaults: SymbolTable::new(),
+        own: authority.symbols.iter().map(String::as_str).collect(),
+    };
+    for (block, third_party) in &blocks {
+        if !third_party {
+            symbols.own.extend(block.symbols.iter().map(String::as_str));
+        }
+    }
+    let authority_facts = authority
+        .facts
+        .iter()
+        .map(|f| fact(&f.predicate, &symbols))
+        .collect::<Option<Vec<_>>>()?;
+    let checks = recognise(&authority, &blocks, &symbols);
+    if checks.is_some() {
+        // The Datalog path validates blocks when it loads them into an authorizer; this one
+        // must refuse exactly the same blocks.
+        for (block, _) in &blocks {
+            proto_block_to_token_block(block, None).ok()?;
+        }
+    }
+    Some(Layout {
+        authority_facts,
+        checks,
+    })
+}
+
+/// Every block's checks, if each block is plain and each check a recognised form.
+fn recognise(
+    authority: &schema::Block,
+    blocks: &[(schema::Block, bool)],
+    symbols: &Symbols<'_>,
+) -> Option<Vec<Narrowing>> {
     let mut out = Vec::new();
-    for block in world.blocks.iter().skip(1) {
-        if !plain(block) {
+    for check in &authority.checks {
+        out.push(recognise_check(check, symbols)?);
+    }
+    for (block, third_party) in blocks {
+        if *third_party || !plain(block) {
             return None;
         }
         for check in &block.checks {
-            out.push(recognise_check(check, &symbols)?);
+            out.push(recognise_check(check, symbols)?);
         }
     }
     Some(out)
 }
 
-/// A block with checks only: no facts, no rules, default trust, first-party.
-fn plain(block: &SnapshotBlock) -> bool {
+/// A fact of strings, integers and byte strings (the only terms Keymesh writes).
+fn fact(predicate: &Predicate, symbols: &Symbols<'_>) -> Option<builder::Fact> {
+    let terms = predicate
+        .terms
+        .iter()
+        .map(|t| match &t.content {
+            Some(term::Content::String(s)) => Some(builder::Term::Str(symbols.get(*s)?.to_owned())),
+            Some(term::Content::Integer(i)) => Some(builder::Term::Integer(*i)),
+            Some(term::Content::Bytes(b)) => Some(builder::Term::Bytes(b.clone())),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(builder::fact(symbols.get(predicate.name)?, &terms))
+}
+
+/// A block with checks only: no facts, no rules, default trust, no public keys.
+fn plain(block: &schema::Block) -> bool {
     block.facts.is_empty()
         && block.rules.is_empty()
         && block.scope.is_empty()
-        && block.external_key.is_none()
+        && block.public_keys.is_empty()
 }
 
 const CONTAINS: i32 = op_binary::Kind::Contains as i32;
 const PREFIX: i32 = op_binary::Kind::Prefix as i32;
 const LESS_OR_EQUAL: i32 = op_binary::Kind::LessOrEqual as i32;
 
-fn recognise_check(check: &Check, symbols: &SymbolTable) -> Option<Narrowing> {
+fn recognise_check(check: &Check, symbols: &Symbols<'_>) -> Option<Narrowing> {
     if check.kind.unwrap_or(check::Kind::One as i32) != check::Kind::One as i32 {
         return None;
     }
@@ -125,7 +229,7 @@ fn recognise_check(check: &Check, symbols: &SymbolTable) -> Option<Narrowing> {
     let (left, right, operator) = binary(expression)?;
     let is_var = |t: &Term| matches!(t.content, Some(term::Content::Variable(v)) if v == variable);
     match (
-        symbols.get_symbol(predicate.name)?,
+        symbols.get(predicate.name)?,
         operator,
         &left.content,
         &right.content,
@@ -135,14 +239,14 @@ fn recognise_check(check: &Check, symbols: &SymbolTable) -> Option<Narrowing> {
                 .set
                 .iter()
                 .map(|t| match t.content {
-                    Some(term::Content::String(s)) => symbols.get_symbol(s)?.parse().ok(),
+                    Some(term::Content::String(s)) => symbols.get(s)?.parse().ok(),
                     _ => None,
                 })
                 .collect::<Option<Vec<Op>>>()?;
             Some(Narrowing::Ops(ops))
         }
         ("resource", PREFIX, _, Some(term::Content::String(s))) if is_var(left) => {
-            Some(Narrowing::Prefix(symbols.get_symbol(*s)?.to_owned()))
+            Some(Narrowing::Prefix(symbols.get(*s)?.to_owned()))
         }
         ("time", LESS_OR_EQUAL, _, Some(term::Content::Date(d))) if is_var(left) => {
             Some(Narrowing::NotAfter(*d))
