@@ -11,6 +11,7 @@ pub mod docs;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod ident;
 pub mod metrics;
 pub mod secret;
 pub mod storage;

@@ -4,14 +4,13 @@
 pub mod auth;
 pub mod ceremony;
 pub mod config;
-pub mod ident;
-pub mod revocation;
 pub mod routes;
 pub mod sessions;
 pub mod state;
 pub mod store;
 
 pub use config::VaultConfig;
+pub use keymesh_core::{capability::revocation, ident};
 pub use state::VaultState;
 
 use axum::Router;

@@ -4,6 +4,7 @@
 pub mod narrowing;
 pub mod path;
 pub mod pop;
+pub mod revocation;
 pub mod rights;
 pub mod token;
 

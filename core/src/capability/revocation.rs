@@ -7,7 +7,7 @@ use std::{
     sync::RwLock,
 };
 
-use keymesh_core::capability::token::{RevocationView, Scope, TokenError, VerifiedToken};
+use super::token::{RevocationView, Scope, TokenError, VerifiedToken};
 use serde::Serialize;
 use tokio::sync::watch;
 

@@ -1,0 +1,501 @@
+//! Mailbox storage on SQLite or PostgreSQL. Writes go through one [`Writer`] task that commits
+//! everything that piled up while the previous commit ran (group commit): one transaction,
+//! whatever the number of messages and acknowledgements, commits at once when idle.
+
+use std::collections::{HashMap, HashSet};
+
+use keymesh_core::{
+    storage::{Db, StorageError},
+    with_pool,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::frame::MessageId;
+
+/// A message to store.
+#[derive(Clone)]
+pub struct NewMessage {
+    /// Recipient node.
+    pub recipient: String,
+    /// Sender node.
+    pub sender: String,
+    /// The sender's id for it.
+    pub client_id: MessageId,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext.
+    pub payload: Vec<u8>,
+    /// Accepted at, unix ms.
+    pub created_ms: i64,
+    /// Dropped at, unix ms.
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("recipient", &self.recipient)
+            .field("sender", &self.sender)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored message.
+#[derive(Clone, sqlx::FromRow)]
+pub struct StoredMessage {
+    /// Position in the recipient's mailbox.
+    pub seq: i64,
+    /// Sender node.
+    pub sender: String,
+    /// The sender's id for it.
+    pub client_id: Vec<u8>,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext.
+    pub payload: Vec<u8>,
+    /// Accepted at, unix ms.
+    pub created_ms: i64,
+    /// Dropped at, unix ms.
+    pub expires_ms: i64,
+}
+
+impl std::fmt::Debug for StoredMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredMessage")
+            .field("seq", &self.seq)
+            .field("sender", &self.sender)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A range of a mailbox that expired unacknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Expiry {
+    /// Exclusive lower bound.
+    pub after_seq: i64,
+    /// Inclusive upper bound.
+    pub through_seq: i64,
+    /// Messages that expired in it.
+    pub count: i64,
+}
+
+/// A mailbox's durable position and what it holds, read at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MailboxState {
+    /// Mailbox epoch.
+    pub epoch: i64,
+    /// Cumulative acknowledgement.
+    pub acked: i64,
+    /// Highest sequence number ever assigned (stored, acknowledged or expired).
+    pub last_seq: i64,
+    /// Messages held.
+    pub count: i64,
+    /// Ciphertext bytes held.
+    pub bytes: i64,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The relay's tables.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Over an open, migrated pool.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The pool.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Every mailbox's state, to resume sequence numbering and limits after a restart.
+    pub async fn mailboxes(&self) -> Result<HashMap<String, MailboxState>, StorageError> {
+        const BOXES: &str = "SELECT node, epoch, acked FROM relay_mailboxes";
+        const HELD: &str = "SELECT recipient, MAX(seq), COUNT(*), SUM(LENGTH(payload) + LENGTH(enc)) FROM relay_messages GROUP BY recipient";
+        const EXPIRED: &str =
+            "SELECT recipient, MAX(through_seq) FROM relay_expiries GROUP BY recipient";
+        let boxes: Vec<(String, i64, i64)> =
+            with_pool!(&self.db, pool => sqlx::query_as(BOXES).fetch_all(pool).await)?;
+        let held: Vec<(String, i64, i64, i64)> = with_pool!(&self.db, pool => {
+            sqlx::query_as::<_, (String, i64, i64, Option<i64>)>(HELD)
+                .fetch_all(pool)
+                .await
+                .map(|rows| rows.into_iter().map(|(r, m, c, b)| (r, m, c, b.unwrap_or(0))).collect())
+        })?;
+        let expired: Vec<(String, i64)> =
+            with_pool!(&self.db, pool => sqlx::query_as(EXPIRED).fetch_all(pool).await)?;
+        let mut out: HashMap<String, MailboxState> = HashMap::new();
+        for (node, epoch, acked) in boxes {
+            out.insert(
+                node,
+                MailboxState {
+                    epoch,
+                    acked,
+                    last_seq: acked,
+                    ..MailboxState::default()
+                },
+            );
+        }
+        for (node, max, count, bytes) in held {
+            let state = out.entry(node).or_default();
+            state.last_seq = state.last_seq.max(max);
+            state.count = count;
+            state.bytes = bytes;
+        }
+        for (node, through) in expired {
+            let state = out.entry(node).or_default();
+            state.last_seq = state.last_seq.max(through);
+        }
+        Ok(out)
+    }
+
+    /// Create a mailbox if it does not exist; returns its epoch.
+    pub async fn ensure_mailbox(&self, node: &str, epoch: i64) -> Result<i64, StorageError> {
+        const INSERT: &str = "INSERT INTO relay_mailboxes (node, epoch) VALUES ($1, $2) ON CONFLICT (node) DO NOTHING";
+        const READ: &str = "SELECT epoch FROM relay_mailboxes WHERE node = $1";
+        let (epoch,): (i64,) = with_pool!(&self.db, pool => {
+            sqlx::query(INSERT).bind(node).bind(epoch).execute(pool).await?;
+            sqlx::query_as(READ).bind(node).fetch_one(pool).await
+        })?;
+        Ok(epoch)
+    }
+
+    /// Up to `limit` messages of `recipient` after `after`, in order.
+    pub async fn fetch(
+        &self,
+        recipient: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, StorageError> {
+        const SQL: &str = "SELECT seq, sender, client_id, enc, payload, created_ms, expires_ms FROM relay_messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(recipient).bind(after).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Expired ranges of `recipient` past `after`.
+    pub async fn expiries(&self, recipient: &str, after: i64) -> Result<Vec<Expiry>, StorageError> {
+        const SQL: &str = "SELECT after_seq, through_seq, count FROM relay_expiries WHERE recipient = $1 AND through_seq > $2 ORDER BY through_seq";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(recipient).bind(after).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Delete up to `limit` messages expired at `now_ms`, recording per recipient the range
+    /// they covered; also forget idempotency keys past their expiry. Returns per recipient the
+    /// number of messages and bytes removed.
+    pub async fn expire(
+        &self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, Expiry, i64)>, StorageError> {
+        const PICK: &str = "SELECT recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT) FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2";
+        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq = $2";
+        const RECORD: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST_OR_MIN";
+        const FORGET: &str = "DELETE FROM relay_accepted WHERE expires_ms <= $1";
+        let record = match self.db {
+            Db::Sqlite(_) => RECORD.replace(
+                "LEAST_OR_MIN",
+                "MIN(relay_expiries.after_seq, excluded.after_seq)",
+            ),
+            Db::Postgres(_) => RECORD.replace(
+                "LEAST_OR_MIN",
+                "LEAST(relay_expiries.after_seq, excluded.after_seq)",
+            ),
+        };
+        let out = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(PICK).bind(now_ms).bind(limit).fetch_all(&mut *tx).await?;
+            let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
+            for (recipient, seq, bytes) in rows {
+                sqlx::query(DELETE).bind(&recipient).bind(seq).execute(&mut *tx).await?;
+                let entry = ranges.entry(recipient).or_insert((Expiry { after_seq: seq - 1, through_seq: seq, count: 0 }, 0));
+                entry.0.after_seq = entry.0.after_seq.min(seq - 1);
+                entry.0.through_seq = entry.0.through_seq.max(seq);
+                entry.0.count += 1;
+                entry.1 += bytes;
+            }
+            for (recipient, (e, _)) in &ranges {
+                sqlx::query(sqlx::AssertSqlSafe(record.as_str())).bind(recipient).bind(e.after_seq).bind(e.through_seq).bind(e.count).bind(now_ms).execute(&mut *tx).await?;
+            }
+            sqlx::query(FORGET).bind(now_ms).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ranges.into_iter().map(|(r, (e, b))| (r, e, b)).collect())
+        })?;
+        Ok(out)
+    }
+}
+
+/// What became of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Durable at this sequence number of the recipient's mailbox.
+    Stored(i64),
+    /// The same (sender, id) was accepted before; nothing new was stored.
+    Duplicate,
+    /// The recipient's mailbox is at its count or byte bound; nothing was stored.
+    MailboxFull,
+}
+
+/// One write the [`Writer`] commits.
+#[derive(Debug)]
+pub enum Write {
+    /// Store a message; the writer assigns its sequence number, so numbering follows commit
+    /// order (a cumulative ack can never pass a message that is not yet durable).
+    Send {
+        /// The message.
+        message: NewMessage,
+        /// Told once the batch is durable.
+        done: oneshot::Sender<Result<SendOutcome, StorageError>>,
+    },
+    /// Delete a mailbox's messages up to `through` and record the acknowledgement.
+    Ack {
+        /// The mailbox.
+        recipient: String,
+        /// Cumulative acknowledgement.
+        through: i64,
+        /// Told once durable: how many messages were deleted.
+        done: oneshot::Sender<Result<i64, StorageError>>,
+    },
+}
+
+/// Mailbox bounds the writer enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Messages held per recipient.
+    pub max_messages: i64,
+    /// Ciphertext bytes held per recipient.
+    pub max_bytes: i64,
+}
+
+/// Called after each commit with every mailbox whose head moved and its new head.
+pub type OnCommit = Box<dyn Fn(&[(String, i64)]) + Send + Sync>;
+
+/// Handle to the group-commit task: the only writer of messages and acknowledgements, and the
+/// only holder of each mailbox's sequence counter and occupancy.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    tx: mpsc::Sender<Write>,
+}
+
+/// Most writes in one transaction (binds stay well under both engines' limits).
+const MAX_BATCH: usize = 1024;
+
+/// Sequence counter and occupancy of one mailbox.
+#[derive(Clone, Copy, Debug, Default)]
+struct Occupancy {
+    last_seq: i64,
+    count: i64,
+    bytes: i64,
+}
+
+impl Writer {
+    /// Read every mailbox's position and start the task. It ends when every handle is dropped.
+    pub async fn spawn(
+        store: Store,
+        bounds: Bounds,
+        on_commit: OnCommit,
+    ) -> Result<Self, StorageError> {
+        let boxes = store
+            .mailboxes()
+            .await?
+            .into_iter()
+            .map(|(node, m)| {
+                let o = Occupancy {
+                    last_seq: m.last_seq,
+                    count: m.count,
+                    bytes: m.bytes,
+                };
+                (node, o)
+            })
+            .collect();
+        let (tx, mut rx) = mpsc::channel::<Write>(8 * MAX_BATCH);
+        let mut task = Task {
+            store,
+            bounds,
+            boxes,
+            on_commit,
+        };
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            // Commit at once when idle; while a commit runs, the next batch piles up.
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                task.commit(std::mem::take(&mut batch)).await;
+            }
+        });
+        Ok(Self { tx })
+    }
+
+    /// Queue a write; `false` when the writer has stopped.
+    pub async fn submit(&self, write: Write) -> bool {
+        self.tx.send(write).await.is_ok()
+    }
+}
+
+struct Task {
+    store: Store,
+    bounds: Bounds,
+    boxes: HashMap<String, Occupancy>,
+    on_commit: OnCommit,
+}
+
+type Dup = (String, Vec<u8>);
+
+/// A send the batch will store.
+struct Planned<'a> {
+    message: &'a NewMessage,
+    seq: i64,
+}
+
+fn size(m: &NewMessage) -> i64 {
+    i64::try_from(m.payload.len() + m.enc.len()).unwrap_or(i64::MAX)
+}
+
+impl Task {
+    async fn commit(&mut self, batch: Vec<Write>) {
+        let mut sends = Vec::new();
+        let mut acks = Vec::new();
+        for w in batch {
+            match w {
+                Write::Send { message, done } => sends.push((message, done)),
+                Write::Ack {
+                    recipient,
+                    through,
+                    done,
+                } => acks.push((recipient, through, done)),
+            }
+        }
+        let messages: Vec<&NewMessage> = sends.iter().map(|(m, _)| m).collect();
+        let ack_list: Vec<(&str, i64)> = acks.iter().map(|(r, t, _)| (r.as_str(), *t)).collect();
+        // Plan on a copy: the counters change only once the transaction has committed.
+        let mut boxes = self.boxes.clone();
+        match self.write(&messages, &ack_list, &mut boxes).await {
+            Ok((outcomes, deleted)) => {
+                self.boxes = boxes;
+                let mut heads: HashMap<&str, i64> = HashMap::new();
+                for (m, o) in messages.iter().zip(&outcomes) {
+                    if let SendOutcome::Stored(seq) = o {
+                        heads.insert(m.recipient.as_str(), *seq);
+                    }
+                }
+                let heads: Vec<(String, i64)> =
+                    heads.into_iter().map(|(r, s)| (r.to_owned(), s)).collect();
+                if !heads.is_empty() {
+                    (self.on_commit)(&heads);
+                }
+                for ((_, done), o) in sends.into_iter().zip(outcomes) {
+                    let _ = done.send(Ok(o));
+                }
+                for ((_, _, done), d) in acks.into_iter().zip(deleted) {
+                    let _ = done.send(Ok(d));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "relay group commit failed; every write in it is refused");
+                let text = e.to_string();
+                let err = || StorageError::Query(sqlx::Error::Protocol(text.clone()));
+                for (_, done) in sends {
+                    let _ = done.send(Err(err()));
+                }
+                for (_, _, done) in acks {
+                    let _ = done.send(Err(err()));
+                }
+            }
+        }
+    }
+
+    /// One transaction: find which sends are duplicates (accepted earlier, or repeated within
+    /// the batch: the first is stored), refuse those over a mailbox bound, store the rest with
+    /// their idempotency keys and fresh sequence numbers, apply acknowledgements.
+    async fn write(
+        &self,
+        sends: &[&NewMessage],
+        acks: &[(&str, i64)],
+        boxes: &mut HashMap<String, Occupancy>,
+    ) -> Result<(Vec<SendOutcome>, Vec<i64>), StorageError> {
+        // Upsert: an acknowledgement is remembered even for a mailbox first seen here, so a
+        // restart never numbers below it.
+        const ACKED: &str = "INSERT INTO relay_mailboxes (node, epoch, acked) VALUES ($1, $3, $2) ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END";
+        const COUNT: &str = "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(enc)), 0) FROM relay_messages WHERE recipient = $1 AND seq <= $2";
+        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq <= $2";
+        const FORGET_EXPIRED: &str =
+            "DELETE FROM relay_expiries WHERE recipient = $1 AND through_seq <= $2";
+        let bounds = self.bounds;
+        let now_ms = now_ms();
+        let out = with_pool!(self.store.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let mut outcomes = vec![SendOutcome::Duplicate; sends.len()];
+            if !sends.is_empty() {
+                let mut find = sqlx::QueryBuilder::new("SELECT sender, client_id FROM relay_accepted WHERE (sender, client_id) IN (");
+                let mut list = find.separated(", ");
+                for m in sends {
+                    list.push("(");
+                    list.push_bind_unseparated(&m.sender);
+                    list.push_unseparated(", ");
+                    list.push_bind_unseparated(m.client_id.as_slice());
+                    list.push_unseparated(")");
+                }
+                find.push(")");
+                let earlier: HashSet<Dup> = find.build_query_as::<Dup>().fetch_all(&mut *tx).await?.into_iter().collect();
+                let mut seen: HashSet<(&str, &[u8])> = HashSet::new();
+                let mut fresh: Vec<Planned<'_>> = Vec::with_capacity(sends.len());
+                for (i, m) in sends.iter().enumerate() {
+                    let key = (m.sender.as_str(), m.client_id.as_slice());
+                    if earlier.contains(&(m.sender.clone(), m.client_id.to_vec())) || !seen.insert(key) {
+                        continue;
+                    }
+                    let b = boxes.entry(m.recipient.clone()).or_default();
+                    if b.count >= bounds.max_messages || b.bytes.saturating_add(size(m)) > bounds.max_bytes {
+                        outcomes[i] = SendOutcome::MailboxFull;
+                        seen.remove(&key);
+                        continue;
+                    }
+                    b.last_seq += 1;
+                    b.count += 1;
+                    b.bytes += size(m);
+                    outcomes[i] = SendOutcome::Stored(b.last_seq);
+                    fresh.push(Planned { message: m, seq: b.last_seq });
+                }
+                if !fresh.is_empty() {
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO relay_messages (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) ");
+                    insert.push_values(&fresh, |mut row, p| {
+                        let m = p.message;
+                        row.push_bind(&m.recipient).push_bind(p.seq).push_bind(&m.sender).push_bind(m.client_id.as_slice()).push_bind(&m.enc).push_bind(&m.payload).push_bind(m.created_ms).push_bind(m.expires_ms);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                    let mut keys = sqlx::QueryBuilder::new("INSERT INTO relay_accepted (sender, client_id, expires_ms) ");
+                    keys.push_values(&fresh, |mut row, p| {
+                        row.push_bind(&p.message.sender).push_bind(p.message.client_id.as_slice()).push_bind(p.message.expires_ms);
+                    });
+                    keys.build().execute(&mut *tx).await?;
+                }
+            }
+            let mut deleted = Vec::with_capacity(acks.len());
+            for (recipient, through) in acks {
+                let (n, bytes): (i64, i64) = sqlx::query_as(COUNT).bind(recipient).bind(through).fetch_one(&mut *tx).await?;
+                sqlx::query(DELETE).bind(recipient).bind(through).execute(&mut *tx).await?;
+                sqlx::query(FORGET_EXPIRED).bind(recipient).bind(through).execute(&mut *tx).await?;
+                sqlx::query(ACKED).bind(recipient).bind(through).bind(now_ms).execute(&mut *tx).await?;
+                let b = boxes.entry((*recipient).to_owned()).or_default();
+                b.count -= n;
+                b.bytes -= bytes;
+                deleted.push(n);
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>((outcomes, deleted))
+        })?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,4 @@
+//! Relay integration tests, on the backend `KEYMESH_TEST_BACKEND` selects (SQLite or
+//! PostgreSQL; `scripts/test` runs both).
+
+mod store;

@@ -1,0 +1,223 @@
+//! Mailbox storage and the group-commit writer.
+
+use std::sync::{Arc, Mutex};
+
+use keymesh_core::{config::ServiceName, storage::Db, storage::testing::TestDb};
+use keymesh_relay::store::{Bounds, NewMessage, SendOutcome, Store, Write, Writer};
+use tokio::sync::oneshot;
+
+const BOUNDS: Bounds = Bounds {
+    max_messages: 5,
+    max_bytes: 10_000,
+};
+
+async fn open(db: &TestDb) -> Store {
+    Store::new(
+        Db::open_for(ServiceName::Relay, db.url())
+            .await
+            .expect("open the relay database"),
+    )
+}
+
+fn message(from: &str, to: &str, id: u8, now: i64) -> NewMessage {
+    NewMessage {
+        recipient: to.into(),
+        sender: from.into(),
+        client_id: [id; 16],
+        enc: vec![1; 32],
+        payload: vec![id; 100],
+        created_ms: now,
+        expires_ms: now + 60_000,
+    }
+}
+
+async fn send(w: &Writer, m: NewMessage) -> SendOutcome {
+    let (done, rx) = oneshot::channel();
+    assert!(w.submit(Write::Send { message: m, done }).await);
+    rx.await.expect("writer answers").expect("commit")
+}
+
+async fn ack(w: &Writer, to: &str, through: i64) -> i64 {
+    let (done, rx) = oneshot::channel();
+    assert!(
+        w.submit(Write::Ack {
+            recipient: to.into(),
+            through,
+            done
+        })
+        .await
+    );
+    rx.await.expect("writer answers").expect("commit")
+}
+
+type Heads = Arc<Mutex<Vec<(String, i64)>>>;
+
+async fn writer(store: &Store) -> (Writer, Heads) {
+    let heads: Heads = Arc::default();
+    let seen = Arc::clone(&heads);
+    let w = Writer::spawn(
+        store.clone(),
+        BOUNDS,
+        Box::new(move |h| seen.lock().expect("lock").extend_from_slice(h)),
+    )
+    .await
+    .expect("writer");
+    (w, heads)
+}
+
+#[tokio::test]
+async fn sends_are_numbered_deduplicated_bounded_acked_and_survive_a_restart() {
+    let db = TestDb::new().await;
+    let store = open(&db).await;
+    let (w, heads) = writer(&store).await;
+    for id in 1..=3 {
+        assert_eq!(
+            send(&w, message("a", "b", id, 1000)).await,
+            SendOutcome::Stored(i64::from(id))
+        );
+    }
+    assert_eq!(
+        heads.lock().expect("lock").last(),
+        Some(&("b".to_owned(), 3))
+    );
+    // A retry of an accepted message is a duplicate, nothing new is stored.
+    assert_eq!(
+        send(&w, message("a", "b", 2, 1000)).await,
+        SendOutcome::Duplicate
+    );
+    // The same id from another sender is another message.
+    assert_eq!(
+        send(&w, message("c", "b", 2, 1000)).await,
+        SendOutcome::Stored(4)
+    );
+    assert_eq!(
+        send(&w, message("c", "b", 9, 1000)).await,
+        SendOutcome::Stored(5)
+    );
+    // Five held: the sixth is refused, not dropped and not stored.
+    assert_eq!(
+        send(&w, message("a", "b", 6, 1000)).await,
+        SendOutcome::MailboxFull
+    );
+    let held = store.fetch("b", 0, 100).await.expect("fetch");
+    assert_eq!(
+        held.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    assert_eq!(held[1].sender, "a");
+    assert_eq!(held[1].payload, vec![2; 100]);
+
+    // Cumulative ack deletes and frees room; acknowledged messages stay deduplicated.
+    assert_eq!(ack(&w, "b", 3).await, 3);
+    assert_eq!(store.fetch("b", 0, 100).await.expect("fetch").len(), 2);
+    assert_eq!(
+        send(&w, message("a", "b", 1, 1000)).await,
+        SendOutcome::Duplicate
+    );
+    assert_eq!(
+        send(&w, message("a", "b", 6, 1000)).await,
+        SendOutcome::Stored(6)
+    );
+    assert_eq!(ack(&w, "b", 6).await, 3);
+    assert!(store.fetch("b", 0, 100).await.expect("fetch").is_empty());
+
+    // A restart continues numbering after everything ever assigned, even with an empty
+    // mailbox (the mailbox row remembers the acknowledgement).
+    let epoch = store.ensure_mailbox("b", 77).await.expect("mailbox");
+    assert_eq!(ack(&w, "b", 6).await, 0);
+    drop(w);
+    let (w, _) = writer(&store).await;
+    assert_eq!(
+        send(&w, message("a", "b", 7, 1000)).await,
+        SendOutcome::Stored(7)
+    );
+    // The mailbox keeps its epoch: sequence numbers did not restart.
+    assert_eq!(store.ensure_mailbox("b", 99).await.expect("mailbox"), epoch);
+}
+
+#[tokio::test]
+async fn concurrent_sends_get_contiguous_numbers_in_commit_order() {
+    let db = TestDb::new().await;
+    let store = open(&db).await;
+    let heads: Heads = Arc::default();
+    let seen = Arc::clone(&heads);
+    let w = Writer::spawn(
+        store.clone(),
+        Bounds {
+            max_messages: 10_000,
+            max_bytes: 1 << 30,
+        },
+        Box::new(move |h| seen.lock().expect("lock").extend_from_slice(h)),
+    )
+    .await
+    .expect("writer");
+    let mut tasks = Vec::new();
+    for sender in 0..8u8 {
+        let w = w.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for id in 0..50u8 {
+                let mut m = message(&format!("s{sender}"), "r", id, 1000);
+                m.client_id[0] = sender;
+                match send(&w, m).await {
+                    SendOutcome::Stored(seq) => seqs.push(seq),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.expect("task");
+        // One sender's messages keep their order.
+        assert!(seqs.windows(2).all(|p| p[0] < p[1]));
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=400).collect::<Vec<i64>>());
+    // Heads are announced in increasing order: never a number before its predecessors are
+    // durable.
+    let heads = heads.lock().expect("lock");
+    assert!(heads.windows(2).all(|p| p[0].1 < p[1].1));
+    assert_eq!(heads.last().map(|h| h.1), Some(400));
+}
+
+#[tokio::test]
+async fn expired_messages_are_deleted_and_reported_as_ranges() {
+    let db = TestDb::new().await;
+    let store = open(&db).await;
+    let (w, _) = writer(&store).await;
+    for id in 1..=3 {
+        send(&w, message("a", "b", id, 1000)).await;
+    }
+    let mut late = message("a", "b", 4, 1000);
+    late.expires_ms = 500_000;
+    send(&w, late).await;
+    let expired = store.expire(100_000, 1000).await.expect("expire");
+    assert_eq!(expired.len(), 1);
+    let (recipient, range, _bytes) = &expired[0];
+    assert_eq!(recipient, "b");
+    assert_eq!((range.after_seq, range.through_seq, range.count), (0, 3, 3));
+    assert_eq!(store.expiries("b", 0).await.expect("expiries").len(), 1);
+    assert_eq!(
+        store
+            .fetch("b", 0, 10)
+            .await
+            .expect("fetch")
+            .iter()
+            .map(|m| m.seq)
+            .collect::<Vec<_>>(),
+        [4]
+    );
+    // Acknowledging past the range forgets it.
+    assert_eq!(ack(&w, "b", 4).await, 1);
+    assert!(store.expiries("b", 0).await.expect("expiries").is_empty());
+    // After a restart numbering continues past the expired range too.
+    drop(w);
+    let (w, _) = writer(&store).await;
+    assert_eq!(
+        send(&w, message("a", "b", 5, 1000)).await,
+        SendOutcome::Stored(5)
+    );
+}
