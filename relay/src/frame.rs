@@ -130,8 +130,8 @@ pub enum ServerFrame {
         /// The HPKE ciphertext.
         payload: Vec<u8>,
     },
-    /// Messages with sequence numbers in `(after, through]` expired before they were
-    /// acknowledged: `count` of them are gone. Acknowledging `through` is safe.
+    /// `count` messages with sequence numbers in `(after, through]` expired before they were
+    /// acknowledged and are gone; any others in that range are still delivered as usual.
     Expired {
         /// Exclusive lower bound.
         after: u64,

@@ -269,6 +269,16 @@ pub enum Write {
         /// Told once durable: how many messages were deleted.
         done: oneshot::Sender<Result<i64, StorageError>>,
     },
+    /// Delete up to `limit` messages expired at `now_ms` (see [`Store::expire`]); through the
+    /// writer so its mailbox occupancy stays exact.
+    Expire {
+        /// Unix milliseconds.
+        now_ms: i64,
+        /// Most messages deleted in one go.
+        limit: i64,
+        /// Told once durable: per recipient, the range that expired.
+        done: oneshot::Sender<Result<Vec<(String, Expiry)>, StorageError>>,
+    },
 }
 
 /// Mailbox bounds the writer enforces.
@@ -352,11 +362,27 @@ struct Task {
 }
 
 type Dup = (String, Vec<u8>);
+type SendItem = (
+    NewMessage,
+    oneshot::Sender<Result<SendOutcome, StorageError>>,
+);
+type AckItem = (String, i64, oneshot::Sender<Result<i64, StorageError>>);
 
 /// A send the batch will store.
 struct Planned<'a> {
     message: &'a NewMessage,
     seq: i64,
+}
+
+/// A mailbox's counters in the batch's overlay, starting from the committed ones.
+fn slot<'a>(
+    touched: &'a mut HashMap<String, Occupancy>,
+    base: &HashMap<String, Occupancy>,
+    recipient: &str,
+) -> &'a mut Occupancy {
+    touched
+        .entry(recipient.to_owned())
+        .or_insert_with(|| base.get(recipient).copied().unwrap_or_default())
 }
 
 fn size(m: &NewMessage) -> i64 {
@@ -367,8 +393,14 @@ impl Task {
     async fn commit(&mut self, batch: Vec<Write>) {
         let mut sends = Vec::new();
         let mut acks = Vec::new();
+        let mut expiries = Vec::new();
         for w in batch {
             match w {
+                Write::Expire {
+                    now_ms,
+                    limit,
+                    done,
+                } => expiries.push((now_ms, limit, done)),
                 Write::Send { message, done } => sends.push((message, done)),
                 Write::Ack {
                     recipient,
@@ -379,11 +411,12 @@ impl Task {
         }
         let messages: Vec<&NewMessage> = sends.iter().map(|(m, _)| m).collect();
         let ack_list: Vec<(&str, i64)> = acks.iter().map(|(r, t, _)| (r.as_str(), *t)).collect();
-        // Plan on a copy: the counters change only once the transaction has committed.
-        let mut boxes = self.boxes.clone();
-        match self.write(&messages, &ack_list, &mut boxes).await {
+        // Plan on an overlay of the mailboxes the batch touches: the counters change only once
+        // the transaction has committed.
+        let mut touched = HashMap::new();
+        match self.write(&messages, &ack_list, &mut touched).await {
             Ok((outcomes, deleted)) => {
-                self.boxes = boxes;
+                self.boxes.extend(touched);
                 let mut heads: HashMap<&str, i64> = HashMap::new();
                 for (m, o) in messages.iter().zip(&outcomes) {
                     if let SendOutcome::Stored(seq) = o {
@@ -404,15 +437,40 @@ impl Task {
             }
             Err(e) => {
                 tracing::error!(error = %e, "relay group commit failed; every write in it is refused");
-                let text = e.to_string();
-                let err = || StorageError::Query(sqlx::Error::Protocol(text.clone()));
-                for (_, done) in sends {
-                    let _ = done.send(Err(err()));
-                }
-                for (_, _, done) in acks {
-                    let _ = done.send(Err(err()));
-                }
+                self.fail(sends, acks, &e);
             }
+        }
+        for (now_ms, limit, done) in expiries {
+            let _ = done.send(self.expire(now_ms, limit).await);
+        }
+    }
+
+    async fn expire(
+        &mut self,
+        now_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, Expiry)>, StorageError> {
+        let expired = self.store.expire(now_ms, limit).await?;
+        Ok(expired
+            .into_iter()
+            .map(|(recipient, range, bytes)| {
+                if let Some(b) = self.boxes.get_mut(&recipient) {
+                    b.count -= range.count;
+                    b.bytes -= bytes;
+                }
+                (recipient, range)
+            })
+            .collect())
+    }
+
+    fn fail(&self, sends: Vec<SendItem>, acks: Vec<AckItem>, e: &StorageError) {
+        let text = e.to_string();
+        let err = || StorageError::Query(sqlx::Error::Protocol(text.clone()));
+        for (_, done) in sends {
+            let _ = done.send(Err(err()));
+        }
+        for (_, _, done) in acks {
+            let _ = done.send(Err(err()));
         }
     }
 
@@ -423,8 +481,9 @@ impl Task {
         &self,
         sends: &[&NewMessage],
         acks: &[(&str, i64)],
-        boxes: &mut HashMap<String, Occupancy>,
+        touched: &mut HashMap<String, Occupancy>,
     ) -> Result<(Vec<SendOutcome>, Vec<i64>), StorageError> {
+        let base = &self.boxes;
         // Upsert: an acknowledgement is remembered even for a mailbox first seen here, so a
         // restart never numbers below it.
         const ACKED: &str = "INSERT INTO relay_mailboxes (node, epoch, acked) VALUES ($1, $3, $2) ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END";
@@ -456,7 +515,7 @@ impl Task {
                     if earlier.contains(&(m.sender.clone(), m.client_id.to_vec())) || !seen.insert(key) {
                         continue;
                     }
-                    let b = boxes.entry(m.recipient.clone()).or_default();
+                    let b = slot(touched, base, &m.recipient);
                     if b.count >= bounds.max_messages || b.bytes.saturating_add(size(m)) > bounds.max_bytes {
                         outcomes[i] = SendOutcome::MailboxFull;
                         seen.remove(&key);
@@ -488,7 +547,7 @@ impl Task {
                 sqlx::query(DELETE).bind(recipient).bind(through).execute(&mut *tx).await?;
                 sqlx::query(FORGET_EXPIRED).bind(recipient).bind(through).execute(&mut *tx).await?;
                 sqlx::query(ACKED).bind(recipient).bind(through).bind(now_ms).execute(&mut *tx).await?;
-                let b = boxes.entry((*recipient).to_owned()).or_default();
+                let b = slot(touched, base, recipient);
                 b.count -= n;
                 b.bytes -= bytes;
                 deleted.push(n);
