@@ -543,6 +543,10 @@ impl Task {
             }
             let mut deleted = Vec::with_capacity(acks.len());
             for (recipient, through) in acks {
+                // Never past the highest number assigned: an ack beyond it would hide later
+                // messages below the node's resume position.
+                let b = slot(touched, base, recipient);
+                let through = (*through).min(b.last_seq);
                 let (n, bytes): (i64, i64) = sqlx::query_as(COUNT).bind(recipient).bind(through).fetch_one(&mut *tx).await?;
                 sqlx::query(DELETE).bind(recipient).bind(through).execute(&mut *tx).await?;
                 sqlx::query(FORGET_EXPIRED).bind(recipient).bind(through).execute(&mut *tx).await?;

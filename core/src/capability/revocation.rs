@@ -1,6 +1,6 @@
 //! Revocation state: revoked grants and blocks, and the current epoch per node, user and group.
-//! Held in memory for the per-request check, persisted (see `store`) so it survives restarts,
-//! and published as an ordered feed.
+//! Held in memory for the per-request check. The vault persists it (its `store`) and publishes
+//! it as an ordered feed; relays and vault replicas rebuild it from that feed.
 
 use std::{
     collections::{HashMap, HashSet},

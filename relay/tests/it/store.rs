@@ -107,7 +107,10 @@ async fn sends_are_numbered_deduplicated_bounded_acked_and_survive_a_restart() {
     assert_eq!(held[1].sender, "a");
     assert_eq!(held[1].payload, vec![2; 100]);
 
-    // Cumulative ack deletes and frees room; acknowledged messages stay deduplicated.
+    // An ack past the highest assigned number is clamped to it (it cannot hide later
+    // messages); cumulative acks delete and free room; acknowledged messages stay
+    // deduplicated.
+    assert_eq!(ack(&w, "z", 1_000).await, 0);
     assert_eq!(ack(&w, "b", 3).await, 3);
     assert_eq!(store.fetch("b", 0, 100).await.expect("fetch").len(), 2);
     assert_eq!(
@@ -121,6 +124,11 @@ async fn sends_are_numbered_deduplicated_bounded_acked_and_survive_a_restart() {
     assert_eq!(ack(&w, "b", 6).await, 3);
     assert!(store.fetch("b", 0, 100).await.expect("fetch").is_empty());
 
+    // The mailbox "z" never received anything: its clamped ack leaves numbering at 1.
+    assert_eq!(
+        send(&w, message("a", "z", 42, 1000)).await,
+        SendOutcome::Stored(1)
+    );
     // A restart continues numbering after everything ever assigned, even with an empty
     // mailbox (the mailbox row remembers the acknowledgement).
     let epoch = store.ensure_mailbox("b", 77).await.expect("mailbox");
