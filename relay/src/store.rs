@@ -201,26 +201,20 @@ impl Store {
         now_ms: i64,
         limit: i64,
     ) -> Result<Vec<(String, Expiry, i64)>, StorageError> {
-        const PICK: &str = "SELECT recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT) FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2";
-        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq = $2";
-        const RECORD: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST_OR_MIN";
+        // One statement deletes the batch and returns what it deleted.
+        const DELETE: &str = "DELETE FROM relay_messages WHERE (recipient, seq) IN (SELECT recipient, seq FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2) RETURNING recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
+        const RECORD_SQLITE: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = MIN(relay_expiries.after_seq, excluded.after_seq)";
+        const RECORD_POSTGRES: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST(relay_expiries.after_seq, excluded.after_seq)";
         const FORGET: &str = "DELETE FROM relay_accepted WHERE expires_ms <= $1";
         let record = match self.db {
-            Db::Sqlite(_) => RECORD.replace(
-                "LEAST_OR_MIN",
-                "MIN(relay_expiries.after_seq, excluded.after_seq)",
-            ),
-            Db::Postgres(_) => RECORD.replace(
-                "LEAST_OR_MIN",
-                "LEAST(relay_expiries.after_seq, excluded.after_seq)",
-            ),
+            Db::Sqlite(_) => RECORD_SQLITE,
+            Db::Postgres(_) => RECORD_POSTGRES,
         };
         let out = with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            let rows: Vec<(String, i64, i64)> = sqlx::query_as(PICK).bind(now_ms).bind(limit).fetch_all(&mut *tx).await?;
+            let rows: Vec<(String, i64, i64)> = sqlx::query_as(DELETE).bind(now_ms).bind(limit).fetch_all(&mut *tx).await?;
             let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
             for (recipient, seq, bytes) in rows {
-                sqlx::query(DELETE).bind(&recipient).bind(seq).execute(&mut *tx).await?;
                 let entry = ranges.entry(recipient).or_insert((Expiry { after_seq: seq - 1, through_seq: seq, count: 0 }, 0));
                 entry.0.after_seq = entry.0.after_seq.min(seq - 1);
                 entry.0.through_seq = entry.0.through_seq.max(seq);
@@ -228,7 +222,7 @@ impl Store {
                 entry.1 += bytes;
             }
             for (recipient, (e, _)) in &ranges {
-                sqlx::query(sqlx::AssertSqlSafe(record.as_str())).bind(recipient).bind(e.after_seq).bind(e.through_seq).bind(e.count).bind(now_ms).execute(&mut *tx).await?;
+                sqlx::query(record).bind(recipient).bind(e.after_seq).bind(e.through_seq).bind(e.count).bind(now_ms).execute(&mut *tx).await?;
             }
             sqlx::query(FORGET).bind(now_ms).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -487,8 +481,7 @@ impl Task {
         // Upsert: an acknowledgement is remembered even for a mailbox first seen here, so a
         // restart never numbers below it.
         const ACKED: &str = "INSERT INTO relay_mailboxes (node, epoch, acked) VALUES ($1, $3, $2) ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END";
-        const COUNT: &str = "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload) + LENGTH(enc)), 0) FROM relay_messages WHERE recipient = $1 AND seq <= $2";
-        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq <= $2";
+        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq <= $2 RETURNING CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
         const FORGET_EXPIRED: &str =
             "DELETE FROM relay_expiries WHERE recipient = $1 AND through_seq <= $2";
         let bounds = self.bounds;
@@ -512,7 +505,8 @@ impl Task {
                 let mut fresh: Vec<Planned<'_>> = Vec::with_capacity(sends.len());
                 for (i, m) in sends.iter().enumerate() {
                     let key = (m.sender.as_str(), m.client_id.as_slice());
-                    if earlier.contains(&(m.sender.clone(), m.client_id.to_vec())) || !seen.insert(key) {
+                    let accepted_before = !earlier.is_empty() && earlier.contains(&(m.sender.clone(), m.client_id.to_vec()));
+                    if accepted_before || !seen.insert(key) {
                         continue;
                     }
                     let b = slot(touched, base, &m.recipient);
@@ -547,8 +541,9 @@ impl Task {
                 // messages below the node's resume position.
                 let b = slot(touched, base, recipient);
                 let through = (*through).min(b.last_seq);
-                let (n, bytes): (i64, i64) = sqlx::query_as(COUNT).bind(recipient).bind(through).fetch_one(&mut *tx).await?;
-                sqlx::query(DELETE).bind(recipient).bind(through).execute(&mut *tx).await?;
+                let sizes: Vec<(i64,)> = sqlx::query_as(DELETE).bind(recipient).bind(through).fetch_all(&mut *tx).await?;
+                let n = i64::try_from(sizes.len()).unwrap_or(i64::MAX);
+                let bytes: i64 = sizes.iter().map(|(b,)| b).sum();
                 sqlx::query(FORGET_EXPIRED).bind(recipient).bind(through).execute(&mut *tx).await?;
                 sqlx::query(ACKED).bind(recipient).bind(through).bind(now_ms).execute(&mut *tx).await?;
                 let b = slot(touched, base, recipient);
