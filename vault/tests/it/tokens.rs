@@ -30,6 +30,24 @@ fn root_keys(v: &Vault) -> VerifyKeys {
     v.state.ring().public_keys()
 }
 
+/// A node `granter` (user u1) holding `read` and `share` on `db/*`, and a registered node `peer`
+/// (user u2, ceiling `read, list`) with its signing key.
+async fn granter_and_peer(v: &Vault) -> (Node, ed25519_dalek::SigningKey) {
+    let granter = v
+        .node(
+            "granter",
+            "team",
+            "u1",
+            "share",
+            json!([{ "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "share" }]),
+        )
+        .await;
+    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    let peer = json!({ "group": "team", "user": "u2", "public_key": hex::encode(key.verifying_key().to_bytes()) });
+    v.mgmt("PUT", "/v1/nodes/peer", Some(peer)).await;
+    (granter, key)
+}
+
 async fn seeded(v: &Vault) -> Node {
     v.init_passphrase("team", PASS).await;
     assert_eq!(v.unlock_passphrase("team", PASS).await.0, 200);
@@ -87,18 +105,7 @@ async fn mint_above_the_ceiling_asks_for_approval_and_never_truncates() {
 async fn delegation_is_a_checked_subset_and_dies_with_its_parent() {
     let v = vault().await;
     seeded(&v).await;
-    let granter = v
-        .node(
-            "granter",
-            "team",
-            "u1",
-            "share",
-            json!([
-        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "share" } ]),
-        )
-        .await;
-    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
-    v.mgmt("PUT", "/v1/nodes/peer", Some(json!({ "group": "team", "user": "u2", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    let (granter, key) = granter_and_peer(&v).await;
 
     // Wider than the granter, above the peer's ceiling, or not shareable: approval_required.
     for rights in [
@@ -591,18 +598,7 @@ async fn the_feed_long_polls_until_a_revocation_arrives() {
 async fn revoking_a_delegators_node_kills_what_it_delegated_and_refresh_keeps_the_cap() {
     let v = vault().await;
     seeded(&v).await;
-    let granter = v
-        .node(
-            "granter",
-            "team",
-            "u1",
-            "share",
-            json!([
-        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "share" } ]),
-        )
-        .await;
-    let key = ed25519_dalek::SigningKey::from_bytes(&random_key());
-    v.mgmt("PUT", "/v1/nodes/peer", Some(json!({ "group": "team", "user": "u2", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    let (granter, key) = granter_and_peer(&v).await;
     let reply = v
         .node_call(
             &granter,
