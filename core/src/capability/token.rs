@@ -275,8 +275,9 @@ pub struct VerifiedToken {
     pub hash: [u8; 32],
     /// The node key, decompressed once (weak keys refused at verification).
     pub node_key: ed25519_dalek::VerifyingKey,
-    /// The appended blocks' checks when all of them are forms Keymesh writes (checked
-    /// directly); `None` when any is not (checked by the Biscuit authorizer).
+    /// Every block's checks (the authority's expiry check included) when all of them are
+    /// forms Keymesh writes (checked directly); `None` when any is not (checked by the Biscuit
+    /// authorizer).
     narrowing: Option<Vec<Narrowing>>,
     biscuit: Biscuit,
 }
@@ -1102,6 +1103,47 @@ mod tests {
             let by_bytes = claims_from_facts(layout.authority_facts).expect("facts");
             let by_query = extract_claims(&mut authorizer).expect("query");
             assert_eq!(by_bytes, by_query);
+        }
+    }
+
+    /// An authority block signed by the root key but holding more than Keymesh writes (a rule
+    /// that would derive rights, an unknown fact) is refused, not read past.
+    #[test]
+    fn an_authority_block_with_rules_or_unknown_facts_is_invalid() {
+        let ring = ring();
+        let v = Verifier::new(ring.public_keys());
+        let c = claims(&[("db/a", Op::Read)]);
+        let authority = |extra: &str| {
+            let code = format!(
+                r#"token_id("t1"); grant("g1"); lineage("g1"); node("n1"); group("team"); user("u1");
+                node_key(hex:{key}); expires_at({exp}); right("db/a", "read");
+                epoch("node", 1); epoch("user", 2); epoch("group", 3);
+                check if time($t), $t <= 2100-01-01T00:00:00Z;
+                {extra}"#,
+                key = hex::encode(c.node_key),
+                exp = c.expires_at,
+            );
+            Biscuit::builder()
+                .root_key_id(ring.current.0)
+                .code(code.as_str())
+                .and_then(|b| b.build(&ring.current.1))
+                .and_then(|b| b.to_vec())
+                .expect("token")
+        };
+        // The same facts alone make a valid token, checked directly.
+        let plain = v.verify(&authority("")).expect("plain authority");
+        assert!(plain.checked_directly());
+        assert_eq!(check(&v, &authority(""), Op::Read, "db/a"), Ok(()));
+        for extra in [
+            r#"right($r, "admin") <- right($r, "read");"#,
+            r#"right("*", "share") <- node($n);"#,
+            "extra(1);",
+        ] {
+            assert_eq!(
+                v.verify(&authority(extra)).map(drop),
+                Err(TokenError::Invalid),
+                "{extra}"
+            );
         }
     }
 
