@@ -30,6 +30,7 @@ fn service_about(name: ServiceName) -> &'static str {
 pub fn service_settings(name: ServiceName) -> Vec<&'static Setting> {
     match name {
         ServiceName::Vault => keymesh_vault::VaultConfig::all_settings(),
+        ServiceName::Relay => keymesh_relay::RelayConfig::all_settings(),
         other => ServiceConfig::all_settings(other),
     }
 }
@@ -38,6 +39,7 @@ pub fn service_settings(name: ServiceName) -> Vec<&'static Setting> {
 pub fn dev_settings() -> Vec<&'static Setting> {
     let mut all = DevConfig::all_settings();
     all.extend_from_slice(keymesh_vault::config::SETTINGS);
+    all.extend_from_slice(keymesh_relay::config::SETTINGS);
     all
 }
 
@@ -118,6 +120,13 @@ fn configuration_docs() -> String {
                 "Vault: keys, tokens and limits",
                 "Read by `keymesh vault` and `keymesh dev` (which supplies development secrets: a master key kept in `.keymesh/vault-master.key` and service credentials random per run, shown in its banner).",
                 keymesh_vault::config::SETTINGS,
+            ));
+        }
+        if name == ServiceName::Relay {
+            sections.push((
+                "Relay: vault feed and limits",
+                "Read by `keymesh relay` and `keymesh dev` (which points the relay at its own vault with the vault's feed credential).",
+                keymesh_relay::config::SETTINGS,
             ));
         }
     }

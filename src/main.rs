@@ -13,6 +13,7 @@ use keymesh_core::{
     storage::Db,
     telemetry,
 };
+use keymesh_relay::RelayConfig;
 use keymesh_vault::VaultConfig;
 use services::Service;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +71,7 @@ fn load_service(
 ) -> Result<Service, ConfigError> {
     Ok(match name {
         ServiceName::Vault => Service::Vault(Box::new(VaultConfig::load(source, default_env)?)),
+        ServiceName::Relay => Service::Relay(Box::new(RelayConfig::load(source, default_env)?)),
         other => Service::Placeholder(Box::new(ServiceConfig::load(other, source, default_env)?)),
     })
 }
@@ -87,10 +89,7 @@ async fn run_one(name: ServiceName, matches: &clap::ArgMatches) -> Result<(), Bo
 }
 
 fn service_common(service: &Service) -> CommonConfig {
-    match service {
-        Service::Vault(v) => v.service.common.clone(),
-        Service::Placeholder(c) => c.common.clone(),
-    }
+    service.config().common.clone()
 }
 
 /// Development secrets for `keymesh dev`: the vault master key persists under `.keymesh/`
@@ -112,6 +111,14 @@ fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxEr
         let value = random_hex();
         source.set_env_default(name, value.clone());
         shown.push((name, value));
+    }
+    // The relay follows this process's own vault (its address is set once the vault listens)
+    // with the vault's feed credential.
+    if let Some(feed) = source.secret(&keymesh_vault::config::FEED_API_KEY)? {
+        source.set_env_default(
+            keymesh_relay::config::FEED_API_KEY.name,
+            secrecy::ExposeSecret::expose_secret(&feed),
+        );
     }
     Ok(shown)
 }
@@ -143,8 +150,17 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
 
-    let mut running = Vec::new();
-    for config in configs {
+    let relay_vault_explicit = source
+        .explicit(&keymesh_relay::config::VAULT_URL)?
+        .is_some();
+    let mut running: Vec<services::Running> = Vec::new();
+    for mut config in configs {
+        if let Service::Relay(relay) = &mut config
+            && !relay_vault_explicit
+            && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
+        {
+            relay.vault_url = Some(format!("http://{}", vault.addr));
+        }
         match services::start(config, shutdown.clone()).await {
             Ok(service) => running.push(service),
             Err(err) => {

@@ -27,15 +27,19 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Service {
     /// The group vault.
     Vault(Box<keymesh_vault::VaultConfig>),
+    /// The zero-knowledge relay.
+    Relay(Box<keymesh_relay::RelayConfig>),
     /// A service whose issue has not landed yet: the common stack still serves `/health/*`
     /// and `/metrics` for it.
     Placeholder(Box<ServiceConfig>),
 }
 
 impl Service {
-    fn config(&self) -> &ServiceConfig {
+    /// The shared service settings.
+    pub fn config(&self) -> &ServiceConfig {
         match self {
             Service::Vault(v) => &v.service,
+            Service::Relay(r) => &r.service,
             Service::Placeholder(c) => c,
         }
     }
@@ -50,6 +54,7 @@ pub async fn start(service: Service, shutdown: CancellationToken) -> Result<Runn
     let ctx = ServiceContext::open(config, shutdown.clone()).await?;
     let router = match service {
         Service::Vault(vault) => keymesh_vault::router(ctx.clone(), *vault).await?.0,
+        Service::Relay(relay) => keymesh_relay::router(ctx.clone(), *relay).await?.0,
         Service::Placeholder(_) => ctx.router(Router::new()),
     };
     let listener = TcpListener::bind(listen)

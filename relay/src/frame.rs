@@ -451,6 +451,52 @@ impl ClientFrame {
     }
 }
 
+/// A `deliver` frame's fields, borrowed (the relay encodes stored messages without copying
+/// them into a [`ServerFrame`] first).
+#[derive(Clone, Copy)]
+pub struct DeliverRef<'a> {
+    /// Position in the mailbox.
+    pub seq: u64,
+    /// The sender's id.
+    pub id: &'a [u8; 16],
+    /// The sender.
+    pub from: &'a str,
+    /// Accepted at.
+    pub created_ms: u64,
+    /// Dropped at.
+    pub expires_ms: u64,
+    /// Encapsulated key.
+    pub enc: &'a [u8],
+    /// Ciphertext.
+    pub payload: &'a [u8],
+}
+
+impl fmt::Debug for DeliverRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliverRef")
+            .field("seq", &self.seq)
+            .field("from", &self.from)
+            .field("payload_bytes", &self.payload.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Encode a `deliver` frame.
+pub fn encode_deliver(d: &DeliverRef<'_>) -> Vec<u8> {
+    let mut w = Writer::new(
+        tag::DELIVER,
+        56 + d.from.len() + d.enc.len() + d.payload.len(),
+    );
+    w.u64(d.seq);
+    w.raw(d.id);
+    w.str(d.from);
+    w.u64(d.created_ms);
+    w.u64(d.expires_ms);
+    w.bytes(d.enc);
+    w.bytes(d.payload);
+    w.0
+}
+
 impl ServerFrame {
     /// Encode for the wire.
     pub fn encode(&self) -> Vec<u8> {
@@ -509,17 +555,15 @@ impl ServerFrame {
                 expires_ms,
                 enc,
                 payload,
-            } => {
-                let mut w = Writer::new(tag::DELIVER, 56 + from.len() + enc.len() + payload.len());
-                w.u64(*seq);
-                w.raw(id);
-                w.str(from);
-                w.u64(*created_ms);
-                w.u64(*expires_ms);
-                w.bytes(enc);
-                w.bytes(payload);
-                w.0
-            }
+            } => encode_deliver(&DeliverRef {
+                seq: *seq,
+                id,
+                from,
+                created_ms: *created_ms,
+                expires_ms: *expires_ms,
+                enc,
+                payload,
+            }),
             Self::Expired {
                 after,
                 through,

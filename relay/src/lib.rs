@@ -3,7 +3,126 @@
 //! once a message is durable, and says why when it refuses.
 
 pub mod config;
+pub mod follower;
 pub mod frame;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod registry;
+pub mod state;
 pub mod store;
+pub mod ws;
 
 pub use config::RelayConfig;
+pub use state::RelayState;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::Router;
+use keymesh_core::ServiceContext;
+use tokio::sync::oneshot;
+
+use crate::store::{Write, now_ms};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How often expired messages are deleted, tokens of open connections re-checked and gauges
+/// refreshed.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// Most messages one expiry pass deletes.
+const EXPIRE_BATCH: i64 = 10_000;
+
+/// Open the relay over a service context: its full router and state. Starts the writer, the
+/// revocation follower (when a vault is configured) and housekeeping, all ending with the
+/// context's shutdown.
+pub async fn router(
+    ctx: ServiceContext,
+    config: RelayConfig,
+) -> Result<(Router, RelayState), BoxError> {
+    let state = RelayState::open(ctx.clone(), config).await?;
+    if let (Some(url), Some(key)) = (&state.config.vault_url, &state.config.feed_api_key) {
+        let follower = follower::Follower::new(url, key.clone())?;
+        let hub = Arc::clone(&state.hub);
+        let followed = Arc::clone(&state.followed);
+        let view = Arc::clone(&state.followed);
+        tokio::spawn(follower.run(followed, ctx.shutdown.clone(), move || {
+            sweep(&hub, &view);
+        }));
+    }
+    tokio::spawn(housekeeping(state.clone()));
+    Ok((ctx.router(http::routes(state.clone())), state))
+}
+
+/// Close every connection whose token is now dead.
+fn sweep(hub: &hub::Hub, followed: &follower::Followed) {
+    let Some(verifier) = followed.verifier() else {
+        return;
+    };
+    let now = std::time::SystemTime::now();
+    let closed = hub.sweep(|token| verifier.check_alive(token, followed, now));
+    if closed > 0 {
+        tracing::info!(
+            closed,
+            "relay: closed connections whose token is revoked or expired"
+        );
+    }
+}
+
+async fn housekeeping(state: RelayState) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_fresh = false;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.ctx.shutdown.cancelled() => return,
+        }
+        loop {
+            let (done, rx) = oneshot::channel();
+            let write = Write::Expire {
+                now_ms: now_ms(),
+                limit: EXPIRE_BATCH,
+                done,
+            };
+            if !state.writer.submit(write).await {
+                return;
+            }
+            match rx.await {
+                Ok(Ok(ranges)) => {
+                    let n: i64 = ranges.iter().map(|(_, r)| r.count).sum();
+                    state.metrics.expired.inc_by(u64::try_from(n).unwrap_or(0));
+                    for (recipient, range) in ranges {
+                        state.hub.expired(&recipient, range);
+                    }
+                    if n < EXPIRE_BATCH {
+                        break;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "relay: deleting expired messages failed");
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        sweep(&state.hub, &state.followed);
+        state.metrics.mailbox_depth.set(state.writer.held());
+        state
+            .metrics
+            .revocation_age
+            .set(state.followed.age_ms().map_or(-1, |ms| ms / 1000));
+        // One line when the relay starts or stops failing closed.
+        let fresh = state.followed.fresh();
+        if fresh != was_fresh {
+            if fresh {
+                tracing::info!(
+                    head = state.followed.head(),
+                    "relay: the revocation view is current; tokens are checked again"
+                );
+            } else {
+                tracing::warn!(age_ms = ?state.followed.age_ms(), "relay: the revocation view is stale; every token is refused until the vault answers");
+            }
+            was_fresh = fresh;
+        }
+    }
+}

@@ -2,7 +2,13 @@
 //! everything that piled up while the previous commit ran (group commit): one transaction,
 //! whatever the number of messages and acknowledgements, commits at once when idle.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+};
 
 use keymesh_core::{
     storage::{Db, StorageError},
@@ -172,6 +178,15 @@ impl Store {
         Ok(epoch)
     }
 
+    /// A mailbox's durable acknowledgement and the highest sequence number it holds or
+    /// recorded as expired (both 0 for a mailbox never used).
+    pub async fn position(&self, node: &str) -> Result<(i64, i64), StorageError> {
+        const SQL: &str = "SELECT COALESCE((SELECT acked FROM relay_mailboxes WHERE node = $1), 0), COALESCE((SELECT MAX(seq) FROM relay_messages WHERE recipient = $1), 0), COALESCE((SELECT MAX(through_seq) FROM relay_expiries WHERE recipient = $1), 0)";
+        let (acked, held, expired): (i64, i64, i64) =
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(node).fetch_one(pool).await)?;
+        Ok((acked, acked.max(held).max(expired)))
+    }
+
     /// Up to `limit` messages of `recipient` after `after`, in order.
     pub async fn fetch(
         &self,
@@ -284,14 +299,25 @@ pub struct Bounds {
     pub max_bytes: i64,
 }
 
-/// Called after each commit with every mailbox whose head moved and its new head.
-pub type OnCommit = Box<dyn Fn(&[(String, i64)]) + Send + Sync>;
+/// A message that just became durable, for the recipient's open connection.
+#[derive(Debug)]
+pub struct Committed {
+    /// The mailbox.
+    pub recipient: String,
+    /// The message as stored.
+    pub message: StoredMessage,
+}
+
+/// Called after each commit, before any sender is told, with every message it stored, in
+/// sequence order per mailbox.
+pub type OnCommit = Box<dyn Fn(Vec<Committed>) + Send + Sync>;
 
 /// Handle to the group-commit task: the only writer of messages and acknowledgements, and the
 /// only holder of each mailbox's sequence counter and occupancy.
 #[derive(Clone, Debug)]
 pub struct Writer {
     tx: mpsc::Sender<Write>,
+    held: Arc<AtomicI64>,
 }
 
 /// Most writes in one transaction (binds stay well under both engines' limits).
@@ -326,12 +352,15 @@ impl Writer {
             })
             .collect();
         let (tx, mut rx) = mpsc::channel::<Write>(8 * MAX_BATCH);
+        let held = Arc::new(AtomicI64::new(0));
         let mut task = Task {
             store,
             bounds,
             boxes,
             on_commit,
+            held: Arc::clone(&held),
         };
+        task.count_held();
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             // Commit at once when idle; while a commit runs, the next batch piles up.
@@ -339,7 +368,12 @@ impl Writer {
                 task.commit(std::mem::take(&mut batch)).await;
             }
         });
-        Ok(Self { tx })
+        Ok(Self { tx, held })
+    }
+
+    /// Messages held in every mailbox, as of the last commit.
+    pub fn held(&self) -> i64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Queue a write; `false` when the writer has stopped.
@@ -353,6 +387,7 @@ struct Task {
     bounds: Bounds,
     boxes: HashMap<String, Occupancy>,
     on_commit: OnCommit,
+    held: Arc<AtomicI64>,
 }
 
 type Dup = (String, Vec<u8>);
@@ -384,6 +419,13 @@ fn size(m: &NewMessage) -> i64 {
 }
 
 impl Task {
+    fn count_held(&self) {
+        self.held.store(
+            self.boxes.values().map(|b| b.count).sum(),
+            Ordering::Relaxed,
+        );
+    }
+
     async fn commit(&mut self, batch: Vec<Write>) {
         let mut sends = Vec::new();
         let mut acks = Vec::new();
@@ -408,21 +450,39 @@ impl Task {
         // Plan on an overlay of the mailboxes the batch touches: the counters change only once
         // the transaction has committed.
         let mut touched = HashMap::new();
-        match self.write(&messages, &ack_list, &mut touched).await {
+        let result = self.write(&messages, &ack_list, &mut touched).await;
+        drop((messages, ack_list));
+        match result {
             Ok((outcomes, deleted)) => {
+                let delta: i64 = touched
+                    .iter()
+                    .map(|(r, b)| b.count - self.boxes.get(r).map_or(0, |o| o.count))
+                    .sum();
+                self.held.fetch_add(delta, Ordering::Relaxed);
                 self.boxes.extend(touched);
-                let mut heads: HashMap<&str, i64> = HashMap::new();
-                for (m, o) in messages.iter().zip(&outcomes) {
+                let mut committed = Vec::new();
+                let mut replies = Vec::with_capacity(sends.len());
+                for ((message, done), o) in sends.into_iter().zip(outcomes) {
                     if let SendOutcome::Stored(seq) = o {
-                        heads.insert(m.recipient.as_str(), *seq);
+                        committed.push(Committed {
+                            message: StoredMessage {
+                                seq,
+                                sender: message.sender,
+                                client_id: message.client_id.to_vec(),
+                                enc: message.enc,
+                                payload: message.payload,
+                                created_ms: message.created_ms,
+                                expires_ms: message.expires_ms,
+                            },
+                            recipient: message.recipient,
+                        });
                     }
+                    replies.push((done, o));
                 }
-                let heads: Vec<(String, i64)> =
-                    heads.into_iter().map(|(r, s)| (r.to_owned(), s)).collect();
-                if !heads.is_empty() {
-                    (self.on_commit)(&heads);
+                if !committed.is_empty() {
+                    (self.on_commit)(committed);
                 }
-                for ((_, done), o) in sends.into_iter().zip(outcomes) {
+                for (done, o) in replies {
                     let _ = done.send(Ok(o));
                 }
                 for ((_, _, done), d) in acks.into_iter().zip(deleted) {
@@ -448,6 +508,7 @@ impl Task {
         Ok(expired
             .into_iter()
             .map(|(recipient, range, bytes)| {
+                self.held.fetch_sub(range.count, Ordering::Relaxed);
                 if let Some(b) = self.boxes.get_mut(&recipient) {
                     b.count -= range.count;
                     b.bytes -= bytes;

@@ -1,38 +1,24 @@
 //! Who is calling: management (service credential), a follower of the revocation feed, or a
 //! node (capability token plus proof of possession over the whole request).
 
-use std::{sync::Arc, time::SystemTime};
+use std::sync::Arc;
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
 };
-use base64::{
-    Engine,
-    alphabet::URL_SAFE,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
 use http::request::Parts;
 use keymesh_core::{
     ApiError, ErrorCode,
-    capability::{
-        pop::{PROOF_HEADER, verify_http},
-        token::{MAX_TOKEN_BYTES, VerifiedToken},
-    },
-    http::bearer_token,
+    capability::token::VerifiedToken,
+    http::{bearer_token, node::authenticate},
     secret::secret_eq,
 };
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::state::VaultState;
 
-/// Tokens travel as URL-safe base64, with or without padding.
-pub const TOKEN_B64: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+pub use keymesh_core::http::node::TOKEN_B64;
 
 fn service_credential(parts: &Parts, accepted: &[&SecretString]) -> Result<(), ApiError> {
     let presented =
@@ -107,36 +93,14 @@ impl FromRequest<VaultState> for NodeCall {
 
     async fn from_request(req: Request, state: &VaultState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let encoded =
-            bearer_token(&parts.headers).ok_or_else(|| ApiError::new(ErrorCode::InvalidToken))?;
-        if encoded.len() > MAX_TOKEN_BYTES * 2 {
-            return Err(ApiError::new(ErrorCode::InvalidToken));
-        }
-        let raw = TOKEN_B64
-            .decode(encoded)
-            .map_err(|_| ApiError::new(ErrorCode::InvalidToken))?;
-        let token = state.verifier().verify(&raw)?;
-        // The body limit layer already bounds the body; a read error here means it was
-        // exceeded or the client went away.
-        let limit = state.ctx.config.common.http.body_limit;
-        let body = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::PayloadTooLarge))?;
-        let proof = parts
-            .headers
-            .get(PROOF_HEADER)
-            .and_then(|v| v.to_str().ok());
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        verify_http(
-            proof,
-            &token.node_key,
-            parts.method.as_str(),
-            path_and_query,
-            &body,
-            &token.hash,
+        let (token, body) = authenticate(
+            &parts,
+            body,
+            &state.verifier(),
             &state.replay,
-            SystemTime::now(),
-        )?;
+            state.ctx.config.common.http.body_limit,
+        )
+        .await?;
         state
             .ctx
             .limits

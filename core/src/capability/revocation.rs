@@ -8,11 +8,11 @@ use std::{
 };
 
 use super::token::{RevocationView, Scope, TokenError, VerifiedToken};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 /// One feed entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct FeedEntry {
     /// Position in the feed, from 1, without gaps.
     pub seq: i64,
@@ -61,6 +61,26 @@ impl Revocations {
             state.apply(e);
         }
         state
+    }
+
+    /// Rebuild a follower's copy from a [`snapshot`](Self::snapshot): revoked ids and current
+    /// epochs at feed position `head`.
+    pub fn from_snapshot(
+        head: i64,
+        revoked: impl IntoIterator<Item = String>,
+        epochs: impl IntoIterator<Item = (Scope, String, i64)>,
+    ) -> Self {
+        let inner = Inner {
+            revoked: revoked.into_iter().collect(),
+            epochs: epochs
+                .into_iter()
+                .map(|(scope, subject, epoch)| ((scope, subject), epoch))
+                .collect(),
+        };
+        Self {
+            inner: RwLock::new(inner),
+            head: watch::channel(head).0,
+        }
     }
 
     /// Apply one entry (after it is durable).

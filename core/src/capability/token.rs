@@ -259,6 +259,31 @@ impl KeyRing {
 #[derive(Clone, Debug)]
 pub struct VerifyKeys(HashMap<u32, PublicKey>);
 
+impl VerifyKeys {
+    /// Keys from raw 32-byte Ed25519 public keys (as `GET /v1/tokens/keys` lists them), each
+    /// under its [`key_id`].
+    pub fn from_public(keys: &[[u8; 32]]) -> Result<Self, TokenError> {
+        keys.iter()
+            .map(|k| {
+                PublicKey::from_bytes(k, Algorithm::Ed25519)
+                    .map(|public| (key_id(k), public))
+                    .map_err(|_| TokenError::Invalid)
+            })
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+
+    /// How many keys.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The SHA-256 of a token's bytes: its cache key and what proofs of possession bind to.
 pub fn token_hash(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()

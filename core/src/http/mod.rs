@@ -4,6 +4,7 @@
 pub mod client_ip;
 pub mod errors;
 pub mod extract;
+pub mod node;
 pub mod rate_limit;
 pub mod request_id;
 

@@ -58,7 +58,11 @@ async fn writer(store: &Store) -> (Writer, Heads) {
     let w = Writer::spawn(
         store.clone(),
         BOUNDS,
-        Box::new(move |h| seen.lock().expect("lock").extend_from_slice(h)),
+        Box::new(move |c: Vec<keymesh_relay::store::Committed>| {
+            seen.lock()
+                .expect("lock")
+                .extend(c.into_iter().map(|c| (c.recipient, c.message.seq)))
+        }),
     )
     .await
     .expect("writer");
@@ -155,7 +159,11 @@ async fn concurrent_sends_get_contiguous_numbers_in_commit_order() {
             max_messages: 10_000,
             max_bytes: 1 << 30,
         },
-        Box::new(move |h| seen.lock().expect("lock").extend_from_slice(h)),
+        Box::new(move |c: Vec<keymesh_relay::store::Committed>| {
+            seen.lock()
+                .expect("lock")
+                .extend(c.into_iter().map(|c| (c.recipient, c.message.seq)))
+        }),
     )
     .await
     .expect("writer");

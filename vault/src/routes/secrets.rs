@@ -8,7 +8,7 @@ use axum::{
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
-    capability::{Op, SecretPath},
+    capability::{Op, SecretPath, rights::RELAY_NAMESPACE},
     crypto,
 };
 use serde::Deserialize;
@@ -54,7 +54,14 @@ async fn allow(
 }
 
 fn parse_path(raw: &str) -> Result<SecretPath, ApiError> {
-    SecretPath::parse(raw).map_err(ApiError::from)
+    let path = SecretPath::parse(raw)?;
+    if path.as_str().split('/').next() == Some(RELAY_NAMESPACE) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "the top-level name `relay` is reserved for relay send rights",
+        ));
+    }
+    Ok(path)
 }
 
 /// `GET /v1/vaults/{group}/secrets/{*path}`.

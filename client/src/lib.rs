@@ -1,0 +1,10 @@
+//! keymesh-client: what a node runs. Key generation and the encrypted key file, HPKE envelopes
+//! (sealed on the sender's machine, opened on the recipient's: the relay sees ciphertext only),
+//! and the relay connection.
+
+/// HPKE envelopes: the `enc` and `payload` a node sends through the relay.
+pub mod envelope;
+/// The node key file, encrypted at rest under a passphrase (Argon2id + XChaCha20-Poly1305).
+pub mod keyfile;
+/// A node's identity key and versioned encryption keys; rotation and signed key statements.
+pub mod keys;

@@ -1,0 +1,14 @@
+-- Node encryption keys: an X25519 public key per version, signed by the node's Ed25519
+-- identity key (the one its token names). Public material only. A rotated-out version keeps
+-- working for RELAY_KEY_GRACE_SECS after retired_ms.
+CREATE TABLE relay_keys (
+    node TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    group_id TEXT NOT NULL,
+    identity_key BLOB NOT NULL,
+    enc_key BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    created_ms BIGINT NOT NULL,
+    retired_ms BIGINT,
+    PRIMARY KEY (node, version)
+);

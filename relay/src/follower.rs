@@ -1,0 +1,292 @@
+//! The relay's copy of the vault's revocation state: a snapshot, then the ordered feed
+//! (long-polled), plus the token root keys. Fail closed: when the copy is older than
+//! `RELAY_FEED_MAX_AGE_SECS`, every token is refused as `revoked`.
+
+use std::{
+    sync::{
+        Arc, PoisonError, RwLock,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+use keymesh_core::capability::{
+    revocation::{FeedEntry, Revocations},
+    token::{RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::now_ms;
+
+/// How long one long poll of the feed waits at the vault when nothing is new.
+const LONG_POLL_SECS: u64 = 5;
+/// How often the root keys are read again (a rotation adds one).
+const KEYS_EVERY: Duration = Duration::from_secs(30);
+
+/// The followed state. `synced_ms` is when the vault last confirmed the copy current.
+pub struct Followed {
+    revocations: RwLock<Arc<Revocations>>,
+    verifier: RwLock<Option<Arc<Verifier>>>,
+    synced_ms: AtomicI64,
+    max_age_ms: i64,
+}
+
+impl std::fmt::Debug for Followed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Followed")
+            .field("head", &self.head())
+            .field("synced_ms", &self.synced_ms.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Followed {
+    /// An empty copy: stale (refusing everything) until the first sync.
+    pub fn new(max_age: Duration) -> Self {
+        Self {
+            revocations: RwLock::new(Arc::new(Revocations::from_entries(&[]))),
+            verifier: RwLock::new(None),
+            synced_ms: AtomicI64::new(i64::MIN),
+            max_age_ms: i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The token checker, once the root keys are known.
+    pub fn verifier(&self) -> Option<Arc<Verifier>> {
+        self.verifier
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replace the root keys (keeps nothing of the old verifier's cache).
+    pub fn set_keys(&self, keys: VerifyKeys) {
+        *self
+            .verifier
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Verifier::new(keys)));
+    }
+
+    fn state(&self) -> Arc<Revocations> {
+        Arc::clone(
+            &self
+                .revocations
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
+    /// Feed position of the copy.
+    pub fn head(&self) -> i64 {
+        self.state().head()
+    }
+
+    /// Milliseconds since the vault last confirmed the copy; `None` before the first sync.
+    pub fn age_ms(&self) -> Option<i64> {
+        let synced = self.synced_ms.load(Ordering::Acquire);
+        (synced != i64::MIN).then(|| now_ms().saturating_sub(synced))
+    }
+
+    /// Whether the copy is recent enough to decide with.
+    pub fn fresh(&self) -> bool {
+        self.age_ms().is_some_and(|age| age <= self.max_age_ms)
+    }
+
+    /// Mark the copy current as of `at_ms` (when the request that confirmed it was sent).
+    pub fn confirm(&self, at_ms: i64) {
+        self.synced_ms.fetch_max(at_ms, Ordering::AcqRel);
+    }
+
+    /// Replace the whole state (a snapshot).
+    pub fn load_snapshot(&self, snapshot: Snapshot) {
+        let state = Revocations::from_snapshot(
+            snapshot.head,
+            snapshot.revoked,
+            snapshot
+                .epochs
+                .into_iter()
+                .map(|e| (e.scope, e.subject, e.epoch)),
+        );
+        *self
+            .revocations
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(state);
+    }
+
+    /// Apply feed entries in order.
+    pub fn apply(&self, entries: &[FeedEntry]) {
+        let state = self.state();
+        for e in entries {
+            state.apply(e);
+        }
+    }
+}
+
+impl RevocationView for Followed {
+    fn check(&self, token: &VerifiedToken) -> Result<(), TokenError> {
+        if !self.fresh() {
+            return Err(TokenError::Revoked);
+        }
+        self.state().check(token)
+    }
+}
+
+/// `GET /v1/revocations/snapshot`.
+#[derive(Debug, Deserialize)]
+pub struct Snapshot {
+    /// Feed position.
+    pub head: i64,
+    /// Revoked grant and block ids.
+    pub revoked: Vec<String>,
+    /// Current epochs.
+    pub epochs: Vec<SnapshotEpoch>,
+}
+
+/// One epoch of a snapshot.
+#[derive(Debug, Deserialize)]
+pub struct SnapshotEpoch {
+    /// Node, user or group.
+    pub scope: Scope,
+    /// Its id.
+    pub subject: String,
+    /// Current epoch.
+    pub epoch: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Page {
+    head: i64,
+    entries: Vec<FeedEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyList {
+    keys: Vec<KeyItem>,
+}
+
+#[derive(Debug, Deserialize)]
+struct KeyItem {
+    public_key: String,
+}
+
+/// Follows one vault.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    http: reqwest::Client,
+    base: String,
+    credential: Arc<SecretString>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Follower {
+    /// A follower of the vault at `base` presenting `credential`.
+    pub fn new(base: &str, credential: SecretString) -> Result<Self, BoxError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(LONG_POLL_SECS + 10))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            credential: Arc::new(credential),
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, BoxError> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.credential.expose_secret())
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("the vault answered {status} to {path}").into());
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Read the root keys.
+    pub async fn keys(&self) -> Result<VerifyKeys, BoxError> {
+        let list: KeyList = self.get("/v1/tokens/keys").await?;
+        let raw = list
+            .keys
+            .iter()
+            .map(|k| {
+                hex::decode(&k.public_key)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or("a root key is not 32 bytes of hex")
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(VerifyKeys::from_public(&raw)?)
+    }
+
+    /// Keep `followed` current until `stop`: snapshot, then long polls. `on_change` runs after
+    /// every batch of entries is applied (the hub closes revoked sockets).
+    pub async fn run(
+        self,
+        followed: Arc<Followed>,
+        stop: CancellationToken,
+        on_change: impl Fn() + Send + 'static,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut keys_read: Option<tokio::time::Instant> = None;
+        let mut synced = false;
+        while !stop.is_cancelled() {
+            let step = async {
+                if keys_read.is_none_or(|t| t.elapsed() >= KEYS_EVERY) {
+                    followed.set_keys(self.keys().await?);
+                    keys_read = Some(tokio::time::Instant::now());
+                }
+                let sent_ms = now_ms();
+                if !synced {
+                    let snapshot: Snapshot = self.get("/v1/revocations/snapshot").await?;
+                    followed.load_snapshot(snapshot);
+                    synced = true;
+                    followed.confirm(sent_ms);
+                    on_change();
+                    return Ok::<_, BoxError>(());
+                }
+                let after = followed.head();
+                let page: Page = self
+                    .get(&format!(
+                        "/v1/revocations?after={after}&wait_secs={LONG_POLL_SECS}"
+                    ))
+                    .await?;
+                if page.entries.first().is_some_and(|e| e.seq != after + 1) {
+                    // A gap (the vault's feed restarted or was restored): start over.
+                    synced = false;
+                    return Err("the revocation feed has a gap; reloading the snapshot".into());
+                }
+                if !page.entries.is_empty() {
+                    followed.apply(&page.entries);
+                    on_change();
+                }
+                // The vault answered with everything up to its head as of `sent_ms` or later.
+                if followed.head() >= page.head {
+                    followed.confirm(sent_ms);
+                }
+                Ok(())
+            };
+            let result = tokio::select! {
+                r = step => r,
+                () = stop.cancelled() => return,
+            };
+            match result {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, vault = %self.base, age_ms = ?followed.age_ms(), "revocation feed: retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = stop.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! HTTP routes: the fallback for nodes without a socket (send, fetch after a sequence number,
+//! acknowledge) and the key registry (publish, look up). Every call carries the node's token
+//! and a proof of possession over the whole request.
+
+use axum::{
+    Json, Router,
+    extract::{FromRequest, Path, Query, Request, State},
+    routing::{get, post, put},
+};
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keymesh_core::{
+    ApiError, ErrorCode, capability::token::VerifiedToken, http::node::authenticate, ident::Ident,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+use crate::{
+    frame::{MAX_ENC, MessageId},
+    registry::{KeyRow, verify_registration},
+    state::{RelayState, SendRequest},
+    store::{Write, now_ms},
+    ws,
+};
+
+/// The relay's routes (inside the common stack).
+pub fn routes(state: RelayState) -> Router {
+    Router::new()
+        .route("/v1/relay/ws", get(ws::upgrade))
+        .route("/v1/relay/messages", post(send).get(fetch))
+        .route("/v1/relay/ack", post(ack))
+        .route("/v1/relay/keys", put(publish_key))
+        .route("/v1/relay/keys/{node}", get(lookup_keys))
+        .with_state(state)
+}
+
+/// A node's authenticated, living request.
+#[derive(Debug)]
+pub struct NodeCall {
+    /// The verified token (alive: not expired, not revoked, view fresh).
+    pub token: Arc<VerifiedToken>,
+    body: axum::body::Bytes,
+}
+
+impl NodeCall {
+    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::with_message(ErrorCode::MalformedRequest, e.to_string()))
+    }
+}
+
+impl FromRequest<RelayState> for NodeCall {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &RelayState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let verifier = state.verifier()?;
+        let (token, body) = authenticate(
+            &parts,
+            body,
+            &verifier,
+            &state.replay,
+            state.ctx.config.common.http.body_limit,
+        )
+        .await?;
+        state.check_alive(&token)?;
+        state
+            .ctx
+            .limits
+            .check_principal(&format!("node:{}", token.claims.node))?;
+        Ok(Self { token, body })
+    }
+}
+
+fn invalid(message: &'static str) -> ApiError {
+    ApiError::with_message(ErrorCode::InvalidRequest, message)
+}
+
+fn b64(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
+    STANDARD.decode(value).map_err(|_| {
+        ApiError::with_message(ErrorCode::InvalidRequest, format!("{field} must be base64"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    /// 16 bytes, hex.
+    id: String,
+    to: String,
+    #[serde(default)]
+    ttl_secs: u32,
+    /// Base64.
+    enc: String,
+    /// Base64.
+    payload: String,
+}
+
+/// `POST /v1/relay/messages`: `{"accepted":true,"duplicate":false}` once durable.
+async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
+    let body: SendBody = call.json()?;
+    let id: MessageId = hex::decode(&body.id)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid("id must be 16 bytes of hex"))?;
+    let enc = b64("enc", &body.enc)?;
+    if enc.len() > MAX_ENC {
+        return Err(invalid("enc is at most 256 bytes"));
+    }
+    let payload = b64("payload", &body.payload)?;
+    let verifier = state.verifier()?;
+    let message = state.prepare_send(
+        &verifier,
+        &call.token,
+        SendRequest {
+            id,
+            to: body.to,
+            ttl_secs: body.ttl_secs,
+            enc,
+            payload,
+        },
+    )?;
+    let outcome = state
+        .submit(message)
+        .await?
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable))?;
+    let duplicate = state.outcome(&outcome)?;
+    Ok(Json(json!({ "accepted": true, "duplicate": duplicate })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FetchQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// `GET /v1/relay/messages?after=N&limit=M`: the caller's own mailbox after `N`, and the
+/// ranges past `N` that expired unacknowledged.
+async fn fetch(
+    State(state): State<RelayState>,
+    Query(q): Query<FetchQuery>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    let node = &call.token.claims.node;
+    let window = i64::from(state.config.window);
+    let limit = q.limit.unwrap_or(window).clamp(1, window);
+    let epoch = state
+        .store
+        .ensure_mailbox(node, now_ms())
+        .await
+        .map_err(ApiError::internal)?;
+    let messages = state
+        .store
+        .fetch(node, q.after.max(0), limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let expired = state
+        .store
+        .expiries(node, q.after.max(0))
+        .await
+        .map_err(ApiError::internal)?;
+    state.metrics.delivered.inc_by(messages.len() as u64);
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "seq": m.seq, "id": hex::encode(&m.client_id), "from": m.sender,
+                "created_ms": m.created_ms, "expires_ms": m.expires_ms,
+                "enc": STANDARD.encode(&m.enc), "payload": STANDARD.encode(&m.payload),
+            })
+        })
+        .collect();
+    let expired: Vec<Value> = expired
+        .iter()
+        .map(|e| json!({ "after": e.after_seq, "through": e.through_seq, "count": e.count }))
+        .collect();
+    Ok(Json(
+        json!({ "node": node, "epoch": epoch, "messages": messages, "expired": expired }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckBody {
+    through: i64,
+}
+
+/// `POST /v1/relay/ack`: delete the caller's own mailbox up to `through`.
+async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
+    let body: AckBody = call.json()?;
+    if body.through < 0 {
+        return Err(invalid("through must not be negative"));
+    }
+    let node = call.token.claims.node.clone();
+    let (_, last_seq) = state
+        .store
+        .position(&node)
+        .await
+        .map_err(ApiError::internal)?;
+    if body.through > last_seq {
+        return Err(ApiError::with_message(
+            ErrorCode::ProtocolError,
+            format!(
+                "through {} is past this mailbox's last sequence number {last_seq}",
+                body.through
+            ),
+        ));
+    }
+    let (done, rx) = oneshot::channel();
+    if !state
+        .writer
+        .submit(Write::Ack {
+            recipient: node,
+            through: body.through,
+            done,
+        })
+        .await
+    {
+        return Err(ApiError::new(ErrorCode::Unavailable));
+    }
+    let deleted = rx
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Unavailable))?
+        .map_err(ApiError::internal)?;
+    state
+        .metrics
+        .acked
+        .inc_by(u64::try_from(deleted).unwrap_or(0));
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    version: u32,
+    /// X25519 public key, hex.
+    enc_key: String,
+    /// Ed25519 signature by the node key over `keymesh-enc-key-v1`, hex.
+    signature: String,
+}
+
+/// `PUT /v1/relay/keys`: publish the caller's encryption key (a new version retires the
+/// previous one, which stays listed for the grace window).
+async fn publish_key(
+    State(state): State<RelayState>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    let body: KeyBody = call.json()?;
+    if body.version == 0 {
+        return Err(invalid("version starts at 1"));
+    }
+    let enc_key: [u8; 32] = hex::decode(&body.enc_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid("enc_key must be 32 bytes of hex"))?;
+    let signature: [u8; 64] = hex::decode(&body.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| invalid("signature must be 64 bytes of hex"))?;
+    let claims = &call.token.claims;
+    verify_registration(
+        &call.token.node_key,
+        &claims.node,
+        body.version,
+        &enc_key,
+        &signature,
+    )
+    .map_err(|e| ApiError::with_message(ErrorCode::InvalidRequest, e.to_string()))?;
+    let now = now_ms();
+    let row = KeyRow {
+        node: claims.node.clone(),
+        version: i64::from(body.version),
+        group_id: claims.group.clone(),
+        identity_key: call.token.node_key.to_bytes().to_vec(),
+        enc_key: enc_key.to_vec(),
+        signature: signature.to_vec(),
+        created_ms: now,
+        retired_ms: None,
+    };
+    state
+        .store
+        .ensure_mailbox(&claims.node, now)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .registry
+        .register(&row, now)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::with_message(ErrorCode::Conflict, e.to_string()))?;
+    tracing::info!(node = %claims.node, version = body.version, "relay: encryption key published");
+    Ok(Json(
+        json!({ "node": claims.node, "version": body.version }),
+    ))
+}
+
+/// `GET /v1/relay/keys/{node}`: a node of the caller's own group, its current key and those
+/// still within the grace window, newest first.
+async fn lookup_keys(
+    State(state): State<RelayState>,
+    Path(node): Path<Ident>,
+    call: NodeCall,
+) -> Result<Json<Value>, ApiError> {
+    if state.registry.group_of(&node).as_deref() != Some(call.token.claims.group.as_str()) {
+        return Err(ApiError::new(ErrorCode::UnknownRecipient));
+    }
+    let grace = i64::try_from(state.config.key_grace.as_millis()).unwrap_or(i64::MAX);
+    let keys = state
+        .registry
+        .keys(&node, now_ms(), grace)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "node": &*node, "keys": keys })))
+}
