@@ -2,3 +2,4 @@
 //! PostgreSQL; `scripts/test` runs both).
 
 mod store;
+mod ws;
