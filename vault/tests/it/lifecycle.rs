@@ -426,3 +426,26 @@ async fn no_audit_record_no_secret() {
         assert_eq!(code(&reply), "audit_unavailable", "{reply:?}");
     }
 }
+
+#[tokio::test]
+async fn the_relay_namespace_is_not_a_secret_path() {
+    let v = vault().await;
+    v.init_passphrase("team", PASS).await;
+    let n = writer(&v, "team").await;
+    assert_eq!(v.unlock_passphrase("team", PASS).await.0, 200);
+    for path in ["relay", "relay/node-b", "relay/x/y"] {
+        let reply = v
+            .node_call(
+                &n,
+                "PUT",
+                &format!("/v1/vaults/team/secrets/{path}"),
+                Some(json!({ "value": "v" })),
+            )
+            .await;
+        assert_eq!(
+            (reply.0.as_u16(), code(&reply)),
+            (422, "invalid_request"),
+            "{path}"
+        );
+    }
+}
