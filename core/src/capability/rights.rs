@@ -396,10 +396,10 @@ mod tests {
         assert!(!right("relay/*", Op::Read).is_relay_send());
         assert!(!right("relayx/a", Op::Write).is_relay_send());
         assert!(!right("*", Op::Write).is_relay_send());
-        assert!(above_ceiling(&[send.clone()], Ceiling::AGENT).is_empty());
+        assert!(above_ceiling(std::slice::from_ref(&send), Ceiling::AGENT).is_empty());
         // `*` write is a secret right too: still above an agent's ceiling.
         assert!(!above_ceiling(&[right("*", Op::Write)], Ceiling::AGENT).is_empty());
-        let excess = delegation_excess(&[send.clone()], &[], Ceiling::AGENT);
+        let excess = delegation_excess(std::slice::from_ref(&send), &[], Ceiling::AGENT);
         assert!(excess.above_ceiling.is_empty());
         assert_eq!(excess.outside_granter, vec![send]);
     }
