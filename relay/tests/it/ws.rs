@@ -574,3 +574,68 @@ async fn http_fallback_sends_fetches_and_acks_only_its_own_mailbox() {
         "{reply}"
     );
 }
+
+#[tokio::test]
+async fn full_mailboxes_rates_and_expiry_are_told_not_hidden() {
+    let cluster = Cluster::start(&[
+        ("RELAY_MAILBOX_MAX_MESSAGES", "2"),
+        ("RELAY_SENDS_PER_SECOND", "4"),
+    ])
+    .await;
+    let (a, b) = pair(&cluster).await;
+    let (mut sender, _) = Raw::ready(&cluster, &a, 0).await;
+    // Two short-lived messages fill B's mailbox; the third is refused, nothing is stored.
+    for n in 0..2 {
+        sender
+            .frame(&ClientFrame::Send {
+                id: id(n),
+                to: "node-b".into(),
+                ttl_secs: 1,
+                enc: vec![1; 41],
+                payload: vec![n],
+            })
+            .await;
+        assert!(matches!(sender.next().await, ServerFrame::Accepted { .. }));
+    }
+    let third = id(2);
+    sender.send(third, "node-b", b"third").await;
+    match sender.next().await {
+        ServerFrame::Refused {
+            id,
+            code,
+            retry_after_ms,
+        } => {
+            assert_eq!((id, code.as_str()), (third, "mailbox_full"));
+            assert!(retry_after_ms > 0);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The rate: 4 per second with a burst of 4, three already used.
+    let mut codes = Vec::new();
+    for n in 10..14 {
+        sender.send(id(n), "node-b", b"x").await;
+        if let ServerFrame::Refused {
+            code,
+            retry_after_ms,
+            ..
+        } = sender.next().await
+        {
+            if code == "rate_limited" {
+                assert!(retry_after_ms > 0, "a rate refusal says when to retry");
+            }
+            codes.push(code);
+        }
+    }
+    assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
+    // Both stored messages expire unacknowledged; B is told on connecting.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let (mut receiver, _) = Raw::ready(&cluster, &b, 0).await;
+    assert_eq!(
+        receiver.next().await,
+        ServerFrame::Expired {
+            after: 0,
+            through: 2,
+            count: 2
+        }
+    );
+}
