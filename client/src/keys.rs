@@ -94,6 +94,11 @@ impl NodeKeys {
         self.identity.verifying_key()
     }
 
+    /// The identity signing key, for proofs of possession to the relay.
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.identity
+    }
+
     /// Sign `message` with the identity key (Ed25519).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.identity.sign(message).to_bytes()

@@ -8,3 +8,5 @@ pub mod envelope;
 pub mod keyfile;
 /// A node's identity key and versioned encryption keys; rotation and signed key statements.
 pub mod keys;
+/// The relay client: key publication and lookup, the reconnecting connection, send and receive.
+pub mod relay;

@@ -177,7 +177,7 @@ impl Connection {
         let Some(ClientFrame::Hello {
             token,
             proof,
-            resume_after,
+            resume_after: _,
         }) = hello
         else {
             return Err(Fatal(
@@ -197,13 +197,7 @@ impl Connection {
             .attach(&node, Arc::clone(&token))
             .map_err(ApiError::new)?;
         state.metrics.connections.inc();
-        let result = self
-            .serve(
-                &conn,
-                epoch,
-                i64::try_from(resume_after).unwrap_or(i64::MAX),
-            )
-            .await;
+        let result = self.serve(&conn, epoch).await;
         state.hub.detach(&conn);
         state.metrics.connections.dec();
         result
@@ -269,19 +263,14 @@ impl Connection {
         }
     }
 
-    async fn serve(&mut self, conn: &Conn, epoch: i64, asked: i64) -> Result<(), Fatal> {
+    async fn serve(&mut self, conn: &Conn, epoch: i64) -> Result<(), Fatal> {
         let state = self.state.clone();
         let node = conn.node.clone();
-        // Where delivery resumes: the durable acknowledgement, or the node's own position
-        // when it is past it (an implicit acknowledgement of its own mailbox). A position past
-        // anything ever assigned is from another epoch and ignored.
-        let (acked, last_seq) = state.store.position(&node).await?;
-        let resume = if asked > acked && asked <= last_seq {
-            self.ack(&node, asked).await?;
-            asked
-        } else {
-            acked
-        };
+        // Delivery resumes after the durable acknowledgement. The node's `resume_after` is not
+        // trusted as an acknowledgement: `hello` carries no epoch, so a position from before
+        // a mailbox was recreated could otherwise delete messages the node never saw. A node
+        // that handled messages whose ack was lost gets them again (at least once).
+        let (resume, _) = state.store.position(&node).await?;
         self.send_frame(&ServerFrame::Ready {
             node: node.clone(),
             epoch: u64::try_from(epoch).unwrap_or(0),

@@ -1,0 +1,548 @@
+//! `keymeshctl`: a node's command-line tool. Creates and rotates the node's key file, sends a
+//! message to another node through the relay, and listens for messages.
+//!
+//! ```text
+//! keymeshctl [--relay URL] [--keys PATH] [--passphrase-file F] [--token-file F] [--json] COMMAND
+//!   keys init --node ID     create the key file; prints the node id, identity public key, key version
+//!   keys rotate             new encryption key version; saved, and published if relay and token are given
+//!   keys show               the key file's public parts
+//!   send --to NODE [--file F]               send F (or stdin); prints the message id and duplicate flag
+//!   listen [--count N] [--timeout-secs S]   print and acknowledge messages; stop after N or S idle seconds
+//! ```
+//!
+//! Settings: `--relay` or `KEYMESH_RELAY_URL`; `--keys` or `KEYMESH_KEYS` (default
+//! `./keymesh-node-keys.json`); the key file passphrase from `KEYMESH_PASSPHRASE` or
+//! `--passphrase-file` (never a flag: command lines are visible to other users);
+//! `--token-file` or `KEYMESH_TOKEN_FILE` (the token as URL-safe base64 text).
+//!
+//! Exit codes: 0 ok; 1 other error; 2 usage or configuration; 3 authentication or
+//! authorization refused (`invalid_token`, `token_expired`, `revoked`, `forbidden`, `proof_*`);
+//! 4 the relay refused the message (`too_large`, `mailbox_full`, `unknown_recipient`,
+//! `rate_limited`); 5 the relay is unreachable. Errors go to stderr, as
+//! `{"error":{"code","message"}}` under `--json`.
+
+use std::{
+    io::{self, Read, Write},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
+use keymesh_client::{
+    keyfile::{self, KdfCost, KeyFileError},
+    keys::{KeysError, NodeKeys},
+    relay::{ClientOptions, ErrorKind, Incoming, RelayClient, RelayError},
+};
+use keymesh_core::http::node::TOKEN_B64;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  other error
+  2  usage or configuration error
+  3  authentication or authorization refused:
+     invalid_token, token_expired, revoked, forbidden, proof_*
+  4  the relay refused the message:
+     too_large, mailbox_full, unknown_recipient, rate_limited
+  5  the relay is unreachable
+
+Environment:
+  KEYMESH_RELAY_URL   relay base URL (--relay)
+  KEYMESH_KEYS        key file (--keys)
+  KEYMESH_PASSPHRASE  key file passphrase (or --passphrase-file)
+  KEYMESH_TOKEN_FILE  token file (--token-file)";
+
+const DEFAULT_KEYS: &str = "./keymesh-node-keys.json";
+/// Largest message read from a file or stdin (the relay's default limit is 256 KiB).
+const MAX_INPUT: u64 = 16 << 20;
+
+/// An error with its exit code and stable code.
+#[derive(Debug)]
+struct Failure {
+    exit: u8,
+    code: String,
+    message: String,
+}
+
+impl Failure {
+    fn config(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            exit: 2,
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<RelayError> for Failure {
+    fn from(e: RelayError) -> Self {
+        let exit = match e.kind() {
+            ErrorKind::Auth => 3,
+            ErrorKind::Refused => 4,
+            ErrorKind::Unreachable => 5,
+            ErrorKind::Config => 2,
+            ErrorKind::Other => 1,
+        };
+        Self {
+            exit,
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<KeyFileError> for Failure {
+    fn from(e: KeyFileError) -> Self {
+        Self::config(e.code(), e.to_string())
+    }
+}
+
+impl From<KeysError> for Failure {
+    fn from(e: KeysError) -> Self {
+        Self::config(e.code(), e.to_string())
+    }
+}
+
+fn cli() -> Command {
+    let global = |name: &'static str, value: &'static str, help: &'static str| {
+        Arg::new(name)
+            .long(name)
+            .value_name(value)
+            .global(true)
+            .help(help)
+    };
+    Command::new("keymeshctl")
+        .about("Keymesh node tool: the node key file, and messages through the relay")
+        .version(env!("CARGO_PKG_VERSION"))
+        .subcommand_required(true)
+        .arg_required_else_help(true)
+        .after_help(EXIT_CODES)
+        .arg(global("relay", "URL", "Relay base URL, e.g. http://relay:8080 [env: KEYMESH_RELAY_URL]"))
+        .arg(global("keys", "PATH", "Key file [env: KEYMESH_KEYS] [default: ./keymesh-node-keys.json]"))
+        .arg(global("passphrase-file", "FILE", "File holding the key file passphrase (else env KEYMESH_PASSPHRASE)"))
+        .arg(global("token-file", "FILE", "File holding the node's capability token, URL-safe base64 [env: KEYMESH_TOKEN_FILE]"))
+        .arg(
+            Arg::new("json")
+                .long("json")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("JSON output (JSON lines for listen); errors as JSON on stderr"),
+        )
+        .subcommand(
+            Command::new("keys")
+                .about("Create, rotate or show the node key file")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("init")
+                        .about("Create the key file: a new identity key and encryption key version 1")
+                        .arg(Arg::new("node").long("node").value_name("ID").required(true).help("The node id")),
+                )
+                .subcommand(Command::new("rotate").about(
+                    "Make a new encryption key version; publish it when a relay and token are given",
+                ))
+                .subcommand(Command::new("show").about("Show the key file's public keys and versions")),
+        )
+        .subcommand(
+            Command::new("send")
+                .about("Send a message (a file, or stdin) to a node; prints its id")
+                .arg(Arg::new("to").long("to").value_name("NODE").required(true).help("The recipient node"))
+                .arg(Arg::new("file").long("file").value_name("FILE").help("Read the message from FILE instead of stdin")),
+        )
+        .subcommand(
+            Command::new("listen")
+                .about("Print and acknowledge messages as they arrive")
+                .arg(
+                    Arg::new("count")
+                        .long("count")
+                        .value_name("N")
+                        .value_parser(value_parser!(u64).range(1..))
+                        .help("Stop after N messages"),
+                )
+                .arg(
+                    Arg::new("timeout-secs")
+                        .long("timeout-secs")
+                        .value_name("S")
+                        .value_parser(value_parser!(u64).range(1..))
+                        .help("Stop after S seconds without a message"),
+                ),
+        )
+}
+
+/// Settings shared by the commands.
+struct Settings {
+    json: bool,
+    keys: PathBuf,
+    relay: Option<String>,
+    token_file: Option<PathBuf>,
+    passphrase_file: Option<PathBuf>,
+}
+
+fn setting(m: &ArgMatches, name: &str, env: &str) -> Option<String> {
+    m.get_one::<String>(name)
+        .cloned()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+}
+
+impl Settings {
+    fn from(m: &ArgMatches) -> Self {
+        Self {
+            json: m.get_flag("json"),
+            keys: PathBuf::from(
+                setting(m, "keys", "KEYMESH_KEYS").unwrap_or_else(|| DEFAULT_KEYS.to_owned()),
+            ),
+            relay: setting(m, "relay", "KEYMESH_RELAY_URL"),
+            token_file: setting(m, "token-file", "KEYMESH_TOKEN_FILE").map(PathBuf::from),
+            passphrase_file: m.get_one::<String>("passphrase-file").map(PathBuf::from),
+        }
+    }
+
+    fn passphrase(&self) -> Result<SecretString, Failure> {
+        let text = match &self.passphrase_file {
+            Some(path) => Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                Failure::config("passphrase_file", format!("{}: {e}", path.display()))
+            })?),
+            None => Zeroizing::new(std::env::var("KEYMESH_PASSPHRASE").map_err(|_| {
+                Failure::config(
+                    "passphrase_missing",
+                    "no passphrase: set KEYMESH_PASSPHRASE or pass --passphrase-file",
+                )
+            })?),
+        };
+        let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+        let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+        Ok(SecretString::from(trimmed.to_owned()))
+    }
+
+    fn load_keys(&self) -> Result<NodeKeys, Failure> {
+        Ok(keyfile::load(&self.keys, &self.passphrase()?)?)
+    }
+
+    /// Relay URL and token, when both are configured.
+    fn relay_settings(&self) -> Result<Option<(String, Vec<u8>)>, Failure> {
+        match (&self.relay, &self.token_file) {
+            (Some(relay), Some(token)) => Ok(Some((relay.clone(), read_token(token)?))),
+            _ => Ok(None),
+        }
+    }
+
+    fn client(&self, keys: NodeKeys, options: ClientOptions) -> Result<RelayClient, Failure> {
+        let Some((relay, token)) = self.relay_settings()? else {
+            return Err(Failure::config(
+                "relay_not_configured",
+                "this command needs --relay (or KEYMESH_RELAY_URL) and --token-file (or KEYMESH_TOKEN_FILE)",
+            ));
+        };
+        Ok(RelayClient::new(keys, token, &relay, options)?)
+    }
+}
+
+fn read_token(path: &Path) -> Result<Vec<u8>, Failure> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::config("token_file", format!("{}: {e}", path.display())))?,
+    );
+    TOKEN_B64.decode(text.trim()).map_err(|_| Failure {
+        exit: 3,
+        code: "invalid_token".into(),
+        message: format!("{} does not hold a URL-safe base64 token", path.display()),
+    })
+}
+
+fn options(max_attempts: u32) -> ClientOptions {
+    ClientOptions {
+        backoff_initial: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(5),
+        max_reconnect_attempts: Some(max_attempts),
+        connect_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(15),
+        ..ClientOptions::default()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Print a result: the JSON value, or the text.
+fn print(json: bool, value: &Value, text: &str) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn key_summary(keys: &NodeKeys) -> Value {
+    json!({
+        "node": keys.node(),
+        "identity_public": hex::encode(keys.identity_public()),
+        "enc_key_version": keys.current_version(),
+        "enc_public": hex::encode(keys.current_enc_key().public),
+    })
+}
+
+fn keys_init(s: &Settings, node: &str) -> Result<(), Failure> {
+    let keys = NodeKeys::generate(node)?;
+    keyfile::save(&s.keys, &keys, &s.passphrase()?, KdfCost::DEFAULT, false)?;
+    let text = format!(
+        "created {}\nnode: {}\nidentity public key: {}\nencryption key version: {}\n\
+         Register the identity public key for this node to get its token.",
+        s.keys.display(),
+        keys.node(),
+        hex::encode(keys.identity_public()),
+        keys.current_version()
+    );
+    print(s.json, &key_summary(&keys), &text);
+    Ok(())
+}
+
+fn keys_show(s: &Settings) -> Result<(), Failure> {
+    let keys = s.load_keys()?;
+    let mut value = key_summary(&keys);
+    value["retired"] = keys
+        .retired_versions()
+        .iter()
+        .map(|(v, at)| json!({ "version": v, "retired_ms": at }))
+        .collect();
+    let text = format!(
+        "node: {}\nidentity public key: {}\nencryption key version: {} ({})\nretired versions kept: {:?}",
+        keys.node(),
+        hex::encode(keys.identity_public()),
+        keys.current_version(),
+        hex::encode(keys.current_enc_key().public),
+        keys.retired_versions()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect::<Vec<_>>()
+    );
+    print(s.json, &value, &text);
+    Ok(())
+}
+
+async fn keys_rotate(s: &Settings) -> Result<(), Failure> {
+    let passphrase = s.passphrase()?;
+    let mut keys = keyfile::load(&s.keys, &passphrase)?;
+    let version = keys.rotate(now_ms())?;
+    keyfile::save(&s.keys, &keys, &passphrase, KdfCost::DEFAULT, true)?;
+    let publish = s.relay_settings()?;
+    let published = publish.is_some();
+    let mut value = key_summary(&keys);
+    if let Some((relay, token)) = publish {
+        let client = RelayClient::new(keys, token, &relay, options(2))?;
+        client.publish_keys().await?;
+    }
+    value["published"] = json!(published);
+    let text = format!(
+        "rotated to encryption key version {version}{}",
+        if published {
+            "; published to the relay"
+        } else {
+            "; not published (no relay and token given)"
+        }
+    );
+    print(s.json, &value, &text);
+    Ok(())
+}
+
+fn read_input(file: Option<&String>) -> Result<Zeroizing<Vec<u8>>, Failure> {
+    let mut out = Zeroizing::new(Vec::new());
+    let read = match file {
+        Some(path) => std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_INPUT + 1).read_to_end(&mut out))
+            .map_err(|e| Failure::config("input", format!("{path}: {e}"))),
+        None => io::stdin()
+            .lock()
+            .take(MAX_INPUT + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Failure::config("input", format!("stdin: {e}"))),
+    };
+    read?;
+    if out.len() as u64 > MAX_INPUT {
+        return Err(Failure::config(
+            "input",
+            "the message is larger than 16 MiB",
+        ));
+    }
+    Ok(out)
+}
+
+async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
+    let to = m.get_one::<String>("to").map_or("", String::as_str);
+    let message = read_input(m.get_one::<String>("file"))?;
+    let client = s.client(s.load_keys()?, options(2))?;
+    // Idempotent: the recipient needs this node's key to open the message.
+    client.publish_keys().await?;
+    let receipt = client.send(to, &message).await;
+    client.close().await;
+    let receipt = receipt?;
+    let id = hex::encode(receipt.id);
+    print(
+        s.json,
+        &json!({ "id": id, "duplicate": receipt.duplicate }),
+        &format!("sent {id} to {to} (duplicate: {})", receipt.duplicate),
+    );
+    Ok(())
+}
+
+async fn listen(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
+    let count = m.get_one::<u64>("count").copied();
+    let idle = m
+        .get_one::<u64>("timeout-secs")
+        .map(|s| Duration::from_secs(*s));
+    let client = s.client(s.load_keys()?, options(10))?;
+    client.publish_keys().await?;
+    client.connect().await?;
+    let result = listen_loop(s, &client, count, idle).await;
+    // Written before the close: the acknowledgements of what was printed.
+    client.close().await;
+    result
+}
+
+async fn listen_loop(
+    s: &Settings,
+    client: &RelayClient,
+    count: Option<u64>,
+    idle: Option<Duration>,
+) -> Result<(), Failure> {
+    let mut received = 0u64;
+    let mut stdout = io::stdout();
+    while count.is_none_or(|n| received < n) {
+        let next = match idle {
+            Some(idle) => match tokio::time::timeout(idle, client.next_incoming()).await {
+                Ok(next) => next,
+                Err(_) => return Ok(()),
+            },
+            None => client.next_incoming().await,
+        };
+        match next {
+            Ok(Incoming::Message(msg)) => {
+                let id = hex::encode(msg.id);
+                let written = if s.json {
+                    let line = json!({
+                        "seq": msg.seq,
+                        "id": id,
+                        "from": msg.from,
+                        "created_ms": msg.created_ms,
+                        "payload": STANDARD.encode(&*msg.plaintext),
+                    });
+                    writeln!(stdout, "{line}")
+                } else {
+                    writeln!(stdout, "--- from {} (id {id}, seq {})", msg.from, msg.seq)
+                        .and_then(|()| stdout.write_all(&msg.plaintext))
+                        .and_then(|()| {
+                            if msg.plaintext.ends_with(b"\n") {
+                                Ok(())
+                            } else {
+                                writeln!(stdout)
+                            }
+                        })
+                };
+                written.and_then(|()| stdout.flush()).map_err(|e| Failure {
+                    exit: 1,
+                    code: "output".into(),
+                    message: format!("stdout: {e}"),
+                })?;
+                // Printed, so handled: the relay may delete it.
+                client.ack(msg.seq)?;
+                received += 1;
+            }
+            Ok(Incoming::Expired(e)) => {
+                let value = json!({ "expired": { "after": e.after, "through": e.through, "count": e.count } });
+                let text = format!(
+                    "--- {} message(s) expired at the relay before they were received (seq {}..={})",
+                    e.count,
+                    e.after.saturating_add(1),
+                    e.through
+                );
+                print(s.json, &value, &text);
+            }
+            Err(e @ RelayError::Undecryptable { .. }) => report(s.json, &Failure::from(e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn report(json: bool, f: &Failure) {
+    if json {
+        eprintln!(
+            "{}",
+            json!({ "error": { "code": f.code, "message": f.message } })
+        );
+    } else {
+        eprintln!("keymeshctl: {} ({})", f.message, f.code);
+    }
+}
+
+async fn run(m: &ArgMatches) -> Result<(), Failure> {
+    let s = Settings::from(m);
+    match m.subcommand() {
+        Some(("keys", k)) => match k.subcommand() {
+            Some(("init", i)) => {
+                keys_init(&s, i.get_one::<String>("node").map_or("", String::as_str))
+            }
+            Some(("rotate", _)) => keys_rotate(&s).await,
+            Some(("show", _)) => keys_show(&s),
+            _ => Err(Failure::config("usage", "unknown keys command")),
+        },
+        Some(("send", sm)) => send(&s, sm).await,
+        Some(("listen", lm)) => listen(&s, lm).await,
+        _ => Err(Failure::config("usage", "unknown command")),
+    }
+}
+
+fn main() -> ExitCode {
+    let matches = match cli().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => {
+            let usage = e.use_stderr();
+            if usage && std::env::args().any(|a| a == "--json") {
+                let rendered = e.render().to_string();
+                let message = rendered
+                    .split("\n\nUsage")
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                report(true, &Failure::config("usage", message));
+            } else {
+                let _ = e.print();
+            }
+            return ExitCode::from(if usage { 2 } else { 0 });
+        }
+    };
+    let json = matches.get_flag("json");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(
+                json,
+                &Failure {
+                    exit: 1,
+                    code: "runtime".into(),
+                    message: e.to_string(),
+                },
+            );
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(&matches)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            report(json, &f);
+            ExitCode::from(f.exit)
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! `keymeshctl` end to end: the built binary against a real vault and relay.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use keymesh_relay::testing::Cluster;
+use serde_json::Value;
+
+use crate::support::{eventually, register, within};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keymeshctl");
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// One node's files.
+struct Files {
+    keys: PathBuf,
+    token: PathBuf,
+}
+
+fn command(args: &[&str], env: &[(&str, &Path)], relay: &str) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("KEYMESH_KEYS")
+        .env_remove("KEYMESH_TOKEN_FILE")
+        .env("KEYMESH_RELAY_URL", relay)
+        .env("KEYMESH_PASSPHRASE", PASSPHRASE)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Run to completion off the runtime (the relay serves on it meanwhile), with `stdin`.
+async fn run(mut cmd: Command, stdin: &[u8]) -> Output {
+    let stdin = stdin.to_vec();
+    within(
+        "keymeshctl",
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("spawn keymeshctl");
+            if let Some(mut pipe) = child.stdin.take() {
+                pipe.write_all(&stdin).expect("stdin");
+            }
+            child.wait_with_output().expect("keymeshctl output")
+        }),
+    )
+    .await
+    .expect("join")
+}
+
+async fn wait(child: Child) -> Output {
+    within(
+        "keymeshctl listen",
+        tokio::task::spawn_blocking(move || child.wait_with_output().expect("output")),
+    )
+    .await
+    .expect("join")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: stdout {:?}, stderr {:?}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr_code(out: &Output) -> String {
+    let v: Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: stderr {:?}", String::from_utf8_lossy(&out.stderr)));
+    v["error"]["code"].as_str().expect("code").to_owned()
+}
+
+fn env(f: &Files) -> [(&'static str, &Path); 2] {
+    [("KEYMESH_KEYS", &f.keys), ("KEYMESH_TOKEN_FILE", &f.token)]
+}
+
+/// `keys init`, then register the printed identity key and write the token file.
+async fn init(cluster: &Cluster, dir: &Path, id: &str) -> Files {
+    let files = Files {
+        keys: dir.join(format!("{id}.keys.json")),
+        token: dir.join(format!("{id}.token")),
+    };
+    let out = run(
+        command(
+            &["--json", "keys", "init", "--node", id],
+            &env(&files),
+            &cluster.relay_url,
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = stdout_json(&out);
+    assert_eq!(
+        (v["node"].as_str(), v["enc_key_version"].as_u64()),
+        (Some(id), Some(1))
+    );
+    let identity: [u8; 32] = hex::decode(v["identity_public"].as_str().expect("hex"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let token = register(cluster, id, "g1", identity).await;
+    std::fs::write(&files.token, format!("{token}\n")).expect("token file");
+    files
+}
+
+async fn published(cluster: &Cluster, node: &str) {
+    eventually("the listener publishes its key", || async {
+        cluster.relay.registry.group_of(node).is_some()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keymeshctl_inits_sends_listens_and_exits_with_documented_codes() {
+    let cluster = Cluster::start(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let relay = cluster.relay_url.clone();
+    let a = init(&cluster, dir.path(), "A").await;
+    let b = init(&cluster, dir.path(), "B").await;
+
+    // B listens (publishing its key first); A sends a file.
+    let listen = command(
+        &["--json", "listen", "--count", "1", "--timeout-secs", "30"],
+        &env(&b),
+        &relay,
+    )
+    .spawn()
+    .expect("spawn listen");
+    published(&cluster, "B").await;
+    let message = dir.path().join("message.bin");
+    std::fs::write(&message, b"db-password: s3cret\n\x00\xff").expect("message");
+    let file = message.to_str().expect("path");
+    let out = run(
+        command(
+            &["--json", "send", "--to", "B", "--file", file],
+            &env(&a),
+            &relay,
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let sent = stdout_json(&out);
+    assert_eq!(sent["duplicate"], Value::Bool(false));
+    let id = sent["id"].as_str().expect("id").to_owned();
+    assert_eq!(id.len(), 32);
+
+    let out = wait(listen).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    let got: Value = serde_json::from_slice(lines[0]).expect("json line");
+    assert_eq!(
+        (got["from"].as_str(), got["id"].as_str()),
+        (Some("A"), Some(id.as_str()))
+    );
+    let payload = STANDARD
+        .decode(got["payload"].as_str().expect("payload"))
+        .expect("b64");
+    assert_eq!(payload, b"db-password: s3cret\n\x00\xff");
+    eventually("listen acknowledged it", || async {
+        cluster
+            .relay
+            .store
+            .fetch("B", 0, 10)
+            .await
+            .expect("fetch")
+            .is_empty()
+    })
+    .await;
+
+    // Text mode, from stdin.
+    let listen = command(
+        &["listen", "--count", "1", "--timeout-secs", "30"],
+        &env(&b),
+        &relay,
+    )
+    .spawn()
+    .expect("spawn listen");
+    let out = run(
+        command(&["send", "--to", "B"], &env(&a), &relay),
+        b"hello over stdin",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("sent "),
+        "{out:?}"
+    );
+    let out = wait(listen).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("--- from A") && text.contains("hello over stdin\n"),
+        "{text}"
+    );
+
+    // Idle: nothing arrives, listen stops after its timeout.
+    let out = run(
+        command(&["listen", "--timeout-secs", "1"], &env(&b), &relay),
+        b"",
+    )
+    .await;
+    assert_eq!((code(&out), out.stdout.len()), (0, 0), "{out:?}");
+
+    // 4: the relay refuses the message (no such recipient in the group).
+    let out = run(
+        command(&["--json", "send", "--to", "nobody"], &env(&a), &relay),
+        b"x",
+    )
+    .await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (4, "unknown_recipient"),
+        "{out:?}"
+    );
+
+    // 3: a garbage token (valid base64, not a token).
+    let garbage = dir.path().join("garbage.token");
+    std::fs::write(&garbage, STANDARD.encode(b"garbage").trim_end_matches('=')).expect("write");
+    let bad = [
+        ("KEYMESH_KEYS", a.keys.as_path()),
+        ("KEYMESH_TOKEN_FILE", garbage.as_path()),
+    ];
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &bad, &relay),
+        b"x",
+    )
+    .await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (3, "invalid_token"),
+        "{out:?}"
+    );
+    let out = run(
+        command(&["--json", "listen", "--count", "1"], &bad, &relay),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (3, "invalid_token"),
+        "{out:?}"
+    );
+
+    // 5: nothing listens at the relay URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let nowhere = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &env(&a), &nowhere),
+        b"x",
+    )
+    .await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (5, "relay_unreachable"),
+        "{out:?}"
+    );
+
+    // 2: usage and configuration.
+    let out = run(command(&["send"], &env(&a), &relay), b"").await;
+    assert_eq!(code(&out), 2, "{out:?}");
+    let mut no_pass = command(&["--json", "keys", "show"], &env(&a), &relay);
+    no_pass.env_remove("KEYMESH_PASSPHRASE");
+    let out = run(no_pass, b"").await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (2, "passphrase_missing"),
+        "{out:?}"
+    );
+    let mut wrong = command(&["--json", "keys", "show"], &env(&a), &relay);
+    wrong.env("KEYMESH_PASSPHRASE", "wrong");
+    let out = run(wrong, b"").await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (2, "keyfile_wrong_passphrase")
+    );
+    let out = run(
+        command(&["--json", "keys", "init", "--node", "A"], &env(&a), &relay),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (code(&out), stderr_code(&out).as_str()),
+        (2, "keyfile_exists")
+    );
+    let help = run(command(&["--help"], &[], &relay), b"").await;
+    assert_eq!(code(&help), 0);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("3  authentication"));
+
+    // The passphrase from a file; show, then rotate and publish.
+    let pass_file = dir.path().join("pass");
+    std::fs::write(&pass_file, format!("{PASSPHRASE}\n")).expect("write");
+    let pass = pass_file.to_str().expect("path");
+    let mut show = command(
+        &["--json", "--passphrase-file", pass, "keys", "show"],
+        &env(&a),
+        &relay,
+    );
+    show.env_remove("KEYMESH_PASSPHRASE");
+    let out = run(show, b"").await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = stdout_json(&out);
+    assert_eq!(
+        (v["node"].as_str(), v["enc_key_version"].as_u64()),
+        (Some("A"), Some(1))
+    );
+    let out = run(
+        command(&["--json", "keys", "rotate"], &env(&a), &relay),
+        b"",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let v = stdout_json(&out);
+    assert_eq!(
+        (v["enc_key_version"].as_u64(), v["published"].as_bool()),
+        (Some(2), Some(true))
+    );
+    let listed = cluster
+        .relay
+        .registry
+        .keys("A", i64::MAX / 2, 0)
+        .await
+        .expect("keys");
+    assert_eq!(listed.first().map(|k| k.version), Some(2));
+
+    // After the rotation A's messages still reach B (sealed with version 2).
+    let listen = command(
+        &["--json", "listen", "--count", "1", "--timeout-secs", "30"],
+        &env(&b),
+        &relay,
+    )
+    .spawn()
+    .expect("spawn listen");
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &env(&a), &relay),
+        b"after rotation",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let out = wait(listen).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let got: Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json");
+    let payload = STANDARD
+        .decode(got["payload"].as_str().expect("payload"))
+        .expect("b64");
+    assert_eq!(payload, b"after rotation");
+}

@@ -1,0 +1,572 @@
+//! The relay client against a real relay: offline delivery, zero knowledge, reconnects with
+//! idempotent resends, refusals, undecryptable messages and key verification.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use ed25519_dalek::SigningKey;
+use keymesh_client::relay::{ClientOptions, ErrorKind, RelayClient, RelayError};
+use keymesh_core::{capability::token::random_key, storage::Db};
+use keymesh_relay::testing::Cluster;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{
+    Proxy, client, eventually, node, raw_call, register, relay_table_bytes, test_options, within,
+};
+
+/// Window 4, so five messages need acknowledgements to all arrive.
+async fn cluster() -> Cluster {
+    Cluster::start(&[("RELAY_WINDOW", "4")]).await
+}
+
+async fn held(cluster: &Cluster, node: &str) -> usize {
+    cluster
+        .relay
+        .store
+        .fetch(node, 0, 1000)
+        .await
+        .expect("fetch")
+        .len()
+}
+
+async fn mailbox_empties(cluster: &Cluster, node: &str) {
+    eventually("the acknowledged mailbox empties", || async {
+        held(cluster, node).await == 0
+    })
+    .await;
+}
+
+/// Nothing more arrives within 500 ms.
+async fn nothing_more(c: &RelayClient) {
+    let more = tokio::time::timeout(Duration::from_millis(500), c.recv()).await;
+    assert!(more.is_err(), "unexpected: {more:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_recipient_receives_five_in_order_and_the_mailbox_empties() {
+    let cluster = cluster().await;
+    let a = client(&cluster, "A", "g1").await;
+    // B publishes its key and goes away: it is offline while A sends.
+    let b = client(&cluster, "B", "g1").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let receipt = within("send", a.send("B", format!("message {i}").as_bytes()))
+            .await
+            .expect("send");
+        assert!(!receipt.duplicate);
+        ids.push(receipt.id);
+    }
+    assert_eq!(held(&cluster, "B").await, 5);
+
+    within("connect", b.connect()).await.expect("B connects");
+    let mut last_seq = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let m = within("recv", b.recv()).await.expect("message");
+        assert_eq!(&m.plaintext[..], format!("message {i}").as_bytes());
+        assert_eq!((m.from.as_str(), &m.id), ("A", id));
+        assert!(m.seq > last_seq, "in order");
+        last_seq = m.seq;
+        b.ack(m.seq).expect("ack");
+    }
+    mailbox_empties(&cluster, "B").await;
+    nothing_more(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_never_holds_plaintext() {
+    let cluster = cluster().await;
+    let a = client(&cluster, "A", "g1").await;
+    let b = client(&cluster, "B", "g1").await;
+    let marker = format!("zk-marker-{}", hex::encode(&random_key()[..8]));
+    let plaintext = format!("the database password is {marker}");
+    let receipt = within("send", a.send("B", plaintext.as_bytes()))
+        .await
+        .expect("send");
+    let scan = |when: &'static str| {
+        let db: Db = cluster.relay.store.db().clone();
+        let marker = marker.clone();
+        async move {
+            let cells = relay_table_bytes(&db).await;
+            // Control: the scan sees the message row (its id, raw or as hex text).
+            let id_hex = hex::encode(receipt.id).into_bytes();
+            assert!(
+                cells.iter().any(|(t, b)| t.starts_with("relay_messages")
+                    && (b == &receipt.id || b.windows(32).any(|w| w == &id_hex[..]))),
+                "{when}: the scan sees the stored message"
+            );
+            let needles = [
+                marker.as_bytes().to_vec(),
+                hex::encode(&marker).into_bytes(),
+            ];
+            for (table, bytes) in &cells {
+                for needle in &needles {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == &needle[..]),
+                        "{when}: {table} holds the plaintext marker"
+                    );
+                }
+            }
+        }
+    };
+    scan("before delivery").await;
+    within("connect", b.connect()).await.expect("connect");
+    let m = within("recv", b.recv()).await.expect("message");
+    assert_eq!(&m.plaintext[..], plaintext.as_bytes());
+    // Delivered, not yet acknowledged: still stored, still ciphertext only.
+    scan("delivered, before the ack").await;
+    b.ack(m.seq).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_whose_answer_was_lost_is_resent_with_its_id_and_delivered_once() {
+    let cluster = cluster().await;
+    let proxy = Proxy::start(&cluster.relay_url).await;
+    let (keys, token) = node(&cluster, "A", "g1").await;
+    let a = Arc::new(RelayClient::new(keys, token, &proxy.url, test_options()).expect("client"));
+    within("publish", a.publish_keys()).await.expect("publish");
+    let b = client(&cluster, "B", "g1").await;
+    within("lookup", a.lookup("B")).await.expect("B's key");
+    within("connect", a.connect()).await.expect("connect");
+
+    // The relay stores the message; its `accepted` never reaches A.
+    proxy.mute(true);
+    let sender = Arc::clone(&a);
+    let send = tokio::spawn(async move { sender.send("B", b"exactly once").await });
+    eventually("the relay stores the message", || async {
+        held(&cluster, "B").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!send.is_finished(), "the answer was swallowed");
+    let stored_id = cluster.relay.store.fetch("B", 0, 10).await.expect("fetch")[0]
+        .client_id
+        .clone();
+
+    // The socket drops; A reconnects and re-sends the same id.
+    proxy.mute(false);
+    proxy.cut();
+    let receipt = within("resend", send)
+        .await
+        .expect("task")
+        .expect("accepted after the reconnect");
+    assert!(receipt.duplicate, "the relay had stored it: {receipt:?}");
+    assert_eq!(receipt.id.to_vec(), stored_id);
+    assert_eq!(held(&cluster, "B").await, 1, "stored once");
+
+    within("connect", b.connect()).await.expect("connect");
+    let m = within("recv", b.recv()).await.expect("message");
+    assert_eq!((&m.plaintext[..], m.id), (&b"exactly once"[..], receipt.id));
+    b.ack(m.seq).expect("ack");
+    nothing_more(&b).await;
+    mailbox_empties(&cluster, "B").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_ride_out_a_relay_restart_at_a_new_url() {
+    let mut cluster = cluster().await;
+    let a = Arc::new(client(&cluster, "A", "g1").await);
+    let b = client(&cluster, "B", "g1").await;
+    within("connect", a.connect()).await.expect("connect");
+    within("connect", b.connect()).await.expect("connect");
+    within("send", a.send("B", b"before")).await.expect("send");
+    let first = within("recv", b.recv()).await.expect("message");
+    assert_eq!(&first.plaintext[..], b"before");
+    b.ack(first.seq).expect("ack");
+
+    cluster.stop_relay().await;
+    // Sent while the relay is down: waits, unanswered.
+    let sender = Arc::clone(&a);
+    let send = tokio::spawn(async move { sender.send("B", b"during").await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!send.is_finished(), "no relay to answer");
+
+    cluster.start_relay().await;
+    a.set_relay_url(&cluster.relay_url).expect("url");
+    b.set_relay_url(&cluster.relay_url).expect("url");
+    let receipt = within("send after restart", send)
+        .await
+        .expect("task")
+        .expect("accepted");
+    assert!(!receipt.duplicate);
+    // B resumes after what it acknowledged: the first message is not handed out again.
+    let second = within("recv", b.recv()).await.expect("message");
+    assert_eq!(
+        (&second.plaintext[..], second.id),
+        (&b"during"[..], receipt.id)
+    );
+    assert!(second.seq > first.seq);
+    b.ack(second.seq).expect("ack");
+    nothing_more(&b).await;
+    mailbox_empties(&cluster, "B").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limited_sends_are_retried_after_the_relays_delay() {
+    let cluster = Cluster::start(&[("RELAY_SENDS_PER_SECOND", "1")]).await;
+    let (keys, token) = node(&cluster, "A", "g1").await;
+    let impatient = ClientOptions {
+        send_retries: 0,
+        ..test_options()
+    };
+    let a = RelayClient::new(keys, token, &cluster.relay_url, impatient).expect("client");
+    within("publish", a.publish_keys()).await.expect("publish");
+    let b = client(&cluster, "B", "g1").await;
+    within("send", a.send("B", b"1")).await.expect("first");
+    let e = within("send", a.send("B", b"2"))
+        .await
+        .expect_err("over the rate");
+    assert_eq!((e.code(), e.kind()), ("rate_limited", ErrorKind::Refused));
+    assert!(
+        matches!(e, RelayError::Relay { retry_after: Some(d), .. } if d > Duration::ZERO && d <= Duration::from_secs(1)),
+        "{e:?}"
+    );
+    drop(a);
+
+    let patient = client(&cluster, "C", "g1").await;
+    let started = Instant::now();
+    for i in 0..3 {
+        within("send", patient.send("B", format!("c{i}").as_bytes()))
+            .await
+            .expect("retried until accepted");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1500), "waited");
+    within("connect", b.connect()).await.expect("connect");
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let m = within("recv", b.recv()).await.expect("message");
+        got.push(String::from_utf8_lossy(&m.plaintext).into_owned());
+        b.ack(m.seq).expect("ack");
+    }
+    assert_eq!(got, ["1", "c0", "c1", "c2"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecryptable_delivery_is_reported_and_acknowledged() {
+    let cluster = cluster().await;
+    let b = client(&cluster, "B", "g1").await;
+    let a = client(&cluster, "A", "g1").await;
+    // Mallory has a token but no published key; Eve publishes one and sends garbage.
+    let mallory_key = SigningKey::from_bytes(&random_key());
+    let mallory = register(
+        &cluster,
+        "mallory",
+        "g1",
+        mallory_key.verifying_key().to_bytes(),
+    )
+    .await;
+    let eve = keymesh_client::keys::NodeKeys::generate("eve").expect("keys");
+    let eve_key = SigningKey::from_bytes(&random_key());
+    let eve_token = register(&cluster, "eve", "g1", eve_key.verifying_key().to_bytes()).await;
+    let statement = keymesh_relay::registry::key_statement("eve", 1, &eve.current_enc_key().public);
+    use ed25519_dalek::Signer;
+    let (status, body) = raw_call(
+        &cluster,
+        &eve_key,
+        &eve_token,
+        Method::PUT,
+        "/v1/relay/keys",
+        json!({
+            "version": 1,
+            "enc_key": hex::encode(eve.current_enc_key().public),
+            "signature": hex::encode(eve_key.sign(&statement).to_bytes()),
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut enc = vec![1, 0, 0, 0, 1, 0, 0, 0, 1];
+    enc.extend_from_slice(&[9; 32]);
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for (who, key, token) in [
+        ("mallory", &mallory_key, &mallory),
+        ("eve", &eve_key, &eve_token),
+    ] {
+        let (status, body) = raw_call(
+            &cluster,
+            key,
+            token,
+            Method::POST,
+            "/v1/relay/messages",
+            json!({ "id": hex::encode([7u8; 16]), "to": "B", "enc": b64.encode(&enc), "payload": b64.encode([0u8; 40]) }),
+        )
+        .await;
+        assert_eq!(status, 200, "{who}: {body}");
+    }
+    within("send", a.send("B", b"fine")).await.expect("send");
+
+    within("connect", b.connect()).await.expect("connect");
+    for (who, cause) in [
+        ("mallory", "unknown_recipient"),
+        ("eve", "envelope_decrypt"),
+    ] {
+        match within("recv", b.recv()).await {
+            Err(RelayError::Undecryptable {
+                from, source, id, ..
+            }) => {
+                assert_eq!((from.as_str(), source.code(), id), (who, cause, [7; 16]));
+            }
+            other => panic!("{who}: expected undecryptable, got {other:?}"),
+        }
+    }
+    let m = within("recv", b.recv())
+        .await
+        .expect("the next message opens");
+    assert_eq!(&m.plaintext[..], b"fine");
+    // The two bad ones are acknowledged without the caller; the good one waits for its ack.
+    eventually("only the unacknowledged message is left", || async {
+        let rows = cluster.relay.store.fetch("B", 0, 10).await.expect("fetch");
+        rows.len() == 1 && rows[0].seq == i64::try_from(m.seq).expect("seq")
+    })
+    .await;
+    b.ack(m.seq).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_that_do_not_verify_or_change_identity_are_refused() {
+    let cluster = cluster().await;
+    let a = client(&cluster, "A", "g1").await;
+    let b = client(&cluster, "B", "g1").await;
+    let keys = within("lookup", a.lookup("B")).await.expect("B's keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!(
+        (keys[0].version, keys[0].enc_public, keys[0].identity),
+        (
+            1,
+            b.keys().current_enc_key().public,
+            b.keys().identity_public()
+        )
+    );
+    // Another group's node is unknown; so is a node that never published.
+    let _c = client(&cluster, "C", "g2").await;
+    let e = within("lookup", a.lookup("C"))
+        .await
+        .expect_err("other group");
+    assert_eq!(
+        (e.code(), e.kind()),
+        ("unknown_recipient", ErrorKind::Refused)
+    );
+    let e = within("send", a.send("C", b"x"))
+        .await
+        .expect_err("other group");
+    assert_eq!(e.code(), "unknown_recipient");
+    assert_eq!(
+        within("lookup", a.lookup("../x"))
+            .await
+            .expect_err("id")
+            .code(),
+        "invalid_node_id"
+    );
+
+    // An identity pinned for B that the relay does not list.
+    let (keys_a2, token_a2) = node(&cluster, "A2", "g1").await;
+    let a2 =
+        RelayClient::new(keys_a2, token_a2, &cluster.relay_url, test_options()).expect("client");
+    a2.pin_identity("B", [5; 32]);
+    let e = within("lookup", a2.lookup("B")).await.expect_err("pinned");
+    assert_eq!(e.code(), "peer_identity_changed");
+
+    // The relay's row altered behind its back: the signature no longer covers the key.
+    let forged = keymesh_client::keys::NodeKeys::generate("B").expect("keys");
+    let forged_key = forged.current_enc_key().public.to_vec();
+    match cluster.relay.store.db() {
+        Db::Sqlite(pool) => sqlx::query("UPDATE relay_keys SET enc_key = $1 WHERE node = $2")
+            .bind(forged_key)
+            .bind("B")
+            .execute(pool)
+            .await
+            .map(|_| ()),
+        Db::Postgres(pool) => sqlx::query("UPDATE relay_keys SET enc_key = $1 WHERE node = $2")
+            .bind(forged_key)
+            .bind("B")
+            .execute(pool)
+            .await
+            .map(|_| ()),
+    }
+    .expect("tamper");
+    let (keys_a3, token_a3) = node(&cluster, "A3", "g1").await;
+    let a3 =
+        RelayClient::new(keys_a3, token_a3, &cluster.relay_url, test_options()).expect("client");
+    let e = within("lookup", a3.lookup("B")).await.expect_err("forged");
+    assert_eq!(e.code(), "peer_key_invalid");
+    let e = within("send", a3.send("B", b"x"))
+        .await
+        .expect_err("forged");
+    assert_eq!(e.code(), "peer_key_invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_and_an_unreachable_relay_are_typed() {
+    let cluster = cluster().await;
+    let (keys, token) = node(&cluster, "A", "g1").await;
+    drop(token);
+    // A garbage token, and a real token whose identity key is not this key file's.
+    let garbage = RelayClient::new(
+        keys,
+        b"garbage".to_vec(),
+        &cluster.relay_url,
+        test_options(),
+    )
+    .expect("client");
+    let e = within("publish", garbage.publish_keys())
+        .await
+        .expect_err("garbage");
+    assert_eq!((e.code(), e.kind()), ("invalid_token", ErrorKind::Auth));
+    let e = within("connect", garbage.connect())
+        .await
+        .expect_err("garbage");
+    assert_eq!((e.code(), e.kind()), ("invalid_token", ErrorKind::Auth));
+    let e = within("send", garbage.send("A", b"x"))
+        .await
+        .expect_err("ended");
+    assert_eq!(e.code(), "invalid_token");
+
+    let (_, other_token) = node(&cluster, "B", "g1").await;
+    let thief = RelayClient::new(
+        keymesh_client::keys::NodeKeys::generate("B").expect("keys"),
+        other_token,
+        &cluster.relay_url,
+        test_options(),
+    )
+    .expect("client");
+    let e = within("publish", thief.publish_keys())
+        .await
+        .expect_err("no proof");
+    assert_eq!((e.code(), e.kind()), ("proof_invalid", ErrorKind::Auth));
+    let e = within("connect", thief.connect())
+        .await
+        .expect_err("no proof");
+    assert_eq!((e.code(), e.kind()), ("proof_invalid", ErrorKind::Auth));
+
+    let (keys, token) = node(&cluster, "C", "g1").await;
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let options = ClientOptions {
+        max_reconnect_attempts: Some(1),
+        ..test_options()
+    };
+    let nowhere = RelayClient::new(keys, token, &url, options).expect("client");
+    let e = within("publish", nowhere.publish_keys())
+        .await
+        .expect_err("down");
+    assert_eq!(
+        (e.code(), e.kind()),
+        ("relay_unreachable", ErrorKind::Unreachable)
+    );
+    let e = within("connect", nowhere.connect())
+        .await
+        .expect_err("down");
+    assert_eq!(
+        (e.code(), e.kind()),
+        ("relay_unreachable", ErrorKind::Unreachable)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_never_pass_a_message_not_yet_handled() {
+    let cluster = cluster().await;
+    let a = client(&cluster, "A", "g1").await;
+    let b = client(&cluster, "B", "g1").await;
+    for i in 0..3 {
+        within("send", a.send("B", format!("m{i}").as_bytes()))
+            .await
+            .expect("send");
+    }
+    within("connect", b.connect()).await.expect("connect");
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(within("recv", b.recv()).await.expect("message").seq);
+    }
+    // Handled out of order: the first is still being worked on, nothing may be deleted.
+    b.ack(seqs[2]).expect("ack");
+    b.ack(seqs[1]).expect("ack");
+    b.ack(9_999).expect("an unknown seq is ignored");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(held(&cluster, "B").await, 3);
+    b.ack(seqs[0]).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+
+    // auto_ack: handled as soon as it is returned.
+    let (keys, token) = node(&cluster, "C", "g1").await;
+    let options = ClientOptions {
+        auto_ack: true,
+        ..test_options()
+    };
+    let c = RelayClient::new(keys, token, &cluster.relay_url, options).expect("client");
+    within("publish", c.publish_keys()).await.expect("publish");
+    within("send", a.send("C", b"auto")).await.expect("send");
+    let m = within("recv", c.recv()).await.expect("message");
+    assert_eq!(&m.plaintext[..], b"auto");
+    mailbox_empties(&cluster, "C").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_does_not_hand_out_a_message_twice() {
+    let cluster = cluster().await;
+    let proxy = Proxy::start(&cluster.relay_url).await;
+    let a = client(&cluster, "A", "g1").await;
+    let (keys, token) = node(&cluster, "B", "g1").await;
+    let b = RelayClient::new(keys, token, &proxy.url, test_options()).expect("client");
+    within("publish", b.publish_keys()).await.expect("publish");
+    within("connect", b.connect()).await.expect("connect");
+    for text in ["one", "two"] {
+        within("send", a.send("B", text.as_bytes()))
+            .await
+            .expect("send");
+    }
+    let one = within("recv", b.recv()).await.expect("message");
+    let two = within("recv", b.recv()).await.expect("message");
+    b.ack(one.seq).expect("ack");
+    // Lost before (or while) the acknowledgement travels; both are redelivered to the client,
+    // which hands out neither again and acknowledges the first on the new connection.
+    proxy.cut();
+    within("send", a.send("B", b"three")).await.expect("send");
+    let three = within("recv", b.recv()).await.expect("message");
+    assert_eq!(&three.plaintext[..], b"three");
+    assert!(three.seq > two.seq);
+    eventually("the first is acknowledged", || async {
+        let rows = cluster.relay.store.fetch("B", 0, 10).await.expect("fetch");
+        rows.first().map(|r| r.seq) == Some(i64::try_from(two.seq).expect("seq"))
+    })
+    .await;
+    b.ack(two.seq).expect("ack");
+    b.ack(three.seq).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+    nothing_more(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receive_cancelled_while_opening_keeps_the_message() {
+    let cluster = cluster().await;
+    let proxy = Proxy::start(&cluster.relay_url).await;
+    let a = client(&cluster, "A", "g1").await;
+    let (keys, token) = node(&cluster, "B", "g1").await;
+    let b = RelayClient::new(keys, token, &proxy.url, test_options()).expect("client");
+    within("publish", b.publish_keys()).await.expect("publish");
+    within("connect", b.connect()).await.expect("connect");
+    within("send", a.send("B", b"kept")).await.expect("send");
+    eventually("delivered to B", || async {
+        cluster.relay.metrics.delivered.get() >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // B must look up A's key to open it; the lookup's answer never comes.
+    proxy.mute(true);
+    let cancelled = tokio::time::timeout(Duration::from_millis(500), b.recv()).await;
+    assert!(cancelled.is_err(), "still opening: {cancelled:?}");
+    proxy.mute(false);
+    proxy.cut();
+    let m = within("recv", b.recv()).await.expect("the same message");
+    assert_eq!(&m.plaintext[..], b"kept");
+    b.ack(m.seq).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+    nothing_more(&b).await;
+}
