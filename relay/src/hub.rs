@@ -63,19 +63,18 @@ impl Conn {
         self.deliverer.load(Ordering::Acquire)
     }
 
-    /// Next queued item.
-    pub fn pop(&self) -> Option<Item> {
-        self.queue().items.pop_front()
+    /// Next queued item, and whether messages were left out since the last call (then the
+    /// queue may have a gap: read the database). Both under one lock, so a message dropped
+    /// while the connection is delivering can never be skipped.
+    pub fn pop(&self) -> (Option<Item>, bool) {
+        let mut q = self.queue();
+        let lagged = std::mem::take(&mut q.lagging);
+        (q.items.pop_front(), lagged)
     }
 
     /// Put back an item taken too early.
     pub fn unpop(&self, item: Item) {
         self.queue().items.push_front(item);
-    }
-
-    /// Whether messages were left out since the last call (then read the database).
-    pub fn take_lagging(&self) -> bool {
-        std::mem::take(&mut self.queue().lagging)
     }
 
     /// Why the hub wants this connection closed, if it does.

@@ -488,15 +488,16 @@ impl Connection {
     async fn deliver(&mut self, conn: &Conn, d: &mut Delivery) -> Result<(), Fatal> {
         if !conn.is_deliverer() {
             // Keep the queue from holding stale items; the newest connection delivers.
-            while conn.pop().is_some() {}
+            while conn.pop().0.is_some() {}
             return Ok(());
         }
         let window = usize::try_from(self.state.config.window).unwrap_or(usize::MAX);
-        if conn.take_lagging() {
-            d.synced = false;
-        }
         while d.in_flight.len() < window {
-            match conn.pop() {
+            let (next, lagged) = conn.pop();
+            if lagged {
+                d.synced = false;
+            }
+            match next {
                 Some(Item::Expired(e)) => {
                     if e.through_seq > d.acked {
                         self.send_expired(e.after_seq, e.through_seq, e.count)
