@@ -74,6 +74,22 @@ pub fn command() -> Command {
                 .arg(Arg::new("seconds").long("seconds").value_name("N").help("Seconds per HTTP load phase [default: 5]"))
                 .arg(Arg::new("concurrency").long("concurrency").value_name("N").help("Concurrent HTTP clients [default: 64]"))
                 .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Vault database for the HTTP run [default: a temporary SQLite file]")),
+        )
+        .subcommand(
+            Command::new("relay")
+                .about("Relay msgs/s, latency, server CPU and RSS, RSS per idle connection, against a bare in-memory relay")
+                .arg(Arg::new("pairs").long("pairs").value_name("N").help("Sender/receiver pairs [default: 50]"))
+                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds per row [default: 10]"))
+                .arg(Arg::new("rate").long("rate").value_name("N").help("Offered msgs/s for the latency row [default: 5000]"))
+                .arg(Arg::new("idle").long("idle").value_name("N").help("Idle connections to hold [default: 10000]"))
+                .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
+                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]")),
+        )
+        .subcommand(
+            Command::new("relay-baseline")
+                .about("The bare in-memory relay `bench relay` measures against (started by it)")
+                .hide(true)
+                .arg(Arg::new("listen").long("listen").value_name("ADDR").required(true)),
         );
     cmd.subcommand(bench).subcommand(
         with_settings(

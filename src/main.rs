@@ -230,7 +230,7 @@ async fn migrate(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `keymesh bench vault`: print the benchmark report.
+/// `keymesh bench vault|relay`: print the benchmark report.
 async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     match matches.subcommand() {
         Some(("vault", sub)) => {
@@ -245,9 +245,29 @@ async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             };
             bench::vault::run(options).await
         }
-        _ => Err(
-            "usage: keymesh bench vault [--seconds N] [--concurrency N] [--database-url URL]"
-                .into(),
-        ),
+        Some(("relay", sub)) => {
+            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
+                Ok(sub
+                    .get_one::<String>(name)
+                    .map_or(Ok(default), |s| s.parse())?)
+            };
+            let options = bench::relay::Options {
+                pairs: usize::try_from(number("pairs", 50)?)?.max(1),
+                seconds: number("seconds", 10)?.max(1),
+                rate: number("rate", 5000)?.max(1),
+                idle: usize::try_from(number("idle", 10_000)?)?.max(1),
+                payload: usize::try_from(number("payload", 1024)?)?,
+                database_url: sub.get_one::<String>("database-url").cloned(),
+            };
+            bench::relay::run(options).await
+        }
+        Some(("relay-baseline", sub)) => {
+            let listen = sub
+                .get_one::<String>("listen")
+                .ok_or("--listen is required")?
+                .parse()?;
+            bench::relay::serve_baseline(listen).await
+        }
+        _ => Err("usage: keymesh bench vault|relay [OPTIONS] (see --help)".into()),
     }
 }

@@ -30,8 +30,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PENDING: usize = 1024;
 /// Buffers per connection: small, so idle connections stay cheap; frames larger than this
 /// are read in several steps.
-const READ_BUFFER: usize = 4 * 1024;
-const WRITE_BUFFER: usize = 8 * 1024;
+pub const READ_BUFFER: usize = 4 * 1024;
+pub const WRITE_BUFFER: usize = 8 * 1024;
 
 /// `GET /v1/relay/ws`.
 pub async fn upgrade(

@@ -1,6 +1,7 @@
 //! `keymesh bench ...`: rerunnable performance measurements. Each prints Markdown rows for
 //! `docs/benchmarks.md`, with a baseline measured in the same run.
 
+pub mod relay;
 pub mod vault;
 
 use std::time::{Duration, Instant};
@@ -60,19 +61,53 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// CPU time this process has used so far, all threads, user + system (from /proc; `None`
 /// where there is no /proc).
 pub fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    sample("self").map(|s| s.cpu)
+}
+
+/// CPU time (user + system) and memory of a process, from /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcSample {
+    /// User + system CPU so far.
+    pub cpu: Duration,
+    /// Resident set size now, bytes.
+    pub rss: u64,
+    /// Peak resident set size, bytes.
+    pub peak_rss: u64,
+}
+
+/// Sample process `pid` (a number, or `self`); `None` where /proc cannot tell.
+pub fn sample(pid: &str) -> Option<ProcSample> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which is in parentheses and may contain spaces).
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // The kernel reports in USER_HZ, 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    };
+    Some(ProcSample {
+        // The kernel reports in USER_HZ, 100 on Linux.
+        cpu: Duration::from_millis(ticks * 10),
+        rss: kib("VmRSS:")? * 1024,
+        peak_rss: kib("VmHWM:")? * 1024,
+    })
 }
 
 /// Latency percentiles from samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Percentile `p` of sorted samples.
+pub fn percentile_u32(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]
