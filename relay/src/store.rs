@@ -121,6 +121,16 @@ impl Store {
         Self { db }
     }
 
+    /// The statement that opens a write transaction: on SQLite it takes the write lock at once
+    /// (`IMMEDIATE`), so a writer waits out a checkpoint through the busy timeout instead of
+    /// failing when it upgrades a read snapshot.
+    fn begin_write(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "BEGIN IMMEDIATE",
+            Db::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// The pool.
     pub fn db(&self) -> &Db {
         &self.db
@@ -226,7 +236,7 @@ impl Store {
             Db::Postgres(_) => RECORD_POSTGRES,
         };
         let out = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.begin_write()).await?;
             let rows: Vec<(String, i64, i64)> = sqlx::query_as(DELETE).bind(now_ms).bind(limit).fetch_all(&mut *tx).await?;
             let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
             for (recipient, seq, bytes) in rows {
@@ -365,7 +375,13 @@ impl Writer {
             let mut batch = Vec::with_capacity(MAX_BATCH);
             // Commit at once when idle; while a commit runs, the next batch piles up.
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let (size, started) = (batch.len(), std::time::Instant::now());
                 task.commit(std::mem::take(&mut batch)).await;
+                tracing::trace!(
+                    size,
+                    micros = started.elapsed().as_micros() as u64,
+                    "group commit"
+                );
             }
         });
         Ok(Self { tx, held })
@@ -490,7 +506,7 @@ impl Task {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "relay group commit failed; every write in it is refused");
+                tracing::error!(error = %keymesh_core::error::error_chain(&e), "relay group commit failed; every write in it is refused");
                 self.fail(sends, acks, &e);
             }
         }
@@ -539,29 +555,22 @@ impl Task {
         touched: &mut HashMap<String, Occupancy>,
     ) -> Result<(Vec<SendOutcome>, Vec<i64>), StorageError> {
         let base = &self.boxes;
-        // Upsert: an acknowledgement is remembered even for a mailbox first seen here, so a
-        // restart never numbers below it.
-        const ACKED: &str = "INSERT INTO relay_mailboxes (node, epoch, acked) VALUES ($1, $3, $2) ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END";
-        const DELETE: &str = "DELETE FROM relay_messages WHERE recipient = $1 AND seq <= $2 RETURNING CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
-        const FORGET_EXPIRED: &str =
-            "DELETE FROM relay_expiries WHERE recipient = $1 AND through_seq <= $2";
         let bounds = self.bounds;
         let now_ms = now_ms();
         let out = with_pool!(self.store.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.store.begin_write()).await?;
             let mut outcomes = vec![SendOutcome::Duplicate; sends.len()];
             if !sends.is_empty() {
-                let mut find = sqlx::QueryBuilder::new("SELECT sender, client_id FROM relay_accepted WHERE (sender, client_id) IN (");
-                let mut list = find.separated(", ");
-                for m in sends {
-                    list.push("(");
-                    list.push_bind_unseparated(&m.sender);
-                    list.push_unseparated(", ");
-                    list.push_bind_unseparated(m.client_id.as_slice());
-                    list.push_unseparated(")");
-                }
-                find.push(")");
-                let earlier: HashSet<Dup> = find.build_query_as::<Dup>().fetch_all(&mut *tx).await?.into_iter().collect();
+                // Statements built per batch are not cached (`persistent(false)`): their shape
+                // changes with the batch, and each cached shape would hold a large program.
+                // A join from the batch's ids, so each is one index lookup: a row-value `IN`
+                // list makes SQLite scan the whole table.
+                let mut find = sqlx::QueryBuilder::new("SELECT a.sender, a.client_id FROM (");
+                find.push_values(sends, |mut row, m| {
+                    row.push_bind(&m.sender).push_bind(m.client_id.as_slice());
+                });
+                find.push(") AS v JOIN relay_accepted a ON a.sender = v.column1 AND a.client_id = v.column2");
+                let earlier: HashSet<Dup> = find.build_query_as::<Dup>().persistent(false).fetch_all(&mut *tx).await?.into_iter().collect();
                 let mut seen: HashSet<(&str, &[u8])> = HashSet::new();
                 let mut fresh: Vec<Planned<'_>> = Vec::with_capacity(sends.len());
                 for (i, m) in sends.iter().enumerate() {
@@ -588,29 +597,66 @@ impl Task {
                         let m = p.message;
                         row.push_bind(&m.recipient).push_bind(p.seq).push_bind(&m.sender).push_bind(m.client_id.as_slice()).push_bind(&m.enc).push_bind(&m.payload).push_bind(m.created_ms).push_bind(m.expires_ms);
                     });
-                    insert.build().execute(&mut *tx).await?;
+                    insert.build().persistent(false).execute(&mut *tx).await?;
                     let mut keys = sqlx::QueryBuilder::new("INSERT INTO relay_accepted (sender, client_id, expires_ms) ");
                     keys.push_values(&fresh, |mut row, p| {
                         row.push_bind(&p.message.sender).push_bind(p.message.client_id.as_slice()).push_bind(p.message.expires_ms);
                     });
-                    keys.build().execute(&mut *tx).await?;
+                    keys.build().persistent(false).execute(&mut *tx).await?;
                 }
             }
-            let mut deleted = Vec::with_capacity(acks.len());
+            // Acknowledgements are cumulative: one per mailbox (the highest) is applied, with
+            // one statement each for all mailboxes of the batch. Never past the highest number
+            // assigned: an ack beyond it would hide later messages below the resume position.
+            let mut highest: HashMap<&str, i64> = HashMap::new();
             for (recipient, through) in acks {
-                // Never past the highest number assigned: an ack beyond it would hide later
-                // messages below the node's resume position.
-                let b = slot(touched, base, recipient);
-                let through = (*through).min(b.last_seq);
-                let sizes: Vec<(i64,)> = sqlx::query_as(DELETE).bind(recipient).bind(through).fetch_all(&mut *tx).await?;
-                let n = i64::try_from(sizes.len()).unwrap_or(i64::MAX);
-                let bytes: i64 = sizes.iter().map(|(b,)| b).sum();
-                sqlx::query(FORGET_EXPIRED).bind(recipient).bind(through).execute(&mut *tx).await?;
-                sqlx::query(ACKED).bind(recipient).bind(through).bind(now_ms).execute(&mut *tx).await?;
-                let b = slot(touched, base, recipient);
-                b.count -= n;
-                b.bytes -= bytes;
-                deleted.push(n);
+                let capped = (*through).min(slot(touched, base, recipient).last_seq);
+                let t = highest.entry(recipient).or_insert(capped);
+                *t = (*t).max(capped);
+            }
+            let mut removed: HashMap<String, (i64, i64)> = HashMap::new();
+            if !highest.is_empty() {
+                let ranges: Vec<(&str, i64)> = highest.iter().map(|(r, t)| (*r, *t)).collect();
+                let either = |q: &mut sqlx::QueryBuilder<_>, seq: &str| {
+                    let mut or = q.separated(" OR ");
+                    for (recipient, through) in &ranges {
+                        or.push("(recipient = ");
+                        or.push_bind_unseparated(*recipient);
+                        or.push_unseparated(format!(" AND {seq} <= "));
+                        or.push_bind_unseparated(*through);
+                        or.push_unseparated(")");
+                    }
+                };
+                let mut delete = sqlx::QueryBuilder::new("DELETE FROM relay_messages WHERE ");
+                either(&mut delete, "seq");
+                delete.push(" RETURNING recipient, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)");
+                let sizes: Vec<(String, i64)> = delete.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+                for (recipient, bytes) in sizes {
+                    let r = removed.entry(recipient).or_default();
+                    r.0 += 1;
+                    r.1 += bytes;
+                }
+                let mut forget = sqlx::QueryBuilder::new("DELETE FROM relay_expiries WHERE ");
+                either(&mut forget, "through_seq");
+                forget.build().persistent(false).execute(&mut *tx).await?;
+                // Upsert: an acknowledgement is remembered even for a mailbox first seen here,
+                // so a restart never numbers below it.
+                let mut acked = sqlx::QueryBuilder::new("INSERT INTO relay_mailboxes (node, epoch, acked) ");
+                acked.push_values(&ranges, |mut row, (recipient, through)| {
+                    row.push_bind(*recipient).push_bind(now_ms).push_bind(*through);
+                });
+                acked.push(" ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END");
+                acked.build().persistent(false).execute(&mut *tx).await?;
+            }
+            // Each mailbox's deletions are reported on its last acknowledgement in the batch.
+            let mut deleted = vec![0; acks.len()];
+            for (i, (recipient, _)) in acks.iter().enumerate().rev() {
+                if let Some((n, bytes)) = removed.remove(*recipient) {
+                    let b = slot(touched, base, recipient);
+                    b.count -= n;
+                    b.bytes -= bytes;
+                    deleted[i] = n;
+                }
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>((outcomes, deleted))

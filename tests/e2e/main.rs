@@ -2,4 +2,5 @@
 //! HTTP. One test binary (links are slow on two cores); each area is a module.
 
 mod process;
+mod relay_crash;
 mod server;

@@ -111,6 +111,13 @@ impl Keymesh {
         }
     }
 
+    /// SIGKILL: the process gets no chance to flush or close anything.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().expect("SIGKILL keymesh");
+        let _ = self.child.wait();
+        self.drain();
+    }
+
     /// Everything printed so far.
     pub fn output(&mut self) -> String {
         self.drain();

@@ -157,10 +157,31 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for a pooled connection.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the WAL is checkpointed.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Checkpoint the WAL into the database file until the pool closes. Passive: it never blocks a
+/// writer or a reader, and the log restarts from its beginning once a checkpoint has caught up.
+/// (SQLite's own auto-checkpoint, turned off in [`Db::connect`], runs inside whichever commit
+/// crosses its threshold and made that commit copy the log and fsync twice.)
+async fn checkpoint_sqlite(pool: SqlitePool) {
+    while !pool.is_closed() {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        let done = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await;
+        if let Err(e) = done
+            && !pool.is_closed()
+        {
+            tracing::warn!(error = %e, "SQLite WAL checkpoint failed; retrying");
+        }
+    }
+}
+
 impl Db {
     /// Open a pool. SQLite files (and their directory, mode 0700) are created if missing, in WAL
-    /// mode with `synchronous=FULL` (an accepted write survives power loss), foreign keys on and a
-    /// busy timeout.
+    /// mode with `synchronous=FULL` (an accepted write survives power loss), foreign keys on, a
+    /// busy timeout, and the WAL checkpointed by a background task (see [`checkpoint_sqlite`]).
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StorageError> {
         let connect_err = |source| StorageError::Connect {
             url: url.redacted(),
@@ -174,7 +195,9 @@ impl Db {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    // Checkpoints run beside the writers (`checkpoint_sqlite`).
+                    .pragma("wal_autocheckpoint", "0");
                 prepare_sqlite_file(options.get_filename())?;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
@@ -182,6 +205,7 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
+                tokio::spawn(checkpoint_sqlite(pool.clone()));
                 Ok(Self::Sqlite(pool))
             }
             Backend::Postgres => {

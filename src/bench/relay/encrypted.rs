@@ -28,7 +28,7 @@ pub async fn run(
     in_flight: usize,
     payload: usize,
     (warmup, measure): (Duration, Duration),
-) -> Result<(Outcome, Option<(ProcSample, ProcSample)>), BoxError> {
+) -> Result<(Outcome, Option<(ProcSample, ProcSample)>, Option<Duration>), BoxError> {
     let mut keys = Vec::new();
     for i in 0..pairs {
         keys.push(NodeKeys::generate(&format!("enc-send-{i}"))?);
@@ -55,9 +55,12 @@ pub async fn run(
     let pid = relay_pid.to_owned();
     let sampler = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
-        let before = sample(&pid);
+        let (before, generator) = (sample(&pid), sample("self"));
         tokio::time::sleep(measure).await;
-        before.zip(sample(&pid))
+        (
+            before.zip(sample(&pid)),
+            generator.zip(sample("self")).map(|(b, a)| a.cpu - b.cpu),
+        )
     });
     let delivered = Arc::new(AtomicU64::new(0));
     let mut receivers = Vec::new();
@@ -117,7 +120,7 @@ pub async fn run(
     }
     latencies.sort_unstable();
     let delivered = delivered.load(Ordering::Relaxed);
-    let server = sampler.await.map_err(|e| e.to_string())?;
+    let (server, generator) = sampler.await.map_err(|e| e.to_string())?;
     Ok((
         Outcome {
             delivered,
@@ -127,5 +130,6 @@ pub async fn run(
             latencies_us: latencies,
         },
         server,
+        generator,
     ))
 }

@@ -48,6 +48,8 @@ struct Row {
     measured: Duration,
     server: Option<(ProcSample, ProcSample)>,
     server_acked: Option<f64>,
+    /// The load generator's (this process's) CPU over the window.
+    generator: Option<Duration>,
 }
 
 fn ms(us: u32) -> String {
@@ -86,7 +88,7 @@ impl Row {
             None => format!("{:.0}", o.acked as f64 / secs),
         };
         format!(
-            "| {} | **{:.0}** | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | **{:.0}** | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             self.label,
             o.delivered as f64 / secs,
             acked,
@@ -95,6 +97,10 @@ impl Row {
             p(0.999),
             cpu,
             rss,
+            self.generator.map_or("n/a".into(), |g| format!(
+                "{:.2} cores",
+                g.as_secs_f64() / secs
+            )),
             match &o.refusal {
                 Some(code) => format!("{} (first: `{code}`)", o.refused),
                 None => o.refused.to_string(),
@@ -103,7 +109,7 @@ impl Row {
     }
 }
 
-const HEADER: &str = "| server | delivered msgs/s | acked msgs/s | p50 | p99 | p99.9 | server CPU | server RSS | refused |\n|---|---|---|---|---|---|---|---|---|\n";
+const HEADER: &str = "| server | delivered msgs/s | acked msgs/s | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU | refused |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
 /// Measure one load run against `server` (its pid for CPU and RSS).
 async fn measure(
@@ -125,9 +131,9 @@ async fn measure(
         } else {
             None
         };
-        let before = sample(&pid);
+        let (before, generator) = (sample(&pid), sample("self"));
         tokio::time::sleep(measured).await;
-        let after = sample(&pid);
+        let (after, generator_after) = (sample(&pid), sample("self"));
         let acked_after = if count_acks {
             stack::counter(&url, "relay_messages_acked").await
         } else {
@@ -136,16 +142,18 @@ async fn measure(
         (
             before.zip(after),
             acked_before.zip(acked_after).map(|(b, a)| a - b),
+            generator.zip(generator_after).map(|(b, a)| a.cpu - b.cpu),
         )
     });
     let outcome = load::run(ws_url, pairs, run).await?;
-    let (server, server_acked) = sampler.await.map_err(|e| e.to_string())?;
+    let (server, server_acked, generator) = sampler.await.map_err(|e| e.to_string())?;
     Ok(Row {
         label: label.to_owned(),
         outcome,
         measured,
         server,
         server_acked,
+        generator,
     })
 }
 
@@ -299,7 +307,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         "full client path (keymesh-client, HPKE), {} s",
         options.seconds
     );
-    let (encrypted, server) = encrypted::run(
+    let (encrypted, server, generator) = encrypted::run(
         &stack.relay.url(),
         &stack.relay.pid(),
         &vault,
@@ -316,6 +324,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         measured: measure_for,
         server,
         server_acked: None,
+        generator,
     }
     .markdown();
 

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use super::BoxError;
 
-/// Settings every child gets: quiet logs, development mode (plain http on loopback), and IP
+/// Settings every child gets: quiet logs (unless `LOG_LEVEL` is set), development mode (plain http on loopback), and IP
 /// rate limits out of the way (every simulated node connects from 127.0.0.1).
 const COMMON_ENV: &[(&str, &str)] = &[
     ("KEYMESH_ENV", "development"),
@@ -54,14 +54,20 @@ impl Server {
     ) -> Result<Self, BoxError> {
         let addr = free_port()?;
         let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(std::env::current_exe()?);
         command
             .args(args)
-            .envs(COMMON_ENV.iter().copied())
+            .envs(
+                COMMON_ENV
+                    .iter()
+                    .copied()
+                    .filter(|(k, _)| *k != "LOG_LEVEL" || std::env::var_os(k).is_none()),
+            )
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file);
         if listen_var.is_empty() {
             command.args(["--listen", &addr.to_string()]);
         } else {
