@@ -332,6 +332,9 @@ pub struct Writer {
 
 /// Most writes in one transaction (binds stay well under both engines' limits).
 const MAX_BATCH: usize = 1024;
+/// Most mailboxes in one acknowledgement statement: its `OR` chain is an expression tree as deep
+/// as it is long, and SQLite refuses trees deeper than 1,000.
+const ACK_CHUNK: usize = 256;
 
 /// Sequence counter and occupancy of one mailbox.
 #[derive(Clone, Copy, Debug, Default)]
@@ -617,36 +620,38 @@ impl Task {
             let mut removed: HashMap<String, (i64, i64)> = HashMap::new();
             if !highest.is_empty() {
                 let ranges: Vec<(&str, i64)> = highest.iter().map(|(r, t)| (*r, *t)).collect();
-                let either = |q: &mut sqlx::QueryBuilder<_>, seq: &str| {
-                    let mut or = q.separated(" OR ");
-                    for (recipient, through) in &ranges {
-                        or.push("(recipient = ");
-                        or.push_bind_unseparated(*recipient);
-                        or.push_unseparated(format!(" AND {seq} <= "));
-                        or.push_bind_unseparated(*through);
-                        or.push_unseparated(")");
+                for ranges in ranges.chunks(ACK_CHUNK) {
+                    let either = |q: &mut sqlx::QueryBuilder<_>, seq: &str| {
+                        let mut or = q.separated(" OR ");
+                        for (recipient, through) in ranges {
+                            or.push("(recipient = ");
+                            or.push_bind_unseparated(*recipient);
+                            or.push_unseparated(format!(" AND {seq} <= "));
+                            or.push_bind_unseparated(*through);
+                            or.push_unseparated(")");
+                        }
+                    };
+                    let mut delete = sqlx::QueryBuilder::new("DELETE FROM relay_messages WHERE ");
+                    either(&mut delete, "seq");
+                    delete.push(" RETURNING recipient, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)");
+                    let sizes: Vec<(String, i64)> = delete.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
+                    for (recipient, bytes) in sizes {
+                        let r = removed.entry(recipient).or_default();
+                        r.0 += 1;
+                        r.1 += bytes;
                     }
-                };
-                let mut delete = sqlx::QueryBuilder::new("DELETE FROM relay_messages WHERE ");
-                either(&mut delete, "seq");
-                delete.push(" RETURNING recipient, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)");
-                let sizes: Vec<(String, i64)> = delete.build_query_as().persistent(false).fetch_all(&mut *tx).await?;
-                for (recipient, bytes) in sizes {
-                    let r = removed.entry(recipient).or_default();
-                    r.0 += 1;
-                    r.1 += bytes;
+                    let mut forget = sqlx::QueryBuilder::new("DELETE FROM relay_expiries WHERE ");
+                    either(&mut forget, "through_seq");
+                    forget.build().persistent(false).execute(&mut *tx).await?;
+                    // Upsert: an acknowledgement is remembered even for a mailbox first seen here,
+                    // so a restart never numbers below it.
+                    let mut acked = sqlx::QueryBuilder::new("INSERT INTO relay_mailboxes (node, epoch, acked) ");
+                    acked.push_values(ranges, |mut row, (recipient, through)| {
+                        row.push_bind(*recipient).push_bind(now_ms).push_bind(*through);
+                    });
+                    acked.push(" ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END");
+                    acked.build().persistent(false).execute(&mut *tx).await?;
                 }
-                let mut forget = sqlx::QueryBuilder::new("DELETE FROM relay_expiries WHERE ");
-                either(&mut forget, "through_seq");
-                forget.build().persistent(false).execute(&mut *tx).await?;
-                // Upsert: an acknowledgement is remembered even for a mailbox first seen here,
-                // so a restart never numbers below it.
-                let mut acked = sqlx::QueryBuilder::new("INSERT INTO relay_mailboxes (node, epoch, acked) ");
-                acked.push_values(&ranges, |mut row, (recipient, through)| {
-                    row.push_bind(*recipient).push_bind(now_ms).push_bind(*through);
-                });
-                acked.push(" ON CONFLICT (node) DO UPDATE SET acked = CASE WHEN relay_mailboxes.acked < excluded.acked THEN excluded.acked ELSE relay_mailboxes.acked END");
-                acked.build().persistent(false).execute(&mut *tx).await?;
             }
             // Each mailbox's deletions are reported on its last acknowledgement in the batch.
             let mut deleted = vec![0; acks.len()];

@@ -249,3 +249,59 @@ async fn expired_messages_are_deleted_and_reported_as_ranges() {
         SendOutcome::Stored(7)
     );
 }
+
+#[tokio::test]
+async fn one_commit_acknowledges_many_mailboxes_and_coalesces_repeated_acks() {
+    let db = TestDb::new().await;
+    let store = open(&db).await;
+    let (w, _) = writer(&store).await;
+    // More mailboxes than one writer batch holds, submitted without waiting (the writer runs
+    // only once this task yields), so a batch is full of acknowledgements for distinct mailboxes.
+    const BOXES: usize = 1_500;
+    let mut answers = Vec::new();
+    for i in 0..BOXES {
+        for id in 0..2u8 {
+            let (done, rx) = oneshot::channel();
+            let mut m = message("s", &format!("r{i}"), id, 1000);
+            m.client_id[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            assert!(w.submit(Write::Send { message: m, done }).await);
+            answers.push(rx);
+        }
+    }
+    for rx in answers {
+        assert!(matches!(
+            rx.await.expect("answer").expect("commit"),
+            SendOutcome::Stored(_)
+        ));
+    }
+    // Every mailbox acknowledged through 1, then through 2, then (out of order, in one batch
+    // with the others) through 1 again: cumulative, so each ends at 2 and each message is
+    // deleted exactly once. The first batch holds a full batch of distinct mailboxes.
+    let mut acks = Vec::new();
+    for through in [1, 2, 1] {
+        for i in 0..BOXES {
+            let (done, rx) = oneshot::channel();
+            assert!(
+                w.submit(Write::Ack {
+                    recipient: format!("r{i}"),
+                    through,
+                    done
+                })
+                .await
+            );
+            acks.push(rx);
+        }
+    }
+    let mut deleted = 0;
+    for rx in acks {
+        deleted += rx.await.expect("answer").expect("commit");
+    }
+    assert_eq!(deleted, 2 * BOXES as i64);
+    assert_eq!(w.held(), 0);
+    for i in [0, BOXES / 2, BOXES - 1] {
+        assert_eq!(
+            store.position(&format!("r{i}")).await.expect("position").0,
+            2
+        );
+    }
+}
