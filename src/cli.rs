@@ -83,7 +83,11 @@ pub fn command() -> Command {
                 .arg(Arg::new("rate").long("rate").value_name("N").help("Offered msgs/s for the latency row [default: 5000]"))
                 .arg(Arg::new("idle").long("idle").value_name("N").help("Idle connections to hold [default: 10000]"))
                 .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
-                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]")),
+                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]"))
+                .arg(Arg::new("relay-url").long("relay-url").value_name("URL").requires_all(["vault-url", "management-key"]).conflicts_with("database-url").help("Measure a relay already running there instead of starting one"))
+                .arg(Arg::new("vault-url").long("vault-url").value_name("URL").requires("relay-url").help("With --relay-url: the vault it follows (nodes are registered there)"))
+                .arg(Arg::new("management-key").long("management-key").value_name("KEY").requires("relay-url").help("With --relay-url: management's credential at that vault"))
+                .arg(Arg::new("server-pid").long("server-pid").value_name("PID").requires("relay-url").help("With --relay-url: the relay's process id here, to report its CPU and memory")),
         )
         .subcommand(
             Command::new("relay-baseline")

@@ -258,6 +258,16 @@ async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
                 idle: usize::try_from(number("idle", 10_000)?)?.max(1),
                 payload: usize::try_from(number("payload", 1024)?)?,
                 database_url: sub.get_one::<String>("database-url").cloned(),
+                external: sub.get_one::<String>("relay-url").map(|relay_url| {
+                    let value =
+                        |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
+                    bench::relay::External {
+                        relay_url: relay_url.clone(),
+                        vault_url: value("vault-url"),
+                        management_key: value("management-key"),
+                        pid: sub.get_one::<String>("server-pid").cloned(),
+                    }
+                }),
             };
             bench::relay::run(options).await
         }

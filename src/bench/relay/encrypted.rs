@@ -21,7 +21,7 @@ use super::{BoxError, ProcSample, load::Outcome, sample, stack};
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     relay_url: &str,
-    relay_pid: &str,
+    relay_pid: Option<&str>,
     vault_url: &str,
     management_key: &str,
     pairs: usize,
@@ -29,10 +29,11 @@ pub async fn run(
     payload: usize,
     (warmup, measure): (Duration, Duration),
 ) -> Result<(Outcome, Option<(ProcSample, ProcSample)>, Option<Duration>), BoxError> {
+    let run = hex::encode(&keymesh_core::capability::token::random_key()[..4]);
     let mut keys = Vec::new();
     for i in 0..pairs {
-        keys.push(NodeKeys::generate(&format!("enc-send-{i}"))?);
-        keys.push(NodeKeys::generate(&format!("enc-recv-{i}"))?);
+        keys.push(NodeKeys::generate(&format!("enc-{run}-send-{i}"))?);
+        keys.push(NodeKeys::generate(&format!("enc-{run}-recv-{i}"))?);
     }
     let public: Vec<(String, [u8; 32])> = keys
         .iter()
@@ -52,13 +53,14 @@ pub async fn run(
     }
     let origin = Instant::now();
     let (from, to) = (warmup, warmup + measure);
-    let pid = relay_pid.to_owned();
+    let pid = relay_pid.map(str::to_owned);
+    let sample_server = move || sample(pid.as_deref()?);
     let sampler = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
-        let (before, generator) = (sample(&pid), sample("self"));
+        let (before, generator) = (sample_server(), sample("self"));
         tokio::time::sleep(measure).await;
         (
-            before.zip(sample(&pid)),
+            before.zip(sample_server()),
             generator.zip(sample("self")).map(|(b, a)| a.cpu - b.cpu),
         )
     });

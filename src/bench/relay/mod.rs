@@ -39,6 +39,44 @@ pub struct Options {
     pub payload: usize,
     /// Relay database (default: a temporary SQLite file).
     pub database_url: Option<String>,
+    /// A relay already running, instead of starting one.
+    pub external: Option<External>,
+}
+
+/// A relay (and the vault it follows) started elsewhere.
+#[derive(Debug)]
+pub struct External {
+    /// `http(s)://host:port` of the relay.
+    pub relay_url: String,
+    /// `http(s)://host:port` of its vault, to register the bench's nodes and mint their tokens.
+    pub vault_url: String,
+    /// Management's credential at that vault.
+    pub management_key: String,
+    /// The relay's process id on this machine, for its CPU and memory (else not reported).
+    pub pid: Option<String>,
+}
+
+/// The server a row measures: its base URL, and its process id when this machine can see it.
+struct Target {
+    url: String,
+    pid: Option<String>,
+}
+
+impl Target {
+    fn of(server: &Server) -> Self {
+        Self {
+            url: server.url(),
+            pid: Some(server.pid()),
+        }
+    }
+
+    fn ws(&self) -> String {
+        format!("{}/v1/relay/ws", self.url.replacen("http", "ws", 1))
+    }
+
+    fn sample(&self) -> Option<ProcSample> {
+        sample(self.pid.as_deref()?)
+    }
 }
 
 /// One row: a run's outcome and the server's resources over it.
@@ -111,19 +149,19 @@ impl Row {
 
 const HEADER: &str = "| server | delivered msgs/s | acked msgs/s | p50 | p99 | p99.9 | server CPU | server RSS | load generator CPU | refused |\n|---|---|---|---|---|---|---|---|---|---|\n";
 
-/// Measure one load run against `server` (its pid for CPU and RSS).
+/// Measure one load run against `target`.
 async fn measure(
     label: &str,
-    ws_url: &str,
-    server: &Server,
+    target: &Target,
     pairs: &[(stack::Node, stack::Node)],
     run: &Run,
     count_acks: bool,
 ) -> Result<Row, BoxError> {
-    let pid = server.pid();
+    let pid = target.pid.clone();
+    let sample_server = move || sample(pid.as_deref()?);
     // Sample at the window's edges while the load runs.
     let (warmup, measured) = (run.warmup, run.measure);
-    let url = server.url();
+    let url = target.url.clone();
     let sampler = tokio::spawn(async move {
         tokio::time::sleep(warmup).await;
         let acked_before = if count_acks {
@@ -131,9 +169,9 @@ async fn measure(
         } else {
             None
         };
-        let (before, generator) = (sample(&pid), sample("self"));
+        let (before, generator) = (sample_server(), sample("self"));
         tokio::time::sleep(measured).await;
-        let (after, generator_after) = (sample(&pid), sample("self"));
+        let (after, generator_after) = (sample_server(), sample("self"));
         let acked_after = if count_acks {
             stack::counter(&url, "relay_messages_acked").await
         } else {
@@ -145,7 +183,7 @@ async fn measure(
             generator.zip(generator_after).map(|(b, a)| a.cpu - b.cpu),
         )
     });
-    let outcome = load::run(ws_url, pairs, run).await?;
+    let outcome = load::run(&target.ws(), pairs, run).await?;
     let (server, server_acked, generator) = sampler.await.map_err(|e| e.to_string())?;
     Ok(Row {
         label: label.to_owned(),
@@ -158,30 +196,34 @@ async fn measure(
 }
 
 /// Hold `nodes.len()` idle connections; the server's RSS before and after, per connection.
-async fn idle_row(
-    label: &str,
-    ws_url: &str,
-    server: &Server,
-    nodes: &[stack::Node],
-) -> Result<String, BoxError> {
+async fn idle_row(label: &str, target: &Target, nodes: &[stack::Node]) -> Result<String, BoxError> {
+    let ws_url = target.ws();
     // One connection first, so code paths and pools are warm before the baseline sample.
-    let warm = load::hold_idle(ws_url, &nodes[..1]).await?;
+    let warm = load::hold_idle(&ws_url, &nodes[..1]).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = sample(&server.pid()).ok_or("cannot read the server's memory")?;
+    let before = target.sample();
     let started = Instant::now();
-    let held = load::hold_idle(ws_url, &nodes[1..]).await?;
+    let held = load::hold_idle(&ws_url, &nodes[1..]).await?;
     let opened = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = sample(&server.pid()).ok_or("cannot read the server's memory")?;
+    let after = target.sample();
     let n = held.len();
     drop((held, warm));
-    let per = (after.rss.saturating_sub(before.rss)) as f64 / n as f64 / 1024.0;
+    let (before, after, per) = match before.zip(after) {
+        Some((b, a)) => (
+            mib(b.rss),
+            mib(a.rss),
+            format!(
+                "**{:.2} KiB**",
+                a.rss.saturating_sub(b.rss) as f64 / n as f64 / 1024.0
+            ),
+        ),
+        None => ("n/a".into(), "n/a".into(), "n/a (no --server-pid)".into()),
+    };
     Ok(format!(
-        "| {label} | {n} | {:.1}s ({:.0}/s) | {} | {} | **{per:.2} KiB** |\n",
+        "| {label} | {n} | {:.1}s ({:.0}/s) | {before} | {after} | {per} |\n",
         opened.as_secs_f64(),
         n as f64 / opened.as_secs_f64(),
-        mib(before.rss),
-        mib(after.rss),
     ))
 }
 
@@ -192,7 +234,24 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         "starting the vault and the relay (child processes, logs in {})",
         dir.path().display()
     );
-    let stack = Stack::start(dir.path(), options.database_url.as_deref()).await?;
+    // The relay under test: started here, or given.
+    let (_stack, relay, vault, management_key) = match &options.external {
+        None => {
+            let stack = Stack::start(dir.path(), options.database_url.as_deref()).await?;
+            let relay = Target::of(&stack.relay);
+            let (vault, key) = (stack.vault.url(), stack.management_key.clone());
+            (Some(stack), relay, vault, key)
+        }
+        Some(e) => (
+            None,
+            Target {
+                url: e.relay_url.trim_end_matches('/').to_owned(),
+                pid: e.pid.clone(),
+            },
+            e.vault_url.trim_end_matches('/').to_owned(),
+            e.management_key.clone(),
+        ),
+    };
     let mut bare = Server::spawn(
         dir.path(),
         "baseline",
@@ -201,19 +260,16 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         &[],
     )?;
     bare.wait_ready("/health/ready").await?;
-    let relay_ws = format!("ws://{}/v1/relay/ws", stack.relay.addr);
-    let bare_ws = format!("ws://{}/v1/relay/ws", bare.addr);
-    let vault = stack.vault.url();
+    let bare = (Target::of(&bare), bare);
 
     eprintln!(
         "registering {} idle nodes and {} pairs at the vault",
         options.idle, options.pairs
     );
-    let idle_nodes =
-        stack::provision(&vault, &stack.management_key, "idle", options.idle + 1).await?;
-    let nodes = stack::provision(&vault, &stack.management_key, "pair", options.pairs * 2).await?;
+    let idle_nodes = stack::provision(&vault, &management_key, "idle", options.idle + 1).await?;
+    let nodes = stack::provision(&vault, &management_key, "pair", options.pairs * 2).await?;
     for node in &nodes {
-        stack::publish_key(&stack.relay.url(), node).await?;
+        stack::publish_key(&relay.url, node).await?;
     }
     let pairs: Vec<(stack::Node, stack::Node)> = nodes
         .chunks(2)
@@ -228,14 +284,12 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         options.pairs,
         options.payload,
         options.seconds,
-        options.database_url.as_deref().map_or(
-            "SQLite (temporary file, WAL, synchronous=FULL)",
-            |u| if u.starts_with("postgres") {
-                "PostgreSQL"
-            } else {
-                "as given"
-            }
-        )
+        match (&options.external, options.database_url.as_deref()) {
+            (Some(_), _) => "the external relay's own",
+            (None, None) => "SQLite (temporary file, WAL, synchronous=FULL)",
+            (None, Some(u)) if u.starts_with("postgres") => "PostgreSQL",
+            (None, Some(_)) => "as given",
+        }
     )?;
 
     // Idle connections first, on fresh processes, so the load rows' allocations do not hide
@@ -244,16 +298,8 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     let mut idle = String::from(
         "| server | idle connections | time to open | server RSS before | after | per connection |\n|---|---|---|---|---|---|\n",
     );
-    idle.push_str(
-        &idle_row(
-            "in-memory baseline (bare relay)",
-            &bare_ws,
-            &bare,
-            &idle_nodes,
-        )
-        .await?,
-    );
-    idle.push_str(&idle_row("Keymesh relay", &relay_ws, &stack.relay, &idle_nodes).await?);
+    idle.push_str(&idle_row("in-memory baseline (bare relay)", &bare.0, &idle_nodes).await?);
+    idle.push_str(&idle_row("Keymesh relay", &relay, &idle_nodes).await?);
 
     let warmup = Duration::from_secs(2);
     let measure_for = Duration::from_secs(options.seconds);
@@ -272,32 +318,22 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     let mut throughput = String::from(HEADER);
     let mut latency = String::from(HEADER);
     // Each server's rows use their own pairs' mailboxes; the baseline runs first.
-    for (label, ws, server, acks) in [
+    for (label, target, acks) in [
         (
             "in-memory baseline (bare relay: no auth, no storage)",
-            &bare_ws,
-            &bare,
+            &bare.0,
             false,
         ),
-        (
-            "**Keymesh relay** (durable, acks deleting)",
-            &relay_ws,
-            &stack.relay,
-            true,
-        ),
+        ("**Keymesh relay** (durable, acks deleting)", &relay, true),
     ] {
         eprintln!("{label}: as fast as it goes, {} s", options.seconds);
-        throughput.push_str(
-            &measure(label, ws, server, &pairs, &max, acks)
-                .await?
-                .markdown(),
-        );
+        throughput.push_str(&measure(label, target, &pairs, &max, acks).await?.markdown());
         eprintln!(
             "{label}: {} msgs/s offered, {} s",
             options.rate, options.seconds
         );
         latency.push_str(
-            &measure(label, ws, server, &pairs, &paced, acks)
+            &measure(label, target, &pairs, &paced, acks)
                 .await?
                 .markdown(),
         );
@@ -308,10 +344,10 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         options.seconds
     );
     let (encrypted, server, generator) = encrypted::run(
-        &stack.relay.url(),
-        &stack.relay.pid(),
+        &relay.url,
+        relay.pid.as_deref(),
         &vault,
-        &stack.management_key,
+        &management_key,
         options.pairs,
         8,
         options.payload,
@@ -344,6 +380,5 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
     )?;
     writeln!(out, "### Idle connections\n\n{idle}")?;
     println!("{out}");
-    drop(stack);
     Ok(())
 }

@@ -188,17 +188,20 @@ pub struct Node {
     pub token: Vec<u8>,
 }
 
-/// Register `count` nodes named `PREFIX-i` in group `bench` at the vault and mint their tokens.
+/// Register `count` nodes named `PREFIX-RUN-i` in group `bench` at the vault and mint their tokens.
 pub async fn provision(
     vault_url: &str,
     management_key: &str,
     prefix: &str,
     count: usize,
 ) -> Result<Vec<Node>, BoxError> {
+    // A fresh name per run: a relay that outlives the bench (`--relay-url`) may still hold an
+    // earlier run's messages for the old names.
+    let run = hex::encode(&random_key()[..4]);
     let keys: Vec<(String, SigningKey)> = (0..count)
         .map(|i| {
             (
-                format!("{prefix}-{i}"),
+                format!("{prefix}-{run}-{i}"),
                 SigningKey::from_bytes(&random_key()),
             )
         })
