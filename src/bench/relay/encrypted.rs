@@ -129,6 +129,7 @@ pub async fn run(
             acked: delivered,
             refused: 0,
             refusal: None,
+            stale: 0,
             latencies_us: latencies,
         },
         server,

@@ -78,7 +78,7 @@ pub struct Run {
     pub warmup: Duration,
     /// Measured window.
     pub measure: Duration,
-    /// Payload bytes per message (at least 8: the send time is in the first 8).
+    /// Payload bytes per message (at least 16: the send time and the run are in the first 16).
     pub payload: usize,
     /// How to send.
     pub pace: Pace,
@@ -95,6 +95,8 @@ pub struct Outcome {
     pub refused: u64,
     /// The first refusal's code.
     pub refusal: Option<String>,
+    /// Messages from an earlier run delivered during this one (acknowledged, not measured).
+    pub stale: u64,
     /// End-to-end latencies (send → delivery), microseconds, sorted.
     pub latencies_us: Vec<u32>,
 }
@@ -106,6 +108,7 @@ struct Tally {
     acked: AtomicU64,
     refused: AtomicU64,
     refusal: std::sync::OnceLock<String>,
+    stale: AtomicU64,
 }
 
 /// The clock the payload stamps are read against, and the measured window on it.
@@ -114,6 +117,9 @@ struct Clock {
     origin: Instant,
     from_ns: u64,
     to_ns: u64,
+    /// Written into every payload: a message left over from an earlier run (its stamp is on
+    /// another clock) is acknowledged but not measured.
+    run: u64,
 }
 
 impl Clock {
@@ -141,6 +147,11 @@ pub async fn run(ws_url: &str, pairs: &[(Node, Node)], run: &Run) -> Result<Outc
         origin: Instant::now(),
         from_ns: warmup_ns,
         to_ns: warmup_ns + u64::try_from(run.measure.as_nanos())?,
+        run: u64::from_le_bytes(
+            keymesh_core::capability::token::random_key()[..8]
+                .try_into()
+                .map_err(|_| "random bytes")?,
+        ),
     };
     let tally = Arc::new(Tally::default());
     let mut tasks = Vec::new();
@@ -162,7 +173,7 @@ pub async fn run(ws_url: &str, pairs: &[(Node, Node)], run: &Run) -> Result<Outc
         )));
         let send = Sender {
             to: receiver.id.clone(),
-            payload: run.payload.max(8),
+            payload: run.payload.max(16),
             pace: run.pace,
             phase: index as u64,
             pairs: count,
@@ -182,6 +193,7 @@ pub async fn run(ws_url: &str, pairs: &[(Node, Node)], run: &Run) -> Result<Outc
         acked: tally.acked.load(Ordering::Relaxed),
         refused: tally.refused.load(Ordering::Relaxed),
         refusal: tally.refusal.get().cloned(),
+        stale: tally.stale.load(Ordering::Relaxed),
         latencies_us: latencies,
     })
 }
@@ -244,6 +256,7 @@ impl Sender {
             counter += 1;
             id[8..].copy_from_slice(&counter.to_be_bytes());
             payload[..8].copy_from_slice(&stamp.to_le_bytes());
+            payload[8..16].copy_from_slice(&self.clock.run.to_le_bytes());
             let frame = ClientFrame::Send {
                 id,
                 to: self.to.clone(),
@@ -313,15 +326,25 @@ async fn receive(
                 Some(Some(Ok(Message::Binary(b)))) => {
                     if let ServerFrame::Deliver { seq, payload, .. } = ServerFrame::decode(&b)? {
                         let now = clock.now_ns();
-                        let stamp = payload
-                            .get(..8)
-                            .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                            .map_or(now, u64::from_le_bytes);
-                        if clock.measuring(now) {
-                            tally.delivered.fetch_add(1, Ordering::Relaxed);
-                            latencies.push(u32::try_from((now - stamp) / 1000).unwrap_or(u32::MAX));
+                        let field = |at: usize| {
+                            payload
+                                .get(at..at + 8)
+                                .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                                .map(u64::from_le_bytes)
+                        };
+                        if field(8) == Some(clock.run) {
+                            if clock.measuring(now) {
+                                let stamp = field(0).unwrap_or(now);
+                                tally.delivered.fetch_add(1, Ordering::Relaxed);
+                                latencies.push(
+                                    u32::try_from(now.saturating_sub(stamp) / 1000)
+                                        .unwrap_or(u32::MAX),
+                                );
+                            }
+                            permits.add_permits(1);
+                        } else {
+                            tally.stale.fetch_add(1, Ordering::Relaxed);
                         }
-                        permits.add_permits(1);
                         delivered = seq;
                         unacked += 1;
                     }

@@ -142,6 +142,10 @@ impl Row {
             match &o.refusal {
                 Some(code) => format!("{} (first: `{code}`)", o.refused),
                 None => o.refused.to_string(),
+            } + &if o.stale > 0 {
+                format!("; {} left from the previous row delivered first", o.stale)
+            } else {
+                String::new()
             }
         )
     }
