@@ -290,7 +290,6 @@ pub fn token_hash(token: &[u8]) -> [u8; 32] {
 }
 
 /// A token whose signatures have been checked, with its authority claims extracted.
-#[derive(Debug)]
 pub struct VerifiedToken {
     /// The authority claims.
     pub claims: Claims,
@@ -314,6 +313,20 @@ pub struct VerifiedToken {
     root: PublicKey,
     /// Blocks, authority included.
     blocks: usize,
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    /// The token's bytes (a credential, if one bound to its node key) are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken")
+            .field("claims", &self.claims)
+            .field("block_ids", &self.block_ids)
+            .field("hash", &hex::encode(self.hash))
+            .field("checked_directly", &self.narrowing.is_some())
+            .field("blocks", &self.blocks)
+            .field("bytes", &"[redacted]")
+            .finish_non_exhaustive()
+    }
 }
 
 impl VerifiedToken {
@@ -960,6 +973,8 @@ mod tests {
         let verified = v.verify(&token).expect("verify");
         assert!(verified.checked_directly());
         assert!(verified.biscuit.is_none(), "~6 KiB per cached token saved");
+        let shown = format!("{verified:?}");
+        assert!(shown.contains("[redacted]") && !shown.contains(&format!("{:?}", &token[..8])));
         let narrowed = verified
             .attenuate(Some(&[Op::Read]), Some("db/a"), None)
             .expect("attenuate from the bytes");
