@@ -95,19 +95,10 @@ pub fn sample(pid: &str) -> Option<ProcSample> {
     })
 }
 
-/// Latency percentiles from samples.
-pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// Percentile `p` (0 to 1) of sorted samples; the type's default (zero) when there are none.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
     if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-/// Percentile `p` of sorted samples.
-pub fn percentile_u32(sorted: &[u32], p: f64) -> u32 {
-    if sorted.is_empty() {
-        return 0;
+        return T::default();
     }
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index.min(sorted.len() - 1)]

@@ -14,7 +14,11 @@ use keymesh_client::{
     relay::{ClientOptions, RelayClient},
 };
 
-use super::{BoxError, ProcSample, load::Outcome, sample, stack};
+use super::{
+    BoxError, ProcSample,
+    load::{self, Outcome},
+    sample, stack,
+};
 
 /// Run `pairs` client pairs for `warmup` + `measure`, each sender keeping `in_flight` sends
 /// outstanding.
@@ -79,11 +83,7 @@ pub async fn run(
                 match got {
                     Ok(m) => {
                         let m = m?;
-                        let stamp = m
-                            .plaintext
-                            .get(..8)
-                            .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                            .map_or(0, u64::from_le_bytes);
+                        let stamp = load::read_u64(&m.plaintext, 0).unwrap_or(0);
                         if (from..to).contains(&now) {
                             delivered.fetch_add(1, Ordering::Relaxed);
                             let sent = Duration::from_nanos(stamp);

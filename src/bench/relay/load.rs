@@ -326,12 +326,7 @@ async fn receive(
                 Some(Some(Ok(Message::Binary(b)))) => {
                     if let ServerFrame::Deliver { seq, payload, .. } = ServerFrame::decode(&b)? {
                         let now = clock.now_ns();
-                        let field = |at: usize| {
-                            payload
-                                .get(at..at + 8)
-                                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                                .map(u64::from_le_bytes)
-                        };
+                        let field = |at| read_u64(&payload, at);
                         if field(8) == Some(clock.run) {
                             if clock.measuring(now) {
                                 let stamp = field(0).unwrap_or(now);
@@ -375,6 +370,14 @@ async fn receive(
             return Ok(latencies);
         }
     }
+}
+
+/// The little-endian `u64` at `at` in a payload (where the bench writes its send time and run).
+pub fn read_u64(payload: &[u8], at: usize) -> Option<u64> {
+    payload
+        .get(at..at.checked_add(8)?)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_le_bytes)
 }
 
 /// Open a connection for each node and hold them all; returns the sockets.

@@ -102,7 +102,7 @@ impl Row {
     fn markdown(&self) -> String {
         let secs = self.measured.as_secs_f64();
         let o = &self.outcome;
-        let p = |q: f64| ms(super::percentile_u32(&o.latencies_us, q));
+        let p = |q: f64| ms(super::percentile(&o.latencies_us, q));
         let (cpu, rss) = match self.server {
             Some((before, after)) => {
                 let cpu = (after.cpu - before.cpu).as_secs_f64();
