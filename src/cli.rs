@@ -90,6 +90,15 @@ pub fn command() -> Command {
                 .arg(Arg::new("server-pid").long("server-pid").value_name("PID").requires("relay-url").help("With --relay-url: the relay's process id here, to report its CPU and memory")),
         )
         .subcommand(
+            Command::new("relay-storage")
+                .about("The relay's group-commit writer alone: stored and acknowledged msgs/s without sockets")
+                .arg(Arg::new("mailboxes").long("mailboxes").value_name("N").help("Mailboxes, one producer each [default: 50]"))
+                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds [default: 10]"))
+                .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
+                .arg(Arg::new("outstanding").long("outstanding").value_name("N").help("Sends outstanding per producer [default: 512]"))
+                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]")),
+        )
+        .subcommand(
             Command::new("relay-baseline")
                 .about("The bare in-memory relay `bench relay` measures against (started by it)")
                 .hide(true)

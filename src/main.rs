@@ -271,6 +271,21 @@ async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             };
             bench::relay::run(options).await
         }
+        Some(("relay-storage", sub)) => {
+            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
+                Ok(sub
+                    .get_one::<String>(name)
+                    .map_or(Ok(default), |s| s.parse())?)
+            };
+            bench::relay::storage::run(bench::relay::storage::Options {
+                mailboxes: usize::try_from(number("mailboxes", 50)?)?.max(1),
+                seconds: number("seconds", 10)?.max(1),
+                payload: usize::try_from(number("payload", 1024)?)?,
+                outstanding: usize::try_from(number("outstanding", 512)?)?.max(1),
+                database_url: sub.get_one::<String>("database-url").cloned(),
+            })
+            .await
+        }
         Some(("relay-baseline", sub)) => {
             let listen = sub
                 .get_one::<String>("listen")

@@ -120,6 +120,9 @@ pub enum StorageError {
     /// Any other query failure.
     #[error("database query failed")]
     Query(#[from] sqlx::Error),
+    /// A query through a driver other than sqlx failed (the relay's SQLite writer).
+    #[error("database query failed")]
+    Driver(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Could not create a SQLite file or its directory.
     #[error("cannot create {path} or its directory")]
     Directory {

@@ -9,6 +9,7 @@ mod baseline;
 mod encrypted;
 mod load;
 mod stack;
+pub mod storage;
 
 use std::{
     fmt::Write as _,
@@ -231,17 +232,26 @@ async fn idle_row(label: &str, target: &Target, nodes: &[stack::Node]) -> Result
     ))
 }
 
-/// Run the benchmark and print its report.
+/// Run the benchmark and print its report. The servers' logs are deleted after a clean run and
+/// kept (their directory is printed) when the run fails.
 pub async fn run(options: Options) -> Result<(), BoxError> {
     let dir = tempfile::tempdir()?;
     eprintln!(
         "starting the vault and the relay (child processes, logs in {})",
         dir.path().display()
     );
+    let result = run_in(&options, dir.path()).await;
+    if result.is_err() {
+        eprintln!("the servers' logs are kept in {}", dir.keep().display());
+    }
+    result
+}
+
+async fn run_in(options: &Options, dir: &std::path::Path) -> Result<(), BoxError> {
     // The relay under test: started here, or given.
     let (_stack, relay, vault, management_key) = match &options.external {
         None => {
-            let stack = Stack::start(dir.path(), options.database_url.as_deref()).await?;
+            let stack = Stack::start(dir, options.database_url.as_deref()).await?;
             let relay = Target::of(&stack.relay);
             let (vault, key) = (stack.vault.url(), stack.management_key.clone());
             (Some(stack), relay, vault, key)
@@ -256,13 +266,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
             e.management_key.clone(),
         ),
     };
-    let mut bare = Server::spawn(
-        dir.path(),
-        "baseline",
-        &["bench", "relay-baseline"],
-        "",
-        &[],
-    )?;
+    let mut bare = Server::spawn(dir, "baseline", &["bench", "relay-baseline"], "", &[])?;
     bare.wait_ready("/health/ready").await?;
     let bare = (Target::of(&bare), bare);
 
@@ -290,7 +294,7 @@ pub async fn run(options: Options) -> Result<(), BoxError> {
         options.seconds,
         match (&options.external, options.database_url.as_deref()) {
             (Some(_), _) => "the external relay's own",
-            (None, None) => "SQLite (temporary file, WAL, synchronous=FULL)",
+            (None, None) => "SQLite (temporary file, WAL, log flushed before any answer)",
             (None, Some(u)) if u.starts_with("postgres") => "PostgreSQL",
             (None, Some(_)) => "as given",
         }
