@@ -19,7 +19,7 @@ use keymesh_core::{
     storage::{Db, StorageError},
     with_pool,
 };
-use sqlx::{Postgres, QueryBuilder};
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use tokio::sync::{mpsc, oneshot};
 
 use native::Native;
@@ -141,8 +141,12 @@ impl Durable {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(marks) = guard.as_mut() {
             for c in committed {
-                let mark = marks.entry(c.recipient.clone()).or_default();
-                *mark = (*mark).max(c.message.seq);
+                match marks.get_mut(&c.recipient) {
+                    Some(mark) => *mark = (*mark).max(c.message.seq),
+                    None => {
+                        marks.insert(c.recipient.clone(), c.message.seq);
+                    }
+                }
             }
         }
     }
@@ -173,16 +177,6 @@ impl Store {
         Self {
             db,
             durable: Arc::default(),
-        }
-    }
-
-    /// The statement that opens a write transaction: on SQLite it takes the write lock at once
-    /// (`IMMEDIATE`), so a writer waits out a checkpoint through the busy timeout instead of
-    /// failing when it upgrades a read snapshot.
-    fn begin_write(&self) -> &'static str {
-        match self.db {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => "BEGIN",
         }
     }
 
@@ -275,44 +269,62 @@ impl Store {
             with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(recipient).bind(after).fetch_all(pool).await)?,
         )
     }
+}
 
-    /// Delete up to `limit` messages expired at `now_ms`, recording per recipient the range
-    /// they covered; also forget idempotency keys past their expiry. Returns per recipient the
-    /// number of messages and bytes removed.
-    pub async fn expire(
-        &self,
-        now_ms: i64,
-        limit: i64,
-    ) -> Result<Vec<(String, Expiry, i64)>, StorageError> {
-        // One statement deletes the batch and returns what it deleted.
-        const DELETE: &str = "DELETE FROM relay_messages WHERE (recipient, seq) IN (SELECT recipient, seq FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2) RETURNING recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
-        const RECORD_SQLITE: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = MIN(relay_expiries.after_seq, excluded.after_seq)";
-        const RECORD_POSTGRES: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST(relay_expiries.after_seq, excluded.after_seq)";
-        const FORGET: &str = "DELETE FROM relay_accepted WHERE expires_ms <= $1";
-        let record = match self.db {
-            Db::Sqlite(_) => RECORD_SQLITE,
-            Db::Postgres(_) => RECORD_POSTGRES,
-        };
-        let out = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin_with(self.begin_write()).await?;
-            let rows: Vec<(String, i64, i64)> = sqlx::query_as(DELETE).bind(now_ms).bind(limit).fetch_all(&mut *tx).await?;
-            let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
-            for (recipient, seq, bytes) in rows {
-                let entry = ranges.entry(recipient).or_insert((Expiry { after_seq: seq - 1, through_seq: seq, count: 0 }, 0));
-                entry.0.after_seq = entry.0.after_seq.min(seq - 1);
-                entry.0.through_seq = entry.0.through_seq.max(seq);
-                entry.0.count += 1;
-                entry.1 += bytes;
-            }
-            for (recipient, (e, _)) in &ranges {
-                sqlx::query(record).bind(recipient).bind(e.after_seq).bind(e.through_seq).bind(e.count).bind(now_ms).execute(&mut *tx).await?;
-            }
-            sqlx::query(FORGET).bind(now_ms).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(ranges.into_iter().map(|(r, (e, b))| (r, e, b)).collect())
-        })?;
-        Ok(out)
+/// Per recipient, the range and the bytes of expired `(recipient, seq, bytes)` rows.
+fn expired_ranges(
+    rows: impl IntoIterator<Item = (String, i64, i64)>,
+) -> Vec<(String, Expiry, i64)> {
+    let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
+    for (recipient, seq, bytes) in rows {
+        let entry = ranges.entry(recipient).or_insert((
+            Expiry {
+                after_seq: seq - 1,
+                through_seq: seq,
+                count: 0,
+            },
+            0,
+        ));
+        entry.0.after_seq = entry.0.after_seq.min(seq - 1);
+        entry.0.through_seq = entry.0.through_seq.max(seq);
+        entry.0.count += 1;
+        entry.1 += bytes;
     }
+    ranges.into_iter().map(|(r, (e, b))| (r, e, b)).collect()
+}
+
+/// Delete up to `limit` messages expired at `now_ms` on PostgreSQL, recording per recipient the
+/// range they covered; also forget idempotency keys past their expiry. Returns per recipient
+/// the range and the bytes removed.
+async fn pool_expire(
+    pool: &PgPool,
+    now_ms: i64,
+    limit: i64,
+) -> Result<Vec<(String, Expiry, i64)>, StorageError> {
+    // One statement deletes the batch and returns what it deleted.
+    const DELETE: &str = "DELETE FROM relay_messages WHERE (recipient, seq) IN (SELECT recipient, seq FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2) RETURNING recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
+    const RECORD: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST(relay_expiries.after_seq, excluded.after_seq)";
+    const FORGET: &str = "DELETE FROM relay_accepted WHERE expires_ms <= $1";
+    let mut tx = pool.begin().await?;
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(DELETE)
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+    let ranges = expired_ranges(rows);
+    for (recipient, e, _) in &ranges {
+        sqlx::query(RECORD)
+            .bind(recipient)
+            .bind(e.after_seq)
+            .bind(e.through_seq)
+            .bind(e.count)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query(FORGET).bind(now_ms).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(ranges)
 }
 
 /// What became of a send.
@@ -346,7 +358,8 @@ pub enum Write {
         /// Told once durable: how many messages were deleted.
         done: oneshot::Sender<Result<i64, StorageError>>,
     },
-    /// Delete up to `limit` messages expired at `now_ms` (see [`Store::expire`]); through the
+    /// Delete up to `limit` messages expired at `now_ms`, recording the ranges for the
+    /// recipients and forgetting expired idempotency keys; through the
     /// writer so its mailbox occupancy stays exact.
     Expire {
         /// Unix milliseconds.
@@ -409,7 +422,7 @@ enum Engine {
     /// SQLite: the writer's own connection, used only from the writer's own thread.
     Native(Native),
     /// PostgreSQL: multi-row statements through the pool.
-    Pool,
+    Postgres(PgPool),
 }
 
 impl Writer {
@@ -441,7 +454,7 @@ impl Writer {
                     .map_err(|e| StorageError::Driver(Box::new(e)))??;
                 Engine::Native(native)
             }
-            Db::Postgres(_) => Engine::Pool,
+            Db::Postgres(pool) => Engine::Postgres(pool.clone()),
         };
         let finish = match &engine {
             Engine::Native(native) => {
@@ -449,18 +462,17 @@ impl Writer {
                 store.durable.start(
                     boxes
                         .iter()
-                        .map(|(node, o): (&String, &Occupancy)| (node.clone(), o.last_seq))
+                        .map(|(node, o)| (node.clone(), o.last_seq))
                         .collect(),
                 );
                 Finish::AfterSync(native.syncer(on_commit, Arc::clone(&store.durable))?)
             }
-            Engine::Pool => Finish::Now(on_commit),
+            Engine::Postgres(_) => Finish::Now(on_commit),
         };
         let native = matches!(engine, Engine::Native(_));
         let (tx, mut rx) = mpsc::channel::<Write>(8 * MAX_BATCH);
         let held = Arc::new(AtomicI64::new(0));
         let mut task = Task {
-            store,
             engine,
             bounds,
             boxes,
@@ -510,7 +522,6 @@ impl Writer {
 }
 
 struct Task {
-    store: Store,
     engine: Engine,
     bounds: Bounds,
     boxes: HashMap<String, Occupancy>,
@@ -594,12 +605,6 @@ impl Completion {
         }
     }
 }
-
-type SendItem = (
-    NewMessage,
-    oneshot::Sender<Result<SendOutcome, StorageError>>,
-);
-type AckItem = (String, i64, oneshot::Sender<Result<i64, StorageError>>);
 
 /// A send the batch will store.
 struct Planned<'a> {
@@ -753,10 +758,9 @@ impl Task {
             (Engine::Native(native), None) => native
                 .write(&mut overlay, &messages, &ack_list, now_ms())
                 .map_err(|e| StorageError::Driver(Box::new(e))),
-            (Engine::Pool, None) => match self.store.db() {
-                Db::Postgres(pool) => pool_write(pool, &mut overlay, &messages, &ack_list).await,
-                Db::Sqlite(_) => unreachable_engine(),
-            },
+            (Engine::Postgres(pool), None) => {
+                pool_write(pool, &mut overlay, &messages, &ack_list).await
+            }
         };
         drop((messages, ack_list));
         let mut completion = Completion::default();
@@ -793,7 +797,15 @@ impl Task {
             }
             Err(e) => {
                 tracing::error!(error = %keymesh_core::error::error_chain(&e), "relay group commit failed; every write in it is refused");
-                self.fail(sends, acks, &e);
+                Completion {
+                    sends: sends
+                        .into_iter()
+                        .map(|(_, done)| (done, SendOutcome::Duplicate))
+                        .collect(),
+                    acks: acks.into_iter().map(|(_, _, done)| (done, 0)).collect(),
+                    ..Completion::default()
+                }
+                .fail(&e.to_string());
             }
         }
         for (now_ms, limit, done) in expiries {
@@ -819,7 +831,7 @@ impl Task {
             Engine::Native(native) => native
                 .expire(now_ms, limit)
                 .map_err(|e| StorageError::Driver(Box::new(e)))?,
-            Engine::Pool => self.store.expire(now_ms, limit).await?,
+            Engine::Postgres(pool) => pool_expire(pool, now_ms, limit).await?,
         };
         Ok(expired
             .into_iter()
@@ -833,24 +845,6 @@ impl Task {
             })
             .collect())
     }
-
-    fn fail(&self, sends: Vec<SendItem>, acks: Vec<AckItem>, e: &StorageError) {
-        let text = e.to_string();
-        let err = || StorageError::Query(sqlx::Error::Protocol(text.clone()));
-        for (_, done) in sends {
-            let _ = done.send(Err(err()));
-        }
-        for (_, _, done) in acks {
-            let _ = done.send(Err(err()));
-        }
-    }
-}
-
-/// The pool engine only serves PostgreSQL; SQLite always gets the native engine.
-fn unreachable_engine() -> Result<(Vec<SendOutcome>, Vec<i64>), StorageError> {
-    Err(StorageError::Query(sqlx::Error::Protocol(
-        "the relay's SQLite writer runs on its own connection".into(),
-    )))
 }
 
 type Dup = (String, Vec<u8>);

@@ -30,7 +30,9 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use keymesh_core::storage::StorageError;
 
-use super::{Completion, Durable, Expiry, Keys, NewMessage, OnCommit, Overlay, SendOutcome};
+use super::{
+    Completion, Durable, Expiry, Keys, NewMessage, OnCommit, Overlay, SendOutcome, expired_ranges,
+};
 
 /// Pages SQLite may keep cached for the writer (KiB, as `cache_size` takes it when negative):
 /// enough for the hot B-tree pages of every mailbox and the key index, so lookups do not read
@@ -276,30 +278,16 @@ impl Native {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut ranges: HashMap<String, (Expiry, i64)> = HashMap::new();
-        {
+        let ranges = {
             let mut delete = tx.prepare_cached(EXPIRE)?;
-            let mut rows = delete.query(params![now_ms, limit])?;
-            while let Some(row) = rows.next()? {
-                let (recipient, seq, bytes): (String, i64, i64) =
-                    (row.get(0)?, row.get(1)?, row.get(2)?);
-                let entry = ranges.entry(recipient).or_insert((
-                    Expiry {
-                        after_seq: seq - 1,
-                        through_seq: seq,
-                        count: 0,
-                    },
-                    0,
-                ));
-                entry.0.after_seq = entry.0.after_seq.min(seq - 1);
-                entry.0.through_seq = entry.0.through_seq.max(seq);
-                entry.0.count += 1;
-                entry.1 += bytes;
-            }
-        }
+            let rows = delete.query_map(params![now_ms, limit], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?;
+            expired_ranges(rows.collect::<Result<Vec<_>, _>>()?)
+        };
         {
             let mut record = tx.prepare_cached(RECORD_EXPIRY)?;
-            for (recipient, (e, _)) in &ranges {
+            for (recipient, e, _) in &ranges {
                 record.execute(params![
                     recipient,
                     e.after_seq,
@@ -311,7 +299,7 @@ impl Native {
         }
         tx.prepare_cached(FORGET_KEYS)?.execute(params![now_ms])?;
         tx.commit()?;
-        Ok(ranges.into_iter().map(|(r, (e, b))| (r, e, b)).collect())
+        Ok(ranges)
     }
 }
 
