@@ -486,6 +486,9 @@ impl Writer {
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (size, started) = (batch.len(), std::time::Instant::now());
                 task.commit(std::mem::take(&mut batch)).await;
+                if let Engine::Native(native) = &mut task.engine {
+                    native.checkpoint_if_due(!rx.is_empty());
+                }
                 tracing::trace!(
                     size,
                     micros = started.elapsed().as_micros() as u64,

@@ -305,3 +305,43 @@ async fn one_commit_acknowledges_many_mailboxes_and_coalesces_repeated_acks() {
         );
     }
 }
+
+/// Under a steady stream of commits a passive checkpoint never reaches the end of the log, and
+/// SQLite only restarts the log once one has: the writer finishes the checkpoint between two
+/// commits, so the log stays bounded however much is written through it.
+#[tokio::test]
+async fn the_sqlite_log_restarts_instead_of_growing_under_a_steady_load() {
+    let db = TestDb::sqlite();
+    let store = open(&db).await;
+    let w = Writer::spawn(
+        store.clone(),
+        Bounds {
+            max_messages: 10_000,
+            max_bytes: 1 << 30,
+        },
+        Box::new(|_| {}),
+    )
+    .await
+    .expect("writer");
+    let url = db.url_for_process();
+    let wal = std::path::PathBuf::from(format!("{}-wal", url.trim_start_matches("sqlite://")));
+    // One commit after the other, as fast as the log is flushed: a checkpoint beside them
+    // always finds a newer commit in the log by the time it is done.
+    let (messages, payload) = (1500u32, 64 * 1024);
+    let mut largest = 0;
+    for n in 1..=messages {
+        let mut m = message("a", "b", 0, 1000);
+        m.client_id[..4].copy_from_slice(&n.to_be_bytes());
+        m.payload = vec![1; payload];
+        assert_eq!(send(&w, m).await, SendOutcome::Stored(i64::from(n)));
+        if n % 10 == 0 {
+            assert_eq!(ack(&w, "b", i64::from(n)).await, 10);
+        }
+        largest = largest.max(std::fs::metadata(&wal).expect("the log exists").len());
+    }
+    let written = u64::from(messages) * payload as u64;
+    assert!(
+        largest < written / 2,
+        "the log grew to {largest} bytes while {written} bytes of payload went through it"
+    );
+}
