@@ -12,7 +12,11 @@ use axum::{
 };
 use futures_util::SinkExt;
 use http::HeaderMap;
-use keymesh_core::{ApiError, ErrorCode, capability::pop::verify_challenge, storage::StorageError};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    capability::{pop::verify_challenge, token::VerifiedToken},
+    storage::StorageError,
+};
 use tokio::{sync::oneshot, time::Instant};
 
 use crate::{
@@ -30,7 +34,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PENDING: usize = 1024;
 /// Buffers per connection: small, so idle connections stay cheap; frames larger than this
 /// are read in several steps.
-pub const READ_BUFFER: usize = 4 * 1024;
+pub const READ_BUFFER: usize = 2 * 1024;
 pub const WRITE_BUFFER: usize = 8 * 1024;
 
 /// `GET /v1/relay/ws`.
@@ -61,13 +65,15 @@ pub async fn upgrade(
         .max_write_buffer_size(limit.saturating_mul(4))
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| async move {
-            let mut conn = Connection {
+        // The connection is built outside the task's future and moved into it once: built
+        // inside, the socket would take room twice in every connection's task.
+        .on_upgrade(move |socket| {
+            Connection {
                 socket,
                 state,
                 closed: false,
-            };
-            conn.run().await;
+            }
+            .run()
         })
 }
 
@@ -125,28 +131,33 @@ struct Delivery {
 }
 
 impl Connection {
-    async fn run(&mut self) {
-        let result = self.handshake_and_serve().await;
-        if let Err(Fatal(code, message)) = result
+    async fn run(mut self) {
+        if let Err(Fatal(code, message)) = self.handshake_and_serve().await
             && !self.closed
             && !message.is_empty()
         {
-            let frame = ServerFrame::Error {
-                code: code.as_str().to_owned(),
-                message: message.chars().take(400).collect(),
-            };
-            let _ = self
-                .socket
-                .send(Message::Binary(frame.encode().into()))
-                .await;
-            let _ = self
-                .socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: close_code::POLICY,
-                    reason: code.as_str().into(),
-                })))
-                .await;
+            // Boxed: only a closing connection needs room for it.
+            Box::pin(self.tell(code, &message)).await;
         }
+    }
+
+    /// Tell the node why the connection ends, and close it.
+    async fn tell(&mut self, code: ErrorCode, message: &str) {
+        let frame = ServerFrame::Error {
+            code: code.as_str().to_owned(),
+            message: message.chars().take(400).collect(),
+        };
+        let _ = self
+            .socket
+            .send(Message::Binary(frame.encode().into()))
+            .await;
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::POLICY,
+                reason: code.as_str().into(),
+            })))
+            .await;
     }
 
     async fn send_frame(&mut self, frame: &ServerFrame) -> Result<(), Fatal> {
@@ -157,6 +168,23 @@ impl Connection {
     }
 
     async fn handshake_and_serve(&mut self) -> Result<(), Fatal> {
+        // The handshake's futures are large and live only until `ready`: boxed and freed
+        // before serving, so an idle connection's task is the size of `serve` alone.
+        let (token, epoch) = Box::pin(self.handshake()).await?;
+        let state = self.state.clone();
+        let conn = state
+            .hub
+            .attach(&token.claims.node.clone(), token)
+            .map_err(ApiError::new)?;
+        state.metrics.connections.inc();
+        let result = self.serve(&conn, epoch).await;
+        state.hub.detach(&conn);
+        state.metrics.connections.dec();
+        result
+    }
+
+    /// Challenge, `hello`, token and proof checks: the verified token and the mailbox epoch.
+    async fn handshake(&mut self) -> Result<(Arc<VerifiedToken>, i64), Fatal> {
         let mut nonce = [0u8; 32];
         getrandom::fill(&mut nonce).map_err(|_| Fatal(ErrorCode::Internal, "rng".into()))?;
         self.send_frame(&ServerFrame::Challenge {
@@ -190,17 +218,11 @@ impl Connection {
         let token = verifier.verify(&token).map_err(ApiError::from)?;
         verify_challenge(&token.node_key, &nonce, &token.hash, &proof).map_err(ApiError::from)?;
         state.check_alive(&token)?;
-        let node = token.claims.node.clone();
-        let epoch = state.store.ensure_mailbox(&node, now_ms()).await?;
-        let conn = state
-            .hub
-            .attach(&node, Arc::clone(&token))
-            .map_err(ApiError::new)?;
-        state.metrics.connections.inc();
-        let result = self.serve(&conn, epoch).await;
-        state.hub.detach(&conn);
-        state.metrics.connections.dec();
-        result
+        let epoch = state
+            .store
+            .ensure_mailbox(&token.claims.node, now_ms())
+            .await?;
+        Ok((token, epoch))
     }
 
     /// The next frame from the node; `None` for control messages (pings, pongs).
@@ -270,7 +292,7 @@ impl Connection {
         // trusted as an acknowledgement: `hello` carries no epoch, so a position from before
         // a mailbox was recreated could otherwise delete messages the node never saw. A node
         // that handled messages whose ack was lost gets them again (at least once).
-        let (resume, _) = state.store.position(&node).await?;
+        let (resume, _) = Box::pin(state.store.position(&node)).await?;
         self.send_frame(&ServerFrame::Ready {
             node: node.clone(),
             epoch: u64::try_from(epoch).unwrap_or(0),
@@ -278,7 +300,7 @@ impl Connection {
             limits: state.limits(),
         })
         .await?;
-        for e in state.store.expiries(&node, resume).await? {
+        for e in Box::pin(state.store.expiries(&node, resume)).await? {
             self.send_expired(e.after_seq.max(resume), e.through_seq, e.count)
                 .await?;
         }
@@ -300,7 +322,7 @@ impl Connection {
             if let Some((code, message)) = conn.close_reason() {
                 return Err(Fatal(code, message.into()));
             }
-            self.deliver(conn, &mut delivery).await?;
+            Box::pin(self.deliver(conn, &mut delivery)).await?;
             self.socket.flush().await?;
             tokio::select! {
                 outcome = async {
@@ -323,7 +345,7 @@ impl Connection {
                     match self.frame_of(message)? {
                         None => {}
                         Some(ClientFrame::Send { id, to, ttl_secs, enc, payload }) => {
-                            self.send(conn, &mut pending, SendRequest { id, to, ttl_secs, enc, payload }).await?;
+                            Box::pin(self.send(conn, &mut pending, SendRequest { id, to, ttl_secs, enc, payload })).await?;
                         }
                         Some(ClientFrame::Ack { through }) => {
                             let through = i64::try_from(through).unwrap_or(i64::MAX);
@@ -341,7 +363,7 @@ impl Connection {
                                 }
                                 state.metrics.acked.inc_by(n);
                                 delivery.acked = through;
-                                self.ack(&node, through).await?;
+                                Box::pin(self.ack(&node, through)).await?;
                             }
                         }
                         Some(ClientFrame::Hello { .. }) => {
@@ -516,15 +538,12 @@ impl Connection {
                         break;
                     }
                     let room = window - d.in_flight.len();
-                    let rows = self
-                        .state
-                        .store
-                        .fetch(
-                            &conn.node,
-                            d.last_sent,
-                            i64::try_from(room).unwrap_or(i64::MAX),
-                        )
-                        .await?;
+                    let rows = Box::pin(self.state.store.fetch(
+                        &conn.node,
+                        d.last_sent,
+                        i64::try_from(room).unwrap_or(i64::MAX),
+                    ))
+                    .await?;
                     d.synced = rows.len() < room;
                     for m in &rows {
                         self.deliver_one(d, m).await?;

@@ -306,7 +306,7 @@ pub struct VerifiedToken {
     /// The parsed token, kept only when the Biscuit authorizer decides its requests (a parsed
     /// `Biscuit` is about 6 KiB, and this is held per cached token and per open connection);
     /// otherwise it is parsed again from `bytes` in the rare calls that need it.
-    biscuit: Option<Biscuit>,
+    biscuit: Option<Box<Biscuit>>,
     /// The token's bytes.
     bytes: Box<[u8]>,
     /// The root key its signatures verified under.
@@ -339,7 +339,7 @@ impl VerifiedToken {
     /// bytes under the root key that verified it before.
     fn biscuit(&self) -> Result<std::borrow::Cow<'_, Biscuit>, TokenError> {
         match &self.biscuit {
-            Some(b) => Ok(std::borrow::Cow::Borrowed(b)),
+            Some(b) => Ok(std::borrow::Cow::Borrowed(&**b)),
             None => Biscuit::from(&self.bytes, self.root)
                 .map(std::borrow::Cow::Owned)
                 .map_err(|_| TokenError::Invalid),
@@ -540,7 +540,7 @@ impl Verifier {
             bytes: token.into(),
             root,
             blocks: biscuit.block_count(),
-            biscuit: layout.checks.is_none().then_some(biscuit),
+            biscuit: layout.checks.is_none().then(|| Box::new(biscuit)),
             narrowing: layout.checks,
         });
         let mut cache = self
