@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     config::ServiceConfig,
+    health::ReadyChecks,
     http::rate_limit::RateLimits,
     metrics::Metrics,
     storage::{Db, StorageError},
@@ -27,6 +28,8 @@ pub struct ServiceContext {
     pub limits: Arc<RateLimits>,
     /// Cancelled when the process starts shutting down.
     pub shutdown: CancellationToken,
+    /// The service's own readiness conditions, beside the database.
+    pub ready_checks: ReadyChecks,
 }
 
 impl ServiceContext {
@@ -49,6 +52,7 @@ impl ServiceContext {
             limits,
             db,
             shutdown,
+            ready_checks: ReadyChecks::default(),
             config: Arc::new(config),
         }
     }

@@ -1,6 +1,9 @@
 //! `/health/live`, `/health/ready` and `/metrics`.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use axum::{
     Json,
@@ -21,12 +24,64 @@ use crate::{
 /// How long readiness waits for the database.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Conditions of a service's own that readiness reports beside the database (the relay's
+/// revocation feed, say). Cheap to clone; every clone shares the list.
+#[derive(Clone, Default)]
+pub struct ReadyChecks(Arc<RwLock<Vec<ReadyCheck>>>);
+
+/// `Ok(state)` when ready, `Err(state)` when not; the state is reported either way.
+type ReadyCheck = (
+    &'static str,
+    Box<dyn Fn() -> Result<&'static str, &'static str> + Send + Sync>,
+);
+
+impl ReadyChecks {
+    /// Report `name` in `checks`; the service is not ready while `check` returns `Err`.
+    pub fn add(
+        &self,
+        name: &'static str,
+        check: impl Fn() -> Result<&'static str, &'static str> + Send + Sync + 'static,
+    ) {
+        self.0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((name, Box::new(check)));
+    }
+
+    /// Every check's state, and the first that fails.
+    fn run(&self, checks: &mut serde_json::Map<String, serde_json::Value>) -> Option<String> {
+        let mut failed = None;
+        for (name, check) in self.0.read().unwrap_or_else(PoisonError::into_inner).iter() {
+            let state = check().unwrap_or_else(|state| {
+                failed.get_or_insert_with(|| format!("{name}: {state}"));
+                state
+            });
+            checks.insert((*name).to_owned(), state.into());
+        }
+        failed
+    }
+}
+
+impl std::fmt::Debug for ReadyChecks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        f.debug_tuple("ReadyChecks").field(&names).finish()
+    }
+}
+
 /// Liveness: the process answers. Never checks dependencies (a restart would not fix them).
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// Readiness: the database answers and the service is not shutting down.
+/// Readiness: the database answers, the service's own checks pass ([`ReadyChecks`]) and it is
+/// not shutting down.
 pub async fn ready(State(ctx): State<ServiceContext>) -> Response {
     if ctx.shutdown.is_cancelled() {
         return not_ready("shutting down", json!({ "shutdown": "draining" }));
@@ -39,9 +94,13 @@ pub async fn ready(State(ctx): State<ServiceContext>) -> Response {
         }
         Err(_) => "timeout",
     };
-    let checks = json!({ "database": database });
+    let mut checks = serde_json::Map::new();
+    checks.insert("database".into(), database.into());
     if database != "ok" {
-        return not_ready(&format!("database: {database}"), checks);
+        return not_ready(&format!("database: {database}"), checks.into());
+    }
+    if let Some(failed) = ctx.ready_checks.run(&mut checks) {
+        return not_ready(&failed, checks.into());
     }
     Json(json!({ "status": "ready", "service": ctx.config.name.as_str(), "checks": checks }))
         .into_response()

@@ -42,6 +42,16 @@ pub async fn router(
     config: RelayConfig,
 ) -> Result<(Router, RelayState), BoxError> {
     let state = RelayState::open(ctx.clone(), config).await?;
+    // A relay whose copy of the revocation feed is stale refuses every token: not ready, so a
+    // load balancer sends nodes to a relay that can serve them.
+    let followed = Arc::clone(&state.followed);
+    ctx.ready_checks.add("revocation_feed", move || {
+        match (followed.verifier().is_some(), followed.fresh()) {
+            (true, true) => Ok("ok"),
+            (false, _) => Err("not_yet_read"),
+            (true, false) => Err("stale"),
+        }
+    });
     if let (Some(url), Some(key)) = (&state.config.vault_url, &state.config.feed_api_key) {
         let follower = follower::Follower::new(url, key.clone())?;
         let hub = Arc::clone(&state.hub);

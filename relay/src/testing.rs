@@ -131,6 +131,11 @@ impl Cluster {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    /// Stop the vault: the relay's copy of the revocation feed ages from then on.
+    pub fn stop_vault(&self) {
+        self.stop.cancel();
+    }
+
     /// `ws://…/v1/relay/ws`.
     pub fn ws_url(&self) -> String {
         format!("{}/v1/relay/ws", self.relay_url.replacen("http", "ws", 1))

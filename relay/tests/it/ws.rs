@@ -639,3 +639,38 @@ async fn full_mailboxes_rates_and_expiry_are_told_not_hidden() {
         }
     );
 }
+
+#[tokio::test]
+async fn a_stale_revocation_feed_fails_closed_and_the_relay_reports_not_ready() {
+    let cluster = Cluster::start(&[("RELAY_FEED_MAX_AGE_SECS", "1")]).await;
+    let (a, _) = pair(&cluster).await;
+    let ready = || async {
+        let response = reqwest::get(format!("{}/health/ready", cluster.relay_url))
+            .await
+            .expect("readiness answers");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("json"))
+    };
+    let (status, body) = ready().await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["revocation_feed"], "ok", "{body}");
+    let (mut open, _) = Raw::ready(&cluster, &a, 0).await;
+
+    // The vault goes away: once the relay's copy is older than the bound, nothing is trusted.
+    cluster.stop_vault();
+    open.expect_error("revoked").await;
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "not_ready", "{body}");
+    assert_eq!(body["checks"]["revocation_feed"], "stale", "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    let (mut raw, nonce) = Raw::open(&cluster).await;
+    let token = TOKEN_B64.decode(&a.token).expect("token");
+    raw.frame(&ClientFrame::Hello {
+        proof: sign_challenge(&a.key, &nonce, &token),
+        token,
+        resume_after: 0,
+    })
+    .await;
+    raw.expect_error("revoked").await;
+}
