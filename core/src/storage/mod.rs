@@ -186,6 +186,14 @@ impl Db {
     /// mode with `synchronous=FULL` (an accepted write survives power loss), foreign keys on, a
     /// busy timeout, and the WAL checkpointed by a background task (see [`checkpoint_sqlite`]).
     pub async fn connect(url: &DatabaseUrl) -> Result<Self, StorageError> {
+        Self::connect_with(url, true).await
+    }
+
+    /// [`connect`](Self::connect), with or without the background checkpoint on SQLite.
+    async fn connect_with(
+        url: &DatabaseUrl,
+        background_checkpoints: bool,
+    ) -> Result<Self, StorageError> {
         let connect_err = |source| StorageError::Connect {
             url: url.redacted(),
             source,
@@ -208,7 +216,9 @@ impl Db {
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
-                tokio::spawn(checkpoint_sqlite(pool.clone()));
+                if background_checkpoints {
+                    tokio::spawn(checkpoint_sqlite(pool.clone()));
+                }
                 Ok(Self::Sqlite(pool))
             }
             Backend::Postgres => {
@@ -225,8 +235,11 @@ impl Db {
     }
 
     /// Open, check ownership and migrate: what every service does at start.
+    /// The relay's SQLite log is checkpointed by the relay's writer and its own checkpointer
+    /// (`keymesh_relay::store`), in step with its commits; a second checkpointer on the pool
+    /// would flush the database file in the middle of the writer's log flushes.
     pub async fn open_for(service: ServiceName, url: &DatabaseUrl) -> Result<Self, StorageError> {
-        let db = Self::connect(url).await?;
+        let db = Self::connect_with(url, service != ServiceName::Relay).await?;
         db.migrate(service).await?;
         Ok(db)
     }

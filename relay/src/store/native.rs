@@ -27,7 +27,7 @@ use std::{
         atomic::{AtomicU8, Ordering},
         mpsc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
@@ -45,8 +45,21 @@ const CACHE_KIB: i64 = 32 * 1024;
 /// How long a commit waits for a lock held by another connection (a migration or a reader
 /// that upgraded) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often the checkpointer copies the log into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// How often the checkpointer copies the log into the database file. Rarely: each copy ends
+/// with a flush of the database file, which the disk serves beside the log flushes every
+/// message waits for, and under a queue's load the same pages are rewritten over and over, so
+/// a copy every 2 s writes each of them once where one every 50 ms wrote it forty times
+/// (measured at 5,000 msgs/s: log flush p99 3.4 -> 0.6 ms; docs/benchmarks.md).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(2);
+/// How soon the next copy follows one that left a long log with a long tail: each copies
+/// what was written during the one before, so they converge on the end of the log.
+const CONVERGE_EVERY: Duration = Duration::from_millis(20);
+/// How often the checkpointer looks at the log file's size between copies.
+const LOOK_EVERY: Duration = Duration::from_millis(50);
+/// Growth of the log file (bytes) since the last copy that starts the next one at once: the
+/// file only grows when the log is longer than it has ever been, which a fast writer reaches
+/// well within [`CHECKPOINT_EVERY`].
+const GROWTH_TRIGGER: u64 = 16 << 20;
 /// Log length (pages, 64 MiB) from which the writer finishes a checkpoint whenever it has
 /// nothing queued, so the log restarts from its beginning. Each time costs the writer two
 /// flushes (a few ms); at 5,000 msgs/s (~25 MB of log a second) this is every ~2.5 s.
@@ -153,15 +166,23 @@ fn checkpoint(conn: &Connection) -> Result<(bool, i64, i64), rusqlite::Error> {
     })
 }
 
-/// Copy the log into the database file every [`CHECKPOINT_EVERY`], beside the writer (a
-/// passive checkpoint never blocks it). Under a steady stream of commits such a checkpoint
+/// Copy the log into the database file every [`CHECKPOINT_EVERY`] (sooner while converging on
+/// the end of a long log), beside the writer (a passive checkpoint never blocks it). Under a steady stream of commits such a checkpoint
 /// never catches up with the end of the log, and SQLite only restarts the log once one has, so
 /// alone the log would grow for as long as the load lasts (seen: 2 GB in 12 s). Once the log is
 /// long and the part left to copy is short, the writer is asked to finish the checkpoint
 /// between two commits ([`Native::checkpoint_if_due`]). Ends when the writer does.
-fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, catch_up: &AtomicU8) {
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        match checkpoint(conn) {
+fn checkpoint_loop(conn: &Connection, wal: &Path, stop: &mpsc::Receiver<()>, catch_up: &AtomicU8) {
+    let size = || std::fs::metadata(wal).map_or(0, |m| m.len());
+    let (mut wait, mut last, mut size_then) = (CHECKPOINT_EVERY, Instant::now(), size());
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(LOOK_EVERY.min(wait)) {
+        if last.elapsed() < wait && size() < size_then.saturating_add(GROWTH_TRIGGER) {
+            continue;
+        }
+        wait = CHECKPOINT_EVERY;
+        let result = checkpoint(conn);
+        (last, size_then) = (Instant::now(), size());
+        match result {
             Ok((false, log, done)) if log >= RESTART_WHEN_IDLE && log - done <= TAIL_FRAMES => {
                 let due = if log >= RESTART_ANYWAY {
                     NOW
@@ -170,6 +191,7 @@ fn checkpoint_loop(conn: &Connection, stop: &mpsc::Receiver<()>, catch_up: &Atom
                 };
                 catch_up.store(due, Ordering::Release);
             }
+            Ok((false, log, _)) if log >= RESTART_WHEN_IDLE => wait = CONVERGE_EVERY,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "relay log checkpoint failed; retrying");
@@ -247,11 +269,12 @@ impl Native {
         .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c))
         .map_err(driver)?;
         let catch_up = Arc::new(AtomicU8::new(NOT_DUE));
+        let log = wal.clone();
         let flag = Arc::clone(&catch_up);
         let (stop, stopped) = mpsc::channel();
         std::thread::Builder::new()
             .name("relay-checkpoint".into())
-            .spawn(move || checkpoint_loop(&checkpointer, &stopped, &flag))
+            .spawn(move || checkpoint_loop(&checkpointer, &log, &stopped, &flag))
             .map_err(driver)?;
         Ok(Self {
             conn,

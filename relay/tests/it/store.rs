@@ -327,7 +327,7 @@ async fn the_sqlite_log_restarts_instead_of_growing_under_a_steady_load() {
     let wal = std::path::PathBuf::from(format!("{}-wal", url.trim_start_matches("sqlite://")));
     // One commit after the other, as fast as the log is flushed: a checkpoint beside them
     // always finds a newer commit in the log by the time it is done.
-    let (messages, payload) = (3000u32, 64 * 1024);
+    let (messages, payload) = (6000u32, 64 * 1024);
     let mut largest = 0;
     for n in 1..=messages {
         let mut m = message("a", "b", 0, 1000);
