@@ -166,12 +166,13 @@ fn checkpoint(conn: &Connection) -> Result<(bool, i64, i64), rusqlite::Error> {
     })
 }
 
-/// Copy the log into the database file every [`CHECKPOINT_EVERY`] (sooner while converging on
-/// the end of a long log), beside the writer (a passive checkpoint never blocks it). Under a steady stream of commits such a checkpoint
-/// never catches up with the end of the log, and SQLite only restarts the log once one has, so
-/// alone the log would grow for as long as the load lasts (seen: 2 GB in 12 s). Once the log is
-/// long and the part left to copy is short, the writer is asked to finish the checkpoint
-/// between two commits ([`Native::checkpoint_if_due`]). Ends when the writer does.
+/// Copy the log into the database file every [`CHECKPOINT_EVERY`] (sooner when the log file
+/// grows fast, or while converging on the end of a long log), beside the writer (a passive
+/// checkpoint never blocks it). Under a steady stream of commits such a checkpoint never
+/// catches up with the end of the log, and SQLite only restarts the log once one has, so alone
+/// the log would grow for as long as the load lasts (seen: 2 GB in 12 s). Once the log is long
+/// and the part left to copy is short, the writer is asked to finish the checkpoint between two
+/// commits ([`Native::checkpoint_if_due`]). Ends when the writer does.
 fn checkpoint_loop(conn: &Connection, wal: &Path, stop: &mpsc::Receiver<()>, catch_up: &AtomicU8) {
     let size = || std::fs::metadata(wal).map_or(0, |m| m.len());
     let (mut wait, mut last, mut size_then) = (CHECKPOINT_EVERY, Instant::now(), size());
