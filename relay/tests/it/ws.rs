@@ -53,8 +53,8 @@ impl Raw {
         }
     }
 
-    /// Open and complete the handshake; the `ready` frame's fields.
-    async fn ready(cluster: &Cluster, node: &TestNode, resume_after: u64) -> (Self, ServerFrame) {
+    /// Open and send a correct `hello` for `node` (its token, a proof over this challenge).
+    async fn hello(cluster: &Cluster, node: &TestNode, resume_after: u64) -> Self {
         let (mut raw, nonce) = Self::open(cluster).await;
         let token = TOKEN_B64.decode(&node.token).expect("token");
         let proof = sign_challenge(&node.key, &nonce, &token);
@@ -64,6 +64,12 @@ impl Raw {
             resume_after,
         })
         .await;
+        raw
+    }
+
+    /// Open and complete the handshake; the `ready` frame's fields.
+    async fn ready(cluster: &Cluster, node: &TestNode, resume_after: u64) -> (Self, ServerFrame) {
+        let mut raw = Self::hello(cluster, node, resume_after).await;
         let ready = raw.next().await;
         assert!(matches!(ready, ServerFrame::Ready { .. }), "{ready:?}");
         (raw, ready)
@@ -349,14 +355,10 @@ async fn handshake_break_attempts_are_refused_with_codes() {
 
     // One connection over the per-node cap.
     let (_held, _) = Raw::ready(&cluster, &a, 0).await;
-    let (mut raw, nonce) = Raw::open(&cluster).await;
-    raw.frame(&ClientFrame::Hello {
-        token: token.clone(),
-        proof: sign_challenge(&a.key, &nonce, &token),
-        resume_after: 0,
-    })
-    .await;
-    raw.expect_error("too_many_connections").await;
+    Raw::hello(&cluster, &a, 0)
+        .await
+        .expect_error("too_many_connections")
+        .await;
 
     // Without the subprotocol the upgrade itself is refused.
     let plain = tokio_tungstenite::connect_async(cluster.ws_url()).await;
@@ -455,15 +457,10 @@ async fn revoked_and_expired_tokens_are_refused_and_open_sockets_closed() {
         "an open socket of a revoked node is closed within 1 s (took {revoke_to_close:?})"
     );
     // A new connection with the revoked token is refused at the handshake.
-    let (mut raw, nonce) = Raw::open(&cluster).await;
-    let token = TOKEN_B64.decode(&a.token).expect("token");
-    raw.frame(&ClientFrame::Hello {
-        proof: sign_challenge(&a.key, &nonce, &token),
-        token,
-        resume_after: 0,
-    })
-    .await;
-    raw.expect_error("revoked").await;
+    Raw::hello(&cluster, &a, 0)
+        .await
+        .expect_error("revoked")
+        .await;
 
     // An expired token: minted for one second.
     let (status, body) = cluster
@@ -664,13 +661,8 @@ async fn a_stale_revocation_feed_fails_closed_and_the_relay_reports_not_ready() 
     assert_eq!(body["error"]["code"], "not_ready", "{body}");
     assert_eq!(body["checks"]["revocation_feed"], "stale", "{body}");
     assert_eq!(body["checks"]["database"], "ok", "{body}");
-    let (mut raw, nonce) = Raw::open(&cluster).await;
-    let token = TOKEN_B64.decode(&a.token).expect("token");
-    raw.frame(&ClientFrame::Hello {
-        proof: sign_challenge(&a.key, &nonce, &token),
-        token,
-        resume_after: 0,
-    })
-    .await;
-    raw.expect_error("revoked").await;
+    Raw::hello(&cluster, &a, 0)
+        .await
+        .expect_error("revoked")
+        .await;
 }
