@@ -410,6 +410,10 @@ const ACK_CHUNK: usize = 256;
 #[derive(Clone, Copy, Debug, Default)]
 struct Occupancy {
     last_seq: i64,
+    /// Cumulative acknowledgement: nothing at or below it is held, so deletions start above
+    /// it (on PostgreSQL an index scan from the mailbox's first key would step over every
+    /// entry of rows deleted since the last vacuum).
+    acked: i64,
     count: i64,
     bytes: i64,
     /// Highest expired range end still recorded (0: none), so acknowledgements only touch the
@@ -439,6 +443,7 @@ impl Writer {
             .map(|(node, m)| {
                 let o = Occupancy {
                     last_seq: m.last_seq,
+                    acked: m.acked,
                     count: m.count,
                     bytes: m.bytes,
                     expired_through: m.expired_through,
@@ -639,6 +644,16 @@ trait Keys<'m> {
     fn release(&mut self, m: &'m NewMessage) -> Result<(), Self::Error>;
 }
 
+/// One mailbox's acknowledgement in a batch: delete its messages in `(after, through]`.
+struct AckTarget<'a> {
+    recipient: &'a str,
+    /// The acknowledgement before this batch.
+    after: i64,
+    through: i64,
+    /// Whether expiry records must be forgotten.
+    forget: bool,
+}
+
 /// What one transaction does, planned on an overlay of the mailboxes the batch touches (the
 /// counters change only once it has committed).
 struct Overlay<'b> {
@@ -684,8 +699,8 @@ impl Overlay<'_> {
 
     /// Acknowledgements are cumulative: one per mailbox (the highest) is applied. Never past
     /// the highest number assigned: an ack beyond it would hide later messages below the resume
-    /// position. Returns (mailbox, through, whether expiry records must be forgotten).
-    fn ack_targets<'a>(&mut self, acks: &[(&'a str, i64)]) -> Vec<(&'a str, i64, bool)> {
+    /// position.
+    fn ack_targets<'a>(&mut self, acks: &[(&'a str, i64)]) -> Vec<AckTarget<'a>> {
         let mut highest: HashMap<&str, i64> = HashMap::new();
         for (recipient, through) in acks {
             let capped = (*through).min(slot(self.touched, self.base, recipient).last_seq);
@@ -700,7 +715,14 @@ impl Overlay<'_> {
                 if through >= b.expired_through {
                     b.expired_through = 0;
                 }
-                (recipient, through, forget)
+                let after = b.acked;
+                b.acked = b.acked.max(through);
+                AckTarget {
+                    recipient,
+                    after,
+                    through,
+                    forget,
+                }
             })
             .collect()
     }
@@ -873,6 +895,30 @@ impl<'m> Keys<'m> for PoolKeys<'m> {
     }
 }
 
+/// Push `(recipient = $ AND column > $ AND column <= $) OR ...`, one term per
+/// `(recipient, after, through)` (no lower bound without `after`); false when there were none.
+fn or_ranges<'a>(
+    q: &mut QueryBuilder<Postgres>,
+    column: &str,
+    ranges: impl Iterator<Item = (&'a str, Option<i64>, i64)>,
+) -> bool {
+    let mut or = q.separated(" OR ");
+    let mut any = false;
+    for (recipient, after, through) in ranges {
+        or.push("(recipient = ");
+        or.push_bind_unseparated(recipient);
+        if let Some(after) = after {
+            or.push_unseparated(format!(" AND {column} > "));
+            or.push_bind_unseparated(after);
+        }
+        or.push_unseparated(format!(" AND {column} <= "));
+        or.push_bind_unseparated(through);
+        or.push_unseparated(")");
+        any = true;
+    }
+    any
+}
+
 /// One transaction on PostgreSQL: a lookup of the batch's keys, one insert each for messages
 /// and keys, and per 256 mailboxes one statement each for the acknowledgements.
 async fn pool_write(
@@ -939,47 +985,42 @@ async fn pool_write(
     let targets = overlay.ack_targets(acks);
     let mut removed: HashMap<&str, (i64, i64)> = HashMap::new();
     for chunk in targets.chunks(ACK_CHUNK) {
-        let either = |q: &mut QueryBuilder<Postgres>, seq: &str, only_expired: bool| {
-            let mut or = q.separated(" OR ");
-            for (recipient, through, forget) in chunk {
-                if only_expired && !forget {
-                    continue;
-                }
-                or.push("(recipient = ");
-                or.push_bind_unseparated(*recipient);
-                or.push_unseparated(format!(" AND {seq} <= "));
-                or.push_bind_unseparated(*through);
-                or.push_unseparated(")");
-            }
-        };
         let mut delete = QueryBuilder::<Postgres>::new("DELETE FROM relay_messages WHERE ");
-        either(&mut delete, "seq", false);
-        delete.push(" RETURNING recipient, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)");
-        let sizes: Vec<(String, i64)> = delete
-            .build_query_as()
-            .persistent(false)
-            .fetch_all(&mut *tx)
-            .await?;
-        for (recipient, bytes) in sizes {
-            if let Some((r, ..)) = chunk.iter().find(|(r, ..)| *r == recipient) {
-                let e = removed.entry(r).or_default();
-                e.0 += 1;
-                e.1 += bytes;
+        let ranges = chunk
+            .iter()
+            .filter(|t| t.through > t.after)
+            .map(|t| (t.recipient, Some(t.after), t.through));
+        if or_ranges(&mut delete, "seq", ranges) {
+            delete.push(" RETURNING recipient, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)");
+            let sizes: Vec<(String, i64)> = delete
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (recipient, bytes) in sizes {
+                if let Some(t) = chunk.iter().find(|t| t.recipient == recipient) {
+                    let e = removed.entry(t.recipient).or_default();
+                    e.0 += 1;
+                    e.1 += bytes;
+                }
             }
         }
-        if chunk.iter().any(|(.., forget)| *forget) {
-            let mut forget = QueryBuilder::<Postgres>::new("DELETE FROM relay_expiries WHERE ");
-            either(&mut forget, "through_seq", true);
+        let mut forget = QueryBuilder::<Postgres>::new("DELETE FROM relay_expiries WHERE ");
+        let ranges = chunk
+            .iter()
+            .filter(|t| t.forget)
+            .map(|t| (t.recipient, None, t.through));
+        if or_ranges(&mut forget, "through_seq", ranges) {
             forget.build().persistent(false).execute(&mut *tx).await?;
         }
         // Upsert: an acknowledgement is remembered even for a mailbox first seen here, so a
         // restart never numbers below it.
         let mut acked =
             QueryBuilder::<Postgres>::new("INSERT INTO relay_mailboxes (node, epoch, acked) ");
-        acked.push_values(chunk, |mut row, (recipient, through, _)| {
-            row.push_bind(*recipient)
+        acked.push_values(chunk, |mut row, t| {
+            row.push_bind(t.recipient)
                 .push_bind(now_ms)
-                .push_bind(*through);
+                .push_bind(t.through);
         });
         acked.push(" ON CONFLICT (node) DO UPDATE SET acked = GREATEST(relay_mailboxes.acked, excluded.acked)");
         acked.build().persistent(false).execute(&mut *tx).await?;

@@ -79,7 +79,7 @@ const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 const CLAIM: &str = "INSERT INTO relay_accepted (sender, client_id, expires_ms) VALUES (?1, ?2, ?3) ON CONFLICT (sender, client_id) DO NOTHING";
 const RELEASE: &str = "DELETE FROM relay_accepted WHERE sender = ?1 AND client_id = ?2";
 const INSERT: &str = "INSERT INTO relay_messages (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-const DELETE_ACKED: &str = "DELETE FROM relay_messages WHERE recipient = ?1 AND seq <= ?2 RETURNING LENGTH(payload) + LENGTH(enc)";
+const DELETE_ACKED: &str = "DELETE FROM relay_messages WHERE recipient = ?1 AND seq > ?2 AND seq <= ?3 RETURNING LENGTH(payload) + LENGTH(enc)";
 const FORGET_EXPIRED: &str =
     "DELETE FROM relay_expiries WHERE recipient = ?1 AND through_seq <= ?2";
 const RECORD_ACK: &str = "INSERT INTO relay_mailboxes (node, epoch, acked) VALUES (?1, ?2, ?3) ON CONFLICT (node) DO UPDATE SET acked = MAX(relay_mailboxes.acked, excluded.acked)";
@@ -360,8 +360,9 @@ impl Native {
             let mut delete = tx.prepare_cached(DELETE_ACKED)?;
             let mut forget = tx.prepare_cached(FORGET_EXPIRED)?;
             let mut record = tx.prepare_cached(RECORD_ACK)?;
-            for (recipient, through, expired) in overlay.ack_targets(acks) {
-                let mut rows = delete.query(params![recipient, through])?;
+            for t in overlay.ack_targets(acks) {
+                let (recipient, through) = (t.recipient, t.through);
+                let mut rows = delete.query(params![recipient, t.after, through])?;
                 let (mut n, mut bytes) = (0i64, 0i64);
                 while let Some(row) = rows.next()? {
                     n += 1;
@@ -370,7 +371,7 @@ impl Native {
                 if n > 0 {
                     removed.insert(recipient, (n, bytes));
                 }
-                if expired {
+                if t.forget {
                     forget.execute(params![recipient, through])?;
                 }
                 // An acknowledgement is remembered even for a mailbox first seen here, so a
