@@ -119,6 +119,20 @@ impl Keymesh {
     }
 
     /// Everything printed so far.
+    /// Wait until `url`'s `/health/ready` answers 200, as a load balancer would (a relay, for
+    /// one, is not ready until it has read the vault's revocation feed).
+    pub async fn wait_ready(&mut self, url: &str) {
+        for _ in 0..300 {
+            if let Ok(r) = reqwest::get(format!("{url}/health/ready")).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{url} was not ready in 15 s:\n{}", self.output());
+    }
+
     pub fn output(&mut self) -> String {
         self.drain();
         self.seen.join("\n")

@@ -26,19 +26,6 @@ fn free_addr() -> String {
     listener.local_addr().expect("addr").to_string()
 }
 
-/// Wait until `url` answers 200.
-async fn wait_ready(url: &str, process: &mut Keymesh) {
-    for _ in 0..300 {
-        if let Ok(r) = reqwest::get(format!("{url}/health/ready")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{url} was not ready in 15 s:\n{}", process.output());
-}
-
 fn start_relay(dir: &Path, addr: &str, db: &TestDb, vault_url: &str) -> Keymesh {
     Keymesh::start(
         dir,
@@ -151,11 +138,11 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_redelivers_nothin
             ("VAULT_FEED_API_KEY", FEED_KEY.into()),
         ],
     );
-    wait_ready(&vault_url, &mut vault).await;
+    vault.wait_ready(&vault_url).await;
     let relay_addr = free_addr();
     let relay_url = format!("http://{relay_addr}");
     let mut relay = start_relay(dir.path(), &relay_addr, &relay_db, &vault_url);
-    wait_ready(&relay_url, &mut relay).await;
+    relay.wait_ready(&relay_url).await;
 
     let (a_keys, a_token) = node(&vault_url, "crash-a").await;
     let (b_keys, b_token) = node(&vault_url, "crash-b").await;
@@ -188,7 +175,7 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_redelivers_nothin
     // Killed after accepting, before any delivery (B was never connected).
     relay.kill_hard();
     let mut relay = start_relay(dir.path(), &relay_addr, &relay_db, &vault_url);
-    wait_ready(&relay_url, &mut relay).await;
+    relay.wait_ready(&relay_url).await;
 
     let b = b_client();
     let got = receive(&b, N, 25).await;
@@ -211,7 +198,7 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_redelivers_nothin
     // Killed again after the acknowledgement was stored: only the unacknowledged come back.
     relay.kill_hard();
     let mut relay = start_relay(dir.path(), &relay_addr, &relay_db, &vault_url);
-    wait_ready(&relay_url, &mut relay).await;
+    relay.wait_ready(&relay_url).await;
     let b = b_client();
     let again = receive(&b, N - 25, N - 25).await;
     assert_eq!(again, sent[25..], "nothing acknowledged is delivered again");

@@ -45,6 +45,7 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
         ["management", "relay", "vault"]
     );
     for (service, url) in &urls {
+        keymesh.wait_ready(url).await;
         let (status, body) = get(&format!("{url}/health/ready")).await;
         assert_eq!(status, 200, "{service}: {body}");
         assert!(body.contains(r#""database":"ok""#), "{body}");
@@ -52,7 +53,7 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
         assert_eq!(status, 200);
         assert!(
             metrics.contains(&format!(
-                r#"http_requests_total{{service="{service}",route="/health/ready",status="200"}} 1"#
+                r#"http_requests_total{{service="{service}",route="/health/ready",status="200"}} 2"#
             )),
             "{service} metrics:\n{metrics}"
         );
