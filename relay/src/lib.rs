@@ -46,10 +46,12 @@ pub async fn router(
     // load balancer sends nodes to a relay that can serve them.
     let followed = Arc::clone(&state.followed);
     ctx.ready_checks.add("revocation_feed", move || {
-        match (followed.verifier().is_some(), followed.age_ms()) {
-            (false, _) | (_, None) => Err("not_yet_read"),
-            (true, Some(_)) if followed.fresh() => Ok("ok"),
-            (true, Some(_)) => Err("stale"),
+        if followed.verifier().is_none() || followed.age_ms().is_none() {
+            Err("not_yet_read")
+        } else if followed.fresh() {
+            Ok("ok")
+        } else {
+            Err("stale")
         }
     });
     if let (Some(url), Some(key)) = (&state.config.vault_url, &state.config.feed_api_key) {
