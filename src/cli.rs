@@ -4,7 +4,7 @@ use clap::{Arg, ArgAction, Command};
 #[cfg(test)]
 use keymesh_core::config::render_markdown;
 use keymesh_core::config::{
-    COMMON_SETTINGS, DevConfig, ServiceConfig, ServiceName, Setting, clap_args, secrets_help,
+    COMMON_SETTINGS, DevConfig, ServiceName, Setting, clap_args, secrets_help,
 };
 
 /// A subcommand whose flags are the given settings.
@@ -31,13 +31,25 @@ pub fn service_settings(name: ServiceName) -> Vec<&'static Setting> {
     match name {
         ServiceName::Vault => keymesh_vault::VaultConfig::all_settings(),
         ServiceName::Relay => keymesh_relay::RelayConfig::all_settings(),
-        other => ServiceConfig::all_settings(other),
+        ServiceName::Management => keymesh_management::ManagementConfig::all_settings(),
     }
 }
+
+/// `KEYMESH_DEV_ADMIN_EMAIL`: the admin `keymesh dev` bootstraps.
+pub const DEV_ADMIN_EMAIL: Setting = Setting::value(
+    "KEYMESH_DEV_ADMIN_EMAIL",
+    "Address of the admin `keymesh dev` creates at start; its sign-in link is printed in the banner.",
+)
+.default("admin@localhost");
+
+#[cfg(test)]
+const DEV_SETTINGS: &[&Setting] = &[&DEV_ADMIN_EMAIL];
 
 /// Every setting `keymesh dev` reads.
 pub fn dev_settings() -> Vec<&'static Setting> {
     let mut all = DevConfig::all_settings();
+    all.extend_from_slice(keymesh_management::config::SETTINGS);
+    all.push(&DEV_ADMIN_EMAIL);
     all.extend_from_slice(keymesh_vault::config::SETTINGS);
     all.extend_from_slice(keymesh_relay::config::SETTINGS);
     all
@@ -56,11 +68,22 @@ pub fn command() -> Command {
             &dev_settings(),
         ));
     for name in ServiceName::ALL {
-        cmd = cmd.subcommand(with_settings(
-            name.as_str(),
-            service_about(name),
-            &service_settings(name),
-        ));
+        let mut service =
+            with_settings(name.as_str(), service_about(name), &service_settings(name));
+        if name == ServiceName::Management {
+            service = service.subcommand(
+                Command::new("bootstrap-admin")
+                    .about("Make an address an admin (creating the account) and print a one-time sign-in link for it")
+                    .arg(
+                        Arg::new("email")
+                            .long("email")
+                            .value_name("EMAIL")
+                            .required(true)
+                            .help("The admin's e-mail address"),
+                    ),
+            );
+        }
+        cmd = cmd.subcommand(service);
     }
     let migrate_settings: Vec<&Setting> = std::iter::once(COMMON_SETTINGS[0])
         .chain(ServiceName::ALL.iter().map(|s| s.settings()[1]))
@@ -144,6 +167,18 @@ fn configuration_docs() -> String {
     ];
     for (name, (title, intro)) in ServiceName::ALL.into_iter().zip(titles) {
         sections.push((title, intro, name.settings()));
+        if name == ServiceName::Management {
+            sections.push((
+                "Management: sign-in, sessions and mail",
+                "Read by `keymesh management` and `keymesh dev` (which keeps a development secret key in `.keymesh/management-secret.key` and prints mail to the console unless `MANAGEMENT_SMTP_URL` is set).",
+                keymesh_management::config::SETTINGS,
+            ));
+            sections.push((
+                "Development only",
+                "Read by `keymesh dev` alone.",
+                DEV_SETTINGS,
+            ));
+        }
         if name == ServiceName::Vault {
             sections.push((
                 "Vault: keys, tokens and limits",

@@ -13,6 +13,7 @@ use keymesh_core::{
     storage::Db,
     telemetry,
 };
+use keymesh_management::ManagementConfig;
 use keymesh_relay::RelayConfig;
 use keymesh_vault::VaultConfig;
 use services::Service;
@@ -72,19 +73,55 @@ fn load_service(
     Ok(match name {
         ServiceName::Vault => Service::Vault(Box::new(VaultConfig::load(source, default_env)?)),
         ServiceName::Relay => Service::Relay(Box::new(RelayConfig::load(source, default_env)?)),
-        other => Service::Placeholder(Box::new(ServiceConfig::load(other, source, default_env)?)),
+        ServiceName::Management => {
+            Service::Management(Box::new(ManagementConfig::load(source, default_env)?))
+        }
     })
 }
 
 /// `keymesh management|vault|relay`: one service, production unless told otherwise.
 async fn run_one(name: ServiceName, matches: &clap::ArgMatches) -> Result<(), BoxError> {
     let source = Source::from_process(matches, &cli::service_settings(name));
+    if let Some(("bootstrap-admin", sub)) = matches.subcommand() {
+        let email = sub
+            .get_one::<String>("email")
+            .ok_or("--email is required")?;
+        return bootstrap_admin(&source, email).await;
+    }
     let service = load_service(name, &source, Environment::Production)?;
     init_logs(&service_common(&service))?;
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
     let running = services::start(service, shutdown).await?;
     running.task.await??;
+    Ok(())
+}
+
+/// `keymesh management bootstrap-admin --email E`: against management's database, no server.
+async fn bootstrap_admin(source: &Source, email: &str) -> Result<(), BoxError> {
+    let config = ManagementConfig::load(source, Environment::Production)?;
+    let db = Db::open_for(ServiceName::Management, &config.service.database_url).await?;
+    let ctx = keymesh_core::ServiceContext::with_db(
+        config.service.clone(),
+        db.clone(),
+        CancellationToken::new(),
+    );
+    let state = keymesh_management::ManagementState::open(ctx.clone(), config)?;
+    let done = keymesh_management::bootstrap::bootstrap_admin(&state, email)
+        .await
+        .map_err(|e| format!("bootstrap failed: {}", e.code()))?;
+    println!(
+        "Admin {} ({}): {}
+Sign in within {} minutes (the link works once):
+  {}",
+        done.user.email,
+        done.user.id,
+        done.change,
+        done.login.ttl.as_secs().div_ceil(60),
+        done.login.link(&state)
+    );
+    ctx.shutdown.cancel();
+    db.close().await;
     Ok(())
 }
 
@@ -98,14 +135,14 @@ fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxEr
     let dir = std::path::Path::new(".keymesh");
     std::fs::create_dir_all(dir)?;
     let master = dir.join("vault-master.key");
-    if !master.exists() {
-        let mut file = std::fs::OpenOptions::new();
-        file.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-        std::io::Write::write_all(&mut file.open(&master)?, random_hex().as_bytes())?;
-    }
+    write_new_key(&master)?;
     source.set_env_default("VAULT_MASTER_KEY_FILE", master.display().to_string());
+    let management_key = dir.join("management-secret.key");
+    write_new_key(&management_key)?;
+    source.set_env_default(
+        "MANAGEMENT_SECRET_KEY_FILE",
+        management_key.display().to_string(),
+    );
     let mut shown = Vec::new();
     for name in ["MANAGEMENT_API_KEY", "VAULT_FEED_API_KEY"] {
         let value = random_hex();
@@ -121,6 +158,18 @@ fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxEr
         );
     }
     Ok(shown)
+}
+
+/// A random key in a new file readable by its owner only; an existing file is kept.
+fn write_new_key(path: &std::path::Path) -> std::io::Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    std::io::Write::write_all(&mut file.open(path)?, random_hex().as_bytes())
 }
 
 fn random_hex() -> String {
@@ -172,7 +221,24 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             }
         }
     }
-    print_banner(&running, &credentials);
+    let admin = match running.iter().find_map(|r| r.management.as_ref()) {
+        Some(state) => {
+            let email: String = source.require(&cli::DEV_ADMIN_EMAIL)?;
+            match keymesh_management::bootstrap::bootstrap_admin(state, &email).await {
+                Ok(done) => Some((
+                    done.user.email.clone(),
+                    done.login.link(state),
+                    done.login.ttl.as_secs().div_ceil(60),
+                )),
+                Err(e) => {
+                    shutdown.cancel();
+                    return Err(format!("bootstrapping the dev admin failed: {}", e.code()).into());
+                }
+            }
+        }
+        None => None,
+    };
+    print_banner(&running, &credentials, admin.as_ref());
     let mut first_error = None;
     for service in running {
         if let Err(err) = service
@@ -188,7 +254,11 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     first_error.map_or(Ok(()), Err)
 }
 
-fn print_banner(running: &[services::Running], credentials: &[(&str, String)]) {
+fn print_banner(
+    running: &[services::Running],
+    credentials: &[(&str, String)],
+    admin: Option<&(String, String, u64)>,
+) {
     let mut banner = String::from(
         "\nKeymesh dev: every service in one process, SQLite files under ./.keymesh/\n\n",
     );
@@ -197,6 +267,11 @@ fn print_banner(running: &[services::Running], credentials: &[(&str, String)]) {
             "  {:<11} http://{}   /health/ready  /metrics\n",
             service.name.as_str(),
             service.addr
+        ));
+    }
+    if let Some((email, link, minutes)) = admin {
+        banner.push_str(&format!(
+            "\nAdmin {email}: sign in within {minutes} minutes (the link works once; new links: POST /v1/login):\n  {link}\n"
         ));
     }
     banner.push_str(

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use keymesh_core::{
     ServiceContext,
     config::{ServiceConfig, ServiceName},
@@ -19,6 +18,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// Resolves when the server has stopped and its pool is closed.
     pub task: JoinHandle<std::io::Result<()>>,
+    /// Management's state (for `keymesh dev` to bootstrap its admin).
+    pub management: Option<keymesh_management::ManagementState>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -29,9 +30,8 @@ pub enum Service {
     Vault(Box<keymesh_vault::VaultConfig>),
     /// The zero-knowledge relay.
     Relay(Box<keymesh_relay::RelayConfig>),
-    /// A service whose issue has not landed yet: the common stack still serves `/health/*`
-    /// and `/metrics` for it.
-    Placeholder(Box<ServiceConfig>),
+    /// Users, sessions, approvals, audit.
+    Management(Box<keymesh_management::ManagementConfig>),
 }
 
 impl Service {
@@ -40,27 +40,45 @@ impl Service {
         match self {
             Service::Vault(v) => &v.service,
             Service::Relay(r) => &r.service,
-            Service::Placeholder(c) => c,
+            Service::Management(m) => &m.service,
+        }
+    }
+
+    fn config_mut(&mut self) -> &mut ServiceConfig {
+        match self {
+            Service::Vault(v) => &mut v.service,
+            Service::Relay(r) => &mut r.service,
+            Service::Management(m) => &mut m.service,
         }
     }
 }
 
-/// Open, bind and start serving one service.
-pub async fn start(service: Service, shutdown: CancellationToken) -> Result<Running, BoxError> {
-    let config = service.config().clone();
-    let name = config.name;
-    let listen = config.listen;
-    let grace = config.common.http.shutdown_grace;
-    let ctx = ServiceContext::open(config, shutdown.clone()).await?;
-    let router = match service {
-        Service::Vault(vault) => keymesh_vault::router(ctx.clone(), *vault).await?.0,
-        Service::Relay(relay) => keymesh_relay::router(ctx.clone(), *relay).await?.0,
-        Service::Placeholder(_) => ctx.router(Router::new()),
-    };
+/// Bind, open and start serving one service.
+pub async fn start(mut service: Service, shutdown: CancellationToken) -> Result<Running, BoxError> {
+    let (name, listen) = (service.config().name, service.config().listen);
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen} for the {name} service: {e}"))?;
     let addr = listener.local_addr()?;
+    // A public URL derived from a port-0 listen address names the port actually bound (links
+    // in mail and the banner must work).
+    let public = &mut service.config_mut().public_url;
+    if public.port_u16() == Some(0) && public.host() == Some(&addr.ip().to_string()) {
+        *public = format!("http://{addr}").parse()?;
+    }
+    let config = service.config().clone();
+    let grace = config.common.http.shutdown_grace;
+    let ctx = ServiceContext::open(config, shutdown.clone()).await?;
+    let mut management = None;
+    let router = match service {
+        Service::Vault(vault) => keymesh_vault::router(ctx.clone(), *vault).await?.0,
+        Service::Relay(relay) => keymesh_relay::router(ctx.clone(), *relay).await?.0,
+        Service::Management(config) => {
+            let (router, state) = keymesh_management::router(ctx.clone(), *config)?;
+            management = Some(state);
+            router
+        }
+    };
     tracing::info!(service = name.as_str(), %addr, database = %ctx.config.database_url, "listening");
     let task = tokio::spawn(async move {
         let result = serve(listener, router, shutdown, grace).await;
@@ -68,5 +86,10 @@ pub async fn start(service: Service, shutdown: CancellationToken) -> Result<Runn
         tracing::info!(service = name.as_str(), "stopped");
         result
     });
-    Ok(Running { name, addr, task })
+    Ok(Running {
+        name,
+        addr,
+        task,
+        management,
+    })
 }

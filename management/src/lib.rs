@@ -2,6 +2,52 @@
 //! enrollment, responder revocation and the central audit log (issue 5; built in slices, see
 //! docs/management.md for what exists so far).
 
+pub mod auth;
+pub mod bootstrap;
+pub mod config;
+pub mod login;
+pub mod mail;
+pub mod pages;
 pub mod rbac;
+pub mod secrets;
+pub mod sessions;
+pub mod state;
+pub mod store;
+pub mod users;
 
+pub use config::ManagementConfig;
 pub use rbac::{Action, Rbac, RbacError, Role};
+pub use state::{ManagementState, StartError};
+
+use axum::{
+    Router,
+    routing::{delete, get, post},
+};
+use keymesh_core::ServiceContext;
+
+/// Every management route (the common stack adds health, metrics and the layers).
+pub fn routes(state: ManagementState) -> Router {
+    Router::new()
+        .route("/v1/login", post(login::request_login))
+        .route("/v1/login/poll", post(login::poll))
+        .route("/v1/login/code", post(login::code))
+        .route(
+            "/login/confirm",
+            get(login::confirm_page).post(login::confirm),
+        )
+        .route("/v1/session", get(sessions::current))
+        .route("/v1/sessions", get(sessions::list))
+        .route("/v1/sessions/{id}", delete(sessions::revoke))
+        .route("/v1/logout", post(sessions::logout))
+        .route("/v1/users", get(users::list).post(users::invite))
+        .with_state(state)
+}
+
+/// Start management over a service context and return its full router.
+pub fn router(
+    ctx: ServiceContext,
+    config: ManagementConfig,
+) -> Result<(Router, ManagementState), StartError> {
+    let state = ManagementState::open(ctx.clone(), config)?;
+    Ok((ctx.router(routes(state.clone())), state))
+}

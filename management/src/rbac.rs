@@ -117,6 +117,20 @@ impl Action {
         Self::EmergencyAccess,
     ];
 
+    /// Admin actions: they need a sign-in younger than the re-authentication window
+    /// (`MANAGEMENT_REAUTH_SECS`). Incident response (revoking, disabling, locking) does not:
+    /// it only takes access away, and a responder must not be slowed down mid-incident.
+    pub fn needs_recent_login(self) -> bool {
+        matches!(
+            self,
+            Self::UsersManage
+                | Self::GroupsManage
+                | Self::ApprovalsDecide
+                | Self::AuditExport
+                | Self::EmergencyAccess
+        )
+    }
+
     /// The name used in the RBAC file, the API and the audit log.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -61,6 +61,17 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
     for service in ["management", "vault", "relay"] {
         assert!(dir.path().join(format!(".keymesh/{service}.db")).exists());
     }
+    // The bootstrapped admin's one-time link, printed in the banner, opens the confirm page.
+    let output = keymesh.output();
+    assert!(output.contains("Admin admin@localhost: sign in"), "{output}");
+    let link = output
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("http://") && l.contains("/login/confirm?token="))
+        .unwrap_or_else(|| panic!("no sign-in link in the banner:\n{output}"));
+    let (status, page) = get(link).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<form method=\"post\""), "{page}");
     let status = keymesh.signal_and_wait("INT", STOP);
     assert_eq!(status.code(), Some(0), "{}", keymesh.output());
     let output = keymesh.output();

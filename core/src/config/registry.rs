@@ -32,6 +32,9 @@ pub struct Setting {
     pub dev_only: bool,
     /// Must be set explicitly when `KEYMESH_ENV=production`.
     pub required_in_production: bool,
+    /// A secret whose value someone else chose (e.g. a mail server URL with the provider's
+    /// password): kept secret, but not held to [`MIN_SECRET_BYTES`].
+    pub issued_elsewhere: bool,
 }
 
 impl Setting {
@@ -44,6 +47,7 @@ impl Setting {
             default: None,
             dev_only: false,
             required_in_production: false,
+            issued_elsewhere: false,
         }
     }
 
@@ -79,6 +83,12 @@ impl Setting {
     /// Marked as required in production.
     pub const fn required_in_production(mut self) -> Self {
         self.required_in_production = true;
+        self
+    }
+
+    /// A secret chosen elsewhere: exempt from the production length check.
+    pub const fn issued_elsewhere(mut self) -> Self {
+        self.issued_elsewhere = true;
         self
     }
 
@@ -314,6 +324,7 @@ pub fn production_guard(settings: &[&Setting], source: &Source) -> Result<(), Co
             });
         }
         if setting.kind == SettingKind::Secret
+            && !setting.issued_elsewhere
             && let Some(value) = &explicit
             && value.len() < MIN_SECRET_BYTES
         {
@@ -393,7 +404,9 @@ pub fn render_markdown(sections: &[(&str, &str, &[&Setting])]) -> String {
             };
             let default = s.default.map_or("—".to_owned(), |d| format!("`{d}`"));
             let mut notes = Vec::new();
-            if s.kind == SettingKind::Secret {
+            if s.kind == SettingKind::Secret && s.issued_elsewhere {
+                notes.push(format!("secret; or `{}`", s.file_var()));
+            } else if s.kind == SettingKind::Secret {
                 notes.push(format!(
                     "secret; or `{}`; ≥ 32 bytes in production",
                     s.file_var()

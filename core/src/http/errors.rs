@@ -39,12 +39,19 @@ fn is_json(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
+/// Set by a handler whose error response is already coded in another form (an HTML page for
+/// a person, with the code shown in it): the header carries the code, the body is kept.
+pub const ERROR_CODE_HEADER: http::HeaderName = http::HeaderName::from_static("keymesh-error-code");
+
 /// Middleware: replace any non-JSON error body with the coded body for its status, keeping
 /// headers such as `Allow` and `Retry-After`.
 pub async fn coded_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
-    if !(status.is_client_error() || status.is_server_error()) || is_json(&response) {
+    if !(status.is_client_error() || status.is_server_error())
+        || is_json(&response)
+        || response.headers().contains_key(ERROR_CODE_HEADER)
+    {
         return response;
     }
     let (mut parts, _body) = response.into_parts();

@@ -71,6 +71,16 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
         Self::with_quota(Quota::per_minute(config.burst))
     }
 
+    /// A limiter allowing `count` at once and `count` per `period` sustained (e.g. five
+    /// sign-in mails per address per hour).
+    pub fn per_period(count: std::num::NonZeroU32, period: Duration) -> Self {
+        let interval = (period / count.get()).max(Duration::from_nanos(1));
+        let quota = Quota::with_period(interval)
+            .expect("the interval is positive")
+            .allow_burst(count);
+        Self::with_quota(quota)
+    }
+
     fn with_quota(quota: Quota) -> Self {
         Self {
             burst: quota.burst_size().get(),

@@ -1,0 +1,202 @@
+//! Who is calling: a signed-in user, by bearer token (the desktop app, scripts) or by session
+//! cookie (browsers). Cookie-authenticated state changes must also prove they come from our own
+//! pages: same origin, and the session's CSRF token in `X-CSRF-Token`.
+
+use axum::extract::FromRequestParts;
+use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
+use keymesh_core::{ApiError, ErrorCode, http::bearer_token};
+
+use crate::{
+    rbac::{Action, Role},
+    secrets::{token_hash, well_formed_token},
+    state::{ManagementState, internal},
+    store::{SessionRow, UserRow, now_ms},
+};
+
+/// The browser session cookie. `__Host-` makes browsers insist on `Secure`, `Path=/` and no
+/// `Domain`, so no sibling host can plant or read it.
+pub const SESSION_COOKIE: &str = "__Host-keymesh_session";
+/// The header carrying the CSRF token of a cookie session.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// A session's last use is written at most this often.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// A signed-in user.
+#[derive(Debug)]
+pub struct Caller {
+    /// The session used.
+    pub session: SessionRow,
+    /// Its user.
+    pub user: UserRow,
+    /// The user's role.
+    pub role: Role,
+    /// Authenticated by the session cookie (not a bearer token).
+    pub via_cookie: bool,
+}
+
+impl Caller {
+    /// `user:ID`, for audit records.
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.user.id)
+    }
+
+    /// May this caller perform `action`? Admin actions also need a recent sign-in.
+    pub fn require(&self, state: &ManagementState, action: Action) -> Result<(), ApiError> {
+        if !state.config.rbac.allows(self.role, action) {
+            return Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                format!(
+                    "the {} role does not allow {}",
+                    self.role.as_str(),
+                    action.as_str()
+                ),
+            ));
+        }
+        if action.needs_recent_login() && !self.recently_signed_in(state) {
+            return Err(ApiError::new(ErrorCode::ReauthenticationRequired));
+        }
+        Ok(())
+    }
+
+    fn recently_signed_in(&self, state: &ManagementState) -> bool {
+        let window = i64::try_from(state.config.reauth.as_millis()).unwrap_or(i64::MAX);
+        now_ms().saturating_sub(self.session.created_at_ms) <= window
+    }
+
+    /// Until when admin actions are allowed without signing in again.
+    pub fn reauth_until_ms(&self, state: &ManagementState) -> i64 {
+        let window = i64::try_from(state.config.reauth.as_millis()).unwrap_or(i64::MAX);
+        self.session.created_at_ms.saturating_add(window)
+    }
+}
+
+/// The session token from the `Cookie` header, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+}
+
+/// `scheme://host[:port]` of our public URL: the only origin our pages have.
+pub fn own_origin(state: &ManagementState) -> String {
+    let url = &state.config.service.public_url;
+    format!(
+        "{}://{}",
+        url.scheme_str().unwrap_or("https"),
+        url.authority().map_or("", |a| a.as_str())
+    )
+}
+
+/// Refuse requests a browser marks as coming from another site. Requests without these
+/// headers (non-browser clients) pass: they carry no ambient credential to abuse.
+pub fn check_same_origin(headers: &HeaderMap, state: &ManagementState) -> Result<(), ApiError> {
+    let refused = || {
+        ApiError::with_message(
+            ErrorCode::CsrfFailed,
+            "cross-origin request refused (Origin or Sec-Fetch-Site)",
+        )
+    };
+    let other_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| !matches!(site.to_str(), Ok("same-origin" | "none")));
+    let other_origin = headers
+        .get(header::ORIGIN)
+        .is_some_and(|origin| origin.as_bytes() != own_origin(state).as_bytes());
+    if other_site || other_origin {
+        return Err(refused());
+    }
+    Ok(())
+}
+
+fn safe_method(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok())
+}
+
+impl FromRequestParts<ManagementState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ManagementState,
+    ) -> Result<Self, ApiError> {
+        let (token, via_cookie) = match bearer_token(&parts.headers) {
+            Some(token) => (token.to_owned(), false),
+            None => (
+                session_cookie(&parts.headers)
+                    .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?,
+                true,
+            ),
+        };
+        if !well_formed_token(&token) {
+            return Err(ApiError::new(ErrorCode::Unauthorized));
+        }
+        let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+        let (session, user) = state
+            .store
+            .live_session(&token_hash(&token), idle)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        // A bearer token must not be replayed as a cookie or the reverse: each kind travels
+        // only the way it was issued.
+        if (session.kind == "cookie") != via_cookie {
+            return Err(ApiError::new(ErrorCode::Unauthorized));
+        }
+        if via_cookie && !safe_method(&parts.method) {
+            check_same_origin(&parts.headers, state)?;
+            let presented = csrf_header(&parts.headers).unwrap_or_default();
+            if !state.keyed.csrf_matches(&session.id, presented) {
+                return Err(ApiError::with_message(
+                    ErrorCode::CsrfFailed,
+                    "missing or wrong X-CSRF-Token header (GET /v1/session gives it)",
+                ));
+            }
+        }
+        state
+            .ctx
+            .limits
+            .check_principal(&format!("user:{}", user.id))?;
+        if now_ms() - session.last_seen_ms > TOUCH_EVERY_MS {
+            state
+                .store
+                .touch_session(&session.id)
+                .await
+                .map_err(internal)?;
+        }
+        let role = user.role.parse().map_err(|_| {
+            ApiError::with_message(ErrorCode::Internal, "the user's stored role is unknown")
+        })?;
+        Ok(Caller {
+            session,
+            user,
+            role,
+            via_cookie,
+        })
+    }
+}
+
+/// `Set-Cookie` for a new browser session.
+pub fn session_set_cookie(token: &str, max_age_secs: i64) -> HeaderValue {
+    let cookie = cookie::Cookie::build((SESSION_COOKIE, token))
+        .path("/")
+        .http_only(true)
+        .secure(true)
+        .same_site(cookie::SameSite::Strict)
+        .max_age(cookie::time::Duration::seconds(max_age_secs))
+        .build();
+    HeaderValue::from_str(&cookie.to_string()).expect("a base64url token is a valid header value")
+}
+
+/// `Set-Cookie` that removes the session cookie.
+pub fn clear_session_cookie() -> HeaderValue {
+    session_set_cookie("", 0)
+}

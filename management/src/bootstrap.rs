@@ -1,0 +1,76 @@
+//! The first admin: `keymesh management bootstrap-admin --email E`, and `keymesh dev` at start.
+
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+};
+use serde_json::json;
+
+use crate::{
+    login::{Issued, issue, normalize_email},
+    rbac::Role,
+    state::{ManagementState, internal},
+    store::{Client, Purpose, UserRow},
+};
+
+/// What bootstrapping did.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    /// The admin.
+    pub user: UserRow,
+    /// `created`, `promoted` (the address had another role) or `existing`.
+    pub change: &'static str,
+    /// A one-time sign-in link for them (browser).
+    pub login: Issued,
+}
+
+/// Make `email` an admin (creating the account if needed) and issue a sign-in link for it.
+/// Whoever runs this can already write the database, so it grants nothing new; it is audited.
+pub async fn bootstrap_admin(
+    state: &ManagementState,
+    email: &str,
+) -> Result<Bootstrapped, ApiError> {
+    let email = normalize_email(email)?;
+    let existing = state.store.user_by_email(&email).await.map_err(internal)?;
+    let change = match &existing {
+        None => "created",
+        Some(u) if u.role == Role::Admin.as_str() => "existing",
+        Some(_) => "promoted",
+    };
+    state
+        .audit(
+            AuditEvent::new(
+                "operator:bootstrap-admin",
+                "user.bootstrap_admin",
+                state.keyed.email_ref(&email),
+                Outcome::Success,
+            )
+            .with_details(json!({ "change": change })),
+        )
+        .await?;
+    let user = match existing {
+        None => state
+            .store
+            .insert_user(&email, Role::Admin.as_str())
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::new(ErrorCode::Conflict))?,
+        Some(mut user) => {
+            if change == "promoted" {
+                state
+                    .store
+                    .set_role(&user.id, Role::Admin.as_str())
+                    .await
+                    .map_err(internal)?;
+                Role::Admin.as_str().clone_into(&mut user.role);
+            }
+            user
+        }
+    };
+    let login = issue(state, Some(&user), Purpose::Login, Client::Browser).await?;
+    Ok(Bootstrapped {
+        user,
+        change,
+        login,
+    })
+}

@@ -1,0 +1,321 @@
+//! Management settings, on top of the shared service settings.
+
+use std::{num::NonZeroU32, path::PathBuf, time::Duration};
+
+use keymesh_core::config::{
+    ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source, production_guard,
+};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::rbac::Rbac;
+
+/// `MANAGEMENT_SECRET_KEY`.
+pub const SECRET_KEY: Setting = Setting::secret(
+    "MANAGEMENT_SECRET_KEY",
+    "Keys the HMACs of sign-in codes, of e-mail addresses in the audit log and of CSRF tokens. Changing it ends every pending sign-in and every browser session's CSRF token.",
+)
+.required_in_production();
+/// `MANAGEMENT_RBAC_FILE`.
+pub const RBAC_FILE: Setting = Setting::value(
+    "MANAGEMENT_RBAC_FILE",
+    "TOML file mapping every role to its actions (docs/management.md); the built-in mapping when unset.",
+);
+/// `MANAGEMENT_LOGIN_TTL_SECS`.
+pub const LOGIN_TTL_SECS: Setting = Setting::value(
+    "MANAGEMENT_LOGIN_TTL_SECS",
+    "How long a sign-in link and its code stay valid.",
+)
+.default("900");
+/// `MANAGEMENT_INVITE_TTL_SECS`.
+pub const INVITE_TTL_SECS: Setting = Setting::value(
+    "MANAGEMENT_INVITE_TTL_SECS",
+    "How long the link in an invitation stays valid.",
+)
+.default("900");
+/// `MANAGEMENT_LOGIN_CODE_ATTEMPTS`.
+pub const LOGIN_CODE_ATTEMPTS: Setting = Setting::value(
+    "MANAGEMENT_LOGIN_CODE_ATTEMPTS",
+    "Wrong codes accepted per sign-in request before its code stops working.",
+)
+.default("5");
+/// `MANAGEMENT_LOGIN_PER_EMAIL_PER_HOUR`.
+pub const LOGIN_PER_EMAIL_PER_HOUR: Setting = Setting::value(
+    "MANAGEMENT_LOGIN_PER_EMAIL_PER_HOUR",
+    "Sign-in requests per e-mail address per hour (whether or not it has an account).",
+)
+.default("5");
+/// `MANAGEMENT_LOGIN_PER_IP_PER_MINUTE`.
+pub const LOGIN_PER_IP_PER_MINUTE: Setting = Setting::value(
+    "MANAGEMENT_LOGIN_PER_IP_PER_MINUTE",
+    "Sign-in requests, link confirmations and code attempts per client IP per minute.",
+)
+.default("10");
+/// `MANAGEMENT_SESSION_IDLE_SECS`.
+pub const SESSION_IDLE_SECS: Setting = Setting::value(
+    "MANAGEMENT_SESSION_IDLE_SECS",
+    "A session unused this long ends (checked to within a minute).",
+)
+.default("1800");
+/// `MANAGEMENT_SESSION_MAX_SECS`.
+pub const SESSION_MAX_SECS: Setting = Setting::value(
+    "MANAGEMENT_SESSION_MAX_SECS",
+    "A session ends this long after its sign-in, however active.",
+)
+.default("43200");
+/// `MANAGEMENT_SESSIONS_PER_USER`.
+pub const SESSIONS_PER_USER: Setting = Setting::value(
+    "MANAGEMENT_SESSIONS_PER_USER",
+    "Live sessions a user may hold; signing in beyond it ends the oldest.",
+)
+.default("10");
+/// `MANAGEMENT_REAUTH_SECS`.
+pub const REAUTH_SECS: Setting = Setting::value(
+    "MANAGEMENT_REAUTH_SECS",
+    "Admin actions (users:manage, groups:manage, approvals:decide, audit:export, emergency:access) need a sign-in at most this old.",
+)
+.default("900");
+/// `MANAGEMENT_SMTP_URL`.
+pub const SMTP_URL: Setting = Setting::secret(
+    "MANAGEMENT_SMTP_URL",
+    "SMTP server for sign-in mail: `smtps://user:pass@host:465` (implicit TLS) or `smtp://user:pass@host:587?tls=required` (STARTTLS). Unset outside production: mail is printed to the console. Plain `smtp://` is refused in production.",
+)
+.issued_elsewhere()
+.required_in_production();
+/// `MANAGEMENT_MAIL_FROM`.
+pub const MAIL_FROM: Setting = Setting::value(
+    "MANAGEMENT_MAIL_FROM",
+    "Sender of sign-in mail, e.g. `Keymesh <keymesh@example.com>`.",
+)
+.default("Keymesh <keymesh@localhost>")
+.required_in_production();
+
+/// The management server's own settings, in documentation order.
+pub const SETTINGS: &[&Setting] = &[
+    &SECRET_KEY,
+    &RBAC_FILE,
+    &LOGIN_TTL_SECS,
+    &INVITE_TTL_SECS,
+    &LOGIN_CODE_ATTEMPTS,
+    &LOGIN_PER_EMAIL_PER_HOUR,
+    &LOGIN_PER_IP_PER_MINUTE,
+    &SESSION_IDLE_SECS,
+    &SESSION_MAX_SECS,
+    &SESSIONS_PER_USER,
+    &REAUTH_SECS,
+    &SMTP_URL,
+    &MAIL_FROM,
+];
+
+/// Where sign-in mail goes.
+#[derive(Clone, Debug)]
+pub enum MailConfig {
+    /// An SMTP server (URL as lettre reads it; may hold a password).
+    Smtp(SecretString),
+    /// Printed to standard error (development only).
+    Console,
+}
+
+/// Loaded management configuration.
+#[derive(Clone, Debug)]
+pub struct ManagementConfig {
+    /// Shared service settings.
+    pub service: ServiceConfig,
+    /// HMAC key for codes, audit identifiers and CSRF tokens.
+    pub secret_key: SecretString,
+    /// Who may do what.
+    pub rbac: Rbac,
+    /// Sign-in link lifetime.
+    pub login_ttl: Duration,
+    /// Invitation link lifetime.
+    pub invite_ttl: Duration,
+    /// Wrong codes per request.
+    pub code_attempts: u32,
+    /// Sign-in requests per address per hour.
+    pub login_per_email_per_hour: NonZeroU32,
+    /// Sign-in requests per IP per minute.
+    pub login_per_ip_per_minute: NonZeroU32,
+    /// Idle timeout.
+    pub session_idle: Duration,
+    /// Absolute timeout.
+    pub session_max: Duration,
+    /// Live sessions per user.
+    pub sessions_per_user: u32,
+    /// Re-authentication window for admin actions.
+    pub reauth: Duration,
+    /// Mail transport.
+    pub mail: MailConfig,
+    /// Sender address.
+    pub mail_from: String,
+}
+
+fn secs(source: &Source, setting: &'static Setting) -> Result<Duration, ConfigError> {
+    let s: u64 = source.require(setting)?;
+    if s == 0 {
+        return Err(ConfigError::Invalid {
+            setting: setting.name,
+            reason: "must be positive".into(),
+        });
+    }
+    Ok(Duration::from_secs(s))
+}
+
+fn positive(source: &Source, setting: &'static Setting) -> Result<NonZeroU32, ConfigError> {
+    NonZeroU32::new(source.require(setting)?).ok_or(ConfigError::Invalid {
+        setting: setting.name,
+        reason: "must be positive".into(),
+    })
+}
+
+fn load_rbac(source: &Source) -> Result<Rbac, ConfigError> {
+    let Some(path) = source.get(&RBAC_FILE)? else {
+        return Ok(Rbac::builtin());
+    };
+    let path = PathBuf::from(path);
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: RBAC_FILE.name,
+        reason,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    Rbac::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+}
+
+/// Production mail must be encrypted: implicit TLS, or STARTTLS that is required.
+fn check_smtp_url(url: &SecretString, production: bool) -> Result<(), ConfigError> {
+    let url = url.expose_secret();
+    let encrypted =
+        url.starts_with("smtps://") || (url.starts_with("smtp://") && url.contains("tls=required"));
+    if !url.starts_with("smtps://") && !url.starts_with("smtp://") {
+        return Err(ConfigError::Invalid {
+            setting: SMTP_URL.name,
+            reason: "must start with smtps:// or smtp://".into(),
+        });
+    }
+    if production && !encrypted {
+        return Err(ConfigError::Production {
+            setting: SMTP_URL.name,
+            reason: "must use smtps:// or smtp://...?tls=required (sign-in links must not cross the network in clear)".into(),
+        });
+    }
+    Ok(())
+}
+
+impl ManagementConfig {
+    /// Every setting the management server reads.
+    pub fn all_settings() -> Vec<&'static Setting> {
+        let mut all = ServiceConfig::all_settings(ServiceName::Management);
+        all.extend_from_slice(SETTINGS);
+        all
+    }
+
+    /// Load; in production the guard covers management's settings too.
+    pub fn load(source: &Source, default_env: Environment) -> Result<Self, ConfigError> {
+        let service = ServiceConfig::load(ServiceName::Management, source, default_env)?;
+        let production = service.common.environment.is_production();
+        if production {
+            production_guard(SETTINGS, source)?;
+        }
+        let mail = match source.secret(&SMTP_URL)? {
+            Some(url) => {
+                check_smtp_url(&url, production)?;
+                MailConfig::Smtp(url)
+            }
+            None => MailConfig::Console,
+        };
+        let config = Self {
+            secret_key: source.secret(&SECRET_KEY)?.ok_or(ConfigError::Missing {
+                setting: SECRET_KEY.name,
+            })?,
+            rbac: load_rbac(source)?,
+            login_ttl: secs(source, &LOGIN_TTL_SECS)?,
+            invite_ttl: secs(source, &INVITE_TTL_SECS)?,
+            code_attempts: positive(source, &LOGIN_CODE_ATTEMPTS)?.get(),
+            login_per_email_per_hour: positive(source, &LOGIN_PER_EMAIL_PER_HOUR)?,
+            login_per_ip_per_minute: positive(source, &LOGIN_PER_IP_PER_MINUTE)?,
+            session_idle: secs(source, &SESSION_IDLE_SECS)?,
+            session_max: secs(source, &SESSION_MAX_SECS)?,
+            sessions_per_user: positive(source, &SESSIONS_PER_USER)?.get(),
+            reauth: secs(source, &REAUTH_SECS)?,
+            mail,
+            mail_from: source.require(&MAIL_FROM)?,
+            service,
+        };
+        if config.session_idle > config.session_max {
+            return Err(ConfigError::Invalid {
+                setting: SESSION_IDLE_SECS.name,
+                reason: "must not exceed MANAGEMENT_SESSION_MAX_SECS".into(),
+            });
+        }
+        if config
+            .mail_from
+            .parse::<lettre::message::Mailbox>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid {
+                setting: MAIL_FROM.name,
+                reason: "is not a mailbox (`Name <address>` or `address`)".into(),
+            });
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dev(extra: &[(&'static str, &str)]) -> Result<ManagementConfig, ConfigError> {
+        let mut env = vec![("MANAGEMENT_SECRET_KEY", "k".repeat(32))];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        ManagementConfig::load(&Source::from_env(env), Environment::Development)
+    }
+
+    #[test]
+    fn development_defaults_print_mail_and_use_the_builtin_roles() {
+        let config = dev(&[]).expect("defaults");
+        assert!(matches!(config.mail, MailConfig::Console));
+        assert_eq!(config.login_ttl, Duration::from_secs(900));
+        assert_eq!(config.code_attempts, 5);
+    }
+
+    #[test]
+    fn production_refuses_plain_smtp_without_naming_the_password() {
+        let env = vec![
+            ("KEYMESH_ENV", "production".to_owned()),
+            ("MANAGEMENT_DATABASE_URL", "postgres://m@db/m".to_owned()),
+            (
+                "MANAGEMENT_PUBLIC_URL",
+                "https://keymesh.example.com".to_owned(),
+            ),
+            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
+            ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+            (
+                "MANAGEMENT_SMTP_URL",
+                "smtp://u:hunter2-hunter2-hunter2-hunter2@mail.example.com:587".to_owned(),
+            ),
+        ];
+        let err = ManagementConfig::load(&Source::from_env(env.clone()), Environment::Production)
+            .expect_err("plain smtp");
+        assert!(err.to_string().contains("MANAGEMENT_SMTP_URL"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        let mut env = env;
+        env.last_mut().expect("smtp").1 =
+            "smtp://u:hunter2-hunter2-hunter2-hunter2@mail.example.com:587?tls=required".into();
+        ManagementConfig::load(&Source::from_env(env.clone()), Environment::Production)
+            .expect("STARTTLS required is accepted");
+        // The provider chose it: a short URL without credentials is not a weak secret.
+        env.last_mut().expect("smtp").1 = "smtps://mail.example.com".into();
+        ManagementConfig::load(&Source::from_env(env), Environment::Production)
+            .expect("implicit TLS without credentials is accepted");
+    }
+
+    #[test]
+    fn a_bad_rbac_file_is_refused_at_start_with_its_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("rbac.toml");
+        std::fs::write(&path, "[roles]\nadmin = [\"*\"]\n").expect("write");
+        let err = dev(&[("MANAGEMENT_RBAC_FILE", path.to_str().expect("utf-8"))])
+            .expect_err("roles missing");
+        assert!(err.to_string().contains("rbac.toml"), "{err}");
+    }
+}

@@ -1,0 +1,591 @@
+//! Magic-link sign-in.
+//!
+//! `POST /v1/login` answers the same whatever the address (a request row is written either
+//! way; the mail goes out in the background only for an account). The mail holds a link and a
+//! short code. The link opens a confirm page; only the page's POST uses the link up (one atomic
+//! update). A browser that confirms gets a cookie session; a request started by the desktop app
+//! is finished by the app, either by polling with the secret only it holds or by submitting the
+//! code (a bounded number of tries per request).
+
+use std::{net::IpAddr, time::Duration};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{Query, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, StatusCode, header};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    http::{client_ip::ClientIp, extract::Json as JsonBody},
+    secret::secret_eq,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    auth::{check_same_origin, session_set_cookie},
+    mail::Mail,
+    pages,
+    secrets::{NewToken, new_code, token_hash, well_formed_token},
+    state::{ManagementState, internal},
+    store::{Client, NewLoginRequest, NewSession, Purpose, UserRow, new_id, now_ms},
+};
+
+/// Longest e-mail address accepted (RFC 5321 path limit).
+const MAX_EMAIL: usize = 254;
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT: usize = 200;
+
+/// A syntactically valid address, lower-cased. The same checks for every address, so the
+/// answer says nothing about accounts.
+pub fn normalize_email(raw: &str) -> Result<String, ApiError> {
+    let email = raw.trim().to_lowercase();
+    let invalid = || ApiError::with_message(ErrorCode::InvalidRequest, "email is not an address");
+    if email.is_empty() || email.len() > MAX_EMAIL {
+        return Err(invalid());
+    }
+    email
+        .parse::<lettre::Address>()
+        .map_err(|_| invalid())
+        .map(|_| email)
+}
+
+/// What a new sign-in request gives its requester (and, for an account, its mail).
+#[derive(Debug)]
+pub struct Issued {
+    /// Request id.
+    pub request_id: String,
+    /// Link token (mailed).
+    pub link_token: SecretString,
+    /// Code (mailed).
+    pub code: SecretString,
+    /// Poll secret (returned to the requester only).
+    pub poll_secret: SecretString,
+    /// Lifetime.
+    pub ttl: Duration,
+}
+
+impl Issued {
+    /// The confirm link.
+    pub fn link(&self, state: &ManagementState) -> String {
+        format!(
+            "{}/login/confirm?token={}",
+            state
+                .config
+                .service
+                .public_url
+                .to_string()
+                .trim_end_matches('/'),
+            self.link_token.expose_secret()
+        )
+    }
+}
+
+/// Record a sign-in request (for `user`, or a decoy row when there is none).
+pub async fn issue(
+    state: &ManagementState,
+    user: Option<&UserRow>,
+    purpose: Purpose,
+    client: Client,
+) -> Result<Issued, ApiError> {
+    let ttl = match purpose {
+        Purpose::Login => state.config.login_ttl,
+        Purpose::Invite => state.config.invite_ttl,
+    };
+    let request_id = new_id();
+    let link = NewToken::generate();
+    let poll = NewToken::generate();
+    let code = new_code();
+    let code_hash = state.keyed.code_hash(&request_id, code.expose_secret());
+    let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    state
+        .store
+        .insert_login_request(&NewLoginRequest {
+            id: &request_id,
+            user_id: user.map(|u| u.id.as_str()),
+            purpose,
+            client,
+            token_hash: &link.hash,
+            code_hash: &code_hash,
+            poll_hash: &poll.hash,
+            expires_at_ms: now_ms().saturating_add(ttl_ms),
+        })
+        .await
+        .map_err(internal)?;
+    Ok(Issued {
+        request_id,
+        link_token: link.token,
+        code,
+        poll_secret: poll.token,
+        ttl,
+    })
+}
+
+fn login_mail(state: &ManagementState, to: &str, issued: &Issued, ip: IpAddr) -> Mail {
+    let minutes = issued.ttl.as_secs().div_ceil(60);
+    let body = format!(
+        "Someone asked to sign in to Keymesh as {to} (from {ip}).\n\n\
+         To sign in with a browser, open this link within {minutes} minutes (it works once):\n\n  {link}\n\n\
+         To sign in to Keymesh Admin, enter this code there:\n\n  {code}\n\n\
+         If this was not you, ignore this mail: nothing happens without the link or the code.\n",
+        link = issued.link(state),
+        code = issued.code.expose_secret(),
+    );
+    Mail {
+        to: to.to_owned(),
+        subject: "Your Keymesh sign-in link".into(),
+        body: SecretString::from(body),
+    }
+}
+
+/// The invitation a new user receives.
+pub fn invite_mail(state: &ManagementState, user: &UserRow, issued: &Issued) -> Mail {
+    let minutes = issued.ttl.as_secs().div_ceil(60);
+    let body = format!(
+        "You have been invited to Keymesh as {email} with the role {role}.\n\n\
+         Open this link within {minutes} minutes to sign in for the first time (it works once):\n\n  {link}\n\n\
+         Afterwards, sign in at any time by asking for a new link.\n",
+        email = user.email,
+        role = user.role,
+        link = issued.link(state),
+    );
+    Mail {
+        to: user.email.clone(),
+        subject: "You are invited to Keymesh".into(),
+        body: SecretString::from(body),
+    }
+}
+
+/// A session handed to a client (the token is shown once).
+#[derive(Debug, Serialize)]
+pub struct SessionGrant {
+    /// Bearer token (absent for cookie sessions: it travels in `Set-Cookie`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Session id.
+    pub session_id: String,
+    /// Absolute expiry.
+    pub expires_at_ms: i64,
+    /// The user.
+    pub user: UserSummary,
+}
+
+/// A user as clients see them.
+#[derive(Debug, Serialize)]
+pub struct UserSummary {
+    /// Id.
+    pub id: String,
+    /// Address.
+    pub email: String,
+    /// Role.
+    pub role: String,
+}
+
+impl From<&UserRow> for UserSummary {
+    fn from(u: &UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            role: u.role.clone(),
+        }
+    }
+}
+
+/// Start a session for `user_id` (audited first, fail closed). Returns the token and grant.
+pub async fn start_session(
+    state: &ManagementState,
+    user_id: &str,
+    kind: &'static str,
+    ip: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(SecretString, SessionGrant), ApiError> {
+    let user = state
+        .store
+        .user(user_id)
+        .await
+        .map_err(internal)?
+        .filter(|u| u.disabled_at_ms.is_none())
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+    let id = new_id();
+    let token = NewToken::generate();
+    let max_ms = i64::try_from(state.config.session_max.as_millis()).unwrap_or(i64::MAX);
+    let expires_at_ms = now_ms().saturating_add(max_ms);
+    let user_agent: String = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(MAX_USER_AGENT)
+        .collect();
+    state
+        .audit(
+            AuditEvent::new(
+                format!("user:{}", user.id),
+                "session.create",
+                format!("session:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "kind": kind, "ip": ip.to_string() })),
+        )
+        .await?;
+    let evicted = state
+        .store
+        .insert_session(
+            &NewSession {
+                id: &id,
+                user_id: &user.id,
+                token_hash: &token.hash,
+                kind,
+                expires_at_ms,
+                ip: &ip.to_string(),
+                user_agent: &user_agent,
+            },
+            state.config.sessions_per_user,
+        )
+        .await
+        .map_err(internal)?;
+    if evicted > 0 {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    format!("user:{}", user.id),
+                    "session.evict",
+                    format!("user:{}", user.id),
+                    Outcome::Success,
+                )
+                .with_details(
+                    json!({ "sessions": evicted, "reason": "MANAGEMENT_SESSIONS_PER_USER" }),
+                ),
+            )
+            .await;
+    }
+    let grant = SessionGrant {
+        token: (kind == "bearer").then(|| token.token.expose_secret().to_owned()),
+        session_id: id,
+        expires_at_ms,
+        user: UserSummary::from(&user),
+    };
+    Ok((token.token, grant))
+}
+
+/// `POST /v1/login` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    email: String,
+    /// `browser` (default) or `app`.
+    #[serde(default = "browser")]
+    client: Client,
+}
+
+fn browser() -> Client {
+    Client::Browser
+}
+
+/// The one answer to `POST /v1/login`.
+#[derive(Debug, Serialize)]
+pub struct LoginAccepted {
+    /// Always the same text.
+    pub message: &'static str,
+    /// Poll or submit the code against this request.
+    pub request_id: String,
+    /// Only this requester has it; needed to poll and to submit the code.
+    pub poll_secret: String,
+    /// Seconds until the link and code expire.
+    pub expires_in_secs: u64,
+}
+
+const LOGIN_MESSAGE: &str =
+    "If this address has a Keymesh account, a sign-in link and code are on their way.";
+
+/// `POST /v1/login`: ask for a sign-in link.
+pub async fn request_login(
+    State(state): State<ManagementState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<(StatusCode, Json<LoginAccepted>), ApiError> {
+    state.login_by_ip.check(&ip)?;
+    let email = normalize_email(&body.email)?;
+    let email_ref = state.keyed.email_ref(&email);
+    state.login_by_email.check(&email_ref)?;
+    let user = state
+        .store
+        .user_by_email(&email)
+        .await
+        .map_err(internal)?
+        .filter(|u| u.disabled_at_ms.is_none());
+    let issued = issue(&state, user.as_ref(), Purpose::Login, body.client).await?;
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                format!("ip:{ip}"),
+                "login.request",
+                email_ref,
+                Outcome::Success,
+            )
+            .with_details(json!({
+                "request": issued.request_id,
+                "client": body.client.as_str(),
+                "account": user.as_ref().map(|u| u.id.as_str()),
+            })),
+        )
+        .await;
+    if user.is_some() {
+        state
+            .mailer
+            .send_later(login_mail(&state, &email, &issued, ip));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(LoginAccepted {
+            message: LOGIN_MESSAGE,
+            request_id: issued.request_id,
+            poll_secret: issued.poll_secret.expose_secret().to_owned(),
+            expires_in_secs: issued.ttl.as_secs(),
+        }),
+    ))
+}
+
+/// `?token=` of the confirm page.
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `GET /login/confirm?token=`: show the confirm page. Uses nothing up.
+pub async fn confirm_page(Query(q): Query<TokenQuery>) -> Response {
+    if well_formed_token(&q.token) {
+        pages::confirm(&q.token)
+    } else {
+        link_invalid()
+    }
+}
+
+fn link_invalid() -> Response {
+    let code = ErrorCode::LoginLinkInvalid;
+    pages::refused(code.status(), code.as_str(), code.description())
+}
+
+/// An error as a page, keeping `Retry-After` and the `RateLimit-*` headers.
+fn page_error(err: ApiError) -> Response {
+    let code = err.code();
+    let coded = err.into_response();
+    let mut page = pages::refused(code.status(), code.as_str(), code.description());
+    for (name, value) in coded.headers() {
+        if name == header::RETRY_AFTER || name.as_str().starts_with("ratelimit-") {
+            page.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    page
+}
+
+/// The confirm form's token (`application/x-www-form-urlencoded`). A base64url token never
+/// needs percent-decoding; anything else is not a token.
+fn form_token(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| well_formed_token(t))
+        .map(str::to_owned)
+}
+
+/// `POST /login/confirm`: use the link up and sign in.
+pub async fn confirm(
+    State(state): State<ManagementState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match confirm_inner(&state, ip, &headers, &body).await {
+        Ok(response) => response,
+        // A 500 keeps its JSON form, whose rendering logs the cause.
+        Err(err) if err.code() == ErrorCode::Internal => err.into_response(),
+        Err(err) => page_error(err),
+    }
+}
+
+async fn confirm_inner(
+    state: &ManagementState,
+    ip: IpAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    state.login_by_ip.check(&ip)?;
+    // Login CSRF: another site must not sign a visitor in to an account of its choosing.
+    check_same_origin(headers, state)?;
+    let Some(token) = form_token(body) else {
+        return Ok(link_invalid());
+    };
+    let Some(confirmed) = state
+        .store
+        .confirm_link(&token_hash(&token))
+        .await
+        .map_err(internal)?
+    else {
+        state
+            .audit_quiet(AuditEvent::new(
+                format!("ip:{ip}"),
+                "login.confirm",
+                "login:link",
+                Outcome::Denied,
+            ))
+            .await;
+        return Ok(link_invalid());
+    };
+    let user_id = confirmed.user_id.unwrap_or_default();
+    state
+        .audit(
+            AuditEvent::new(
+                format!("user:{user_id}"),
+                "login.confirm",
+                format!("login:{}", confirmed.id),
+                Outcome::Success,
+            )
+            .with_details(json!({ "client": confirmed.client, "purpose": confirmed.purpose, "ip": ip.to_string() })),
+        )
+        .await?;
+    if confirmed.client == Client::App.as_str() {
+        return Ok(pages::page(
+            StatusCode::OK,
+            "Sign-in confirmed",
+            "<p>Return to Keymesh Admin: it finishes signing in by itself.</p>\
+             <p class=\"muted\">You can close this page.</p>",
+        ));
+    }
+    let (token, grant) = start_session(state, &user_id, "cookie", ip, headers).await?;
+    let max_age = i64::try_from(state.config.session_max.as_secs()).unwrap_or(i64::MAX);
+    let mut response = pages::page(
+        StatusCode::OK,
+        "Signed in",
+        &format!(
+            "<p>You are signed in to Keymesh as <strong>{}</strong>.</p>\
+             <p class=\"muted\">You can close this page.</p>",
+            pages::escape(&grant.user.email)
+        ),
+    );
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        session_set_cookie(token.expose_secret(), max_age),
+    );
+    Ok(response)
+}
+
+/// `POST /v1/login/poll` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollBody {
+    request_id: String,
+    poll_secret: String,
+}
+
+/// `POST /v1/login/code` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeBody {
+    request_id: String,
+    poll_secret: String,
+    code: String,
+}
+
+/// The request, if the poll secret is its own (compared in constant time).
+async fn owned_request(
+    state: &ManagementState,
+    request_id: &str,
+    poll_secret: &str,
+) -> Result<crate::store::LoginRequestRow, ApiError> {
+    if request_id.len() > 64 || !well_formed_token(poll_secret) {
+        return Err(ApiError::new(ErrorCode::Unauthorized));
+    }
+    let row = state
+        .store
+        .login_request(request_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+    if !secret_eq(&token_hash(poll_secret), &row.poll_hash) {
+        return Err(ApiError::new(ErrorCode::Unauthorized));
+    }
+    if row.consumed_at_ms.is_some() || row.expires_at_ms <= now_ms() {
+        return Err(ApiError::new(ErrorCode::LoginRequestExpired));
+    }
+    Ok(row)
+}
+
+/// `POST /v1/login/poll`: has the link been confirmed? Then take the session (once).
+pub async fn poll(
+    State(state): State<ManagementState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PollBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
+    if row.confirmed_at_ms.is_none() {
+        let left = (row.expires_at_ms - now_ms()).max(0) / 1000;
+        return Ok(Json(
+            json!({ "status": "pending", "expires_in_secs": left }),
+        ));
+    }
+    let user_id = state
+        .store
+        .consume_request(&row.id, true)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
+    let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
+    Ok(Json(json!({ "status": "complete", "session": grant })))
+}
+
+/// `POST /v1/login/code`: finish the request with the mailed code.
+pub async fn code(
+    State(state): State<ManagementState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<CodeBody>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.login_by_ip.check(&ip)?;
+    let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
+    let max = state.config.code_attempts;
+    let Some(attempts) = state
+        .store
+        .count_code_attempt(&row.id, max)
+        .await
+        .map_err(internal)?
+    else {
+        return Err(ApiError::new(ErrorCode::LoginAttemptsExhausted));
+    };
+    let typed: String = body.code.chars().take(64).collect();
+    let matches = state.keyed.code_matches(&row.id, &typed, &row.code_hash);
+    if !matches || row.user_id.is_none() {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    format!("ip:{ip}"),
+                    "login.code",
+                    format!("login:{}", row.id),
+                    Outcome::Denied,
+                )
+                .with_details(json!({ "attempt": attempts })),
+            )
+            .await;
+        let left = i64::from(max) - attempts;
+        let err = if left <= 0 {
+            ApiError::new(ErrorCode::LoginAttemptsExhausted)
+        } else {
+            ApiError::new(ErrorCode::LoginCodeInvalid)
+        };
+        return Err(err.with_details(json!({ "attempts_left": left.max(0) })));
+    }
+    let user_id = state
+        .store
+        .consume_request(&row.id, false)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
+    let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
+    Ok(Json(json!({ "status": "complete", "session": grant })))
+}

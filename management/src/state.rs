@@ -1,0 +1,142 @@
+//! The running management server: shared state and helpers handlers use.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use keymesh_core::{
+    ApiError, ErrorCode, ServiceContext,
+    audit::{AuditEvent, AuditLog},
+    http::rate_limit::KeyedLimit,
+    storage::StorageError,
+};
+
+use crate::{
+    config::ManagementConfig,
+    mail::{MailCounters, Mailer},
+    secrets::Keyed,
+    store::Store,
+};
+
+/// How long a sensitive operation waits for its audit record before failing.
+const AUDIT_BOUND: Duration = Duration::from_secs(2);
+/// How often expired sign-in requests are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ManagementState(pub Arc<Inner>);
+
+/// The shared parts.
+#[derive(Debug)]
+pub struct Inner {
+    /// Common service state (db, metrics, rate limits, shutdown).
+    pub ctx: ServiceContext,
+    /// Management settings.
+    pub config: ManagementConfig,
+    /// Tables.
+    pub store: Store,
+    /// HMACs under `MANAGEMENT_SECRET_KEY`.
+    pub keyed: Keyed,
+    /// Sign-in mail.
+    pub mailer: Mailer,
+    /// Central audit chain.
+    pub audit: AuditLog,
+    /// Sign-in requests per address (keyed by the address's HMAC).
+    pub login_by_email: KeyedLimit<String>,
+    /// Sign-in requests, confirmations, polls and code attempts per client IP.
+    pub login_by_ip: KeyedLimit<IpAddr>,
+}
+
+impl std::ops::Deref for ManagementState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Database.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// Mail transport.
+    #[error("the mail transport cannot be set up")]
+    Mail(#[from] crate::mail::MailError),
+}
+
+impl ManagementState {
+    /// Start over an opened service context.
+    pub fn open(ctx: ServiceContext, config: ManagementConfig) -> Result<Self, StartError> {
+        let counters = MailCounters::default();
+        ctx.metrics.register(
+            "management_mail_sent",
+            "Sign-in and invitation mails accepted by the mail server (or printed in development)",
+            counters.sent.clone(),
+        );
+        ctx.metrics.register(
+            "management_mail_failed",
+            "Sign-in and invitation mails that could not be delivered (see the error log)",
+            counters.failed.clone(),
+        );
+        let mailer = Mailer::new(&config.mail, &config.mail_from)?.with_metrics(counters);
+        let state = Self(Arc::new(Inner {
+            store: Store::new(ctx.db.clone()),
+            keyed: Keyed::new(config.secret_key.clone()),
+            audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
+            login_by_email: KeyedLimit::per_period(
+                config.login_per_email_per_hour,
+                Duration::from_secs(3600),
+            ),
+            login_by_ip: KeyedLimit::per_period(
+                config.login_per_ip_per_minute,
+                Duration::from_secs(60),
+            ),
+            mailer,
+            config,
+            ctx,
+        }));
+        state.spawn_janitor();
+        Ok(state)
+    }
+
+    fn spawn_janitor(&self) {
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    () = state.ctx.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        state.login_by_email.prune();
+                        state.login_by_ip.prune();
+                        if let Err(e) = state.store.purge_login_requests().await {
+                            tracing::warn!(error = %keymesh_core::error::error_chain(&e), "purging expired sign-in requests failed");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Record an event before the operation it describes takes effect; fail closed.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
+        self.audit
+            .record(event)
+            .await
+            .map(drop)
+            .map_err(|e| ApiError::new(ErrorCode::AuditUnavailable).caused_by(e))
+    }
+
+    /// Record an event whose operation already happened (e.g. a denial); log if it fails.
+    pub async fn audit_quiet(&self, event: AuditEvent) {
+        if let Err(err) = self.audit.record(event).await {
+            tracing::error!(error = %err, "audit record for a completed operation was lost");
+        }
+    }
+}
+
+/// Storage failures become a logged 500 without detail.
+pub fn internal(e: StorageError) -> ApiError {
+    ApiError::internal(e)
+}

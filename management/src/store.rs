@@ -1,0 +1,406 @@
+//! Management's tables (users, sign-in requests, sessions) on SQLite or PostgreSQL. Tokens,
+//! codes and poll secrets arrive here already hashed.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keymesh_core::{
+    storage::{Db, StorageError},
+    with_pool,
+};
+use serde::Serialize;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A new random id (UUID v4, hyphenated).
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A user.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct UserRow {
+    /// Id.
+    pub id: String,
+    /// Lower-cased address.
+    pub email: String,
+    /// Role name.
+    pub role: String,
+    /// Created.
+    pub created_at_ms: i64,
+    /// Disabled (cannot sign in; sessions refused).
+    pub disabled_at_ms: Option<i64>,
+}
+
+/// What a sign-in request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// A user asked to sign in.
+    Login,
+    /// An admin invited a new user.
+    Invite,
+}
+
+impl Purpose {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Login => "login",
+            Self::Invite => "invite",
+        }
+    }
+}
+
+/// Who completes a sign-in request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Client {
+    /// A browser: the confirm page sets a session cookie.
+    Browser,
+    /// The desktop app: it polls with its secret, or submits the code.
+    App,
+}
+
+impl Client {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Browser => "browser",
+            Self::App => "app",
+        }
+    }
+}
+
+/// A new sign-in request, hashed.
+#[derive(Debug)]
+pub struct NewLoginRequest<'a> {
+    /// Id (also binds the code's HMAC).
+    pub id: &'a str,
+    /// The account, if the address has one.
+    pub user_id: Option<&'a str>,
+    /// Why.
+    pub purpose: Purpose,
+    /// Who completes it.
+    pub client: Client,
+    /// SHA-256 of the link token.
+    pub token_hash: &'a [u8],
+    /// HMAC of the code.
+    pub code_hash: &'a [u8],
+    /// SHA-256 of the poll secret.
+    pub poll_hash: &'a [u8],
+    /// Expiry.
+    pub expires_at_ms: i64,
+}
+
+/// A sign-in request as the code and poll paths read it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LoginRequestRow {
+    /// Id.
+    pub id: String,
+    /// Account, if any.
+    pub user_id: Option<String>,
+    /// `browser` or `app`.
+    pub client: String,
+    /// HMAC of the code.
+    pub code_hash: Vec<u8>,
+    /// SHA-256 of the poll secret.
+    pub poll_hash: Vec<u8>,
+    /// Expiry.
+    pub expires_at_ms: i64,
+    /// Link confirmed.
+    pub confirmed_at_ms: Option<i64>,
+    /// Used up.
+    pub consumed_at_ms: Option<i64>,
+}
+
+/// A request whose link was just confirmed.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Confirmed {
+    /// Id.
+    pub id: String,
+    /// Account (`None`: the address had none; the link then never confirms).
+    pub user_id: Option<String>,
+    /// `browser` or `app`.
+    pub client: String,
+    /// `login` or `invite`.
+    pub purpose: String,
+}
+
+/// A session row.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct SessionRow {
+    /// Id (public; used to list and revoke).
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// `cookie` or `bearer`.
+    pub kind: String,
+    /// Signed in at (the re-authentication clock).
+    pub created_at_ms: i64,
+    /// Last use (to within a minute).
+    pub last_seen_ms: i64,
+    /// Absolute expiry.
+    pub expires_at_ms: i64,
+    /// Client address at sign-in.
+    pub ip: String,
+    /// Client software at sign-in (truncated).
+    pub user_agent: String,
+}
+
+/// A new session, hashed.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    /// Id.
+    pub id: &'a str,
+    /// Owner.
+    pub user_id: &'a str,
+    /// SHA-256 of the token.
+    pub token_hash: &'a [u8],
+    /// `cookie` or `bearer`.
+    pub kind: &'a str,
+    /// Absolute expiry.
+    pub expires_at_ms: i64,
+    /// Client address.
+    pub ip: &'a str,
+    /// Client software.
+    pub user_agent: &'a str,
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, email, role, created_at_ms, disabled_at_ms"
+    };
+}
+macro_rules! session_columns {
+    () => {
+        "id, user_id, kind, created_at_ms, last_seen_ms, expires_at_ms, ip, user_agent"
+    };
+}
+
+/// Management's storage.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// Over the management database.
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The pool.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Create a user; `Ok(None)` when the address is taken.
+    pub async fn insert_user(
+        &self,
+        email: &str,
+        role: &str,
+    ) -> Result<Option<UserRow>, StorageError> {
+        const SQL: &str = "INSERT INTO users (id, email, role, created_at_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (email) DO NOTHING RETURNING id, email, role, created_at_ms, disabled_at_ms";
+        let id = new_id();
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(&id).bind(email).bind(role).bind(now_ms()).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// A user by address.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StorageError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE email = $1");
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(email).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// A user by id.
+    pub async fn user(&self, id: &str) -> Result<Option<UserRow>, StorageError> {
+        const SQL: &str = concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1");
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Users, by address, at most `limit` after `after` (an address).
+    pub async fn users(&self, after: &str, limit: i64) -> Result<Vec<UserRow>, StorageError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE email > $1 ORDER BY email LIMIT $2"
+        );
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(after).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Change a user's role; `false` when there is no such user.
+    pub async fn set_role(&self, id: &str, role: &str) -> Result<bool, StorageError> {
+        const SQL: &str = "UPDATE users SET role = $1 WHERE id = $2";
+        let done = with_pool!(&self.db, pool => sqlx::query(SQL).bind(role).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+
+    /// Record a sign-in request.
+    pub async fn insert_login_request(&self, r: &NewLoginRequest<'_>) -> Result<(), StorageError> {
+        const SQL: &str = "INSERT INTO login_requests (id, user_id, purpose, client, token_hash, code_hash, poll_hash, created_at_ms, expires_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        with_pool!(&self.db, pool => sqlx::query(SQL)
+            .bind(r.id).bind(r.user_id).bind(r.purpose.as_str()).bind(r.client.as_str())
+            .bind(r.token_hash).bind(r.code_hash).bind(r.poll_hash).bind(now_ms()).bind(r.expires_at_ms)
+            .execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Confirm a link: one atomic update that succeeds once, only for a live, unconfirmed,
+    /// unconsumed request of an existing account. Browser requests are consumed at once; app
+    /// requests wait for their poll.
+    pub async fn confirm_link(&self, token_hash: &[u8]) -> Result<Option<Confirmed>, StorageError> {
+        const SQL: &str = "UPDATE login_requests SET confirmed_at_ms = $1, \
+                 consumed_at_ms = CASE WHEN client = 'browser' THEN $1 ELSE NULL END \
+             WHERE token_hash = $2 AND user_id IS NOT NULL AND confirmed_at_ms IS NULL \
+                 AND consumed_at_ms IS NULL AND expires_at_ms > $1 \
+             RETURNING id, user_id, client, purpose";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(now_ms()).bind(token_hash).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// A sign-in request by id.
+    pub async fn login_request(&self, id: &str) -> Result<Option<LoginRequestRow>, StorageError> {
+        const SQL: &str = "SELECT id, user_id, client, code_hash, poll_hash, expires_at_ms, confirmed_at_ms, consumed_at_ms \
+             FROM login_requests WHERE id = $1";
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?)
+    }
+
+    /// Count one code attempt, atomically, only while attempts remain on a live, unconsumed
+    /// request; returns the attempts made including this one, or `None` when no attempt may
+    /// be made.
+    pub async fn count_code_attempt(
+        &self,
+        id: &str,
+        max: u32,
+    ) -> Result<Option<i64>, StorageError> {
+        const SQL: &str = "UPDATE login_requests SET code_attempts = code_attempts + 1 \
+             WHERE id = $1 AND code_attempts < $2 AND consumed_at_ms IS NULL AND expires_at_ms > $3 \
+             RETURNING code_attempts";
+        let row: Option<(i64,)> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).bind(i64::from(max)).bind(now_ms()).fetch_optional(pool).await)?;
+        Ok(row.map(|(n,)| n))
+    }
+
+    /// Consume a request (code accepted, or a confirmed app request polled): succeeds once.
+    /// `require_confirmed` demands the link was confirmed first (the poll path).
+    pub async fn consume_request(
+        &self,
+        id: &str,
+        require_confirmed: bool,
+    ) -> Result<Option<String>, StorageError> {
+        const SQL: &str = "UPDATE login_requests SET consumed_at_ms = $1, \
+                 confirmed_at_ms = COALESCE(confirmed_at_ms, $1) \
+             WHERE id = $2 AND user_id IS NOT NULL AND consumed_at_ms IS NULL AND expires_at_ms > $1 \
+                 AND ($3 = 0 OR confirmed_at_ms IS NOT NULL) \
+             RETURNING user_id";
+        let row: Option<(String,)> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(now_ms()).bind(id).bind(i64::from(require_confirmed)).fetch_optional(pool).await)?;
+        Ok(row.map(|(u,)| u))
+    }
+
+    /// Delete requests that expired more than a day ago.
+    pub async fn purge_login_requests(&self) -> Result<u64, StorageError> {
+        const SQL: &str = "DELETE FROM login_requests WHERE expires_at_ms < $1";
+        let before = now_ms() - 86_400_000;
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query(SQL).bind(before).execute(pool).await.map(|r| r.rows_affected()))?,
+        )
+    }
+
+    /// Create a session, then end the user's oldest live sessions beyond `cap`, in one
+    /// transaction. Returns how many were ended.
+    pub async fn insert_session(&self, s: &NewSession<'_>, cap: u32) -> Result<u64, StorageError> {
+        const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, kind, created_at_ms, last_seen_ms, expires_at_ms, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)";
+        const EVICT: &str = "UPDATE sessions SET revoked_at_ms = $1 \
+             WHERE user_id = $2 AND revoked_at_ms IS NULL AND id NOT IN ( \
+                 SELECT id FROM sessions WHERE user_id = $2 AND revoked_at_ms IS NULL AND expires_at_ms > $1 \
+                 ORDER BY created_at_ms DESC, id DESC LIMIT $3)";
+        let now = now_ms();
+        Ok(with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(INSERT).bind(s.id).bind(s.user_id).bind(s.token_hash).bind(s.kind)
+                .bind(now).bind(s.expires_at_ms).bind(s.ip).bind(s.user_agent)
+                .execute(&mut *tx).await?;
+            let evicted = sqlx::query(EVICT).bind(now).bind(s.user_id).bind(i64::from(cap)).execute(&mut *tx).await?.rows_affected();
+            tx.commit().await?;
+            evicted
+        }))
+    }
+
+    /// A live session by token hash: not revoked, within its absolute expiry and idle window,
+    /// of a user who is not disabled.
+    pub async fn live_session(
+        &self,
+        token_hash: &[u8],
+        idle_ms: i64,
+    ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
+        const SQL: &str = "SELECT s.id, s.user_id, s.kind, s.created_at_ms, s.last_seen_ms, s.expires_at_ms, s.ip, s.user_agent, \
+                 u.email, u.role, u.created_at_ms AS user_created_at_ms \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
+                 AND s.last_seen_ms > $3 AND u.disabled_at_ms IS NULL";
+        let now = now_ms();
+        #[derive(sqlx::FromRow)]
+        struct Joined {
+            #[sqlx(flatten)]
+            session: SessionRow,
+            email: String,
+            role: String,
+            user_created_at_ms: i64,
+        }
+        let row: Option<Joined> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;
+        Ok(row.map(|j| {
+            let user = UserRow {
+                id: j.session.user_id.clone(),
+                email: j.email,
+                role: j.role,
+                created_at_ms: j.user_created_at_ms,
+                disabled_at_ms: None,
+            };
+            (j.session, user)
+        }))
+    }
+
+    /// Record use of a session (callers throttle this to once a minute).
+    pub async fn touch_session(&self, id: &str) -> Result<(), StorageError> {
+        const SQL: &str = "UPDATE sessions SET last_seen_ms = $1 WHERE id = $2";
+        with_pool!(&self.db, pool => sqlx::query(SQL).bind(now_ms()).bind(id).execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// A user's live sessions, newest first.
+    pub async fn sessions_of(
+        &self,
+        user_id: &str,
+        idle_ms: i64,
+    ) -> Result<Vec<SessionRow>, StorageError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            session_columns!(),
+            " FROM sessions WHERE user_id = $1 AND revoked_at_ms IS NULL \
+             AND expires_at_ms > $2 AND last_seen_ms > $3 ORDER BY created_at_ms DESC, id DESC"
+        );
+        let now = now_ms();
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(user_id).bind(now).bind(now - idle_ms).fetch_all(pool).await)?,
+        )
+    }
+
+    /// End one of a user's sessions; `false` when it is not theirs or already ended.
+    pub async fn revoke_session(&self, user_id: &str, id: &str) -> Result<bool, StorageError> {
+        const SQL: &str = "UPDATE sessions SET revoked_at_ms = $1 WHERE id = $2 AND user_id = $3 AND revoked_at_ms IS NULL";
+        let done = with_pool!(&self.db, pool => sqlx::query(SQL).bind(now_ms()).bind(id).bind(user_id).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done == 1)
+    }
+}

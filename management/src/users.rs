@@ -1,0 +1,97 @@
+//! Users: invite (admins) and list.
+
+use axum::{
+    Json,
+    extract::{Query, State},
+};
+use http::StatusCode;
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    http::extract::Json as JsonBody,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Caller,
+    login::{invite_mail, issue, normalize_email},
+    rbac::{Action, Role},
+    state::{ManagementState, internal},
+    store::{Client, Purpose},
+};
+
+/// `POST /v1/users` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteBody {
+    email: String,
+    role: String,
+}
+
+/// `POST /v1/users`: create a user and mail them an invitation.
+pub async fn invite(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<InviteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&state, Action::UsersManage)?;
+    let email = normalize_email(&body.email)?;
+    let role: Role = body.role.parse().map_err(|_| {
+        ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "role must be admin, responder, auditor or member",
+        )
+    })?;
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "user.create",
+                state.keyed.email_ref(&email),
+                Outcome::Success,
+            )
+            .with_details(json!({ "role": role.as_str() })),
+        )
+        .await?;
+    let user = state
+        .store
+        .insert_user(&email, role.as_str())
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError::with_message(ErrorCode::Conflict, "a user with this address exists")
+        })?;
+    let issued = issue(&state, Some(&user), Purpose::Invite, Client::Browser).await?;
+    state.mailer.send_later(invite_mail(&state, &user, &issued));
+    Ok((StatusCode::CREATED, Json(json!({ "user": user }))))
+}
+
+/// `GET /v1/users` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page after this address.
+    #[serde(default)]
+    after: String,
+    /// Page size (1..=500, default 100).
+    limit: Option<i64>,
+}
+
+/// `GET /v1/users`: users by address.
+pub async fn list(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::UsersRead)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "limit must be between 1 and 500",
+        ));
+    }
+    let users = state.store.users(&q.after, limit).await.map_err(internal)?;
+    Ok(Json(json!({ "users": users })))
+}

@@ -1,0 +1,397 @@
+//! A management server over its own test database, mailing through a real SMTP server
+//! (aiosmtpd from Debian's python3-aiosmtpd, on loopback, writing a Maildir), driven through
+//! its real router.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use axum::{Router, body::Body, extract::ConnectInfo};
+use http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use keymesh_core::{
+    ServiceContext,
+    config::{Environment, ServiceName, Source},
+    storage::{Db, testing::TestDb},
+};
+use keymesh_management::{ManagementConfig, ManagementState};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+/// The Python that has Debian's aiosmtpd (scripts/test installs python3-aiosmtpd).
+const PYTHON: &str = "/usr/bin/python3";
+pub const PUBLIC_URL: &str = "http://127.0.0.1:7800";
+
+/// A real SMTP server on loopback; killed when dropped.
+pub struct Smtp {
+    child: Child,
+    pub port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Smtp {
+    pub fn start() -> Self {
+        let maildir = tempfile::tempdir().expect("maildir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new(PYTHON)
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir.path().join("mail"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the SMTP server ({PYTHON} -m aiosmtpd): {e}; install Debian's python3-aiosmtpd (scripts/test does)")
+            });
+        let mut smtp = Self {
+            child,
+            port,
+            maildir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = smtp.child.try_wait() {
+                panic!(
+                    "aiosmtpd exited ({status}): is Debian's python3-aiosmtpd installed? (scripts/test installs it)"
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "aiosmtpd did not listen within 15 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        smtp.child.try_wait().expect("poll");
+        smtp
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.maildir.path().join("mail").join("new")
+    }
+
+    /// Every mail received for `to`, decoded (quoted-printable soft breaks and `=3D` undone).
+    pub fn mails_to(&self, to: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir()) else {
+            return Vec::new();
+        };
+        let mut mails: Vec<(std::time::SystemTime, String)> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                let modified = e.metadata().ok()?.modified().ok()?;
+                Some((modified, decode_qp(&text)))
+            })
+            .filter(|(_, text)| {
+                text.lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
+            })
+            .collect();
+        mails.sort_by_key(|(t, _)| *t);
+        mails.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Wait for the `n`th mail to `to` (1-based).
+    pub async fn wait_mail(&self, to: &str, n: usize) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mails = self.mails_to(to);
+            if mails.len() >= n {
+                return mails[n - 1].clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no mail #{n} to {to} within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn decode_qp(text: &str) -> String {
+    text.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+        .replace("\r\n", "\n")
+}
+
+/// The link token in a sign-in mail.
+pub fn link_token(mail: &str) -> String {
+    let start = mail.find("token=").expect("a link in the mail") + "token=".len();
+    mail[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+/// The code in a sign-in mail (`XXXX-XXXX` on its own line).
+pub fn mail_code(mail: &str) -> String {
+    mail.lines()
+        .map(str::trim)
+        .find(|l| {
+            l.len() == 9
+                && l.as_bytes()[4] == b'-'
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        .expect("a code in the mail")
+        .to_owned()
+}
+
+/// A running management server.
+pub struct Management {
+    pub router: Router,
+    pub state: ManagementState,
+    pub smtp: Smtp,
+    #[allow(dead_code)]
+    pub db: TestDb,
+}
+
+/// Response status, headers and body (JSON, or the text under `"text"`).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn text(&self) -> &str {
+        self.body["text"].as_str().unwrap_or("")
+    }
+}
+
+pub async fn management() -> Management {
+    management_with(&[]).await
+}
+
+pub async fn management_with(extra: &[(&'static str, &str)]) -> Management {
+    let smtp = Smtp::start();
+    let db = TestDb::new().await;
+    let mut env: Vec<(&'static str, String)> = vec![
+        ("MANAGEMENT_DATABASE_URL", db.url_for_process()),
+        ("MANAGEMENT_PUBLIC_URL", PUBLIC_URL.to_owned()),
+        (
+            "MANAGEMENT_SECRET_KEY",
+            "test-secret-key-0123456789abcdef0123".to_owned(),
+        ),
+        (
+            "MANAGEMENT_SMTP_URL",
+            format!("smtp://127.0.0.1:{}", smtp.port),
+        ),
+        (
+            "MANAGEMENT_MAIL_FROM",
+            "Keymesh <keymesh@test.invalid>".to_owned(),
+        ),
+        ("MANAGEMENT_LOGIN_PER_IP_PER_MINUTE", "1000".to_owned()),
+        ("RATE_LIMIT_IP_BURST", "100000".to_owned()),
+        ("RATE_LIMIT_IP_PER_SECOND", "100000".to_owned()),
+        ("RATE_LIMIT_PRINCIPAL_BURST", "100000".to_owned()),
+        ("RATE_LIMIT_PRINCIPAL_PER_SECOND", "100000".to_owned()),
+    ];
+    for (k, v) in extra {
+        env.retain(|(name, _)| name != k);
+        env.push((k, (*v).to_owned()));
+    }
+    let config =
+        ManagementConfig::load(&Source::from_env(env), Environment::Development).expect("config");
+    let pool = Db::open_for(ServiceName::Management, db.url())
+        .await
+        .expect("db");
+    let ctx = ServiceContext::with_db(config.service.clone(), pool, CancellationToken::new());
+    let (router, state) = keymesh_management::router(ctx, config).expect("management");
+    Management {
+        router,
+        state,
+        smtp,
+        db,
+    }
+}
+
+/// A unique address for one test.
+pub fn address(who: &str) -> String {
+    format!("{who}-{}@example.test", uuid_like())
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Management {
+    pub async fn send(&self, mut req: Request<Body>) -> Reply {
+        req.extensions_mut().insert(ConnectInfo::<SocketAddr>(
+            "192.0.2.1:5000".parse().expect("addr"),
+        ));
+        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "text": String::from_utf8_lossy(&bytes).into_owned() }));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A JSON request with optional extra headers.
+    pub async fn json(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    /// A request with a bearer token.
+    pub async fn bearer(&self, token: &str, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.json(method, uri, body, &[("authorization", &auth)])
+            .await
+    }
+
+    /// GET the confirm page of a link.
+    pub async fn confirm_page(&self, token: &str) -> Reply {
+        self.json("GET", &format!("/login/confirm?token={token}"), None, &[])
+            .await
+    }
+
+    /// POST the confirm form, as the page's button does.
+    pub async fn confirm(&self, token: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = Request::builder()
+            .method("POST")
+            .uri("/login/confirm")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        self.send(
+            req.body(Body::from(format!("token={token}")))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// Create a user directly in the database.
+    pub async fn user(&self, email: &str, role: &str) -> String {
+        self.state
+            .store
+            .insert_user(email, role)
+            .await
+            .expect("insert")
+            .expect("new address")
+            .id
+    }
+
+    /// Ask for a sign-in as the desktop app: (request id, poll secret).
+    pub async fn app_login(&self, email: &str) -> (String, String) {
+        let reply = self
+            .json(
+                "POST",
+                "/v1/login",
+                Some(json!({ "email": email, "client": "app" })),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+        (
+            reply.body["request_id"].as_str().expect("id").to_owned(),
+            reply.body["poll_secret"]
+                .as_str()
+                .expect("secret")
+                .to_owned(),
+        )
+    }
+
+    pub async fn submit_code(&self, request: &(String, String), code: &str) -> Reply {
+        self.json(
+            "POST",
+            "/v1/login/code",
+            Some(json!({ "request_id": request.0, "poll_secret": request.1, "code": code })),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn poll(&self, request: &(String, String)) -> Reply {
+        self.json(
+            "POST",
+            "/v1/login/poll",
+            Some(json!({ "request_id": request.0, "poll_secret": request.1 })),
+            &[],
+        )
+        .await
+    }
+
+    /// Sign in through the app flow with the mailed code (the `n`th mail to `email`):
+    /// the bearer token.
+    pub async fn sign_in(&self, email: &str, n: usize) -> String {
+        let request = self.app_login(email).await;
+        let mail = self.smtp.wait_mail(email, n).await;
+        let reply = self.submit_code(&request, &mail_code(&mail)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["session"]["token"]
+            .as_str()
+            .expect("bearer token")
+            .to_owned()
+    }
+
+    /// Sign in with a browser through the emailed link: the session cookie's value.
+    pub async fn browser_sign_in(&self, email: &str, n: usize) -> String {
+        let reply = self
+            .json("POST", "/v1/login", Some(json!({ "email": email })), &[])
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
+        let mail = self.smtp.wait_mail(email, n).await;
+        let reply = self.confirm(&link_token(&mail), &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        cookie_value(&reply.headers).expect("a session cookie")
+    }
+}
+
+/// The session cookie a response sets.
+pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    let set = headers.get(header::SET_COOKIE)?.to_str().ok()?;
+    let rest = set.strip_prefix("__Host-keymesh_session=")?;
+    Some(rest.split(';').next().unwrap_or_default().to_owned())
+}

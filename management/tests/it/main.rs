@@ -1,0 +1,6 @@
+//! Management integration tests: one binary, real router, real SMTP server, the selected
+//! database backend.
+
+mod harness;
+mod login;
+mod sessions;
