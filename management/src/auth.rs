@@ -8,7 +8,7 @@ use keymesh_core::{ApiError, ErrorCode, http::bearer_token};
 
 use crate::{
     rbac::{Action, Role},
-    secrets::{token_hash, well_formed_token},
+    secrets::{Kind, token_hash, well_formed_token},
     state::{ManagementState, internal},
     store::{SessionRow, UserRow, now_ms},
 };
@@ -136,7 +136,7 @@ impl FromRequestParts<ManagementState> for Caller {
                 true,
             ),
         };
-        if !well_formed_token(&token) {
+        if !well_formed_token(Kind::Session, &token) {
             return Err(ApiError::new(ErrorCode::Unauthorized));
         }
         let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);

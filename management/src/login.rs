@@ -30,7 +30,7 @@ use crate::{
     auth::{check_same_origin, session_set_cookie},
     mail::Mail,
     pages,
-    secrets::{NewToken, new_code, token_hash, well_formed_token},
+    secrets::{Kind, NewToken, new_code, token_hash, well_formed_token},
     state::{ManagementState, internal},
     store::{Client, NewLoginRequest, NewSession, Purpose, UserRow, new_id, now_ms},
 };
@@ -97,8 +97,8 @@ pub async fn issue(
         Purpose::Invite => state.config.invite_ttl,
     };
     let request_id = new_id();
-    let link = NewToken::generate();
-    let poll = NewToken::generate();
+    let link = NewToken::generate(Kind::Link);
+    let poll = NewToken::generate(Kind::Poll);
     let code = new_code();
     let code_hash = state.keyed.code_hash(&request_id, code.expose_secret());
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
@@ -211,7 +211,7 @@ pub async fn start_session(
         .filter(|u| u.disabled_at_ms.is_none())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
     let id = new_id();
-    let token = NewToken::generate();
+    let token = NewToken::generate(Kind::Session);
     let max_ms = i64::try_from(state.config.session_max.as_millis()).unwrap_or(i64::MAX);
     let expires_at_ms = now_ms().saturating_add(max_ms);
     let user_agent: String = headers
@@ -359,7 +359,7 @@ pub struct TokenQuery {
 
 /// `GET /login/confirm?token=`: show the confirm page. Uses nothing up.
 pub async fn confirm_page(Query(q): Query<TokenQuery>) -> Response {
-    if well_formed_token(&q.token) {
+    if well_formed_token(Kind::Link, &q.token) {
         pages::confirm(&q.token)
     } else {
         link_invalid()
@@ -384,13 +384,13 @@ fn page_error(err: ApiError) -> Response {
     page
 }
 
-/// The confirm form's token (`application/x-www-form-urlencoded`). A base64url token never
-/// needs percent-decoding; anything else is not a token.
+/// The confirm form's token (`application/x-www-form-urlencoded`). A prefixed base64url token
+/// never needs percent-decoding; anything else is not a token.
 fn form_token(body: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(body).ok()?;
     text.split('&')
         .find_map(|pair| pair.strip_prefix("token="))
-        .filter(|t| well_formed_token(t))
+        .filter(|t| well_formed_token(Kind::Link, t))
         .map(str::to_owned)
 }
 
@@ -498,7 +498,7 @@ async fn owned_request(
     request_id: &str,
     poll_secret: &str,
 ) -> Result<crate::store::LoginRequestRow, ApiError> {
-    if request_id.len() > 64 || !well_formed_token(poll_secret) {
+    if request_id.len() > 64 || !well_formed_token(Kind::Poll, poll_secret) {
         return Err(ApiError::new(ErrorCode::Unauthorized));
     }
     let row = state

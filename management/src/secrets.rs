@@ -1,6 +1,7 @@
 //! One-time tokens, sign-in codes and keyed hashes.
 //!
-//! Tokens (sign-in links, poll secrets, sessions) are 32 random bytes, sent base64url and stored
+//! Tokens (sign-in links, poll secrets, sessions) are 32 random bytes, sent base64url behind a
+//! `km<kind>_` prefix (decision 0004: scanners and the log redactor recognise them) and stored
 //! only as their SHA-256: a database dump gives nothing to replay, and looking a row up by the
 //! hash of a 256-bit secret reveals nothing useful about it. Sign-in codes are short (40 bits),
 //! so a plain hash could be reversed by trying them all: they are stored as HMAC-SHA256 under
@@ -21,10 +22,35 @@ pub struct NewToken {
     pub hash: Vec<u8>,
 }
 
+/// What a token is for; its prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A session (`kms_`).
+    Session,
+    /// A sign-in link (`kml_`).
+    Link,
+    /// A sign-in request's poll secret (`kmp_`).
+    Poll,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Session => "kms_",
+            Self::Link => "kml_",
+            Self::Poll => "kmp_",
+        }
+    }
+}
+
 impl NewToken {
-    /// 32 random bytes, base64url without padding (43 characters).
-    pub fn generate() -> Self {
-        let token = URL_SAFE_NO_PAD.encode(random_key().as_ref());
+    /// The prefix, then 32 random bytes base64url without padding (43 characters).
+    pub fn generate(kind: Kind) -> Self {
+        let token = format!(
+            "{}{}",
+            kind.prefix(),
+            URL_SAFE_NO_PAD.encode(random_key().as_ref())
+        );
         Self {
             hash: token_hash(&token),
             token: SecretString::from(token),
@@ -37,12 +63,14 @@ pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
-/// A presented token has the shape [`NewToken`] makes (43 base64url characters).
-pub fn well_formed_token(token: &str) -> bool {
-    token.len() == 43
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// A presented token has the shape [`NewToken`] makes for `kind`.
+pub fn well_formed_token(kind: Kind, token: &str) -> bool {
+    token.strip_prefix(kind.prefix()).is_some_and(|rest| {
+        rest.len() == 43
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 /// Code alphabet: no 0/O or 1/I; 32 symbols, so a random byte masked to 5 bits is uniform.
@@ -139,13 +167,19 @@ mod tests {
 
     #[test]
     fn tokens_are_random_well_formed_and_hashed() {
-        let a = NewToken::generate();
-        let b = NewToken::generate();
+        let a = NewToken::generate(Kind::Session);
+        let b = NewToken::generate(Kind::Session);
         assert_ne!(a.token.expose_secret(), b.token.expose_secret());
-        assert!(well_formed_token(a.token.expose_secret()));
+        assert!(a.token.expose_secret().starts_with("kms_"));
+        assert!(well_formed_token(Kind::Session, a.token.expose_secret()));
+        assert!(!well_formed_token(Kind::Link, a.token.expose_secret()));
         assert_eq!(a.hash, token_hash(a.token.expose_secret()));
-        assert!(!well_formed_token("short"));
-        assert!(!well_formed_token(&format!("{}!", "a".repeat(42))));
+        assert!(!well_formed_token(Kind::Session, "kms_short"));
+        assert!(!well_formed_token(
+            Kind::Session,
+            &format!("kms_{}!", "a".repeat(42))
+        ));
+        assert!(!well_formed_token(Kind::Session, &"a".repeat(47)));
     }
 
     #[test]

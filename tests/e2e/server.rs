@@ -63,7 +63,10 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
     }
     // The bootstrapped admin's one-time link, printed in the banner, opens the confirm page.
     let output = keymesh.output();
-    assert!(output.contains("Admin admin@localhost: sign in"), "{output}");
+    assert!(
+        output.contains("Admin admin@localhost: sign in"),
+        "{output}"
+    );
     let link = output
         .lines()
         .map(str::trim)

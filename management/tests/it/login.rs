@@ -32,7 +32,8 @@ async fn the_answer_is_the_same_whether_or_not_the_address_has_an_account() {
     assert_eq!(keys(&a.body), keys(&b.body));
     for reply in [&a, &b] {
         assert_eq!(reply.body["request_id"].as_str().map(str::len), Some(36));
-        assert_eq!(reply.body["poll_secret"].as_str().map(str::len), Some(43));
+        let secret = reply.body["poll_secret"].as_str().expect("secret");
+        assert!(secret.starts_with("kmp_") && secret.len() == 47, "{secret}");
     }
     // Same headers apart from the per-request ones.
     let mut ha: Vec<&str> = a.headers.keys().map(|k| k.as_str()).collect();
@@ -156,10 +157,18 @@ async fn an_expired_link_and_code_are_refused() {
 #[tokio::test]
 async fn malformed_and_foreign_links_are_refused_with_a_code() {
     let m = management().await;
-    for token in ["", "short", "<script>alert(1)</script>", &"A".repeat(43)] {
+    let unknown = format!("kml_{}", "A".repeat(43));
+    let session_shaped = format!("kms_{}", "A".repeat(43));
+    for token in [
+        "",
+        "kml_short",
+        "<script>alert(1)</script>",
+        &session_shaped,
+        &unknown,
+    ] {
         let uri_token = token.replace('<', "%3C").replace('>', "%3E");
         let page = m.confirm_page(&uri_token).await;
-        if token.len() == 43 {
+        if token == unknown {
             // Well formed but unknown: the page shows; its POST fails.
             assert_eq!(page.status, StatusCode::OK);
             let post = m.confirm(token, &[]).await;
@@ -247,7 +256,10 @@ async fn code_guessing_stops_at_the_limit_even_for_the_right_code() {
 
     // Without the poll secret nobody can even try.
     let stranger = m
-        .submit_code(&(request.0.clone(), "x".repeat(43)), &right)
+        .submit_code(
+            &(request.0.clone(), format!("kmp_{}", "x".repeat(43))),
+            &right,
+        )
         .await;
     assert_eq!(stranger.code(), "unauthorized");
 }
@@ -302,7 +314,9 @@ async fn the_app_signs_in_with_the_code_or_by_polling_after_the_link_once() {
     );
     assert_eq!(m.poll(&request).await.code(), "login_request_expired");
     // The right request id with a wrong secret is nobody's.
-    let wrong = m.poll(&(request.0.clone(), "y".repeat(43))).await;
+    let wrong = m
+        .poll(&(request.0.clone(), format!("kmp_{}", "y".repeat(43))))
+        .await;
     assert_eq!(wrong.code(), "unauthorized");
 }
 

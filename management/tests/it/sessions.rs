@@ -13,7 +13,7 @@ async fn a_cookie_chosen_before_sign_in_is_never_the_session() {
     let m = management().await;
     let email = address("fixation");
     m.user(&email, "member").await;
-    let planted = "P".repeat(43);
+    let planted = format!("kms_{}", "P".repeat(43));
     let planted_cookie = format!("__Host-keymesh_session={planted}");
     m.json("POST", "/v1/login", Some(json!({ "email": email })), &[])
         .await;
