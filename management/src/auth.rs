@@ -82,14 +82,18 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|c| c.value().to_owned())
 }
 
-/// `scheme://host[:port]` of our public URL: the only origin our pages have.
+/// `scheme://host[:port]` of our public URL as browsers serialise an origin: lower case, the
+/// scheme's default port left out. The only origin our pages have.
 pub fn own_origin(state: &ManagementState) -> String {
     let url = &state.config.service.public_url;
-    format!(
-        "{}://{}",
-        url.scheme_str().unwrap_or("https"),
-        url.authority().map_or("", |a| a.as_str())
-    )
+    let scheme = url.scheme_str().unwrap_or("https").to_ascii_lowercase();
+    let host = url.host().unwrap_or_default().to_ascii_lowercase();
+    match url.port_u16() {
+        Some(443) if scheme == "https" => format!("{scheme}://{host}"),
+        Some(80) if scheme == "http" => format!("{scheme}://{host}"),
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
 }
 
 /// Refuse requests a browser marks as coming from another site. Requests without these
@@ -165,7 +169,8 @@ impl FromRequestParts<ManagementState> for Caller {
             .ctx
             .limits
             .check_principal(&format!("user:{}", user.id))?;
-        if now_ms() - session.last_seen_ms > TOUCH_EVERY_MS {
+        // Often enough that a session in use never idles out, even with a short idle timeout.
+        if now_ms() - session.last_seen_ms > TOUCH_EVERY_MS.min(idle / 2) {
             state
                 .store
                 .touch_session(&session.id)

@@ -18,13 +18,14 @@ use crate::{
 pub struct Bootstrapped {
     /// The admin.
     pub user: UserRow,
-    /// `created`, `promoted` (the address had another role) or `existing`.
+    /// `created`, `promoted` (the address had another role), `re-enabled` (the account was
+    /// disabled) or `existing`.
     pub change: &'static str,
     /// A one-time sign-in link for them (browser).
     pub login: Issued,
 }
 
-/// Make `email` an admin (creating the account if needed) and issue a sign-in link for it.
+/// Make `email` an enabled admin (creating the account if needed) and issue a sign-in link.
 /// Whoever runs this can already write the database, so it grants nothing new; it is audited.
 pub async fn bootstrap_admin(
     state: &ManagementState,
@@ -34,6 +35,7 @@ pub async fn bootstrap_admin(
     let existing = state.store.user_by_email(&email).await.map_err(internal)?;
     let change = match &existing {
         None => "created",
+        Some(u) if u.disabled_at_ms.is_some() => "re-enabled",
         Some(u) if u.role == Role::Admin.as_str() => "existing",
         Some(_) => "promoted",
     };
@@ -56,18 +58,20 @@ pub async fn bootstrap_admin(
             .map_err(internal)?
             .ok_or_else(|| ApiError::new(ErrorCode::Conflict))?,
         Some(mut user) => {
-            if change == "promoted" {
+            if change != "existing" {
                 state
                     .store
-                    .set_role(&user.id, Role::Admin.as_str())
+                    .set_admin_enabled(&user.id, Role::Admin.as_str())
                     .await
                     .map_err(internal)?;
                 Role::Admin.as_str().clone_into(&mut user.role);
+                user.disabled_at_ms = None;
             }
             user
         }
     };
-    let login = issue(state, Some(&user), Purpose::Login, Client::Browser).await?;
+    let local = std::net::IpAddr::from([127, 0, 0, 1]);
+    let login = issue(state, Some(&user), Purpose::Login, Client::Browser, local).await?;
     Ok(Bootstrapped {
         user,
         change,

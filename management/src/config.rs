@@ -53,7 +53,7 @@ pub const LOGIN_PER_IP_PER_MINUTE: Setting = Setting::value(
 /// `MANAGEMENT_SESSION_IDLE_SECS`.
 pub const SESSION_IDLE_SECS: Setting = Setting::value(
     "MANAGEMENT_SESSION_IDLE_SECS",
-    "A session unused this long ends (checked to within a minute).",
+    "A session unused this long ends.",
 )
 .default("1800");
 /// `MANAGEMENT_SESSION_MAX_SECS`.
@@ -65,7 +65,7 @@ pub const SESSION_MAX_SECS: Setting = Setting::value(
 /// `MANAGEMENT_SESSIONS_PER_USER`.
 pub const SESSIONS_PER_USER: Setting = Setting::value(
     "MANAGEMENT_SESSIONS_PER_USER",
-    "Live sessions a user may hold; signing in beyond it ends the oldest.",
+    "Live sessions a user may hold; signing in beyond it ends the least recently used.",
 )
 .default("10");
 /// `MANAGEMENT_REAUTH_SECS`.

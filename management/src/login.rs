@@ -67,6 +67,15 @@ pub struct Issued {
     pub poll_secret: SecretString,
     /// Lifetime.
     pub ttl: Duration,
+    /// Shown by the app and on the confirm page of an app request.
+    pub match_code: String,
+}
+
+/// Four digits, not secret: they let a person see that the app sign-in they are approving is
+/// the one on their own screen.
+fn new_match_code() -> String {
+    let bytes = keymesh_core::capability::token::random_key();
+    format!("{:04}", u16::from_le_bytes([bytes[0], bytes[1]]) % 10_000)
 }
 
 impl Issued {
@@ -91,6 +100,7 @@ pub async fn issue(
     user: Option<&UserRow>,
     purpose: Purpose,
     client: Client,
+    ip: IpAddr,
 ) -> Result<Issued, ApiError> {
     let ttl = match purpose {
         Purpose::Login => state.config.login_ttl,
@@ -100,6 +110,7 @@ pub async fn issue(
     let link = NewToken::generate(Kind::Link);
     let poll = NewToken::generate(Kind::Poll);
     let code = new_code();
+    let match_code = new_match_code();
     let code_hash = state.keyed.code_hash(&request_id, code.expose_secret());
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     state
@@ -113,6 +124,8 @@ pub async fn issue(
             code_hash: &code_hash,
             poll_hash: &poll.hash,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
+            requested_ip: &ip.to_string(),
+            match_code: &match_code,
         })
         .await
         .map_err(internal)?;
@@ -122,6 +135,7 @@ pub async fn issue(
         code,
         poll_secret: poll.token,
         ttl,
+        match_code,
     })
 }
 
@@ -161,7 +175,7 @@ pub fn invite_mail(state: &ManagementState, user: &UserRow, issued: &Issued) -> 
 }
 
 /// A session handed to a client (the token is shown once).
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct SessionGrant {
     /// Bearer token (absent for cookie sessions: it travels in `Set-Cookie`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +197,15 @@ pub struct UserSummary {
     pub email: String,
     /// Role.
     pub role: String,
+}
+
+impl std::fmt::Debug for SessionGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionGrant")
+            .field("session_id", &self.session_id)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<&UserRow> for UserSummary {
@@ -245,6 +268,7 @@ pub async fn start_session(
                 user_agent: &user_agent,
             },
             state.config.sessions_per_user,
+            i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX),
         )
         .await
         .map_err(internal)?;
@@ -287,7 +311,7 @@ fn browser() -> Client {
 }
 
 /// The one answer to `POST /v1/login`.
-#[derive(Debug, Serialize)]
+#[derive(Serialize)]
 pub struct LoginAccepted {
     /// Always the same text.
     pub message: &'static str,
@@ -297,6 +321,16 @@ pub struct LoginAccepted {
     pub poll_secret: String,
     /// Seconds until the link and code expire.
     pub expires_in_secs: u64,
+    /// The app shows it; the confirm page of an app request shows it too.
+    pub match_code: String,
+}
+
+impl std::fmt::Debug for LoginAccepted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAccepted")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 const LOGIN_MESSAGE: &str =
@@ -318,7 +352,7 @@ pub async fn request_login(
         .await
         .map_err(internal)?
         .filter(|u| u.disabled_at_ms.is_none());
-    let issued = issue(&state, user.as_ref(), Purpose::Login, body.client).await?;
+    let issued = issue(&state, user.as_ref(), Purpose::Login, body.client, ip).await?;
     state
         .audit_quiet(
             AuditEvent::new(
@@ -346,23 +380,42 @@ pub async fn request_login(
             request_id: issued.request_id,
             poll_secret: issued.poll_secret.expose_secret().to_owned(),
             expires_in_secs: issued.ttl.as_secs(),
+            match_code: issued.match_code,
         }),
     ))
 }
 
 /// `?token=` of the confirm page.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 pub struct TokenQuery {
     #[serde(default)]
     token: String,
 }
 
-/// `GET /login/confirm?token=`: show the confirm page. Uses nothing up.
-pub async fn confirm_page(Query(q): Query<TokenQuery>) -> Response {
-    if well_formed_token(Kind::Link, &q.token) {
-        pages::confirm(&q.token)
-    } else {
-        link_invalid()
+impl std::fmt::Debug for TokenQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenQuery(REDACTED)")
+    }
+}
+
+/// `GET /login/confirm?token=`: show the confirm page (reads, uses nothing up). For a sign-in
+/// the desktop app started, the page says so, with where and when it was asked for and the
+/// app's match code: approving a link must not hand someone else's app a session unnoticed.
+pub async fn confirm_page(
+    State(state): State<ManagementState>,
+    Query(q): Query<TokenQuery>,
+) -> Response {
+    if !well_formed_token(Kind::Link, &q.token) {
+        return link_invalid();
+    }
+    match state.store.live_link(&token_hash(&q.token)).await {
+        Ok(Some(view)) if view.client == Client::App.as_str() => {
+            let minutes = (now_ms() - view.created_at_ms).max(0) / 60_000;
+            pages::confirm_app(&q.token, &view.requested_ip, minutes, &view.match_code)
+        }
+        Ok(Some(_)) => pages::confirm(&q.token),
+        Ok(None) => link_invalid(),
+        Err(e) => internal(e).into_response(),
     }
 }
 
@@ -476,7 +529,7 @@ async fn confirm_inner(
 }
 
 /// `POST /v1/login/poll` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollBody {
     request_id: String,
@@ -484,12 +537,28 @@ pub struct PollBody {
 }
 
 /// `POST /v1/login/code` body.
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodeBody {
     request_id: String,
     poll_secret: String,
     code: String,
+}
+
+impl std::fmt::Debug for PollBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollBody")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CodeBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeBody")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The request, if the poll secret is its own (compared in constant time).

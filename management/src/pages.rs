@@ -78,6 +78,34 @@ pub fn confirm(token: &str) -> Response {
     )
 }
 
+/// The confirm page of a sign-in the desktop app started: approving it gives that app a
+/// session, so the page says where and when it was asked for and shows the app's match code.
+pub fn confirm_app(token: &str, ip: &str, minutes_ago: i64, match_code: &str) -> Response {
+    let when = match minutes_ago {
+        0 => "less than a minute ago".to_owned(),
+        1 => "1 minute ago".to_owned(),
+        n => format!("{n} minutes ago"),
+    };
+    page(
+        StatusCode::OK,
+        "Approve a Keymesh Admin sign-in",
+        &format!(
+            "<p>Keymesh Admin asked to sign in as you from <strong>{ip}</strong>, {when}.</p>\
+             <p>It shows the match code <strong>{code}</strong>. Approve only if Keymesh Admin on \
+             <em>your</em> screen shows the same code.</p>\
+             <form method=\"post\" action=\"/login/confirm\">\
+             <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+             <button type=\"submit\">Approve sign-in</button></form>\
+             <p class=\"muted\">If you did not just start a sign-in in Keymesh Admin, close this page: \
+             nothing happens.</p>",
+            ip = escape(ip),
+            when = escape(&when),
+            code = escape(match_code),
+            token = escape(token),
+        ),
+    )
+}
+
 /// A refusal with its error code (shown, and in the `Keymesh-Error-Code` header).
 pub fn refused(status: StatusCode, code: &'static str, message: &str) -> Response {
     let mut response = page(

@@ -94,6 +94,23 @@ pub struct NewLoginRequest<'a> {
     pub poll_hash: &'a [u8],
     /// Expiry.
     pub expires_at_ms: i64,
+    /// The requester's address.
+    pub requested_ip: &'a str,
+    /// For app requests: what the app shows, for the confirm page to show too.
+    pub match_code: &'a str,
+}
+
+/// What the confirm page shows about a live link before it is used.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct LinkView {
+    /// `browser` or `app`.
+    pub client: String,
+    /// The requester's address.
+    pub requested_ip: String,
+    /// The app's match code (empty for browser requests).
+    pub match_code: String,
+    /// When it was requested.
+    pub created_at_ms: i64,
 }
 
 /// A sign-in request as the code and poll paths read it.
@@ -238,22 +255,33 @@ impl Store {
         )
     }
 
-    /// Change a user's role; `false` when there is no such user.
-    pub async fn set_role(&self, id: &str, role: &str) -> Result<bool, StorageError> {
-        const SQL: &str = "UPDATE users SET role = $1 WHERE id = $2";
+    /// Change a user's role and enable the account; `false` when there is no such user.
+    pub async fn set_admin_enabled(&self, id: &str, role: &str) -> Result<bool, StorageError> {
+        const SQL: &str = "UPDATE users SET role = $1, disabled_at_ms = NULL WHERE id = $2";
         let done = with_pool!(&self.db, pool => sqlx::query(SQL).bind(role).bind(id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done == 1)
     }
 
     /// Record a sign-in request.
     pub async fn insert_login_request(&self, r: &NewLoginRequest<'_>) -> Result<(), StorageError> {
-        const SQL: &str = "INSERT INTO login_requests (id, user_id, purpose, client, token_hash, code_hash, poll_hash, created_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        const SQL: &str = "INSERT INTO login_requests (id, user_id, purpose, client, token_hash, code_hash, poll_hash, created_at_ms, expires_at_ms, requested_ip, match_code) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
         with_pool!(&self.db, pool => sqlx::query(SQL)
             .bind(r.id).bind(r.user_id).bind(r.purpose.as_str()).bind(r.client.as_str())
             .bind(r.token_hash).bind(r.code_hash).bind(r.poll_hash).bind(now_ms()).bind(r.expires_at_ms)
+            .bind(r.requested_ip).bind(r.match_code)
             .execute(pool).await.map(drop))?;
         Ok(())
+    }
+
+    /// A link that could still be confirmed, read without changing it (the confirm page).
+    pub async fn live_link(&self, token_hash: &[u8]) -> Result<Option<LinkView>, StorageError> {
+        const SQL: &str = "SELECT client, requested_ip, match_code, created_at_ms FROM login_requests \
+             WHERE token_hash = $1 AND user_id IS NOT NULL AND confirmed_at_ms IS NULL \
+                 AND consumed_at_ms IS NULL AND expires_at_ms > $2";
+        Ok(
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(token_hash).bind(now_ms()).fetch_optional(pool).await)?,
+        )
     }
 
     /// Confirm a link: one atomic update that succeeds once, only for a live, unconfirmed,
@@ -317,22 +345,39 @@ impl Store {
         )
     }
 
-    /// Create a session, then end the user's oldest live sessions beyond `cap`, in one
-    /// transaction. Returns how many were ended.
-    pub async fn insert_session(&self, s: &NewSession<'_>, cap: u32) -> Result<u64, StorageError> {
+    /// Create a session, then end the user's least recent live sessions beyond `cap` (the new
+    /// one always stays), in one transaction serialised per user. Returns how many were ended.
+    pub async fn insert_session(
+        &self,
+        s: &NewSession<'_>,
+        cap: u32,
+        idle_ms: i64,
+    ) -> Result<u64, StorageError> {
+        // PostgreSQL: two sign-ins of one user must not each miss the other's new session.
+        // SQLite serialises writers already.
+        const LOCK_USER: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
         const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, kind, created_at_ms, last_seen_ms, expires_at_ms, ip, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)";
+        // Live = not revoked, within both timeouts. Dead sessions are refused anyway and are
+        // neither kept nor counted as evicted.
         const EVICT: &str = "UPDATE sessions SET revoked_at_ms = $1 \
-             WHERE user_id = $2 AND revoked_at_ms IS NULL AND id NOT IN ( \
+             WHERE user_id = $2 AND revoked_at_ms IS NULL AND expires_at_ms > $1 AND last_seen_ms > $3 \
+                 AND id <> $4 AND id NOT IN ( \
                  SELECT id FROM sessions WHERE user_id = $2 AND revoked_at_ms IS NULL AND expires_at_ms > $1 \
-                 ORDER BY created_at_ms DESC, id DESC LIMIT $3)";
+                     AND last_seen_ms > $3 AND id <> $4 \
+                 ORDER BY last_seen_ms DESC, created_at_ms DESC, id DESC LIMIT $5)";
         let now = now_ms();
+        let lock = matches!(self.db, Db::Postgres(_));
         Ok(with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
+            if lock {
+                sqlx::query(LOCK_USER).bind(s.user_id).execute(&mut *tx).await?;
+            }
             sqlx::query(INSERT).bind(s.id).bind(s.user_id).bind(s.token_hash).bind(s.kind)
                 .bind(now).bind(s.expires_at_ms).bind(s.ip).bind(s.user_agent)
                 .execute(&mut *tx).await?;
-            let evicted = sqlx::query(EVICT).bind(now).bind(s.user_id).bind(i64::from(cap)).execute(&mut *tx).await?.rows_affected();
+            let evicted = sqlx::query(EVICT).bind(now).bind(s.user_id).bind(now - idle_ms).bind(s.id)
+                .bind(i64::from(cap.saturating_sub(1))).execute(&mut *tx).await?.rows_affected();
             tx.commit().await?;
             evicted
         }))

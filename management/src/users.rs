@@ -8,7 +8,7 @@ use http::StatusCode;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
-    http::extract::Json as JsonBody,
+    http::{client_ip::ClientIp, extract::Json as JsonBody},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -32,6 +32,7 @@ pub struct InviteBody {
 /// `POST /v1/users`: create a user and mail them an invitation.
 pub async fn invite(
     State(state): State<ManagementState>,
+    ClientIp(ip): ClientIp,
     caller: Caller,
     JsonBody(body): JsonBody<InviteBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -54,15 +55,29 @@ pub async fn invite(
             .with_details(json!({ "role": role.as_str() })),
         )
         .await?;
-    let user = state
+    let Some(user) = state
         .store
         .insert_user(&email, role.as_str())
         .await
         .map_err(internal)?
-        .ok_or_else(|| {
-            ApiError::with_message(ErrorCode::Conflict, "a user with this address exists")
-        })?;
-    let issued = issue(&state, Some(&user), Purpose::Invite, Client::Browser).await?;
+    else {
+        state
+            .audit_quiet(
+                AuditEvent::new(
+                    caller.actor(),
+                    "user.create",
+                    state.keyed.email_ref(&email),
+                    Outcome::Failure,
+                )
+                .with_details(json!({ "reason": "conflict" })),
+            )
+            .await;
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "a user with this address exists (they can ask for a sign-in link)",
+        ));
+    };
+    let issued = issue(&state, Some(&user), Purpose::Invite, Client::Browser, ip).await?;
     state.mailer.send_later(invite_mail(&state, &user, &issued));
     Ok((StatusCode::CREATED, Json(json!({ "user": user }))))
 }

@@ -13,6 +13,11 @@ async fn the_answer_is_the_same_whether_or_not_the_address_has_an_account() {
     let known = address("known");
     m.user(&known, "member").await;
     let unknown = address("unknown");
+    let disabled = address("disabled");
+    m.user(&disabled, "admin").await;
+    keymesh_core::with_pool!(m.state.store.db(), pool =>
+        sqlx::query("UPDATE users SET disabled_at_ms = 1 WHERE email = $1").bind(&disabled).execute(pool).await.map(drop))
+    .expect("disable");
 
     let a = m
         .json("POST", "/v1/login", Some(json!({ "email": known })), &[])
@@ -20,6 +25,13 @@ async fn the_answer_is_the_same_whether_or_not_the_address_has_an_account() {
     let b = m
         .json("POST", "/v1/login", Some(json!({ "email": unknown })), &[])
         .await;
+    let c = m
+        .json("POST", "/v1/login", Some(json!({ "email": disabled })), &[])
+        .await;
+    assert_eq!(
+        (c.status, &c.body["message"]),
+        (b.status, &b.body["message"])
+    );
     assert_eq!(a.status, StatusCode::ACCEPTED);
     assert_eq!(b.status, a.status);
     assert_eq!(a.body["message"], b.body["message"]);
@@ -63,6 +75,7 @@ async fn the_answer_is_the_same_whether_or_not_the_address_has_an_account() {
     m.smtp.wait_mail(&known, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(m.smtp.mails_to(&unknown).is_empty());
+    assert!(m.smtp.mails_to(&disabled).is_empty());
 
     // Per-address limits apply to both alike (5 per hour by default).
     for who in [&known, &unknown] {
@@ -168,17 +181,13 @@ async fn malformed_and_foreign_links_are_refused_with_a_code() {
     ] {
         let uri_token = token.replace('<', "%3C").replace('>', "%3E");
         let page = m.confirm_page(&uri_token).await;
-        if token == unknown {
-            // Well formed but unknown: the page shows; its POST fails.
-            assert_eq!(page.status, StatusCode::OK);
-            let post = m.confirm(token, &[]).await;
-            assert_eq!(post.status, StatusCode::BAD_REQUEST);
-            assert!(post.text().contains("login_link_invalid"));
-        } else {
-            assert_eq!(page.status, StatusCode::BAD_REQUEST, "{token}");
-            assert!(page.text().contains("login_link_invalid"));
-            assert!(!page.text().contains("<script>"));
-        }
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{token}");
+        assert!(page.text().contains("login_link_invalid"));
+        assert_eq!(page.headers["keymesh-error-code"], "login_link_invalid");
+        assert!(!page.text().contains("<script>"));
+        let post = m.confirm(token, &[]).await;
+        assert_eq!(post.status, StatusCode::BAD_REQUEST, "{token}");
+        assert!(post.text().contains("login_link_invalid"));
     }
     let empty = m.confirm("", &[]).await;
     assert_eq!(empty.status, StatusCode::BAD_REQUEST);
@@ -297,10 +306,36 @@ async fn the_app_signs_in_with_the_code_or_by_polling_after_the_link_once() {
     );
     assert_eq!(m.poll(&request).await.code(), "login_request_expired");
 
-    // The link, confirmed in a browser, completes the app's request: no cookie there.
-    let request = m.app_login(&email).await;
+    // The link, confirmed in a browser, completes the app's request: no cookie there. The page
+    // first says it approves an app sign-in, from where, with the app's match code.
+    let started = m
+        .json(
+            "POST",
+            "/v1/login",
+            Some(json!({ "email": email, "client": "app" })),
+            &[],
+        )
+        .await;
+    let request = (
+        started.body["request_id"].as_str().expect("id").to_owned(),
+        started.body["poll_secret"]
+            .as_str()
+            .expect("secret")
+            .to_owned(),
+    );
+    let match_code = started.body["match_code"].as_str().expect("match code");
+    assert_eq!(match_code.len(), 4);
     assert_eq!(m.poll(&request).await.body["status"], "pending");
     let mail = m.smtp.wait_mail(&email, 2).await;
+    let approval = m.confirm_page(&link_token(&mail)).await;
+    assert_eq!(approval.status, StatusCode::OK);
+    for shown in ["Keymesh Admin", "192.0.2.1", match_code] {
+        assert!(
+            approval.text().contains(shown),
+            "{shown}: {}",
+            approval.text()
+        );
+    }
     let page = m.confirm(&link_token(&mail), &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.text().contains("Keymesh Admin"), "{}", page.text());
@@ -328,17 +363,17 @@ async fn another_site_cannot_sign_a_visitor_in() {
     m.json("POST", "/v1/login", Some(json!({ "email": email })), &[])
         .await;
     let token = link_token(&m.smtp.wait_mail(&email, 1).await);
-    let forged = m
-        .confirm(
-            &token,
-            &[
-                ("origin", "https://evil.example"),
-                ("sec-fetch-site", "cross-site"),
-            ],
-        )
-        .await;
-    assert_eq!(forged.status, StatusCode::FORBIDDEN);
-    assert!(forged.text().contains("csrf_failed"));
+    // Each signal alone is enough to refuse.
+    for headers in [
+        vec![("origin", "https://evil.example")],
+        vec![("origin", "null")],
+        vec![("sec-fetch-site", "cross-site")],
+        vec![("sec-fetch-site", "same-site")],
+    ] {
+        let forged = m.confirm(&token, &headers).await;
+        assert_eq!(forged.status, StatusCode::FORBIDDEN, "{headers:?}");
+        assert!(forged.text().contains("csrf_failed"));
+    }
     // The link survives the refused attempt and works from our own page.
     let ok = m
         .confirm(
@@ -356,21 +391,47 @@ async fn another_site_cannot_sign_a_visitor_in() {
 async fn no_token_code_or_address_reaches_the_audit_log() {
     let m = management().await;
     let email = address("audited");
-    m.user(&email, "member").await;
+    m.user(&email, "admin").await;
     let request = m.app_login(&email).await;
     let mail = m.smtp.wait_mail(&email, 1).await;
+    let wrong = m.submit_code(&request, "ZZZZ-ZZZZ").await;
+    assert_eq!(wrong.code(), "login_code_invalid");
     let reply = m.submit_code(&request, &mail_code(&mail)).await;
     let session = reply.body["session"]["token"]
         .as_str()
         .expect("token")
         .to_owned();
+    // A browser sign-in, an invitation (and its conflict), a bootstrap, a logout.
+    let cookie = m.browser_sign_in(&email, 2).await;
+    let invitee = address("invitee");
+    for _ in 0..2 {
+        m.bearer(
+            &session,
+            "POST",
+            "/v1/users",
+            Some(json!({ "email": invitee, "role": "member" })),
+        )
+        .await;
+    }
+    let invitation = m.smtp.wait_mail(&invitee, 1).await;
+    let bootstrapped = keymesh_management::bootstrap::bootstrap_admin(&m.state, &address("boot"))
+        .await
+        .expect("bootstrap");
     m.bearer(&session, "POST", "/v1/logout", None).await;
 
     let rows: Vec<(String, String, String, String)> = keymesh_core::with_pool!(m.state.store.db(), pool =>
         sqlx::query_as("SELECT actor, action, target, details FROM audit_log ORDER BY seq").fetch_all(pool).await)
     .expect("audit rows");
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    for expected in ["login.request", "session.create", "session.revoke"] {
+    for expected in [
+        "login.request",
+        "login.code",
+        "login.confirm",
+        "session.create",
+        "session.revoke",
+        "user.create",
+        "user.bootstrap_admin",
+    ] {
         assert!(actions.contains(&expected), "{actions:?}");
     }
     let everything: String = rows
@@ -384,7 +445,11 @@ async fn no_token_code_or_address_reaches_the_audit_log() {
         code.replace('-', ""),
         request.1.clone(),
         session,
+        cookie,
+        link_token(&invitation),
+        link_token(&bootstrapped.login.link(&m.state)),
         email.clone(),
+        invitee.clone(),
     ] {
         assert!(!everything.contains(&secret), "audit log holds {secret}");
     }

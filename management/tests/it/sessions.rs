@@ -150,11 +150,9 @@ async fn a_session_token_works_only_the_way_it_was_issued() {
 }
 
 #[tokio::test]
-async fn idle_sessions_end_and_the_oldest_go_beyond_the_cap() {
+async fn beyond_the_cap_the_least_recently_used_session_ends() {
     let m = management_with(&[
         ("MANAGEMENT_SESSIONS_PER_USER", "2"),
-        ("MANAGEMENT_SESSION_IDLE_SECS", "1"),
-        ("MANAGEMENT_SESSION_MAX_SECS", "60"),
         ("MANAGEMENT_LOGIN_PER_EMAIL_PER_HOUR", "10"),
     ])
     .await;
@@ -175,10 +173,33 @@ async fn idle_sessions_end_and_the_oldest_go_beyond_the_cap() {
     let sessions = list.body["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0]["current"], true);
+    let evictions: Vec<(String,)> = keymesh_core::with_pool!(m.state.store.db(), pool =>
+        sqlx::query_as("SELECT details FROM audit_log WHERE action = 'session.evict'").fetch_all(pool).await)
+    .expect("audit");
+    assert_eq!(evictions.len(), 1, "{evictions:?}");
+    assert!(evictions[0].0.contains(r#""sessions":1"#), "{evictions:?}");
+}
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+#[tokio::test]
+async fn an_idle_session_ends_and_one_in_use_does_not() {
+    let m = management_with(&[
+        ("MANAGEMENT_SESSION_IDLE_SECS", "2"),
+        ("MANAGEMENT_LOGIN_PER_EMAIL_PER_HOUR", "10"),
+    ])
+    .await;
+    let email = address("idle");
+    m.user(&email, "member").await;
+    let idle = m.sign_in(&email, 1).await;
+    let busy = m.sign_in(&email, 2).await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            m.bearer(&busy, "GET", "/v1/session", None).await.status,
+            StatusCode::OK
+        );
+    }
     assert_eq!(
-        m.bearer(&third, "GET", "/v1/session", None).await.status,
+        m.bearer(&idle, "GET", "/v1/session", None).await.status,
         StatusCode::UNAUTHORIZED
     );
 }
@@ -235,13 +256,13 @@ async fn users_list_and_revoke_only_their_own_sessions() {
 
 #[tokio::test]
 async fn roles_decide_and_admin_actions_need_a_recent_sign_in() {
-    let m = management_with(&[("MANAGEMENT_REAUTH_SECS", "1")]).await;
+    let m = management_with(&[("MANAGEMENT_REAUTH_SECS", "3")]).await;
     let admin = address("admin");
     let member = address("member");
     m.user(&admin, "admin").await;
     m.user(&member, "member").await;
-    let admin_token = m.sign_in(&admin, 1).await;
     let member_token = m.sign_in(&member, 1).await;
+    let admin_token = m.sign_in(&admin, 1).await;
     let invitee = address("new");
 
     let refused = m
@@ -311,7 +332,18 @@ async fn roles_decide_and_admin_actions_need_a_recent_sign_in() {
             .contains(&json!("tokens:revoke"))
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Wait until the admin's sign-in is older than the window.
+    let signed_in_ms = m
+        .bearer(&admin_token, "GET", "/v1/session", None)
+        .await
+        .body["session"]["created_at_ms"]
+        .as_i64()
+        .expect("created");
+    let age = keymesh_management::store::now_ms() - signed_in_ms;
+    tokio::time::sleep(Duration::from_millis(
+        u64::try_from(3100 - age).unwrap_or(0),
+    ))
+    .await;
     let stale = m
         .bearer(
             &admin_token,
