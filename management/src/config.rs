@@ -148,24 +148,6 @@ pub struct ManagementConfig {
     pub mail_from: String,
 }
 
-fn secs(source: &Source, setting: &'static Setting) -> Result<Duration, ConfigError> {
-    let s: u64 = source.require(setting)?;
-    if s == 0 {
-        return Err(ConfigError::Invalid {
-            setting: setting.name,
-            reason: "must be positive".into(),
-        });
-    }
-    Ok(Duration::from_secs(s))
-}
-
-fn positive(source: &Source, setting: &'static Setting) -> Result<NonZeroU32, ConfigError> {
-    NonZeroU32::new(source.require(setting)?).ok_or(ConfigError::Invalid {
-        setting: setting.name,
-        reason: "must be positive".into(),
-    })
-}
-
 fn load_rbac(source: &Source) -> Result<Rbac, ConfigError> {
     let Some(path) = source.get(&RBAC_FILE)? else {
         return Ok(Rbac::builtin());
@@ -223,19 +205,17 @@ impl ManagementConfig {
             None => MailConfig::Console,
         };
         let config = Self {
-            secret_key: source.secret(&SECRET_KEY)?.ok_or(ConfigError::Missing {
-                setting: SECRET_KEY.name,
-            })?,
+            secret_key: source.require_secret(&SECRET_KEY)?,
             rbac: load_rbac(source)?,
-            login_ttl: secs(source, &LOGIN_TTL_SECS)?,
-            invite_ttl: secs(source, &INVITE_TTL_SECS)?,
-            code_attempts: positive(source, &LOGIN_CODE_ATTEMPTS)?.get(),
-            login_per_email_per_hour: positive(source, &LOGIN_PER_EMAIL_PER_HOUR)?,
-            login_per_ip_per_minute: positive(source, &LOGIN_PER_IP_PER_MINUTE)?,
-            session_idle: secs(source, &SESSION_IDLE_SECS)?,
-            session_max: secs(source, &SESSION_MAX_SECS)?,
-            sessions_per_user: positive(source, &SESSIONS_PER_USER)?.get(),
-            reauth: secs(source, &REAUTH_SECS)?,
+            login_ttl: source.require_secs(&LOGIN_TTL_SECS)?,
+            invite_ttl: source.require_secs(&INVITE_TTL_SECS)?,
+            code_attempts: source.require_positive(&LOGIN_CODE_ATTEMPTS)?,
+            login_per_email_per_hour: source.require(&LOGIN_PER_EMAIL_PER_HOUR)?,
+            login_per_ip_per_minute: source.require(&LOGIN_PER_IP_PER_MINUTE)?,
+            session_idle: source.require_secs(&SESSION_IDLE_SECS)?,
+            session_max: source.require_secs(&SESSION_MAX_SECS)?,
+            sessions_per_user: source.require_positive(&SESSIONS_PER_USER)?,
+            reauth: source.require_secs(&REAUTH_SECS)?,
             mail,
             mail_from: source.require(&MAIL_FROM)?,
             service,

@@ -146,23 +146,6 @@ pub struct RelayConfig {
     pub key_grace: Duration,
 }
 
-fn positive<T: std::str::FromStr + PartialOrd + Default>(
-    source: &Source,
-    setting: &'static Setting,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let v: T = source.require(setting)?;
-    if v <= T::default() {
-        return Err(ConfigError::Invalid {
-            setting: setting.name,
-            reason: "must be positive".into(),
-        });
-    }
-    Ok(v)
-}
-
 impl RelayConfig {
     /// Every setting the relay reads.
     pub fn all_settings() -> Vec<&'static Setting> {
@@ -180,18 +163,18 @@ impl RelayConfig {
         let config = Self {
             vault_url: source.get(&VAULT_URL)?,
             feed_api_key: source.secret(&FEED_API_KEY)?,
-            feed_max_age: Duration::from_secs(positive(source, &FEED_MAX_AGE_SECS)?),
-            max_message: positive(source, &MAX_MESSAGE_BYTES)?,
-            mailbox_max_messages: positive(source, &MAILBOX_MAX_MESSAGES)?,
-            mailbox_max_bytes: positive(source, &MAILBOX_MAX_BYTES)?,
-            message_ttl: Duration::from_secs(positive(source, &MESSAGE_TTL_SECS)?),
-            sends_per_second: positive(source, &SENDS_PER_SECOND)?,
-            connections_per_node: positive(source, &CONNECTIONS_PER_NODE)?,
-            max_connections: positive(source, &MAX_CONNECTIONS)?,
-            window: positive(source, &WINDOW)?,
-            ping: Duration::from_secs(positive(source, &PING_SECS)?),
-            idle_timeout: Duration::from_secs(positive(source, &IDLE_TIMEOUT_SECS)?),
-            key_grace: Duration::from_secs(positive(source, &KEY_GRACE_SECS)?),
+            feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
+            max_message: source.require_positive(&MAX_MESSAGE_BYTES)?,
+            mailbox_max_messages: source.require_positive(&MAILBOX_MAX_MESSAGES)?,
+            mailbox_max_bytes: source.require_positive(&MAILBOX_MAX_BYTES)?,
+            message_ttl: source.require_secs(&MESSAGE_TTL_SECS)?,
+            sends_per_second: source.require_positive(&SENDS_PER_SECOND)?,
+            connections_per_node: source.require_positive(&CONNECTIONS_PER_NODE)?,
+            max_connections: source.require_positive(&MAX_CONNECTIONS)?,
+            window: source.require_positive(&WINDOW)?,
+            ping: source.require_secs(&PING_SECS)?,
+            idle_timeout: source.require_secs(&IDLE_TIMEOUT_SECS)?,
+            key_grace: source.require_secs(&KEY_GRACE_SECS)?,
             service,
         };
         if config.max_message > 16 * 1024 * 1024 {

@@ -124,26 +124,6 @@ pub struct VaultConfig {
     pub argon2_iterations: u32,
 }
 
-fn secs(source: &Source, setting: &'static Setting) -> Result<Duration, ConfigError> {
-    let s: u64 = source.require(setting)?;
-    if s == 0 {
-        return Err(ConfigError::Invalid {
-            setting: setting.name,
-            reason: "must be positive".into(),
-        });
-    }
-    Ok(Duration::from_secs(s))
-}
-
-fn required_secret(
-    source: &Source,
-    setting: &'static Setting,
-) -> Result<SecretString, ConfigError> {
-    source.secret(setting)?.ok_or(ConfigError::Missing {
-        setting: setting.name,
-    })
-}
-
 impl VaultConfig {
     /// Every setting the vault reads.
     pub fn all_settings() -> Vec<&'static Setting> {
@@ -161,13 +141,13 @@ impl VaultConfig {
             production_guard(SETTINGS, source)?;
         }
         let config = Self {
-            master_key: required_secret(source, &MASTER_KEY)?,
-            management_api_key: required_secret(source, &MANAGEMENT_API_KEY)?,
-            feed_api_key: required_secret(source, &FEED_API_KEY)?,
-            token_ttl: secs(source, &TOKEN_TTL_SECS)?,
-            token_max_ttl: secs(source, &TOKEN_MAX_TTL_SECS)?,
-            session: secs(source, &SESSION_SECS)?,
-            session_max: secs(source, &SESSION_MAX_SECS)?,
+            master_key: source.require_secret(&MASTER_KEY)?,
+            management_api_key: source.require_secret(&MANAGEMENT_API_KEY)?,
+            feed_api_key: source.require_secret(&FEED_API_KEY)?,
+            token_ttl: source.require_secs(&TOKEN_TTL_SECS)?,
+            token_max_ttl: source.require_secs(&TOKEN_MAX_TTL_SECS)?,
+            session: source.require_secs(&SESSION_SECS)?,
+            session_max: source.require_secs(&SESSION_MAX_SECS)?,
             unlock_attempts_per_minute: source.require(&UNLOCK_ATTEMPTS_PER_MINUTE)?,
             secret_max_bytes: source.require(&SECRET_MAX_BYTES)?,
             metadata_max_bytes: source.require(&METADATA_MAX_BYTES)?,

@@ -278,6 +278,35 @@ impl Source {
         })
     }
 
+    /// A required number that must be above zero (its type's default).
+    pub fn require_positive<T>(&self, setting: &Setting) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Default,
+        T::Err: std::fmt::Display,
+    {
+        let value: T = self.require(setting)?;
+        if value <= T::default() {
+            return Err(ConfigError::Invalid {
+                setting: setting.name,
+                reason: "must be positive".into(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// A required, positive number of seconds.
+    pub fn require_secs(&self, setting: &Setting) -> Result<std::time::Duration, ConfigError> {
+        self.require_positive(setting)
+            .map(std::time::Duration::from_secs)
+    }
+
+    /// A secret that must be set.
+    pub fn require_secret(&self, setting: &Setting) -> Result<SecretString, ConfigError> {
+        self.secret(setting)?.ok_or(ConfigError::Missing {
+            setting: setting.name,
+        })
+    }
+
     /// A boolean switch.
     pub fn switch(&self, setting: &Setting) -> Result<bool, ConfigError> {
         match self.get(setting)? {
@@ -546,6 +575,23 @@ mod tests {
                 .expect("secrets")
                 .contains("T_SECRET_FILE")
         );
+    }
+
+    #[test]
+    fn positive_numbers_seconds_and_required_secrets() {
+        let source = Source::from_env([("T_PLAIN", "0"), ("T_NEEDED", "90")]);
+        let zero = source.require_secs(&PLAIN).expect_err("zero seconds");
+        assert!(zero.to_string().contains("T_PLAIN"), "{zero}");
+        assert_eq!(
+            source.require_secs(&NEEDED).expect("positive"),
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(
+            source.require_positive::<u32>(&NEEDED).expect("positive"),
+            90
+        );
+        let missing = source.require_secret(&SECRET).expect_err("unset");
+        assert!(missing.to_string().contains("T_SECRET"), "{missing}");
     }
 
     #[test]
