@@ -8,7 +8,7 @@ use std::{
 };
 
 use keymesh_core::{
-    ApiError, ErrorCode, ServiceContext,
+    ApiError, ServiceContext,
     audit::{AuditEvent, AuditLog, Outcome},
     capability::{
         Op,
@@ -231,18 +231,12 @@ impl VaultState {
 
     /// Record an event, failing the operation (closed) if it cannot be recorded in time.
     pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
-        self.audit
-            .record(event)
-            .await
-            .map(drop)
-            .map_err(|e| ApiError::new(ErrorCode::AuditUnavailable).caused_by(e))
+        self.audit.record_or_refuse(event).await
     }
 
     /// Record an event whose operation already happened (e.g. a denial); log if it fails.
     pub async fn audit_quiet(&self, event: AuditEvent) {
-        if let Err(err) = self.audit.record(event).await {
-            tracing::error!(error = %err, "audit record for a completed operation was lost");
-        }
+        self.audit.record_quiet(event).await;
     }
 }
 

@@ -8,7 +8,11 @@ use super::{
     AuditEvent,
     chain::{AuditRecord, GENESIS, record_hash},
 };
-use crate::{storage::Db, with_pool};
+use crate::{
+    error::{ApiError, ErrorCode},
+    storage::Db,
+    with_pool,
+};
 
 /// Records one transaction carries at most.
 const MAX_BATCH: usize = 512;
@@ -60,6 +64,24 @@ impl AuditLog {
         match tokio::time::timeout(self.bound, wait).await {
             Ok(Ok(Ok(seq))) => Ok(seq),
             _ => Err(AuditError::Unavailable),
+        }
+    }
+}
+
+impl AuditLog {
+    /// Record an event before the operation it describes takes effect: when the record cannot
+    /// be made durable in time the caller refuses with `503 audit_unavailable` (fail closed).
+    pub async fn record_or_refuse(&self, event: AuditEvent) -> Result<(), ApiError> {
+        self.record(event)
+            .await
+            .map(drop)
+            .map_err(|e| ApiError::new(ErrorCode::AuditUnavailable).caused_by(e))
+    }
+
+    /// Record an event whose operation already happened (e.g. a denial); log if it is lost.
+    pub async fn record_quiet(&self, event: AuditEvent) {
+        if let Err(err) = self.record(event).await {
+            tracing::error!(error = %err, "audit record for a completed operation was lost");
         }
     }
 }
