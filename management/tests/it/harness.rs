@@ -290,6 +290,19 @@ impl Management {
             .await
     }
 
+    /// The status of `GET /v1/session` with a bearer token: is the session alive?
+    pub async fn session_status(&self, token: &str) -> StatusCode {
+        self.bearer(token, "GET", "/v1/session", None).await.status
+    }
+
+    /// The id of the session behind a bearer token.
+    pub async fn session_id(&self, token: &str) -> String {
+        self.bearer(token, "GET", "/v1/session", None).await.body["session"]["id"]
+            .as_str()
+            .expect("session id")
+            .to_owned()
+    }
+
     /// GET the confirm page of a link.
     pub async fn confirm_page(&self, token: &str) -> Reply {
         self.json("GET", &format!("/login/confirm?token={token}"), None, &[])

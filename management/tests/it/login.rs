@@ -343,10 +343,7 @@ async fn the_app_signs_in_with_the_code_or_by_polling_after_the_link_once() {
     let done = m.poll(&request).await;
     assert_eq!(done.body["status"], "complete", "{}", done.body);
     let token = done.body["session"]["token"].as_str().expect("token");
-    assert_eq!(
-        m.bearer(token, "GET", "/v1/session", None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(m.session_status(token).await, StatusCode::OK);
     assert_eq!(m.poll(&request).await.code(), "login_request_expired");
     // The right request id with a wrong secret is nobody's.
     let wrong = m
@@ -458,4 +455,54 @@ async fn no_token_code_or_address_reaches_the_audit_log() {
         .await
         .expect("verify");
     assert!(report.first_broken.is_none(), "{report:?}");
+}
+
+#[tokio::test]
+async fn sign_in_fails_closed_when_its_audit_record_cannot_be_written() {
+    let m = management().await;
+    let email = address("closed");
+    m.user(&email, "member").await;
+    let request = m.app_login(&email).await;
+    let mail = m.smtp.wait_mail(&email, 1).await;
+    keymesh_core::with_pool!(m.state.store.db(), pool =>
+        sqlx::query("DROP TABLE audit_log").execute(pool).await.map(drop))
+    .expect("break the audit log");
+    let started = std::time::Instant::now();
+    let reply = m.submit_code(&request, &mail_code(&mail)).await;
+    assert_eq!(
+        (reply.status, reply.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+        "{}",
+        reply.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded wait");
+    let (sessions,): (i64,) = keymesh_core::with_pool!(m.state.store.db(), pool =>
+        sqlx::query_as("SELECT COUNT(*) FROM sessions").fetch_one(pool).await)
+    .expect("count");
+    assert_eq!(sessions, 0, "no session without its audit record");
+}
+
+#[tokio::test]
+async fn per_ip_limits_answer_429_with_retry_after_on_the_api_and_the_page() {
+    let m = management_with(&[("MANAGEMENT_LOGIN_PER_IP_PER_MINUTE", "2")]).await;
+    for expected in [202, 202, 429] {
+        let reply = m
+            .json(
+                "POST",
+                "/v1/login",
+                Some(json!({ "email": address("ip") })),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status.as_u16(), expected, "{}", reply.body);
+        if expected == 429 {
+            assert_eq!(reply.code(), "rate_limited");
+            assert!(reply.headers.contains_key("retry-after"));
+        }
+    }
+    let page = m.confirm(&format!("kml_{}", "A".repeat(43)), &[]).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(page.headers["keymesh-error-code"], "rate_limited");
+    assert!(page.headers.contains_key("retry-after"));
+    assert!(page.text().contains("rate_limited"), "{}", page.text());
 }

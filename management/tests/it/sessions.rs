@@ -124,9 +124,7 @@ async fn a_session_token_works_only_the_way_it_was_issued() {
     let cookie_token = m.browser_sign_in(&email, 1).await;
     let bearer_token = m.sign_in(&email, 2).await;
     assert_eq!(
-        m.bearer(&cookie_token, "GET", "/v1/session", None)
-            .await
-            .status,
+        m.session_status(&cookie_token).await,
         StatusCode::UNAUTHORIZED
     );
     let as_cookie = format!("__Host-keymesh_session={bearer_token}");
@@ -161,14 +159,8 @@ async fn beyond_the_cap_the_least_recently_used_session_ends() {
     let first = m.sign_in(&email, 1).await;
     let second = m.sign_in(&email, 2).await;
     let third = m.sign_in(&email, 3).await;
-    assert_eq!(
-        m.bearer(&first, "GET", "/v1/session", None).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        m.bearer(&second, "GET", "/v1/session", None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(m.session_status(&first).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(m.session_status(&second).await, StatusCode::OK);
     let list = m.bearer(&third, "GET", "/v1/sessions", None).await;
     let sessions = list.body["sessions"].as_array().expect("sessions");
     assert_eq!(sessions.len(), 2);
@@ -193,15 +185,9 @@ async fn an_idle_session_ends_and_one_in_use_does_not() {
     let busy = m.sign_in(&email, 2).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(
-            m.bearer(&busy, "GET", "/v1/session", None).await.status,
-            StatusCode::OK
-        );
+        assert_eq!(m.session_status(&busy).await, StatusCode::OK);
     }
-    assert_eq!(
-        m.bearer(&idle, "GET", "/v1/session", None).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(m.session_status(&idle).await, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -223,35 +209,20 @@ async fn users_list_and_revoke_only_their_own_sessions() {
         .map(|s| s["id"].as_str().expect("id").to_owned())
         .collect();
     assert_eq!(ids.len(), 2);
-    let bob_session = m.bearer(&b1, "GET", "/v1/session", None).await.body["session"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let bob_session = m.session_id(&b1).await;
     let not_hers = m
         .bearer(&a1, "DELETE", &format!("/v1/sessions/{bob_session}"), None)
         .await;
     assert_eq!(not_hers.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        m.bearer(&b1, "GET", "/v1/session", None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(m.session_status(&b1).await, StatusCode::OK);
 
-    let a2_id = m.bearer(&a2, "GET", "/v1/session", None).await.body["session"]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let a2_id = m.session_id(&a2).await;
     let revoked = m
         .bearer(&a1, "DELETE", &format!("/v1/sessions/{a2_id}"), None)
         .await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        m.bearer(&a2, "GET", "/v1/session", None).await.status,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        m.bearer(&a1, "GET", "/v1/session", None).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(m.session_status(&a2).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(m.session_status(&a1).await, StatusCode::OK);
 }
 
 #[tokio::test]
