@@ -9,7 +9,7 @@ use keymesh_core::{ApiError, ErrorCode, http::bearer_token};
 use crate::{
     rbac::{Action, Role},
     secrets::{Kind, token_hash, well_formed_token},
-    state::{ManagementState, internal},
+    state::ManagementState,
     store::{SessionRow, UserRow, now_ms},
 };
 
@@ -148,7 +148,7 @@ impl FromRequestParts<ManagementState> for Caller {
             .store
             .live_session(&token_hash(&token), idle)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
         // A bearer token must not be replayed as a cookie or the reverse: each kind travels
         // only the way it was issued.
@@ -175,7 +175,7 @@ impl FromRequestParts<ManagementState> for Caller {
                 .store
                 .touch_session(&session.id)
                 .await
-                .map_err(internal)?;
+                .map_err(ApiError::internal)?;
         }
         let role = user.role.parse().map_err(|_| {
             ApiError::with_message(ErrorCode::Internal, "the user's stored role is unknown")

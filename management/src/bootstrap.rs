@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::{
     login::{Issued, issue, normalize_email},
     rbac::Role,
-    state::{ManagementState, internal},
+    state::ManagementState,
     store::{Client, Purpose, UserRow},
 };
 
@@ -32,7 +32,11 @@ pub async fn bootstrap_admin(
     email: &str,
 ) -> Result<Bootstrapped, ApiError> {
     let email = normalize_email(email)?;
-    let existing = state.store.user_by_email(&email).await.map_err(internal)?;
+    let existing = state
+        .store
+        .user_by_email(&email)
+        .await
+        .map_err(ApiError::internal)?;
     let change = match &existing {
         None => "created",
         Some(u) if u.disabled_at_ms.is_some() => "re-enabled",
@@ -55,7 +59,7 @@ pub async fn bootstrap_admin(
             .store
             .insert_user(&email, Role::Admin.as_str())
             .await
-            .map_err(internal)?
+            .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::new(ErrorCode::Conflict))?,
         Some(mut user) => {
             if change != "existing" {
@@ -63,7 +67,7 @@ pub async fn bootstrap_admin(
                     .store
                     .set_admin_enabled(&user.id, Role::Admin.as_str())
                     .await
-                    .map_err(internal)?;
+                    .map_err(ApiError::internal)?;
                 Role::Admin.as_str().clone_into(&mut user.role);
                 user.disabled_at_ms = None;
             }

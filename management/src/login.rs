@@ -31,7 +31,7 @@ use crate::{
     mail::Mail,
     pages,
     secrets::{Kind, NewToken, new_code, token_hash, well_formed_token},
-    state::{ManagementState, internal},
+    state::ManagementState,
     store::{Client, NewLoginRequest, NewSession, Purpose, UserRow, new_id, now_ms},
 };
 
@@ -128,7 +128,7 @@ pub async fn issue(
             match_code: &match_code,
         })
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     Ok(Issued {
         request_id,
         link_token: link.token,
@@ -230,7 +230,7 @@ pub async fn start_session(
         .store
         .user(user_id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .filter(|u| u.disabled_at_ms.is_none())
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
     let id = new_id();
@@ -271,7 +271,7 @@ pub async fn start_session(
             i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX),
         )
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     if evicted > 0 {
         state
             .audit_quiet(
@@ -350,7 +350,7 @@ pub async fn request_login(
         .store
         .user_by_email(&email)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .filter(|u| u.disabled_at_ms.is_none());
     let issued = issue(&state, user.as_ref(), Purpose::Login, body.client, ip).await?;
     state
@@ -415,7 +415,7 @@ pub async fn confirm_page(
         }
         Ok(Some(_)) => pages::confirm(&q.token),
         Ok(None) => link_invalid(),
-        Err(e) => internal(e).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
     }
 }
 
@@ -478,7 +478,7 @@ async fn confirm_inner(
         .store
         .confirm_link(&token_hash(&token))
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
     else {
         state
             .audit_quiet(AuditEvent::new(
@@ -574,7 +574,7 @@ async fn owned_request(
         .store
         .login_request(request_id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
     if !secret_eq(&token_hash(poll_secret), &row.poll_hash) {
         return Err(ApiError::new(ErrorCode::Unauthorized));
@@ -603,7 +603,7 @@ pub async fn poll(
         .store
         .consume_request(&row.id, true)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
     let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
     Ok(Json(json!({ "status": "complete", "session": grant })))
@@ -623,7 +623,7 @@ pub async fn code(
         .store
         .count_code_attempt(&row.id, max)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
     else {
         return Err(ApiError::new(ErrorCode::LoginAttemptsExhausted));
     };
@@ -653,7 +653,7 @@ pub async fn code(
         .store
         .consume_request(&row.id, false)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
     let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
     Ok(Json(json!({ "status": "complete", "session": grant })))

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::{Caller, clear_session_cookie},
     login::UserSummary,
-    state::{ManagementState, internal},
+    state::ManagementState,
     store::SessionRow,
 };
 
@@ -62,7 +62,7 @@ pub async fn list(
         .store
         .sessions_of(&caller.user.id, idle)
         .await
-        .map_err(internal)?;
+        .map_err(ApiError::internal)?;
     let items: Vec<Value> = sessions
         .iter()
         .map(|s| session_json(s, &caller.session.id))
@@ -78,7 +78,7 @@ async fn end(state: &ManagementState, caller: &Caller, id: &str) -> Result<(), A
         .store
         .revoke_session(&caller.user.id, id)
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
     {
         return Err(ApiError::with_message(
             ErrorCode::NotFound,

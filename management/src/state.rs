@@ -129,8 +129,3 @@ impl ManagementState {
         self.audit.record_quiet(event).await;
     }
 }
-
-/// Storage failures become a logged 500 without detail.
-pub fn internal(e: StorageError) -> ApiError {
-    ApiError::internal(e)
-}

@@ -17,7 +17,7 @@ use crate::{
     auth::Caller,
     login::{invite_mail, issue, normalize_email},
     rbac::{Action, Role},
-    state::{ManagementState, internal},
+    state::ManagementState,
     store::{Client, Purpose},
 };
 
@@ -59,7 +59,7 @@ pub async fn invite(
         .store
         .insert_user(&email, role.as_str())
         .await
-        .map_err(internal)?
+        .map_err(ApiError::internal)?
     else {
         state
             .audit_quiet(
@@ -107,6 +107,10 @@ pub async fn list(
             "limit must be between 1 and 500",
         ));
     }
-    let users = state.store.users(&q.after, limit).await.map_err(internal)?;
+    let users = state
+        .store
+        .users(&q.after, limit)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({ "users": users })))
 }
