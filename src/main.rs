@@ -109,7 +109,7 @@ async fn bootstrap_admin(source: &Source, email: &str) -> Result<(), BoxError> {
     let state = keymesh_management::ManagementState::open(ctx.clone(), config)?;
     let done = keymesh_management::bootstrap::bootstrap_admin(&state, email)
         .await
-        .map_err(|e| format!("bootstrap failed: {}", e.code()))?;
+        .map_err(|e| format!("bootstrap failed: {}", keymesh_core::error::error_chain(&e)))?;
     println!(
         "Admin {} ({}): {}
 Sign in within {} minutes (the link works once):
@@ -232,7 +232,11 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
                 )),
                 Err(e) => {
                     shutdown.cancel();
-                    return Err(format!("bootstrapping the dev admin failed: {}", e.code()).into());
+                    return Err(format!(
+                        "bootstrapping the dev admin failed: {}",
+                        keymesh_core::error::error_chain(&e)
+                    )
+                    .into());
                 }
             }
         }

@@ -138,6 +138,45 @@ async fn migrate_applies_on_the_selected_backend_and_refuses_a_foreign_database(
     );
 }
 
+#[tokio::test]
+async fn bootstrap_admin_creates_the_admin_and_prints_a_one_time_link() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = vec![
+        ("KEYMESH_ENV", "development".to_owned()),
+        ("MANAGEMENT_DATABASE_URL", db.url_for_process()),
+        (
+            "MANAGEMENT_SECRET_KEY",
+            "bootstrap-test-secret-0123456789abcdef".to_owned(),
+        ),
+    ];
+    let run = |email: &str| {
+        let mut run = Keymesh::start(
+            dir.path(),
+            &["management", "bootstrap-admin", "--email", email],
+            &env,
+        );
+        let status = run.wait(START);
+        (status.code(), run.output())
+    };
+    let (code, output) = run("Ops@Example.com");
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("Admin ops@example.com"), "{output}");
+    assert!(output.contains(": created"), "{output}");
+    let token = output
+        .split("token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no link:\n{output}"));
+    assert!(token.starts_with("kml_"), "{token}");
+    let (code, output) = run("ops@example.com");
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains(": existing"), "{output}");
+    let (code, output) = run("not an address");
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("email is not an address"), "{output}");
+}
+
 #[test]
 fn production_guard_refuses_to_start_and_names_the_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
