@@ -191,10 +191,14 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .into());
     }
     let credentials = dev_secrets(&mut source)?;
-    let configs = ServiceName::ALL
+    let mut configs = ServiceName::ALL
         .into_iter()
         .map(|name| load_service(name, &source, Environment::Development))
         .collect::<Result<Vec<_>, _>>()?;
+    // Management calls the vault and tells enrolling nodes where the relay is: it starts last,
+    // pointed at both (unless they were set explicitly).
+    configs.sort_by_key(|c| matches!(c, Service::Management(_)));
+    let vault_key = source.require_secret(&keymesh_vault::config::MANAGEMENT_API_KEY)?;
     init_logs(&service_common(&configs[0]))?;
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
@@ -209,6 +213,25 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
         {
             relay.vault_url = Some(format!("http://{}", vault.addr));
+        }
+        if let Service::Management(management) = &mut config {
+            let addr_of = |name| {
+                running
+                    .iter()
+                    .find(|r| r.name == name)
+                    .map(|r| format!("http://{}", r.addr))
+            };
+            if management.vault.is_none()
+                && let Some(url) = addr_of(ServiceName::Vault)
+            {
+                management.vault = Some(keymesh_management::config::VaultLink {
+                    url,
+                    api_key: vault_key.clone(),
+                });
+            }
+            if management.relay_url.is_none() {
+                management.relay_url = addr_of(ServiceName::Relay);
+            }
         }
         match services::start(config, shutdown.clone()).await {
             Ok(service) => running.push(service),

@@ -184,7 +184,9 @@ impl Drop for TempFile {
     }
 }
 
-fn write_atomic(path: &Path, contents: &[u8], overwrite: bool) -> Result<(), KeyFileError> {
+/// Write `contents` to a new file readable by its owner only (0600), atomically: a temporary
+/// file, synced, then renamed (`overwrite`) or linked (never replacing an existing file).
+pub fn write_atomic(path: &Path, contents: &[u8], overwrite: bool) -> Result<(), KeyFileError> {
     let name = path.file_name().ok_or_else(|| KeyFileError::Io {
         path: path.to_path_buf(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "not a file path"),

@@ -8,5 +8,7 @@ pub mod envelope;
 pub mod keyfile;
 /// A node's identity key and versioned encryption keys; rotation and signed key statements.
 pub mod keys;
+/// Enrollment with the management server (one-time code, identity key, first token).
+pub mod management;
 /// The relay client: key publication and lookup, the reconnecting connection, send and receive.
 pub mod relay;

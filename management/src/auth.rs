@@ -40,6 +40,12 @@ impl Caller {
         format!("user:{}", self.user.id)
     }
 
+    /// Whether the caller's role holds `action` (re-authentication aside): for choosing what
+    /// to show, never as the check before acting.
+    pub fn holds(&self, state: &ManagementState, action: Action) -> bool {
+        state.config.rbac.allows(self.role, action)
+    }
+
     /// May this caller perform `action`? Admin actions also need a recent sign-in.
     pub fn require(&self, state: &ManagementState, action: Action) -> Result<(), ApiError> {
         if !state.config.rbac.allows(self.role, action) {

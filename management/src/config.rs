@@ -89,7 +89,31 @@ pub const MAIL_FROM: Setting = Setting::value(
 .default("Keymesh <keymesh@localhost>")
 .required_in_production();
 
-/// The management server's own settings, in documentation order.
+/// `MANAGEMENT_ENROLL_TTL_SECS`.
+pub const ENROLL_TTL_SECS: Setting = Setting::value(
+    "MANAGEMENT_ENROLL_TTL_SECS",
+    "How long a node enrollment code stays valid (it enrolls one node, once).",
+)
+.default("900");
+/// `MANAGEMENT_VAULT_URL`.
+pub const VAULT_URL: Setting = Setting::value(
+    "MANAGEMENT_VAULT_URL",
+    "Base URL of the vault management calls to register nodes, mint tokens, revoke and lock (e.g. `https://vault.internal:7801`). Unset outside production: enrollment and revocation answer `unavailable`.",
+)
+.required_in_production();
+/// `MANAGEMENT_VAULT_API_KEY`.
+pub const VAULT_API_KEY: Setting = Setting::secret(
+    "MANAGEMENT_VAULT_API_KEY",
+    "The credential management presents to the vault (the vault's MANAGEMENT_API_KEY).",
+)
+.required_in_production();
+/// `MANAGEMENT_RELAY_URL`.
+pub const RELAY_URL: Setting = Setting::value(
+    "MANAGEMENT_RELAY_URL",
+    "Relay base URL handed to nodes when they enroll (so `keymeshctl enroll` can publish their keys); nodes may be told another one.",
+);
+
+/// The management server's own settings, in documentation order./// The management server's own settings, in documentation order.
 pub const SETTINGS: &[&Setting] = &[
     &SECRET_KEY,
     &RBAC_FILE,
@@ -104,6 +128,10 @@ pub const SETTINGS: &[&Setting] = &[
     &REAUTH_SECS,
     &SMTP_URL,
     &MAIL_FROM,
+    &ENROLL_TTL_SECS,
+    &VAULT_URL,
+    &VAULT_API_KEY,
+    &RELAY_URL,
 ];
 
 /// Where sign-in mail goes.
@@ -146,6 +174,21 @@ pub struct ManagementConfig {
     pub mail: MailConfig,
     /// Sender address.
     pub mail_from: String,
+    /// Enrollment code lifetime.
+    pub enroll_ttl: Duration,
+    /// The vault and management's credential for it, when configured.
+    pub vault: Option<VaultLink>,
+    /// Relay URL for enrolling nodes.
+    pub relay_url: Option<String>,
+}
+
+/// Where the vault is and how management authenticates to it.
+#[derive(Clone, Debug)]
+pub struct VaultLink {
+    /// Base URL, without a trailing slash.
+    pub url: String,
+    /// The vault's `MANAGEMENT_API_KEY`.
+    pub api_key: SecretString,
 }
 
 fn load_rbac(source: &Source) -> Result<Rbac, ConfigError> {
@@ -218,6 +261,29 @@ impl ManagementConfig {
             reauth: source.require_secs(&REAUTH_SECS)?,
             mail,
             mail_from: source.require(&MAIL_FROM)?,
+            enroll_ttl: source.require_secs(&ENROLL_TTL_SECS)?,
+            vault: match (source.get(&VAULT_URL)?, source.secret(&VAULT_API_KEY)?) {
+                (Some(url), Some(api_key)) => Some(VaultLink {
+                    url: url.trim_end_matches('/').to_owned(),
+                    api_key,
+                }),
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(ConfigError::Invalid {
+                        setting: VAULT_API_KEY.name,
+                        reason: "is needed with MANAGEMENT_VAULT_URL".into(),
+                    });
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        setting: VAULT_URL.name,
+                        reason: "is needed with MANAGEMENT_VAULT_API_KEY".into(),
+                    });
+                }
+            },
+            relay_url: source
+                .get(&RELAY_URL)?
+                .map(|u: String| u.trim_end_matches('/').to_owned()),
             service,
         };
         if config.session_idle > config.session_max {
@@ -269,6 +335,11 @@ mod tests {
             ),
             ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
             ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+            (
+                "MANAGEMENT_VAULT_URL",
+                "https://vault.internal:7801".to_owned(),
+            ),
+            ("MANAGEMENT_VAULT_API_KEY", "v".repeat(40)),
             (
                 "MANAGEMENT_SMTP_URL",
                 "smtp://u:hunter2-hunter2-hunter2-hunter2@mail.example.com:587".to_owned(),

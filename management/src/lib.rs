@@ -5,6 +5,9 @@
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod directory;
+pub mod enroll;
+pub mod groups;
 pub mod login;
 pub mod mail;
 pub mod pages;
@@ -14,6 +17,7 @@ pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod users;
+pub mod vault;
 
 pub use config::ManagementConfig;
 pub use rbac::{Action, Rbac, RbacError, Role};
@@ -21,7 +25,7 @@ pub use state::{ManagementState, StartError};
 
 use axum::{
     Router,
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use keymesh_core::ServiceContext;
 
@@ -40,6 +44,19 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/sessions/{id}", delete(sessions::revoke))
         .route("/v1/logout", post(sessions::logout))
         .route("/v1/users", get(users::list).post(users::invite))
+        .route("/v1/groups", get(groups::list).post(groups::create))
+        .route("/v1/groups/{id}", get(groups::show))
+        .route(
+            "/v1/groups/{id}/members/{user}",
+            put(groups::add_member).delete(groups::remove_member),
+        )
+        .route(
+            "/v1/groups/{id}/enrollment-codes",
+            post(groups::create_code),
+        )
+        .route("/v1/nodes", get(groups::nodes))
+        .route("/v1/nodes/{id}/ceiling", put(groups::set_ceiling))
+        .route("/v1/enroll", post(enroll::enroll))
         .with_state(state)
 }
 

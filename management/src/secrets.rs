@@ -1,6 +1,6 @@
 //! One-time tokens, sign-in codes and keyed hashes.
 //!
-//! Tokens (sign-in links, poll secrets, sessions) are 32 random bytes, sent base64url behind a
+//! Tokens (sign-in links, poll secrets, sessions, enrollment codes) are 32 random bytes, sent base64url behind a
 //! `km<kind>_` prefix (decision 0004: scanners and the log redactor recognise them) and stored
 //! only as their SHA-256: a database dump gives nothing to replay, and looking a row up by the
 //! hash of a 256-bit secret reveals nothing useful about it. Sign-in codes are short (40 bits),
@@ -31,6 +31,8 @@ pub enum Kind {
     Link,
     /// A sign-in request's poll secret (`kmp_`).
     Poll,
+    /// A node enrollment code (`kme_`).
+    Enroll,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
             Self::Session => "kms_",
             Self::Link => "kml_",
             Self::Poll => "kmp_",
+            Self::Enroll => "kme_",
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::{
     mail::{MailCounters, Mailer},
     secrets::Keyed,
     store::Store,
+    vault::VaultClient,
 };
 
 /// How long a sensitive operation waits for its audit record before failing.
@@ -40,6 +41,8 @@ pub struct Inner {
     pub mailer: Mailer,
     /// Central audit chain.
     pub audit: AuditLog,
+    /// The vault, as management calls it.
+    pub vault: VaultClient,
     /// Sign-in requests per address (keyed by the address's HMAC).
     pub login_by_email: KeyedLimit<String>,
     /// Sign-in requests, confirmations, polls and code attempts per client IP.
@@ -84,6 +87,7 @@ impl ManagementState {
             store: Store::new(ctx.db.clone()),
             keyed: Keyed::new(config.secret_key.clone()),
             audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
+            vault: VaultClient::new(config.vault.clone()),
             login_by_email: KeyedLimit::per_period(
                 config.login_per_email_per_hour,
                 Duration::from_secs(3600),

@@ -6,6 +6,9 @@
 //!   keys init --node ID     create the key file; prints the node id, identity public key, key version
 //!   keys rotate             new encryption key version; saved, and published if relay and token are given
 //!   keys show               the key file's public parts
+//!   enroll --code C --management URL [--node ID]
+//!                           enroll with a one-time code: creates the key file if missing (--node),
+//!                           saves the first token to the token file, publishes keys to the relay
 //!   send --to NODE [--file F]               send F (or stdin); prints the message id and duplicate flag
 //!   listen [--count N] [--timeout-secs S]   print and acknowledge messages; stop after N or S idle seconds
 //! ```
@@ -13,7 +16,10 @@
 //! Settings: `--relay` or `KEYMESH_RELAY_URL`; `--keys` or `KEYMESH_KEYS` (default
 //! `./keymesh-node-keys.json`); the key file passphrase from `KEYMESH_PASSPHRASE` or
 //! `--passphrase-file` (never a flag: command lines are visible to other users);
-//! `--token-file` or `KEYMESH_TOKEN_FILE` (the token as URL-safe base64 text).
+//! `--token-file` or `KEYMESH_TOKEN_FILE` (the token as URL-safe base64 text; `enroll` writes
+//! it, default `./keymesh-node-token`); `--management` or `KEYMESH_MANAGEMENT_URL`; the
+//! enrollment code from `--code` or `KEYMESH_ENROLL_CODE` (codes are single use and expire
+//! within minutes, but the variable keeps it out of the process list).
 //!
 //! Exit codes: 0 ok; 1 other error; 2 usage or configuration; 3 authentication or
 //! authorization refused (`invalid_token`, `token_expired`, `revoked`, `forbidden`, `proof_*`);
@@ -33,10 +39,11 @@ use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use keymesh_client::{
     keyfile::{self, KdfCost, KeyFileError},
     keys::{KeysError, NodeKeys},
+    management::EnrollError,
     relay::{ClientOptions, ErrorKind, Incoming, RelayClient, RelayError},
 };
 use keymesh_core::http::node::TOKEN_B64;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -55,9 +62,12 @@ Environment:
   KEYMESH_RELAY_URL   relay base URL (--relay)
   KEYMESH_KEYS        key file (--keys)
   KEYMESH_PASSPHRASE  key file passphrase (or --passphrase-file)
-  KEYMESH_TOKEN_FILE  token file (--token-file)";
+  KEYMESH_TOKEN_FILE  token file (--token-file)
+  KEYMESH_MANAGEMENT_URL  management base URL (enroll --management)
+  KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)";
 
 const DEFAULT_KEYS: &str = "./keymesh-node-keys.json";
+const DEFAULT_TOKEN: &str = "./keymesh-node-token";
 /// Largest message read from a file or stdin (the relay's default limit is 256 KiB).
 const MAX_INPUT: u64 = 16 << 20;
 
@@ -146,6 +156,13 @@ fn cli() -> Command {
                     "Make a new encryption key version; publish it when a relay and token are given",
                 ))
                 .subcommand(Command::new("show").about("Show the key file's public keys and versions")),
+        )
+        .subcommand(
+            Command::new("enroll")
+                .about("Enroll this node with a one-time code: key file (created with --node if missing), first token, keys published to the relay")
+                .arg(Arg::new("code").long("code").value_name("CODE").help("The enrollment code [env: KEYMESH_ENROLL_CODE]"))
+                .arg(Arg::new("management").long("management").value_name("URL").help("Management base URL [env: KEYMESH_MANAGEMENT_URL]"))
+                .arg(Arg::new("node").long("node").value_name("ID").help("Node id for a new key file (an existing key file names its node)")),
         )
         .subcommand(
             Command::new("send")
@@ -351,6 +368,116 @@ async fn keys_rotate(s: &Settings) -> Result<(), Failure> {
     Ok(())
 }
 
+impl From<EnrollError> for Failure {
+    fn from(e: EnrollError) -> Self {
+        let exit = match &e {
+            EnrollError::InvalidUrl(_) => 2,
+            EnrollError::Refused {
+                status: 401 | 403, ..
+            } => 3,
+            EnrollError::Unreachable(_) => 5,
+            _ => 1,
+        };
+        Self {
+            exit,
+            code: e.code().to_owned(),
+            message: e.to_string(),
+        }
+    }
+}
+
+async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
+    let code = Zeroizing::new(setting(m, "code", "KEYMESH_ENROLL_CODE").ok_or_else(|| {
+        Failure::config(
+            "code_missing",
+            "no enrollment code: pass --code or set KEYMESH_ENROLL_CODE",
+        )
+    })?);
+    let management = setting(m, "management", "KEYMESH_MANAGEMENT_URL").ok_or_else(|| {
+        Failure::config(
+            "management_not_configured",
+            "enroll needs --management (or KEYMESH_MANAGEMENT_URL)",
+        )
+    })?;
+    let passphrase = s.passphrase()?;
+    let (keys, created) = if s.keys.exists() {
+        let keys = keyfile::load(&s.keys, &passphrase)?;
+        if let Some(node) = m.get_one::<String>("node")
+            && node != keys.node()
+        {
+            return Err(Failure::config(
+                "node_mismatch",
+                format!(
+                    "{} belongs to node {}, not {node}",
+                    s.keys.display(),
+                    keys.node()
+                ),
+            ));
+        }
+        (keys, false)
+    } else {
+        let node = m.get_one::<String>("node").ok_or_else(|| {
+            Failure::config(
+                "node_missing",
+                format!(
+                    "{} does not exist: pass --node ID to create it",
+                    s.keys.display()
+                ),
+            )
+        })?;
+        let keys = NodeKeys::generate(node)?;
+        keyfile::save(&s.keys, &keys, &passphrase, KdfCost::DEFAULT, false)?;
+        (keys, true)
+    };
+    let enrolled =
+        keymesh_client::management::enroll(&management, &code, &keys, Duration::from_secs(30))
+            .await?;
+    let token_path = s
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN));
+    keyfile::write_atomic(&token_path, enrolled.token.expose_secret().as_bytes(), true)?;
+    let relay = s.relay.clone().or(enrolled.relay_url.clone());
+    let mut value = json!({
+        "node": enrolled.node,
+        "group": enrolled.group,
+        "ceiling": enrolled.ceiling,
+        "token_id": enrolled.token_id,
+        "expires_at": enrolled.expires_at,
+        "token_file": token_path.display().to_string(),
+        "key_file_created": created,
+        "relay": relay,
+    });
+    if let Some(relay) = &relay {
+        let token = read_token(&token_path)?;
+        let client = RelayClient::new(keys, token, relay, options(2))?;
+        client.publish_keys().await.map_err(|e| {
+            let mut f = Failure::from(e);
+            f.message = format!(
+                "enrolled and saved the token to {}, but publishing the keys to {relay} failed ({}); `keymeshctl send` and `listen` publish them again",
+                token_path.display(),
+                f.message
+            );
+            f
+        })?;
+    }
+    value["published"] = json!(relay.is_some());
+    let text = format!(
+        "enrolled node {} into group {} (ceiling {})\ntoken saved to {} (expires at unix {})\n{}",
+        enrolled.node,
+        enrolled.group,
+        enrolled.ceiling,
+        token_path.display(),
+        enrolled.expires_at,
+        match &relay {
+            Some(r) => format!("keys published to {r}"),
+            None => "keys not published (no relay given or suggested)".to_owned(),
+        }
+    );
+    print(s.json, &value, &text);
+    Ok(())
+}
+
 fn read_input(file: Option<&String>) -> Result<Zeroizing<Vec<u8>>, Failure> {
     let mut out = Zeroizing::new(Vec::new());
     let read = match file {
@@ -492,6 +619,7 @@ async fn run(m: &ArgMatches) -> Result<(), Failure> {
             Some(("show", _)) => keys_show(&s),
             _ => Err(Failure::config("usage", "unknown keys command")),
         },
+        Some(("enroll", em)) => enroll(&s, em).await,
         Some(("send", sm)) => send(&s, sm).await,
         Some(("listen", lm)) => listen(&s, lm).await,
         _ => Err(Failure::config("usage", "unknown command")),

@@ -219,6 +219,56 @@ pub fn verify_challenge(
     verify_signature(node_key, &challenge_message(challenge, token_hash), sig)
 }
 
+/// What a node signs to enroll: the code it presents (as its SHA-256), its id and its identity
+/// key, so the key's holder, and only it, can enroll that key with that code.
+fn enrollment_message(code: &str, node_id: &str, node_key: &[u8; 32]) -> Vec<u8> {
+    let mut m = b"keymesh-enroll-v1\n".to_vec();
+    m.extend_from_slice(node_id.as_bytes());
+    m.push(b'\n');
+    m.extend_from_slice(node_key);
+    m.push(b'\n');
+    m.extend_from_slice(&Sha256::digest(code.as_bytes()));
+    m
+}
+
+/// Sign an enrollment request.
+pub fn sign_enrollment(key: &SigningKey, code: &str, node_id: &str) -> [u8; 64] {
+    key.sign(&enrollment_message(
+        code,
+        node_id,
+        key.verifying_key().as_bytes(),
+    ))
+    .to_bytes()
+}
+
+/// Verify an enrollment request's signature by the key it enrolls.
+pub fn verify_enrollment(
+    node_key: &VerifyingKey,
+    code: &str,
+    node_id: &str,
+    sig: &[u8; 64],
+) -> Result<(), PopError> {
+    verify_signature(
+        node_key,
+        &enrollment_message(code, node_id, node_key.as_bytes()),
+        sig,
+    )
+}
+
+/// A node's Ed25519 identity key from hex, refusing malformed and weak (small-order) keys.
+pub fn identity_key(hex_key: &str) -> Result<VerifyingKey, &'static str> {
+    let raw: [u8; 32] = hex::decode(hex_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("public_key must be 32 bytes of hex")?;
+    let key =
+        VerifyingKey::from_bytes(&raw).map_err(|_| "public_key is not a valid Ed25519 key")?;
+    if key.is_weak() {
+        return Err("public_key is a weak Ed25519 key");
+    }
+    Ok(key)
+}
+
 /// Nonces seen within the window. Bounded: when full of live entries it refuses new proofs
 /// (fail closed) instead of forgetting old ones.
 #[derive(Debug)]

@@ -179,6 +179,14 @@ pub struct Right {
 pub const RELAY_NAMESPACE: &str = "relay";
 
 impl Right {
+    /// `write` on `relay/*`: send to every node of the holder's own group.
+    pub fn send_to_group() -> Self {
+        Self {
+            resource: ResourcePattern(format!("{RELAY_NAMESPACE}/*")),
+            op: Op::Write,
+        }
+    }
+
     /// Whether this is a relay send right. Sending is not a secret operation: the ceiling,
     /// which orders secret operations, does not apply to it.
     pub fn is_relay_send(&self) -> bool {

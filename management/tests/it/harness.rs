@@ -158,6 +158,87 @@ pub struct Management {
     pub smtp: Smtp,
     #[allow(dead_code)]
     pub db: TestDb,
+    /// The vault it calls, when started with one.
+    pub vault: Option<VaultServer>,
+}
+
+/// The vault's management credential in tests.
+pub const VAULT_KEY: &str = "management-key-0123456789abcdef0123456789";
+
+/// A real vault over its own database, serving HTTP on loopback; stopped when dropped.
+pub struct VaultServer {
+    pub state: keymesh_vault::VaultState,
+    pub url: String,
+    _db: TestDb,
+    stop: CancellationToken,
+}
+
+impl Drop for VaultServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl VaultServer {
+    pub async fn start() -> Self {
+        let db = TestDb::new().await;
+        let source = Source::from_env([
+            ("VAULT_DATABASE_URL", db.url_for_process()),
+            (
+                "VAULT_MASTER_KEY",
+                "master-key-0123456789abcdef0123456789abcdef".to_owned(),
+            ),
+            ("MANAGEMENT_API_KEY", VAULT_KEY.to_owned()),
+            (
+                "VAULT_FEED_API_KEY",
+                "feed-key-0123456789abcdef0123456789abcdef".to_owned(),
+            ),
+            ("RATE_LIMIT_IP_BURST", "100000".to_owned()),
+            ("RATE_LIMIT_IP_PER_SECOND", "100000".to_owned()),
+            ("RATE_LIMIT_PRINCIPAL_BURST", "100000".to_owned()),
+            ("RATE_LIMIT_PRINCIPAL_PER_SECOND", "100000".to_owned()),
+        ]);
+        let config = keymesh_vault::VaultConfig::load(&source, Environment::Development)
+            .expect("vault config");
+        let pool = Db::open_for(ServiceName::Vault, db.url())
+            .await
+            .expect("vault db");
+        let stop = CancellationToken::new();
+        let ctx = ServiceContext::with_db(config.service.clone(), pool, stop.clone());
+        let (router, state) = keymesh_vault::router(ctx, config).await.expect("vault");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let shutdown = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+        });
+        Self {
+            state,
+            url,
+            _db: db,
+            stop,
+        }
+    }
+}
+
+/// Management calling a real vault.
+pub async fn management_with_vault() -> Management {
+    let vault = VaultServer::start().await;
+    let mut m = management_with(&[
+        ("MANAGEMENT_VAULT_URL", &vault.url),
+        ("MANAGEMENT_VAULT_API_KEY", VAULT_KEY),
+        ("MANAGEMENT_RELAY_URL", "http://127.0.0.1:7802"),
+    ])
+    .await;
+    m.vault = Some(vault);
+    m
 }
 
 /// Response status, headers and body (JSON, or the text under `"text"`).
@@ -221,6 +302,7 @@ pub async fn management_with(extra: &[(&'static str, &str)]) -> Management {
         state,
         smtp,
         db,
+        vault: None,
     }
 }
 

@@ -41,28 +41,9 @@ pub struct NodeBody {
 }
 
 fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
-    let raw: [u8; 32] = hex::decode(hex_key)
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| {
-            ApiError::with_message(
-                ErrorCode::InvalidRequest,
-                "public_key must be 32 bytes of hex",
-            )
-        })?;
-    let key = ed25519_dalek::VerifyingKey::from_bytes(&raw).map_err(|_| {
-        ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "public_key is not a valid Ed25519 key",
-        )
-    })?;
-    if key.is_weak() {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "public_key is a weak Ed25519 key",
-        ));
-    }
-    Ok(raw)
+    keymesh_core::capability::pop::identity_key(hex_key)
+        .map(|k| k.to_bytes())
+        .map_err(|reason| ApiError::with_message(ErrorCode::InvalidRequest, reason))
 }
 
 /// `PUT /v1/nodes/{node_id}` (management): register or update a node and its ceiling.
@@ -189,6 +170,9 @@ pub struct MintBody {
     rights: Vec<Right>,
     #[serde(default)]
     ttl_secs: Option<u64>,
+    /// The management approval request that allows rights above the node's ceiling.
+    #[serde(default)]
+    approval: Option<Ident>,
 }
 
 fn check_rights_count(rights: &[Right]) -> Result<(), ApiError> {
@@ -346,8 +330,9 @@ impl VaultState {
     }
 }
 
-/// `POST /v1/tokens` (management): mint a node's first token. Rights above its ceiling are
-/// refused with `approval_required`, never truncated.
+/// `POST /v1/tokens` (management): mint a node's token. Rights above its ceiling are refused
+/// with `approval_required`, never truncated, unless the request names the approval that
+/// allowed them.
 pub async fn mint(
     State(state): State<VaultState>,
     _: Management,
@@ -356,14 +341,18 @@ pub async fn mint(
     check_rights_count(&body.rights)?;
     let node = state.registered(&body.node_id).await?;
     let excess = above_ceiling(&body.rights, node_ceiling(&node)?);
-    refuse_excess(
-        &state,
-        "service:management".into(),
-        "token.mint",
-        &node.node_id,
-        &excess,
-    )
-    .await?;
+    // Management decides ceilings; above one it mints only what a human approval allowed,
+    // and names that approval so both audit logs tie the token to it.
+    if body.approval.is_none() {
+        refuse_excess(
+            &state,
+            "service:management".into(),
+            "token.mint",
+            &node.node_id,
+            &excess,
+        )
+        .await?;
+    }
     let ttl = state.lifetime(body.ttl_secs)?;
     let grant = uuid::Uuid::new_v4().simple().to_string();
     let lineage = vec![grant.clone()];
@@ -376,7 +365,8 @@ pub async fn mint(
                 Outcome::Success,
             )
             .with_details(
-                json!({ "grant": grant, "rights": body.rights, "ttl_secs": ttl.as_secs() }),
+                json!({ "grant": grant, "rights": body.rights, "ttl_secs": ttl.as_secs(),
+                    "approval": body.approval, "above_ceiling": excess.above_ceiling }),
             ),
         )
         .await?;

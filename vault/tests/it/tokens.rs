@@ -99,6 +99,27 @@ async fn mint_above_the_ceiling_asks_for_approval_and_never_truncates() {
         "{reply:?}"
     );
     assert!(reply.1.get("token").is_none());
+
+    // Management names the approval that allowed the excess: minted, and both tied together
+    // in the vault's audit record.
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "agent", "approval": "apr-1", "rights": [
+        { "resource": "db/*", "op": "read" }, { "resource": "db/*", "op": "write" } ] })),
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let details: Vec<(String,)> = keymesh_core::with_pool!(v.state.store.db(), pool =>
+        sqlx::query_as("SELECT details FROM audit_log WHERE action = 'token.mint' AND outcome = 'success'").fetch_all(pool).await)
+    .expect("audit");
+    assert!(
+        details
+            .iter()
+            .any(|(d,)| d.contains("apr-1") && d.contains("\"write\"")),
+        "{details:?}"
+    );
 }
 
 #[tokio::test]

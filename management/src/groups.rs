@@ -1,0 +1,407 @@
+//! Groups, their members, node ceilings and enrollment codes.
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+};
+use http::StatusCode;
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    capability::{Ceiling, Op, Right, rights::above_ceiling, token::MAX_RIGHTS},
+    http::extract::Json as JsonBody,
+    ident::Ident,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Caller,
+    directory::{GroupRow, NewCode},
+    rbac::Action,
+    secrets::{Kind, NewToken},
+    state::ManagementState,
+    store::now_ms,
+};
+
+/// `POST /v1/groups` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateGroup {
+    id: Ident,
+    /// Highest secret operation a node of the group gets without approval (default `list`).
+    #[serde(default)]
+    node_ceiling: Option<Op>,
+}
+
+/// `POST /v1/groups` (groups:manage).
+pub async fn create(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateGroup>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&state, Action::GroupsManage)?;
+    let ceiling = body.node_ceiling.unwrap_or(Ceiling::AGENT.0);
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "group.create",
+                format!("group:{}", body.id),
+                Outcome::Success,
+            )
+            .with_details(json!({ "node_ceiling": ceiling })),
+        )
+        .await?;
+    let group = state
+        .store
+        .insert_group(&body.id, ceiling.as_str(), &caller.actor())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::Conflict, "this group exists"))?;
+    Ok((StatusCode::CREATED, Json(json!({ "group": group }))))
+}
+
+/// `GET /v1/groups`: every group for holders of users:read, else the caller's own.
+pub async fn list(
+    State(state): State<ManagementState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let member = (!caller.holds(&state, Action::UsersRead)).then_some(caller.user.id.as_str());
+    let groups = state
+        .store
+        .groups(member)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "groups": groups })))
+}
+
+/// The group, if the caller may see it: holders of users:read see every group, members their
+/// own. Others get the same `not_found` as for a group that does not exist.
+async fn visible_group(
+    state: &ManagementState,
+    caller: &Caller,
+    id: &str,
+) -> Result<GroupRow, ApiError> {
+    let group = state.store.group(id).await.map_err(ApiError::internal)?;
+    let visible = match &group {
+        Some(_) if caller.holds(state, Action::UsersRead) => true,
+        Some(_) => state
+            .store
+            .is_member(id, &caller.user.id)
+            .await
+            .map_err(ApiError::internal)?,
+        None => false,
+    };
+    group
+        .filter(|_| visible)
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such group"))
+}
+
+/// `GET /v1/groups/{id}`: the group, its members and its nodes.
+pub async fn show(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+) -> Result<Json<Value>, ApiError> {
+    let group = visible_group(&state, &caller, &id).await?;
+    let members = state.store.members(&id).await.map_err(ApiError::internal)?;
+    let nodes = state
+        .store
+        .nodes(Some(&id), None)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "group": group, "members": members, "nodes": nodes }),
+    ))
+}
+
+/// `PUT /v1/groups/{id}/members/{user}` (groups:manage).
+pub async fn add_member(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path((id, user)): Path<(Ident, Ident)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::GroupsManage)?;
+    existing_group(&state, &id).await?;
+    if state
+        .store
+        .user(&user)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
+        return Err(ApiError::with_message(ErrorCode::NotFound, "no such user"));
+    }
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "group.member.add",
+                format!("group:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "user": user })),
+        )
+        .await?;
+    let added = state
+        .store
+        .add_member(&id, &user)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "group": id, "user": user, "added": added })))
+}
+
+/// `DELETE /v1/groups/{id}/members/{user}` (groups:manage). Refused while the user still has
+/// enabled nodes in the group: disable them (or revoke the user's tokens) first, so that
+/// leaving a group never leaves a working node behind unnoticed.
+pub async fn remove_member(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path((id, user)): Path<(Ident, Ident)>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(&state, Action::GroupsManage)?;
+    existing_group(&state, &id).await?;
+    let enabled = state
+        .store
+        .nodes(Some(&id), Some(&user))
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter(|n| n.disabled_at_ms.is_none())
+        .map(|n| n.id)
+        .collect::<Vec<_>>();
+    if !enabled.is_empty() {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "the user still has enabled nodes in this group; disable them first",
+        )
+        .with_details(json!({ "nodes": enabled })));
+    }
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "group.member.remove",
+                format!("group:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "user": user })),
+        )
+        .await?;
+    if state
+        .store
+        .remove_member(&id, &user)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "the user is not a member of this group",
+        ))
+    }
+}
+
+async fn existing_group(state: &ManagementState, id: &str) -> Result<GroupRow, ApiError> {
+    state
+        .store
+        .group(id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such group"))
+}
+
+/// `POST /v1/groups/{id}/enrollment-codes` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCode {
+    /// The node's ceiling (default: the group's node ceiling).
+    #[serde(default)]
+    ceiling: Option<Op>,
+    /// Rights of the node's first token (default: send to every node of the group, nothing
+    /// else).
+    #[serde(default)]
+    rights: Option<Vec<Right>>,
+    /// Lifetime, at most `MANAGEMENT_ENROLL_TTL_SECS` (the default).
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/groups/{id}/enrollment-codes` (nodes:enroll, and a member of the group unless
+/// the caller holds groups:manage): a one-time code that enrolls one node into the group, as
+/// the caller's. A ceiling above the group's needs groups:manage; first-token rights above
+/// the ceiling are refused with `approval_required`, never truncated.
+pub async fn create_code(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<CreateCode>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&state, Action::NodesEnroll)?;
+    let group = existing_group(&state, &id).await?;
+    let manager = caller.holds(&state, Action::GroupsManage);
+    if !manager
+        && !state
+            .store
+            .is_member(&id, &caller.user.id)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            "only members of a group enroll nodes into it",
+        ));
+    }
+    let group_ceiling: Op = group
+        .node_ceiling
+        .parse()
+        .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))?;
+    let ceiling = body.ceiling.unwrap_or(group_ceiling);
+    if ceiling > group_ceiling {
+        caller.require(&state, Action::GroupsManage)?;
+    }
+    let rights = body.rights.unwrap_or_else(|| vec![Right::send_to_group()]);
+    if rights.is_empty() || rights.len() > MAX_RIGHTS {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("a token carries 1 to {MAX_RIGHTS} rights"),
+        ));
+    }
+    let excess = above_ceiling(&rights, Ceiling(ceiling));
+    if !excess.is_empty() {
+        return Err(ApiError::with_message(
+            ErrorCode::ApprovalRequired,
+            "the first token's rights exceed the node's ceiling; enroll within it and ask for more with an approval request",
+        )
+        .with_details(json!({ "operation": "enrollment", "excess": excess })));
+    }
+    let max = state.config.enroll_ttl.as_secs();
+    let ttl = body.ttl_secs.unwrap_or(max);
+    if ttl == 0 || ttl > max {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("ttl_secs must be between 1 and {max}"),
+        ));
+    }
+    let expires_at_ms = now_ms() + i64::try_from(ttl * 1000).unwrap_or(i64::MAX);
+    let code = NewToken::generate(Kind::Enroll);
+    let rights_json = serde_json::to_string(&rights).map_err(ApiError::internal)?;
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "enrollment_code.create",
+                format!("group:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "ceiling": ceiling, "rights": rights, "ttl_secs": ttl })),
+        )
+        .await?;
+    let code_id = state
+        .store
+        .insert_code(&NewCode {
+            code_hash: &code.hash,
+            group_id: &id,
+            user_id: &caller.user.id,
+            ceiling: ceiling.as_str(),
+            rights: &rights_json,
+            expires_at_ms,
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "code": secrecy::ExposeSecret::expose_secret(&code.token),
+            "code_id": code_id,
+            "group": id,
+            "ceiling": ceiling,
+            "rights": rights,
+            "expires_at_ms": expires_at_ms,
+        })),
+    ))
+}
+
+/// `GET /v1/nodes` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesQuery {
+    group: Option<Ident>,
+    user: Option<Ident>,
+}
+
+/// `GET /v1/nodes?group=&user=`: holders of users:read see every node; others their own.
+pub async fn nodes(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Query(q): Query<NodesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let user = if caller.holds(&state, Action::UsersRead) {
+        q.user.map(String::from)
+    } else {
+        Some(caller.user.id.clone())
+    };
+    let nodes = state
+        .store
+        .nodes(q.group.as_deref(), user.as_deref())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "nodes": nodes })))
+}
+
+/// `PUT /v1/nodes/{id}/ceiling` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCeiling {
+    ceiling: Op,
+}
+
+/// `PUT /v1/nodes/{id}/ceiling` (groups:manage): the vault learns it first; lowering it
+/// revokes the node's tokens there.
+pub async fn set_ceiling(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<SetCeiling>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::GroupsManage)?;
+    let node = state
+        .store
+        .node(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))?;
+    state
+        .audit(
+            AuditEvent::new(
+                caller.actor(),
+                "node.ceiling.set",
+                format!("node:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "from": node.ceiling, "to": body.ceiling })),
+        )
+        .await?;
+    let vault = state
+        .vault
+        .put_node(
+            &node.id,
+            &node.group_id,
+            &node.user_id,
+            &hex::encode(&node.public_key),
+            body.ceiling.as_str(),
+        )
+        .await?;
+    state
+        .store
+        .set_node_ceiling(&id, body.ceiling.as_str())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "node": id,
+        "ceiling": body.ceiling,
+        "tokens_revoked": vault["tokens_revoked"],
+    })))
+}

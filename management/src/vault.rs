@@ -1,0 +1,211 @@
+//! Management's calls to the vault: register nodes, mint tokens, revoke, lock. Each carries
+//! `MANAGEMENT_VAULT_API_KEY` (the vault's `MANAGEMENT_API_KEY`), never a user's session.
+
+use std::time::Duration;
+
+use keymesh_core::{ApiError, ErrorCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+
+use crate::config::VaultLink;
+
+/// How long one vault call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a vault call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    /// Management has no vault configured.
+    #[error("management is not connected to a vault (MANAGEMENT_VAULT_URL)")]
+    NotConfigured,
+    /// The vault did not answer (connection, timeout, unreadable reply).
+    #[error("the vault did not answer: {0}")]
+    Unreachable(String),
+    /// The vault answered with a coded error.
+    #[error("the vault refused: {status} {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The vault's error code.
+        code: String,
+        /// Its message.
+        message: String,
+        /// Its details, if any.
+        details: Option<Value>,
+    },
+}
+
+impl VaultError {
+    /// The vault's error code, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Refused { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+impl From<VaultError> for ApiError {
+    /// What the caller of management sees: the vault's own refusal for what the caller asked
+    /// (e.g. `approval_required` with its details), `unavailable` for everything that is
+    /// management's or the vault's problem (the cause goes to the log, not the body).
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Refused {
+                code,
+                message,
+                details,
+                ..
+            } if PASSED_THROUGH.contains(&code.as_str()) => {
+                let code = ErrorCode::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str() == code)
+                    .unwrap_or(ErrorCode::Unavailable);
+                let err = ApiError::with_message(code, message);
+                match details {
+                    Some(d) => err.with_details(d),
+                    None => err,
+                }
+            }
+            other => {
+                tracing::error!(error = %other, "vault call failed");
+                ApiError::with_message(ErrorCode::Unavailable, "the vault is unavailable; retry")
+            }
+        }
+    }
+}
+
+/// Vault refusals that are about the caller's request and keep their code.
+const PASSED_THROUGH: &[&str] = &[
+    "approval_required",
+    "invalid_request",
+    "vault_locked",
+    "not_found",
+    "conflict",
+    "rate_limited",
+    "audit_unavailable",
+];
+
+/// A client for one vault.
+#[derive(Clone, Debug)]
+pub struct VaultClient {
+    link: Option<VaultLink>,
+    http: reqwest::Client,
+}
+
+impl VaultClient {
+    /// Over `link` (or none: every call fails with [`VaultError::NotConfigured`]).
+    pub fn new(link: Option<VaultLink>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { link, http }
+    }
+
+    /// Whether a vault is configured.
+    pub fn configured(&self) -> bool {
+        self.link.is_some()
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, VaultError> {
+        let link = self.link.as_ref().ok_or(VaultError::NotConfigured)?;
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", link.url))
+            .bearer_auth(link.api_key.expose_secret());
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        // reqwest's errors name the URL; that is fine in our own log.
+        let reply = req
+            .send()
+            .await
+            .map_err(|e| VaultError::Unreachable(e.without_url().to_string()))?;
+        let status = reply.status();
+        let bytes = reply
+            .bytes()
+            .await
+            .map_err(|e| VaultError::Unreachable(e.without_url().to_string()))?;
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        Err(VaultError::Refused {
+            status: status.as_u16(),
+            code: error["code"].as_str().unwrap_or("unknown").to_owned(),
+            message: error["message"].as_str().unwrap_or_default().to_owned(),
+            details: error.get("details").cloned(),
+        })
+    }
+
+    /// `PUT /v1/nodes/{id}`: register a node with its identity key and ceiling.
+    pub async fn put_node(
+        &self,
+        node_id: &str,
+        group: &str,
+        user: &str,
+        public_key_hex: &str,
+        ceiling: &str,
+    ) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::PUT,
+            &format!("/v1/nodes/{node_id}"),
+            Some(json!({ "group": group, "user": user, "public_key": public_key_hex, "ceiling": ceiling })),
+        )
+        .await
+    }
+
+    /// `POST /v1/tokens`: mint a node's token. `approval` names the approval request that
+    /// allows rights above the node's ceiling.
+    pub async fn mint(
+        &self,
+        node_id: &str,
+        rights: &Value,
+        ttl_secs: Option<u64>,
+        approval: Option<&str>,
+    ) -> Result<Value, VaultError> {
+        let mut body = json!({ "node_id": node_id, "rights": rights });
+        if let Some(ttl) = ttl_secs {
+            body["ttl_secs"] = json!(ttl);
+        }
+        if let Some(id) = approval {
+            body["approval"] = json!(id);
+        }
+        self.call(reqwest::Method::POST, "/v1/tokens", Some(body))
+            .await
+    }
+
+    /// `POST /v1/revocations` with an epoch bump: every token of the subject dies.
+    pub async fn revoke_epoch(
+        &self,
+        scope: &str,
+        subject: &str,
+        reason: &str,
+    ) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::POST,
+            "/v1/revocations",
+            Some(json!({ "kind": "epoch", "scope": scope, "subject": subject, "reason": reason })),
+        )
+        .await
+    }
+
+    /// `POST /v1/vaults/{group}/lock`.
+    pub async fn lock(&self, group: &str) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vaults/{group}/lock"),
+            None,
+        )
+        .await
+    }
+}
