@@ -3,7 +3,7 @@
 //! once a message is durable, and says why when it refuses.
 
 pub mod config;
-pub mod follower;
+pub use keymesh_core::capability::follower;
 pub mod frame;
 pub mod http;
 pub mod hub;

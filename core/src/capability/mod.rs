@@ -1,6 +1,7 @@
 //! Capabilities: secret paths, rights and the ceiling; capability tokens; proof of possession.
 //! Shared by the vault (which mints and checks), the relay and management (which check).
 
+pub mod follower;
 pub mod narrowing;
 pub mod path;
 pub mod pop;

@@ -1,6 +1,7 @@
-//! The relay's copy of the vault's revocation state: a snapshot, then the ordered feed
-//! (long-polled), plus the token root keys. Fail closed: when the copy is older than
-//! `RELAY_FEED_MAX_AGE_SECS`, every token is refused as `revoked`.
+//! A service's copy of the vault's revocation state: a snapshot, then the ordered feed
+//! (long-polled), plus the token root keys. Relays and management follow the vault this way.
+//! Fail closed: when the copy is older than its bound (e.g. `RELAY_FEED_MAX_AGE_SECS`), every
+//! token is refused as `revoked`.
 
 use std::{
     sync::{
@@ -10,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use keymesh_core::capability::{
+use super::{
     revocation::{FeedEntry, Revocations},
     token::{RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
 };
@@ -18,7 +19,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::now_ms;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
 
 /// How long one long poll of the feed waits at the vault when nothing is new.
 const LONG_POLL_SECS: u64 = 5;
