@@ -211,3 +211,62 @@ pub fn session_set_cookie(token: &str, max_age_secs: i64) -> HeaderValue {
 pub fn clear_session_cookie() -> HeaderValue {
     session_set_cookie("", 0)
 }
+
+/// A node's request: its capability token (verified against the vault's root keys and
+/// management's copy of the revocation feed, fail closed), a proof of possession over the
+/// whole request, and the node as management recorded it (enrolled, not disabled).
+#[derive(Debug)]
+pub struct NodeCaller {
+    /// The verified token.
+    pub token: std::sync::Arc<keymesh_core::capability::token::VerifiedToken>,
+    /// The node.
+    pub node: crate::directory::NodeRow,
+    /// The request body, exactly as signed.
+    pub body: axum::body::Bytes,
+}
+
+impl NodeCaller {
+    /// `node:ID`, for audit records.
+    pub fn actor(&self) -> String {
+        format!("node:{}", self.node.id)
+    }
+
+    /// Parse the body as JSON with a coded error.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::with_message(ErrorCode::MalformedRequest, e.to_string()))
+    }
+}
+
+impl axum::extract::FromRequest<ManagementState> for NodeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &ManagementState,
+    ) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let verifier = state.verifier()?;
+        let (token, body) = keymesh_core::http::node::authenticate(
+            &parts,
+            body,
+            &verifier,
+            &state.replay,
+            state.ctx.config.common.http.body_limit,
+        )
+        .await?;
+        verifier
+            .check_alive(&token, &*state.followed, std::time::SystemTime::now())
+            .map_err(ApiError::from)?;
+        let id = &token.claims.node;
+        state.ctx.limits.check_principal(&format!("node:{id}"))?;
+        let node = state
+            .store
+            .node(id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|n| n.disabled_at_ms.is_none() && n.public_key == token.claims.node_key)
+            .ok_or_else(|| ApiError::new(ErrorCode::Revoked))?;
+        Ok(Self { token, node, body })
+    }
+}

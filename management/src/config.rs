@@ -7,7 +7,7 @@ use keymesh_core::config::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::rbac::Rbac;
+use crate::{policy::Policies, rbac::Rbac};
 
 /// `MANAGEMENT_SECRET_KEY`.
 pub const SECRET_KEY: Setting = Setting::secret(
@@ -113,7 +113,19 @@ pub const RELAY_URL: Setting = Setting::value(
     "Relay base URL handed to nodes when they enroll (so `keymeshctl enroll` can publish their keys); nodes may be told another one.",
 );
 
-/// The management server's own settings, in documentation order./// The management server's own settings, in documentation order.
+/// `MANAGEMENT_APPROVAL_POLICY_FILE`.
+pub const APPROVAL_POLICY_FILE: Setting = Setting::value(
+    "MANAGEMENT_APPROVAL_POLICY_FILE",
+    "TOML file of approval policies (approvals and denials that decide, reviewer roles, longest request lifetime per operation; docs/management.md); one admin decides when unset.",
+);
+/// `MANAGEMENT_FEED_MAX_AGE_SECS`.
+pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
+    "MANAGEMENT_FEED_MAX_AGE_SECS",
+    "Node tokens are refused when management's copy of the vault's revocation feed is older than this (fail closed).",
+)
+.default("5");
+
+/// The management server's own settings, in documentation order.
 pub const SETTINGS: &[&Setting] = &[
     &SECRET_KEY,
     &RBAC_FILE,
@@ -132,6 +144,8 @@ pub const SETTINGS: &[&Setting] = &[
     &VAULT_URL,
     &VAULT_API_KEY,
     &RELAY_URL,
+    &APPROVAL_POLICY_FILE,
+    &FEED_MAX_AGE_SECS,
 ];
 
 /// Where sign-in mail goes.
@@ -180,6 +194,10 @@ pub struct ManagementConfig {
     pub vault: Option<VaultLink>,
     /// Relay URL for enrolling nodes.
     pub relay_url: Option<String>,
+    /// Approval policies.
+    pub policies: Policies,
+    /// Fail-closed bound on the revocation view's age.
+    pub feed_max_age: Duration,
 }
 
 /// Where the vault is and how management authenticates to it.
@@ -189,6 +207,19 @@ pub struct VaultLink {
     pub url: String,
     /// The vault's `MANAGEMENT_API_KEY`.
     pub api_key: SecretString,
+}
+
+fn load_policies(source: &Source) -> Result<Policies, ConfigError> {
+    let Some(path) = source.get(&APPROVAL_POLICY_FILE)? else {
+        return Ok(Policies::builtin());
+    };
+    let path = PathBuf::from(path);
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: APPROVAL_POLICY_FILE.name,
+        reason: format!("{}: {reason}", path.display()),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(e.to_string()))?;
+    Policies::parse(&text).map_err(invalid)
 }
 
 fn load_rbac(source: &Source) -> Result<Rbac, ConfigError> {
@@ -284,6 +315,8 @@ impl ManagementConfig {
             relay_url: source
                 .get(&RELAY_URL)?
                 .map(|u: String| u.trim_end_matches('/').to_owned()),
+            policies: load_policies(source)?,
+            feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
             service,
         };
         if config.session_idle > config.session_max {

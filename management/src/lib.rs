@@ -2,6 +2,8 @@
 //! enrollment, responder revocation and the central audit log (issue 5; built in slices, see
 //! docs/management.md for what exists so far).
 
+pub mod approval_store;
+pub mod approvals;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
@@ -11,6 +13,7 @@ pub mod groups;
 pub mod login;
 pub mod mail;
 pub mod pages;
+pub mod policy;
 pub mod rbac;
 pub mod secrets;
 pub mod sessions;
@@ -57,6 +60,19 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/nodes", get(groups::nodes))
         .route("/v1/nodes/{id}/ceiling", put(groups::set_ceiling))
         .route("/v1/enroll", post(enroll::enroll))
+        .route(
+            "/v1/approvals",
+            get(approvals::list).post(approvals::user_request),
+        )
+        .route("/v1/approvals/events", get(approvals::events))
+        .route("/v1/approvals/{id}", get(approvals::show))
+        .route("/v1/approvals/{id}/decisions", post(approvals::decide))
+        .route("/v1/token-requests", post(approvals::node_token_request))
+        .route("/v1/token-requests/{id}", get(approvals::node_show))
+        .route(
+            "/v1/token-requests/{id}/redeem",
+            post(approvals::node_redeem),
+        )
         .with_state(state)
 }
 

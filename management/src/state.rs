@@ -3,11 +3,17 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use keymesh_core::{
-    ApiError, ServiceContext,
+    ApiError, ErrorCode, ServiceContext,
     audit::{AuditEvent, AuditLog},
+    capability::{
+        follower::{Followed, Follower},
+        pop::ReplayCache,
+        token::Verifier,
+    },
     http::rate_limit::KeyedLimit,
     storage::StorageError,
 };
+use tokio::sync::broadcast;
 
 use crate::{
     config::ManagementConfig,
@@ -43,6 +49,12 @@ pub struct Inner {
     pub audit: AuditLog,
     /// The vault, as management calls it.
     pub vault: VaultClient,
+    /// Management's copy of the vault's revocation state and root keys (node requests).
+    pub followed: Arc<Followed>,
+    /// Proofs of possession already seen.
+    pub replay: ReplayCache,
+    /// Approval events for live streams (this process's subscribers).
+    pub events: broadcast::Sender<ApprovalEvent>,
     /// Sign-in requests per address (keyed by the address's HMAC).
     pub login_by_email: KeyedLimit<String>,
     /// Sign-in requests, confirmations, polls and code attempts per client IP.
@@ -66,7 +78,22 @@ pub enum StartError {
     /// Mail transport.
     #[error("the mail transport cannot be set up")]
     Mail(#[from] crate::mail::MailError),
+    /// The revocation feed client.
+    #[error("the vault's revocation feed cannot be followed: {0}")]
+    Follower(String),
 }
+
+/// Events a live stream's subscriber may see.
+#[derive(Clone, Debug)]
+pub struct ApprovalEvent {
+    /// The user behind the request (sees its own requests' events).
+    pub requester_user: String,
+    /// The event, as sent.
+    pub body: serde_json::Value,
+}
+
+/// Events kept for slow subscribers before they miss some (they are told and can re-read).
+const EVENT_BACKLOG: usize = 256;
 
 impl ManagementState {
     /// Start over an opened service context.
@@ -88,6 +115,9 @@ impl ManagementState {
             keyed: Keyed::new(config.secret_key.clone()),
             audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
             vault: VaultClient::new(config.vault.clone()),
+            followed: Arc::new(Followed::new(config.feed_max_age)),
+            replay: ReplayCache::default(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
             login_by_email: KeyedLimit::per_period(
                 config.login_per_email_per_hour,
                 Duration::from_secs(3600),
@@ -101,7 +131,31 @@ impl ManagementState {
             ctx,
         }));
         state.spawn_janitor();
+        if let Some(vault) = &state.config.vault {
+            let follower = Follower::new(&vault.url, vault.api_key.clone())
+                .map_err(|e| StartError::Follower(e.to_string()))?;
+            tokio::spawn(follower.run(
+                Arc::clone(&state.followed),
+                state.ctx.shutdown.clone(),
+                || {},
+            ));
+        }
         Ok(state)
+    }
+
+    /// The token checker; `unavailable` until the root keys were read from the vault.
+    pub fn verifier(&self) -> Result<Arc<Verifier>, ApiError> {
+        self.followed.verifier().ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::Unavailable,
+                "management has not yet read the token root keys from the vault",
+            )
+        })
+    }
+
+    /// Tell live streams; nobody listening is fine.
+    pub fn publish(&self, event: ApprovalEvent) {
+        let _ = self.events.send(event);
     }
 
     fn spawn_janitor(&self) {

@@ -1,32 +1,17 @@
 //! Groups, members, enrollment codes and `POST /v1/enroll` against a real vault on loopback.
 
 use base64::Engine;
-use ed25519_dalek::SigningKey;
 use http::StatusCode;
-use keymesh_core::capability::{pop::sign_enrollment, token::random_key};
 use keymesh_vault::auth::TOKEN_B64;
 use serde_json::{Value, json};
 
-use crate::harness::{Management, Reply, address, management_with, management_with_vault};
-
-fn node_key() -> SigningKey {
-    SigningKey::from_bytes(&random_key())
-}
-
-fn enrollment(code: &str, node: &str, key: &SigningKey) -> Value {
-    json!({
-        "code": code,
-        "node_id": node,
-        "public_key": hex::encode(key.verifying_key().as_bytes()),
-        "signature": hex::encode(sign_enrollment(key, code, node)),
-    })
-}
+use crate::harness::{
+    Management, Reply, enrollment, management_with, management_with_vault, node_key,
+};
 
 /// A signed-in user of `role`: (user id, bearer token).
 async fn signed_in(m: &Management, role: &str) -> (String, String) {
-    let email = address(role);
-    let id = m.user(&email, role).await;
-    (id, m.sign_in(&email, 1).await)
+    m.signed_in(role).await
 }
 
 async fn group(m: &Management, admin: &str, id: &str, ceiling: Option<&str>) -> Reply {

@@ -10,8 +10,14 @@ use std::{
 };
 
 use axum::{Router, body::Body, extract::ConnectInfo};
+use base64::Engine;
+use ed25519_dalek::SigningKey;
 use http::{HeaderMap, Request, StatusCode, header};
 use http_body_util::BodyExt;
+use keymesh_core::capability::{
+    pop::{PROOF_HEADER, sign_enrollment, sign_http},
+    token::random_key,
+};
 use keymesh_core::{
     ServiceContext,
     config::{Environment, ServiceName, Source},
@@ -19,6 +25,7 @@ use keymesh_core::{
 };
 use keymesh_management::{ManagementConfig, ManagementState};
 use serde_json::{Value, json};
+use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -230,15 +237,50 @@ impl VaultServer {
 
 /// Management calling a real vault.
 pub async fn management_with_vault() -> Management {
+    management_with_vault_and(&[]).await
+}
+
+/// Management calling a real vault, with extra settings.
+pub async fn management_with_vault_and(extra: &[(&'static str, &str)]) -> Management {
     let vault = VaultServer::start().await;
-    let mut m = management_with(&[
-        ("MANAGEMENT_VAULT_URL", &vault.url),
+    let mut env = vec![
+        ("MANAGEMENT_VAULT_URL", vault.url.as_str()),
         ("MANAGEMENT_VAULT_API_KEY", VAULT_KEY),
         ("MANAGEMENT_RELAY_URL", "http://127.0.0.1:7802"),
-    ])
-    .await;
+    ];
+    env.extend_from_slice(extra);
+    let mut m = management_with(&env).await;
     m.vault = Some(vault);
     m
+}
+
+/// A signed-in user.
+pub struct Person {
+    pub id: String,
+    pub email: String,
+    pub token: String,
+}
+
+/// An enrolled node: its id, identity key and current token.
+pub struct Node {
+    #[allow(dead_code)]
+    pub id: String,
+    pub key: SigningKey,
+    pub token: String,
+}
+
+pub fn node_key() -> SigningKey {
+    SigningKey::from_bytes(&random_key())
+}
+
+/// A signed enrollment request body.
+pub fn enrollment(code: &str, node: &str, key: &SigningKey) -> Value {
+    json!({
+        "code": code,
+        "node_id": node,
+        "public_key": hex::encode(key.verifying_key().as_bytes()),
+        "signature": hex::encode(sign_enrollment(key, code, node)),
+    })
 }
 
 /// Response status, headers and body (JSON, or the text under `"text"`).
@@ -321,6 +363,101 @@ fn uuid_like() -> String {
 }
 
 impl Management {
+    /// A signed-in user of `role`: (user id, bearer token).
+    pub async fn signed_in(&self, role: &str) -> (String, String) {
+        let p = self.person(role).await;
+        (p.id, p.token)
+    }
+
+    /// A signed-in user of `role`, with their address.
+    pub async fn person(&self, role: &str) -> Person {
+        let email = address(role);
+        let id = self.user(&email, role).await;
+        let token = self.sign_in(&email, 1).await;
+        Person { id, email, token }
+    }
+
+    /// Enroll `node_id` into `group` (created when missing) with a code made by `session`
+    /// (code body `code`, e.g. a ceiling).
+    pub async fn enroll(&self, session: &str, group: &str, node_id: &str, code: Value) -> Node {
+        let reply = self
+            .bearer(session, "POST", "/v1/groups", Some(json!({ "id": group })))
+            .await;
+        assert!(
+            matches!(reply.status, StatusCode::CREATED | StatusCode::CONFLICT),
+            "{}",
+            reply.body
+        );
+        let reply = self
+            .bearer(
+                session,
+                "POST",
+                &format!("/v1/groups/{group}/enrollment-codes"),
+                Some(code),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        let code = reply.body["code"].as_str().expect("code").to_owned();
+        let key = node_key();
+        let reply = self
+            .json(
+                "POST",
+                "/v1/enroll",
+                Some(enrollment(&code, node_id, &key)),
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        Node {
+            id: node_id.to_owned(),
+            key,
+            token: reply.body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// Wait until management follows the vault's revocation feed (node calls need it).
+    pub async fn wait_following(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !(self.state.followed.fresh() && self.state.followed.verifier().is_some()) {
+            assert!(
+                Instant::now() < deadline,
+                "management did not follow the vault within 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A node's request: its token and a fresh proof of possession.
+    pub async fn node_call(
+        &self,
+        node: &Node,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let raw = keymesh_vault::auth::TOKEN_B64
+            .decode(&node.token)
+            .expect("token base64");
+        let proof = sign_http(
+            &node.key,
+            method,
+            uri,
+            body.as_bytes(),
+            &raw,
+            SystemTime::now(),
+        );
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", node.token))
+            .header(PROOF_HEADER, proof)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request");
+        self.send(req).await
+    }
+
     pub async fn send(&self, mut req: Request<Body>) -> Reply {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(
             "192.0.2.1:5000".parse().expect("addr"),

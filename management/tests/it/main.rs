@@ -1,6 +1,7 @@
 //! Management integration tests: one binary, real router, real SMTP server, the selected
 //! database backend.
 
+mod approvals;
 mod enroll;
 mod harness;
 mod login;

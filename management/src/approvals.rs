@@ -1,0 +1,612 @@
+//! Human approvals: requests, reviewers' decisions, exactly-once execution, live events and
+//! mail. Built so far for `token.mint` (a token above a node's ceiling), requested by the node
+//! itself or by its owner; see docs/management.md.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures_util::stream::{self, Stream};
+use http::StatusCode;
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    capability::{Ceiling, Op, Right, rights::above_ceiling, token::MAX_RIGHTS},
+    http::extract::Json as JsonBody,
+    ident::Ident,
+};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{
+    approval_store::{ApprovalRow, NewApproval, Vote},
+    auth::{Caller, NodeCaller},
+    directory::NodeRow,
+    mail::Mail,
+    policy::Operation,
+    rbac::{Action, Role},
+    state::{ApprovalEvent, ManagementState},
+    store::now_ms,
+};
+
+/// Longest reason accepted, in characters.
+const MAX_REASON: usize = 500;
+/// Default lifetime of a request.
+const DEFAULT_TTL_SECS: u64 = 3600;
+
+fn check_reason(reason: &str) -> Result<(), ApiError> {
+    let n = reason.trim().chars().count();
+    if n == 0 || n > MAX_REASON || reason.chars().any(char::is_control) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("reason must be 1 to {MAX_REASON} characters of text"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_rights(rights: &[Right]) -> Result<(), ApiError> {
+    if rights.is_empty() || rights.len() > MAX_RIGHTS {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("a token carries 1 to {MAX_RIGHTS} rights"),
+        ));
+    }
+    Ok(())
+}
+
+/// What a request looks like to its reader.
+fn view(row: &ApprovalRow) -> Value {
+    let mut v = json!(row);
+    v["status"] = json!(row.effective_status(now_ms()));
+    v
+}
+
+fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
+    node.ceiling
+        .parse::<Op>()
+        .map(Ceiling)
+        .map_err(|e| ApiError::internal(std::io::Error::other(e)))
+}
+
+/// A token for `node` within its ceiling, minted now; or an approval request for the rights
+/// above it. Never silently truncated.
+async fn token_or_request(
+    state: &ManagementState,
+    node: &NodeRow,
+    requester: String,
+    body: TokenRequest,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_rights(&body.rights)?;
+    check_reason(&body.reason)?;
+    let excess = above_ceiling(&body.rights, node_ceiling(node)?);
+    if excess.is_empty() {
+        state
+            .audit(
+                AuditEvent::new(
+                    requester.clone(),
+                    "token.request",
+                    format!("node:{}", node.id),
+                    Outcome::Success,
+                )
+                .with_details(json!({ "rights": body.rights, "reason": body.reason })),
+            )
+            .await?;
+        let token = state
+            .vault
+            .mint(&node.id, &json!(body.rights), body.ttl_secs, None)
+            .await?;
+        return Ok((StatusCode::OK, Json(json!({ "token": token }))));
+    }
+    let params = json!({
+        "node_id": node.id, "group": node.group_id, "rights": body.rights,
+        "ttl_secs": body.ttl_secs, "excess": excess,
+    });
+    let row = create(
+        state,
+        Operation::TokenMint,
+        params,
+        &body.reason,
+        body.approval_ttl_secs,
+        requester,
+        &node.user_id,
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "approval": view(&row) })),
+    ))
+}
+
+/// Record a request under its operation's policy, then tell reviewers.
+async fn create(
+    state: &ManagementState,
+    operation: Operation,
+    params: Value,
+    reason: &str,
+    ttl_secs: Option<u64>,
+    requester: String,
+    requester_user: &str,
+) -> Result<ApprovalRow, ApiError> {
+    let policy = state.config.policies.of(operation);
+    let ttl = ttl_secs.unwrap_or(DEFAULT_TTL_SECS.min(policy.max_ttl_secs));
+    if ttl == 0 || ttl > policy.max_ttl_secs {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!(
+                "approval_ttl_secs must be between 1 and {}",
+                policy.max_ttl_secs
+            ),
+        ));
+    }
+    let roles: Vec<&str> = policy.reviewers.iter().map(|r| r.as_str()).collect();
+    state
+        .audit(
+            AuditEvent::new(
+                requester.clone(),
+                "approval.request",
+                format!("operation:{operation}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "params": params, "reason": reason, "ttl_secs": ttl })),
+        )
+        .await?;
+    let row = state
+        .store
+        .insert_approval(&NewApproval {
+            operation: operation.as_str(),
+            params: &params.to_string(),
+            reason: reason.trim(),
+            requester: &requester,
+            requester_user,
+            approvals_needed: i64::from(policy.approvals),
+            denials_needed: i64::from(policy.denials),
+            reviewer_roles: &json!(roles).to_string(),
+            expires_at_ms: now_ms() + i64::try_from(ttl * 1000).unwrap_or(i64::MAX),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    announce(state, "approval.created", &row);
+    notify_reviewers(state, &row).await;
+    Ok(row)
+}
+
+fn announce(state: &ManagementState, kind: &str, row: &ApprovalRow) {
+    state.publish(ApprovalEvent {
+        requester_user: row.requester_user.clone(),
+        body: json!({ "type": kind, "approval": view(row) }),
+    });
+}
+
+fn reviewer_roles(row: &ApprovalRow) -> Vec<Role> {
+    serde_json::from_str::<Vec<String>>(&row.reviewer_roles)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| r.parse().ok())
+        .collect()
+}
+
+/// Mail every possible reviewer (not the requester). Mail failures are logged by the mailer.
+async fn notify_reviewers(state: &ManagementState, row: &ApprovalRow) {
+    let roles = reviewer_roles(row);
+    let names: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    let reviewers = match state.store.users_in_roles(&names).await {
+        Ok(users) => users,
+        Err(e) => {
+            tracing::warn!(error = %keymesh_core::error::error_chain(&e), "listing reviewers to notify failed");
+            return;
+        }
+    };
+    for user in reviewers.into_iter().filter(|u| {
+        u.id != row.requester_user
+            && u.role
+                .parse()
+                .is_ok_and(|r| state.config.rbac.allows(r, Action::ApprovalsDecide))
+    }) {
+        state.mailer.send_later(Mail {
+            to: user.email,
+            subject: format!("Keymesh: approval needed for {}", row.operation),
+            body: SecretString::from(format!(
+                "{requester} asks for {operation}.\n\nReason: {reason}\n\nReview request {id} in Keymesh Admin before it expires (unix ms {expires}).\n",
+                requester = row.requester,
+                operation = row.operation,
+                reason = row.reason,
+                id = row.id,
+                expires = row.expires_at_ms,
+            )),
+        });
+    }
+}
+
+/// Mail the requester the final decision.
+async fn notify_requester(state: &ManagementState, row: &ApprovalRow) {
+    if let Ok(Some(user)) = state.store.user(&row.requester_user).await {
+        state.mailer.send_later(Mail {
+            to: user.email,
+            subject: format!("Keymesh: your {} request was {}", row.operation, row.status),
+            body: SecretString::from(format!(
+                "Request {id} ({operation}, by {requester}) was {status}.\n",
+                id = row.id,
+                operation = row.operation,
+                requester = row.requester,
+                status = row.status,
+            )),
+        });
+    }
+}
+
+/// `POST /v1/token-requests` body (node) and `params` of a user's `token.mint` request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    rights: Vec<Right>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    reason: String,
+    /// How long the approval request may wait (default one hour, at most the policy's).
+    #[serde(default)]
+    approval_ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/token-requests` (node): a token within the node's ceiling at once (200), or an
+/// approval request for rights above it (202).
+pub async fn node_token_request(
+    State(state): State<ManagementState>,
+    caller: NodeCaller,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: TokenRequest = caller.json()?;
+    token_or_request(&state, &caller.node, caller.actor(), body).await
+}
+
+/// `POST /v1/approvals` body (user).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    operation: String,
+    node_id: Ident,
+    rights: Vec<Right>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    reason: String,
+    #[serde(default)]
+    approval_ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/approvals` (approvals:request): a user asks for `token.mint` for one of their own
+/// nodes. Other operations are not built yet and are refused with `invalid_request`.
+pub async fn user_request(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<UserRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(&state, Action::ApprovalsRequest)?;
+    let operation: Operation = body
+        .operation
+        .parse()
+        .map_err(|e: String| ApiError::with_message(ErrorCode::InvalidRequest, e))?;
+    if operation != Operation::TokenMint {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{operation} requests are not supported yet"),
+        ));
+    }
+    let node = state
+        .store
+        .node(&body.node_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|n| n.user_id == caller.user.id && n.disabled_at_ms.is_none())
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node of yours"))?;
+    let request = TokenRequest {
+        rights: body.rights,
+        ttl_secs: body.ttl_secs,
+        reason: body.reason,
+        approval_ttl_secs: body.approval_ttl_secs,
+    };
+    token_or_request(&state, &node, caller.actor(), request).await
+}
+
+/// `GET /v1/approvals` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `pending`, `approved`, `denied` or `executed`.
+    #[serde(default)]
+    status: String,
+    /// 1..=500, default 100.
+    limit: Option<i64>,
+}
+
+/// `GET /v1/approvals`: every request for reviewers (`approvals:decide`), else the caller's own.
+pub async fn list(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit)
+        || !matches!(
+            q.status.as_str(),
+            "" | "pending" | "approved" | "denied" | "executed"
+        )
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "status is pending, approved, denied or executed; limit 1 to 500",
+        ));
+    }
+    let own = if caller.holds(&state, Action::ApprovalsDecide) {
+        ""
+    } else {
+        caller.user.id.as_str()
+    };
+    let rows = state
+        .store
+        .approvals(own, &q.status, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(
+        json!({ "approvals": rows.iter().map(view).collect::<Vec<_>>() }),
+    ))
+}
+
+async fn with_decisions(state: &ManagementState, row: &ApprovalRow) -> Result<Value, ApiError> {
+    let decisions = state
+        .store
+        .decisions(&row.id)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(json!({ "approval": view(row), "decisions": decisions }))
+}
+
+fn no_such_request() -> ApiError {
+    ApiError::with_message(ErrorCode::NotFound, "no such approval request")
+}
+
+/// `GET /v1/approvals/{id}`: for reviewers and the requester.
+pub async fn show(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let row = state
+        .store
+        .approval(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| {
+            r.requester_user == caller.user.id || caller.holds(&state, Action::ApprovalsDecide)
+        })
+        .ok_or_else(no_such_request)?;
+    Ok(Json(with_decisions(&state, &row).await?))
+}
+
+/// `POST /v1/approvals/{id}/decisions` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    decision: String,
+    reason: String,
+}
+
+/// `POST /v1/approvals/{id}/decisions` (approvals:decide, a reviewer role of the request's
+/// policy, never the requester): approve or deny, with a reason. Final once a threshold is
+/// reached.
+pub async fn decide(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<DecisionBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::ApprovalsDecide)?;
+    let approve = match body.decision.as_str() {
+        "approve" => true,
+        "deny" => false,
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "decision is approve or deny",
+            ));
+        }
+    };
+    check_reason(&body.reason)?;
+    let row = state
+        .store
+        .approval(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_such_request)?;
+    let event = |outcome, why: &str| {
+        AuditEvent::new(
+            caller.actor(),
+            "approval.decide",
+            format!("approval:{id}"),
+            outcome,
+        )
+        .with_details(json!({
+            "operation": row.operation, "decision": body.decision, "reason": body.reason, "refused": why,
+        }))
+    };
+    if row.requester_user == caller.user.id {
+        state
+            .audit_quiet(event(Outcome::Denied, "self_approval"))
+            .await;
+        return Err(ApiError::new(ErrorCode::SelfApproval));
+    }
+    if !reviewer_roles(&row).contains(&caller.role) {
+        state
+            .audit_quiet(event(Outcome::Denied, "not_a_reviewer"))
+            .await;
+        return Err(ApiError::with_message(
+            ErrorCode::Forbidden,
+            format!(
+                "the {} role does not review {} requests",
+                caller.role.as_str(),
+                row.operation
+            ),
+        ));
+    }
+    state.audit(event(Outcome::Success, "")).await?;
+    let (code, why) = match state
+        .store
+        .vote(&id, &caller.actor(), approve, body.reason.trim())
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Vote::Counted(now) => {
+            if now.status == "pending" {
+                announce(&state, "approval.vote", &now);
+            } else {
+                announce(&state, "approval.decided", &now);
+                notify_requester(&state, &now).await;
+            }
+            return Ok(Json(with_decisions(&state, &now).await?));
+        }
+        Vote::Missing => return Err(no_such_request()),
+        Vote::Decided(_) => (ErrorCode::ApprovalDecided, "decided"),
+        Vote::AlreadyVoted => (ErrorCode::ApprovalDecided, "already_voted"),
+        Vote::Expired => (ErrorCode::ApprovalExpired, "expired"),
+    };
+    state.audit_quiet(event(Outcome::Failure, why)).await;
+    Err(ApiError::new(code))
+}
+
+/// Why an approval cannot be executed now.
+fn not_executable(row: &ApprovalRow) -> ApiError {
+    match row.effective_status(now_ms()) {
+        "expired" => ApiError::new(ErrorCode::ApprovalExpired),
+        "executed" => ApiError::with_message(
+            ErrorCode::ApprovalDecided,
+            "this approval was already used (an approved operation runs once)",
+        ),
+        status => {
+            ApiError::new(ErrorCode::ApprovalPending).with_details(json!({ "status": status }))
+        }
+    }
+}
+
+/// The node's own request.
+async fn own_request(
+    state: &ManagementState,
+    caller: &NodeCaller,
+    id: &str,
+) -> Result<ApprovalRow, ApiError> {
+    state
+        .store
+        .approval(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.requester == caller.actor())
+        .ok_or_else(no_such_request)
+}
+
+/// `GET /v1/token-requests/{id}` (node): its own request.
+pub async fn node_show(
+    State(state): State<ManagementState>,
+    Path(id): Path<String>,
+    caller: NodeCaller,
+) -> Result<Json<Value>, ApiError> {
+    let row = own_request(&state, &caller, &id).await?;
+    Ok(Json(with_decisions(&state, &row).await?))
+}
+
+/// `POST /v1/token-requests/{id}/redeem` (node): execute the approved `token.mint` once and
+/// return the token. A second redeem, however close, is refused.
+pub async fn node_redeem(
+    State(state): State<ManagementState>,
+    Path(id): Path<String>,
+    caller: NodeCaller,
+) -> Result<Json<Value>, ApiError> {
+    let row = own_request(&state, &caller, &id).await?;
+    if row.effective_status(now_ms()) != "approved" {
+        return Err(not_executable(&row));
+    }
+    let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
+    let event = |outcome| {
+        AuditEvent::new(
+            caller.actor(),
+            "approval.execute",
+            format!("approval:{id}"),
+            outcome,
+        )
+        .with_details(json!({ "operation": row.operation, "params": params }))
+    };
+    state.audit(event(Outcome::Success)).await?;
+    let Some(claimed) = state
+        .store
+        .claim_execution(&id)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        state.audit_quiet(event(Outcome::Failure)).await;
+        let now = state
+            .store
+            .approval(&id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(no_such_request)?;
+        return Err(not_executable(&now));
+    };
+    let ttl = params["ttl_secs"].as_u64();
+    match state
+        .vault
+        .mint(&caller.node.id, &params["rights"], ttl, Some(&id))
+        .await
+    {
+        Ok(token) => {
+            announce(&state, "approval.executed", &claimed);
+            Ok(Json(json!({ "approval": view(&claimed), "token": token })))
+        }
+        Err(e) => {
+            // Nothing was minted: the approval stays usable.
+            if let Err(undo) = state.store.release_execution(&id).await {
+                tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
+            }
+            state.audit_quiet(event(Outcome::Failure)).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// `GET /v1/approvals/events`: a live stream (server-sent events) of approval events:
+/// reviewers see every request's, others their own. A subscriber that falls behind is told
+/// (`event: lagged`) and should re-read `GET /v1/approvals`.
+pub async fn events(
+    State(state): State<ManagementState>,
+    caller: Caller,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let all = caller.holds(&state, Action::ApprovalsDecide);
+    let me = caller.user.id.clone();
+    let rx = state.events.subscribe();
+    let stop = state.ctx.shutdown.clone();
+    let stream = stream::unfold((rx, stop), move |(mut rx, stop)| {
+        let me = me.clone();
+        async move {
+            loop {
+                let next = tokio::select! {
+                    r = rx.recv() => r,
+                    () = stop.cancelled() => return None,
+                };
+                match next {
+                    Ok(ev) if all || ev.requester_user == me => {
+                        let kind = ev.body["type"].as_str().unwrap_or("approval").to_owned();
+                        let event = Event::default().event(kind).data(ev.body.to_string());
+                        return Some((Ok(event), (rx, stop)));
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => {
+                        let event = Event::default().event("lagged").data(n.to_string());
+                        return Some((Ok(event), (rx, stop)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
