@@ -39,7 +39,8 @@ const MAX_REASON: usize = 500;
 /// Default lifetime of a request.
 const DEFAULT_TTL_SECS: u64 = 3600;
 
-fn check_reason(reason: &str) -> Result<(), ApiError> {
+/// A reason given by a person: 1 to 500 characters of text.
+pub(crate) fn check_reason(reason: &str) -> Result<(), ApiError> {
     let n = reason.trim().chars().count();
     if n == 0 || n > MAX_REASON || reason.chars().any(char::is_control) {
         return Err(ApiError::with_message(

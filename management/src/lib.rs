@@ -15,6 +15,7 @@ pub mod mail;
 pub mod pages;
 pub mod policy;
 pub mod rbac;
+pub mod responders;
 pub mod secrets;
 pub mod sessions;
 pub mod state;
@@ -67,6 +68,20 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/approvals/events", get(approvals::events))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
+        .route(
+            "/v1/users/{id}/revoke-tokens",
+            post(responders::revoke_user),
+        )
+        .route(
+            "/v1/nodes/{id}/revoke-tokens",
+            post(responders::revoke_node),
+        )
+        .route(
+            "/v1/groups/{id}/revoke-tokens",
+            post(responders::revoke_group),
+        )
+        .route("/v1/nodes/{id}/disable", post(responders::disable_node))
+        .route("/v1/vaults/{group}/lock", post(responders::lock_vault))
         .route("/v1/token-requests", post(approvals::node_token_request))
         .route("/v1/token-requests/{id}", get(approvals::node_show))
         .route(

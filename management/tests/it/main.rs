@@ -5,4 +5,5 @@ mod approvals;
 mod enroll;
 mod harness;
 mod login;
+mod responders;
 mod sessions;

@@ -1,0 +1,227 @@
+//! Incident response: revoke every token of a user, node or group in one call, disable a node,
+//! lock a group's vault. Each reaches the vault (the source of truth), which publishes the
+//! revocation on its feed; relays and management follow the feed.
+
+use std::time::{Duration, Instant};
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    http::extract::Json as JsonBody,
+    ident::Ident,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{auth::Caller, rbac::Action, state::ManagementState};
+
+/// How long a revocation waits to see its own feed entry applied before answering.
+const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
+
+/// Body of every responder action.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    reason: String,
+}
+
+fn check_reason(reason: &str) -> Result<&str, ApiError> {
+    crate::approvals::check_reason(reason).map(|()| reason.trim())
+}
+
+/// Bump the epoch of `scope:subject` at the vault, then wait (bounded) until management's own
+/// copy of the feed has applied the entry: the elapsed time is what a follower of the feed
+/// took to learn of it (relays follow the same feed the same way).
+async fn revoke(
+    state: &ManagementState,
+    caller: &Caller,
+    scope: &str,
+    subject: &str,
+    reason: &str,
+) -> Result<Value, ApiError> {
+    let started = Instant::now();
+    let entry = state.vault.revoke_epoch(scope, subject, reason).await?;
+    let seq = entry["seq"].as_i64().unwrap_or(i64::MAX);
+    let deadline = started + PROPAGATION_WAIT;
+    let mut propagated_ms = None;
+    while Instant::now() < deadline {
+        if state.followed.head() >= seq {
+            propagated_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                caller.actor(),
+                "tokens.revoked",
+                format!("{scope}:{subject}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "feed_seq": entry["seq"], "epoch": entry["epoch"], "propagated_ms": propagated_ms })),
+        )
+        .await;
+    Ok(json!({
+        "scope": scope,
+        "subject": subject,
+        "feed_seq": entry["seq"],
+        "epoch": entry["epoch"],
+        "propagated_ms": propagated_ms,
+    }))
+}
+
+/// Audit the intent first (fail closed), then act.
+async fn intent(
+    state: &ManagementState,
+    caller: &Caller,
+    action: &str,
+    target: String,
+    reason: &str,
+) -> Result<(), ApiError> {
+    state
+        .audit(
+            AuditEvent::new(caller.actor(), action, target, Outcome::Success)
+                .with_details(json!({ "reason": reason })),
+        )
+        .await
+}
+
+/// `POST /v1/users/{id}/revoke-tokens` (tokens:revoke): every token of every node of the user.
+pub async fn revoke_user(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::TokensRevoke)?;
+    let reason = check_reason(&body.reason)?;
+    state
+        .store
+        .user(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
+    intent(
+        &state,
+        &caller,
+        "tokens.revoke",
+        format!("user:{id}"),
+        reason,
+    )
+    .await?;
+    Ok(Json(revoke(&state, &caller, "user", &id, reason).await?))
+}
+
+/// `POST /v1/nodes/{id}/revoke-tokens` (tokens:revoke).
+pub async fn revoke_node(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::TokensRevoke)?;
+    let reason = check_reason(&body.reason)?;
+    existing_node(&state, &id).await?;
+    intent(
+        &state,
+        &caller,
+        "tokens.revoke",
+        format!("node:{id}"),
+        reason,
+    )
+    .await?;
+    Ok(Json(revoke(&state, &caller, "node", &id, reason).await?))
+}
+
+/// `POST /v1/groups/{id}/revoke-tokens` (tokens:revoke).
+pub async fn revoke_group(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::TokensRevoke)?;
+    let reason = check_reason(&body.reason)?;
+    state
+        .store
+        .group(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such group"))?;
+    intent(
+        &state,
+        &caller,
+        "tokens.revoke",
+        format!("group:{id}"),
+        reason,
+    )
+    .await?;
+    Ok(Json(revoke(&state, &caller, "group", &id, reason).await?))
+}
+
+async fn existing_node(state: &ManagementState, id: &str) -> Result<(), ApiError> {
+    state
+        .store
+        .node(id)
+        .await
+        .map_err(ApiError::internal)?
+        .map(drop)
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))
+}
+
+/// `POST /v1/nodes/{id}/disable` (nodes:disable): management refuses the node from now on and
+/// the vault revokes every token it holds. Disabling twice is harmless (the revocation is
+/// repeated).
+pub async fn disable_node(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<Ident>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::NodesDisable)?;
+    let reason = check_reason(&body.reason)?;
+    existing_node(&state, &id).await?;
+    intent(
+        &state,
+        &caller,
+        "node.disable",
+        format!("node:{id}"),
+        reason,
+    )
+    .await?;
+    let newly = state
+        .store
+        .disable_node(&id)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut out = revoke(&state, &caller, "node", &id, reason).await?;
+    out["disabled"] = json!(true);
+    out["already_disabled"] = json!(!newly);
+    Ok(Json(out))
+}
+
+/// `POST /v1/vaults/{group}/lock` (vault:lock): the vault wipes the group's data key now.
+pub async fn lock_vault(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(group): Path<Ident>,
+    JsonBody(body): JsonBody<ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::VaultLock)?;
+    let reason = check_reason(&body.reason)?;
+    intent(
+        &state,
+        &caller,
+        "vault.lock",
+        format!("vault:{group}"),
+        reason,
+    )
+    .await?;
+    let answer = state.vault.lock(&group).await?;
+    Ok(Json(json!({ "group": group, "vault": answer })))
+}
