@@ -127,7 +127,31 @@ pub fn command() -> Command {
                 .hide(true)
                 .arg(Arg::new("listen").long("listen").value_name("ADDR").required(true)),
         );
-    cmd.subcommand(bench).subcommand(
+    let audit = Command::new("audit")
+        .about("Check an audit log")
+        .subcommand_required(true)
+        .subcommand(
+            with_settings(
+                "verify",
+                "Walk a service's hash-chained audit log and name the first broken link (exit 0 intact, 3 broken)",
+                &migrate_settings,
+            )
+            .arg(
+                Arg::new("service")
+                    .long("service")
+                    .value_name("SERVICE")
+                    .default_value("management")
+                    .value_parser(["management", "vault"])
+                    .help("Whose audit log: management (the central log) or vault"),
+            )
+            .arg(
+                Arg::new("json")
+                    .long("json")
+                    .action(ArgAction::SetTrue)
+                    .help("Print the report as JSON"),
+            ),
+        );
+    cmd.subcommand(bench).subcommand(audit).subcommand(
         with_settings(
             "migrate",
             "Apply database migrations and exit (services also migrate at start)",

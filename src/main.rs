@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             "dev" => dev(sub).await,
             "migrate" => migrate(sub).await,
             "bench" => bench(sub).await,
+            "audit" => match sub.subcommand() {
+                Some(("verify", verify)) => audit_verify(verify).await,
+                _ => Err("unknown audit command".into()),
+            },
             service => run_one(service.parse().map_err(BoxError::from)?, sub).await,
         }
     });
@@ -47,6 +51,8 @@ fn main() -> ExitCode {
         Err(err) => {
             let code = if err.is::<ConfigError>() {
                 EXIT_CONFIG
+            } else if err.is::<AuditBroken>() {
+                EXIT_AUDIT_BROKEN
             } else {
                 1
             };
@@ -331,6 +337,59 @@ async fn migrate(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+/// Exit status of `keymesh audit verify` when the chain is broken.
+const EXIT_AUDIT_BROKEN: u8 = 3;
+
+/// `keymesh audit verify [--service S]`: walk the chain read-only (no migration) and report.
+async fn audit_verify(matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    let name: ServiceName = matches
+        .get_one::<String>("service")
+        .map_or("management", String::as_str)
+        .parse()?;
+    let settings: Vec<&Setting> = cli::dev_settings();
+    let source = Source::from_process(matches, &settings);
+    let url = ServiceConfig::load_database_url(name, &source, Environment::Production)?;
+    let db = Db::connect(&url).await?;
+    let report = keymesh_core::audit::verify(&db).await;
+    db.close().await;
+    let report = report?;
+    if matches.get_flag("json") {
+        println!(
+            "{}",
+            serde_json::json!({ "service": name.as_str(), "checked": report.checked,
+                "first_broken": report.first_broken, "reason": report.reason })
+        );
+    } else {
+        match report.first_broken {
+            None => println!(
+                "the {name} audit chain is intact: {} records checked",
+                report.checked
+            ),
+            Some(seq) => println!(
+                "the {name} audit chain is BROKEN at record {seq}: {} ({} records before it are intact)",
+                report.reason.as_deref().unwrap_or("unknown"),
+                report.checked
+            ),
+        }
+    }
+    if report.first_broken.is_some() {
+        return Err(AuditBroken.into());
+    }
+    Ok(())
+}
+
+/// `keymesh audit verify` found a broken link (exit status [`EXIT_AUDIT_BROKEN`]).
+#[derive(Debug)]
+struct AuditBroken;
+
+impl std::fmt::Display for AuditBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the audit chain is broken (the report above names the first broken record)")
+    }
+}
+
+impl std::error::Error for AuditBroken {}
 
 /// `keymesh bench vault|relay`: print the benchmark report.
 async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {

@@ -8,7 +8,9 @@ pub mod envelope;
 pub mod keyfile;
 /// A node's identity key and versioned encryption keys; rotation and signed key statements.
 pub mod keys;
-/// Enrollment with the management server (one-time code, identity key, first token).
+/// Enrollment and token requests at the management server; secrets at the vault.
 pub mod management;
 /// The relay client: key publication and lookup, the reconnecting connection, send and receive.
 pub mod relay;
+/// Signed JSON calls from a node to management and the vault.
+pub mod service;

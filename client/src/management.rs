@@ -1,54 +1,18 @@
-//! Enrollment with the management server: the node presents a one-time code, its identity key
-//! and a signature by that key, and receives its first capability token.
+//! A node and the management server: enrollment (a one-time code, the identity key and a
+//! signature by it, for the first token) and token requests (within the ceiling at once, above
+//! it through a human approval, redeemed once).
 
-use std::time::Duration;
-
-use keymesh_core::capability::pop::sign_enrollment;
-use reqwest::Url;
+use reqwest::Method;
 use secrecy::SecretString;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::keys::NodeKeys;
+use keymesh_core::capability::pop::sign_enrollment;
 
-/// Largest answer read.
-const MAX_RESPONSE: usize = 1 << 20;
-
-/// Why an enrollment failed. Never carries the code or the token.
-#[derive(Debug, thiserror::Error)]
-pub enum EnrollError {
-    /// The management URL is not `http(s)://host[:port][/prefix]`.
-    #[error("invalid management URL {0:?}")]
-    InvalidUrl(String),
-    /// No answer.
-    #[error("management is unreachable: {0}")]
-    Unreachable(String),
-    /// Management refused, with its code.
-    #[error("management refused the enrollment: {message} ({code})")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// Management's error code.
-        code: String,
-        /// Its message.
-        message: String,
-    },
-    /// An answer that is not what the protocol says.
-    #[error("unexpected answer from management: {0}")]
-    Protocol(String),
-}
-
-impl EnrollError {
-    /// A stable code: management's own when it refused.
-    pub fn code(&self) -> &str {
-        match self {
-            Self::InvalidUrl(_) => "invalid_management_url",
-            Self::Unreachable(_) => "management_unreachable",
-            Self::Refused { code, .. } => code,
-            Self::Protocol(_) => "management_protocol",
-        }
-    }
-}
+use crate::{
+    keys::NodeKeys,
+    service::{CallError, Service},
+};
 
 /// What enrollment returns.
 #[derive(Debug)]
@@ -85,71 +49,23 @@ struct NodeDoc {
     ceiling: String,
 }
 
-fn base(url: &str) -> Result<Url, EnrollError> {
-    let parsed = Url::parse(url).map_err(|_| EnrollError::InvalidUrl(url.to_owned()))?;
-    if !matches!(parsed.scheme(), "http" | "https")
-        || parsed.host_str().is_none()
-        || parsed.query().is_some()
-        || !parsed.username().is_empty()
-    {
-        return Err(EnrollError::InvalidUrl(url.to_owned()));
-    }
-    let full = format!("{}/v1/enroll", parsed.as_str().trim_end_matches('/'));
-    Url::parse(&full).map_err(|_| EnrollError::InvalidUrl(full))
-}
-
-/// Enroll `keys` with `code` at the management server at `management_url`.
-pub async fn enroll(
-    management_url: &str,
-    code: &str,
-    keys: &NodeKeys,
-    timeout: Duration,
-) -> Result<Enrolled, EnrollError> {
-    let url = base(management_url)?;
-    let signature = sign_enrollment(keys.signing_key(), code.trim(), keys.node());
+/// Enroll `keys` with `code` at management (`service`).
+pub async fn enroll(service: &Service, code: &str, keys: &NodeKeys) -> Result<Enrolled, CallError> {
+    let code = code.trim();
+    let signature = sign_enrollment(keys.signing_key(), code, keys.node());
     let body = json!({
-        "code": code.trim(),
+        "code": code,
         "node_id": keys.node(),
         "public_key": hex::encode(keys.identity_public()),
         "signature": hex::encode(signature),
     });
-    let http = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| EnrollError::Unreachable(e.without_url().to_string()))?;
-    let reply = http
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| EnrollError::Unreachable(e.without_url().to_string()))?;
-    let status = reply.status();
-    let bytes = reply
-        .bytes()
-        .await
-        .map_err(|e| EnrollError::Unreachable(e.without_url().to_string()))?;
-    if bytes.len() > MAX_RESPONSE {
-        return Err(EnrollError::Protocol("answer too large".into()));
-    }
-    if !status.is_success() {
-        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        return Err(EnrollError::Refused {
-            status: status.as_u16(),
-            code: value["error"]["code"]
-                .as_str()
-                .unwrap_or("unknown")
-                .to_owned(),
-            message: value["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned(),
-        });
-    }
-    let answer: Answer = serde_json::from_slice(&bytes)
-        .map_err(|_| EnrollError::Protocol("not an enrollment answer".into()))?;
+    let value = service
+        .call(Method::POST, "/v1/enroll", Some(&body))
+        .await?;
+    let answer: Answer = serde_json::from_value(value)
+        .map_err(|_| CallError::Protocol("not an enrollment answer".into()))?;
     if answer.node.id != keys.node() {
-        return Err(EnrollError::Protocol(
+        return Err(CallError::Protocol(
             "management enrolled another node id".into(),
         ));
     }
@@ -162,4 +78,111 @@ pub async fn enroll(
         expires_at: answer.expires_at,
         relay_url: answer.relay_url,
     })
+}
+
+/// The answer to a token request.
+#[derive(Debug)]
+pub enum TokenAnswer {
+    /// Within the ceiling: the vault's token document (`token`, `token_id`, `expires_at`).
+    Token(Value),
+    /// Above it: the approval request to follow (`id`, `status`, ...).
+    Approval(Value),
+}
+
+/// Ask management for a token with `rights` (`[{resource, op}]`).
+pub async fn request_token(
+    service: &Service,
+    keys: &NodeKeys,
+    token: &str,
+    rights: &Value,
+    reason: &str,
+) -> Result<TokenAnswer, CallError> {
+    let body = json!({ "rights": rights, "reason": reason });
+    let answer = service
+        .node_call(keys, token, Method::POST, "/v1/token-requests", Some(&body))
+        .await?;
+    match (answer.get("token"), answer.get("approval")) {
+        (Some(t), _) => Ok(TokenAnswer::Token(t.clone())),
+        (None, Some(a)) => Ok(TokenAnswer::Approval(a.clone())),
+        _ => Err(CallError::Protocol("not a token request answer".into())),
+    }
+}
+
+/// The approval request `id` as it stands (`{approval, decisions}`).
+pub async fn token_request(
+    service: &Service,
+    keys: &NodeKeys,
+    token: &str,
+    id: &str,
+) -> Result<Value, CallError> {
+    service
+        .node_call(
+            keys,
+            token,
+            Method::GET,
+            &format!("/v1/token-requests/{id}"),
+            None,
+        )
+        .await
+}
+
+/// Execute an approved token request (once): the new token document.
+pub async fn redeem(
+    service: &Service,
+    keys: &NodeKeys,
+    token: &str,
+    id: &str,
+) -> Result<Value, CallError> {
+    let answer = service
+        .node_call(
+            keys,
+            token,
+            Method::POST,
+            &format!("/v1/token-requests/{id}/redeem"),
+            None,
+        )
+        .await?;
+    answer
+        .get("token")
+        .cloned()
+        .ok_or_else(|| CallError::Protocol("a redeem answer without a token".into()))
+}
+
+/// Read a secret from the vault (`{path, version, value, ...}`).
+pub async fn read_secret(
+    vault: &Service,
+    keys: &NodeKeys,
+    token: &str,
+    group: &str,
+    path: &str,
+) -> Result<Value, CallError> {
+    vault
+        .node_call(
+            keys,
+            token,
+            Method::GET,
+            &format!("/v1/vaults/{group}/secrets/{path}"),
+            None,
+        )
+        .await
+}
+
+/// Write a secret to the vault.
+pub async fn write_secret(
+    vault: &Service,
+    keys: &NodeKeys,
+    token: &str,
+    group: &str,
+    path: &str,
+    value: &str,
+) -> Result<Value, CallError> {
+    vault
+        .node_call(
+            keys,
+            token,
+            Method::PUT,
+            &format!("/v1/vaults/{group}/secrets/{path}"),
+            Some(&json!({ "value": value })),
+        )
+        .await
 }

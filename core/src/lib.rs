@@ -14,6 +14,8 @@ pub mod http;
 pub mod ident;
 pub mod metrics;
 pub mod secret;
+#[cfg(feature = "testing")]
+pub mod smtp_testing;
 pub mod storage;
 pub mod telemetry;
 

@@ -61,6 +61,23 @@ impl Keymesh {
         }
     }
 
+    /// Services log `"message":"listening","addr":"127.0.0.1:PORT"`: the base URL.
+    pub fn wait_for_listen(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if let Some(line) = output
+                .lines()
+                .find(|l| l.contains(r#""message":"listening""#))
+            {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
+                return format!("http://{}", value["addr"].as_str().expect("addr"));
+            }
+            assert!(Instant::now() < deadline, "no listening line:\n{output}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Wait for the dev banner and return each service's base URL.
     pub fn wait_for_urls(&mut self, count: usize, timeout: Duration) -> BTreeMap<String, String> {
         let deadline = Instant::now() + timeout;

@@ -92,31 +92,11 @@ async fn one_service_runs_on_the_selected_backend_and_stops_on_sigterm() {
         ("VAULT_DATABASE_URL", db.url_for_process()),
     ]);
     let mut keymesh = Keymesh::start(dir.path(), &["vault"], &env);
-    let url = wait_for_listen_log(&mut keymesh);
+    let url = keymesh.wait_for_listen(START);
     let (status, body) = get(&format!("{url}/health/ready")).await;
     assert_eq!(status, 200, "{body}");
     let status = keymesh.signal_and_wait("TERM", STOP);
     assert_eq!(status.code(), Some(0), "{}", keymesh.output());
-}
-
-/// Services log `"message":"listening","addr":"127.0.0.1:PORT"`.
-fn wait_for_listen_log(keymesh: &mut Keymesh) -> String {
-    let deadline = std::time::Instant::now() + START;
-    loop {
-        let output = keymesh.output();
-        if let Some(line) = output
-            .lines()
-            .find(|l| l.contains(r#""message":"listening""#))
-        {
-            let value: serde_json::Value = serde_json::from_str(line).expect("json log line");
-            return format!("http://{}", value["addr"].as_str().expect("addr"));
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no listening line:\n{output}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[tokio::test]

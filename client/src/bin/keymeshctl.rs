@@ -39,8 +39,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use keymesh_client::{
     keyfile::{self, KdfCost, KeyFileError},
     keys::{KeysError, NodeKeys},
-    management::EnrollError,
     relay::{ClientOptions, ErrorKind, Incoming, RelayClient, RelayError},
+    service::{CallError, Service},
 };
 use keymesh_core::http::node::TOKEN_B64;
 use secrecy::{ExposeSecret, SecretString};
@@ -368,20 +368,20 @@ async fn keys_rotate(s: &Settings) -> Result<(), Failure> {
     Ok(())
 }
 
-impl From<EnrollError> for Failure {
-    fn from(e: EnrollError) -> Self {
+impl From<CallError> for Failure {
+    fn from(e: CallError) -> Self {
         let exit = match &e {
-            EnrollError::InvalidUrl(_) => 2,
-            EnrollError::Refused {
+            CallError::InvalidUrl(_) => 2,
+            CallError::Refused {
                 status: 401 | 403, ..
             } => 3,
-            EnrollError::Unreachable(_) => 5,
+            CallError::Unreachable(_) => 5,
             _ => 1,
         };
         Self {
             exit,
             code: e.code().to_owned(),
-            message: e.to_string(),
+            message: format!("management: {e}"),
         }
     }
 }
@@ -429,9 +429,8 @@ async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
         keyfile::save(&s.keys, &keys, &passphrase, KdfCost::DEFAULT, false)?;
         (keys, true)
     };
-    let enrolled =
-        keymesh_client::management::enroll(&management, &code, &keys, Duration::from_secs(30))
-            .await?;
+    let service = Service::new(&management, Duration::from_secs(30))?;
+    let enrolled = keymesh_client::management::enroll(&service, &code, &keys).await?;
     let token_path = s
         .token_file
         .clone()
