@@ -491,7 +491,7 @@ fn not_executable(row: &ApprovalRow) -> ApiError {
     }
 }
 
-/// The node's own request.
+/// A request for this node: made by the node itself, or by its owner for it.
 async fn own_request(
     state: &ManagementState,
     caller: &NodeCaller,
@@ -502,7 +502,12 @@ async fn own_request(
         .approval(id)
         .await
         .map_err(ApiError::internal)?
-        .filter(|r| r.requester == caller.actor())
+        .filter(|r| {
+            r.requester == caller.actor()
+                || (r.requester == format!("user:{}", caller.node.user_id)
+                    && serde_json::from_str::<Value>(&r.params)
+                        .is_ok_and(|p| p["node_id"] == caller.node.id.as_str()))
+        })
         .ok_or_else(no_such_request)
 }
 
@@ -563,8 +568,18 @@ pub async fn node_redeem(
             announce(&state, "approval.executed", &claimed);
             Ok(Json(json!({ "approval": view(&claimed), "token": token })))
         }
+        // The vault has seen this approval mint already (an earlier attempt whose answer was
+        // lost): it stays used; the vault never mints twice for one approval.
+        Err(e) if e.code() == Some("conflict") => {
+            state.audit_quiet(event(Outcome::Failure)).await;
+            Err(ApiError::with_message(
+                ErrorCode::ApprovalDecided,
+                "this approval was already used (an earlier attempt minted; ask again if its token was lost)",
+            ))
+        }
         Err(e) => {
-            // Nothing was minted: the approval stays usable.
+            // Give the claim back: if the vault did mint (an answer lost in transit), a retry
+            // is refused there as `conflict`, so the operation still runs at most once.
             if let Err(undo) = state.store.release_execution(&id).await {
                 tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
             }
@@ -574,35 +589,59 @@ pub async fn node_redeem(
     }
 }
 
+/// How often an open event stream re-checks its session and role.
+const STREAM_RECHECK: Duration = Duration::from_secs(10);
+
+/// What a stream's subscriber may see now: `None` when its session ended (revoked, expired,
+/// signed out, user disabled); `Some(true)` for reviewers (every request), `Some(false)` for
+/// others (their own).
+async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool> {
+    let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
+    let (_, user) = state
+        .store
+        .live_session_by_id(session_id, idle)
+        .await
+        .ok()??;
+    let role: Role = user.role.parse().ok()?;
+    Some(state.config.rbac.allows(role, Action::ApprovalsDecide))
+}
+
 /// `GET /v1/approvals/events`: a live stream (server-sent events) of approval events:
-/// reviewers see every request's, others their own. A subscriber that falls behind is told
-/// (`event: lagged`) and should re-read `GET /v1/approvals`.
+/// reviewers see every request's, others their own. The session and role are checked again
+/// before every event and every 10 s: the stream ends when the session does, and narrows when
+/// the role loses `approvals:decide`. A subscriber that falls behind is told (`event: lagged`)
+/// and should re-read `GET /v1/approvals`.
 pub async fn events(
     State(state): State<ManagementState>,
     caller: Caller,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let all = caller.holds(&state, Action::ApprovalsDecide);
     let me = caller.user.id.clone();
+    let session = caller.session.id.clone();
     let rx = state.events.subscribe();
-    let stop = state.ctx.shutdown.clone();
-    let stream = stream::unfold((rx, stop), move |(mut rx, stop)| {
-        let me = me.clone();
+    let stream = stream::unfold((rx, state), move |(mut rx, state)| {
+        let (me, session) = (me.clone(), session.clone());
         async move {
+            let mut recheck = tokio::time::interval(STREAM_RECHECK);
             loop {
                 let next = tokio::select! {
                     r = rx.recv() => r,
-                    () = stop.cancelled() => return None,
+                    _ = recheck.tick() => {
+                        stream_scope(&state, &session).await?;
+                        continue;
+                    }
+                    () = state.ctx.shutdown.cancelled() => return None,
                 };
+                let all = stream_scope(&state, &session).await?;
                 match next {
                     Ok(ev) if all || ev.requester_user == me => {
                         let kind = ev.body["type"].as_str().unwrap_or("approval").to_owned();
                         let event = Event::default().event(kind).data(ev.body.to_string());
-                        return Some((Ok(event), (rx, stop)));
+                        return Some((Ok(event), (rx, state)));
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(n)) => {
                         let event = Event::default().event("lagged").data(n.to_string());
-                        return Some((Ok(event), (rx, stop)));
+                        return Some((Ok(event), (rx, state)));
                     }
                     Err(RecvError::Closed) => return None,
                 }

@@ -133,10 +133,18 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Remove a member; `false` when they were not one.
+    /// Remove a member and, in the same transaction, their unused enrollment codes for the
+    /// group; `false` when they were not a member.
     pub async fn remove_member(&self, group: &str, user: &str) -> Result<bool, StorageError> {
         const SQL: &str = "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2";
-        let n = with_pool!(self.db(), pool => sqlx::query(SQL).bind(group).bind(user).execute(pool).await.map(|r| r.rows_affected()))?;
+        const CODES: &str = "DELETE FROM enrollment_codes WHERE group_id = $1 AND user_id = $2 AND used_at_ms IS NULL";
+        let n = with_pool!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(SQL).bind(group).bind(user).execute(&mut *tx).await?.rows_affected();
+            sqlx::query(CODES).bind(group).bind(user).execute(&mut *tx).await?;
+            tx.commit().await?;
+            n
+        });
         Ok(n == 1)
     }
 

@@ -17,8 +17,10 @@ use serde_json::{Value, json};
 
 use crate::{
     directory::{Claim, CodeRow},
+    rbac::{Action, Role},
     secrets::{Kind, token_hash, well_formed_token},
     state::ManagementState,
+    vault::Registration,
 };
 
 /// `POST /v1/enroll` body.
@@ -141,7 +143,22 @@ async fn live_code_of_enabled_user(
         .user(&code.user_id)
         .await
         .map_err(ApiError::internal)?;
-    if owner.is_none_or(|u| u.disabled_at_ms.is_some()) {
+    // The owner must still be allowed to enroll into the group: enabled, holding
+    // nodes:enroll, and a member unless their role manages groups. (Removing a member also
+    // deletes their unused codes; this covers role changes.)
+    let Some(owner) = owner.filter(|u| u.disabled_at_ms.is_none()) else {
+        return Err(code_invalid());
+    };
+    let role: Role = owner.role.parse().map_err(|_| code_invalid())?;
+    let rbac = &state.config.rbac;
+    let allowed = rbac.allows(role, Action::NodesEnroll)
+        && (rbac.allows(role, Action::GroupsManage)
+            || state
+                .store
+                .is_member(&code.group_id, &owner.id)
+                .await
+                .map_err(ApiError::internal)?);
+    if !allowed {
         return Err(code_invalid());
     }
     Ok(code)
@@ -155,15 +172,22 @@ async fn register(
     public_key: &str,
 ) -> Result<Value, ApiError> {
     let rights: Value = serde_json::from_str(&code.rights).map_err(ApiError::internal)?;
-    state
+    let registered = state
         .vault
-        .put_node(
+        .put_node(&Registration {
             node_id,
-            &code.group_id,
-            &code.user_id,
-            public_key,
-            &code.ceiling,
-        )
-        .await?;
+            group: &code.group_id,
+            user: &code.user_id,
+            public_key_hex: public_key,
+            ceiling: &code.ceiling,
+            create_only: true,
+            disabled: false,
+        })
+        .await;
+    match registered {
+        // The vault knows this id with another key: never re-key it.
+        Err(e) if e.code() == Some("conflict") => return Err(ApiError::new(ErrorCode::NodeExists)),
+        other => other?,
+    };
     Ok(state.vault.mint(node_id, &rights, None, None).await?)
 }

@@ -22,6 +22,7 @@ use crate::{
     secrets::{Kind, NewToken},
     state::ManagementState,
     store::now_ms,
+    vault::Registration,
 };
 
 /// `POST /v1/groups` body.
@@ -189,6 +190,7 @@ pub async fn remove_member(
             .with_details(json!({ "user": user })),
         )
         .await?;
+    // Their unused enrollment codes for the group die with the membership.
     if state
         .store
         .remove_member(&id, &user)
@@ -240,19 +242,19 @@ pub async fn create_code(
     JsonBody(body): JsonBody<CreateCode>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(&state, Action::NodesEnroll)?;
-    let group = existing_group(&state, &id).await?;
-    let manager = caller.holds(&state, Action::GroupsManage);
-    if !manager
-        && !state
-            .store
-            .is_member(&id, &caller.user.id)
-            .await
-            .map_err(ApiError::internal)?
-    {
-        return Err(ApiError::with_message(
-            ErrorCode::Forbidden,
-            "only members of a group enroll nodes into it",
-        ));
+    // Members, and holders of groups:manage (with a recent sign-in), enroll into a group;
+    // anyone else gets the same answer as for a group that does not exist.
+    let member = state
+        .store
+        .is_member(&id, &caller.user.id)
+        .await
+        .map_err(ApiError::internal)?;
+    let group = match state.store.group(&id).await.map_err(ApiError::internal)? {
+        Some(g) if member || caller.holds(&state, Action::GroupsManage) => g,
+        _ => return Err(ApiError::with_message(ErrorCode::NotFound, "no such group")),
+    };
+    if !member {
+        caller.require(&state, Action::GroupsManage)?;
     }
     let group_ceiling: Op = group
         .node_ceiling
@@ -384,15 +386,10 @@ pub async fn set_ceiling(
             .with_details(json!({ "from": node.ceiling, "to": body.ceiling })),
         )
         .await?;
+    let key = hex::encode(&node.public_key);
     let vault = state
         .vault
-        .put_node(
-            &node.id,
-            &node.group_id,
-            &node.user_id,
-            &hex::encode(&node.public_key),
-            body.ceiling.as_str(),
-        )
+        .put_node(&Registration::of(&node, &key, body.ceiling.as_str()))
         .await?;
     state
         .store

@@ -17,7 +17,7 @@ use keymesh_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{auth::Caller, rbac::Action, state::ManagementState};
+use crate::{auth::Caller, rbac::Action, state::ManagementState, vault::Registration};
 
 /// How long a revocation waits to see its own feed entry applied before answering.
 const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
@@ -174,8 +174,8 @@ async fn existing_node(state: &ManagementState, id: &str) -> Result<(), ApiError
         .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))
 }
 
-/// `POST /v1/nodes/{id}/disable` (nodes:disable): management refuses the node from now on and
-/// the vault revokes every token it holds. Disabling twice is harmless (the revocation is
+/// `POST /v1/nodes/{id}/disable` (nodes:disable): management refuses the node from now on, the
+/// vault mints, refreshes and delegates nothing for it, and every token it holds is revoked. Disabling twice is harmless (the revocation is
 /// repeated).
 pub async fn disable_node(
     State(state): State<ManagementState>,
@@ -185,7 +185,12 @@ pub async fn disable_node(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::NodesDisable)?;
     let reason = check_reason(&body.reason)?;
-    existing_node(&state, &id).await?;
+    let node = state
+        .store
+        .node(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))?;
     intent(
         &state,
         &caller,
@@ -199,6 +204,11 @@ pub async fn disable_node(
         .disable_node(&id)
         .await
         .map_err(ApiError::internal)?;
+    // The vault too: it mints, refreshes and delegates nothing for a disabled node.
+    let key = hex::encode(&node.public_key);
+    let mut registration = Registration::of(&node, &key, &node.ceiling);
+    registration.disabled = true;
+    state.vault.put_node(&registration).await?;
     let mut out = revoke(&state, &caller, "node", &id, reason).await?;
     out["disabled"] = json!(true);
     out["already_disabled"] = json!(!newly);

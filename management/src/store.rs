@@ -417,6 +417,21 @@ impl Store {
         }))
     }
 
+    /// A live session by id (the event stream re-checks its own this way).
+    pub async fn live_session_by_id(
+        &self,
+        id: &str,
+        idle_ms: i64,
+    ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
+        const SQL: &str = "SELECT token_hash FROM sessions WHERE id = $1";
+        let hash: Option<(Vec<u8>,)> =
+            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?;
+        match hash {
+            Some((hash,)) => self.live_session(&hash, idle_ms).await,
+            None => Ok(None),
+        }
+    }
+
     /// Record use of a session (callers throttle this to once a minute).
     pub async fn touch_session(&self, id: &str) -> Result<(), StorageError> {
         const SQL: &str = "UPDATE sessions SET last_seen_ms = $1 WHERE id = $2";

@@ -87,6 +87,40 @@ const PASSED_THROUGH: &[&str] = &[
     "audit_unavailable",
 ];
 
+/// A node as the vault registers it.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    /// Node id.
+    pub node_id: &'a str,
+    /// Group.
+    pub group: &'a str,
+    /// Owning user.
+    pub user: &'a str,
+    /// Ed25519 identity key, hex.
+    pub public_key_hex: &'a str,
+    /// Ceiling.
+    pub ceiling: &'a str,
+    /// Refuse when the node exists with another key, group or user (enrollment).
+    pub create_only: bool,
+    /// Disabled: the vault mints, refreshes and delegates nothing for it.
+    pub disabled: bool,
+}
+
+impl<'a> Registration<'a> {
+    /// The registration of a recorded node, with a ceiling.
+    pub fn of(node: &'a crate::directory::NodeRow, key_hex: &'a str, ceiling: &'a str) -> Self {
+        Self {
+            node_id: &node.id,
+            group: &node.group_id,
+            user: &node.user_id,
+            public_key_hex: key_hex,
+            ceiling,
+            create_only: false,
+            disabled: node.disabled_at_ms.is_some(),
+        }
+    }
+}
+
 /// A client for one vault.
 #[derive(Clone, Debug)]
 pub struct VaultClient {
@@ -147,19 +181,15 @@ impl VaultClient {
         })
     }
 
-    /// `PUT /v1/nodes/{id}`: register a node with its identity key and ceiling.
-    pub async fn put_node(
-        &self,
-        node_id: &str,
-        group: &str,
-        user: &str,
-        public_key_hex: &str,
-        ceiling: &str,
-    ) -> Result<Value, VaultError> {
+    /// `PUT /v1/nodes/{id}`: register or update a node.
+    pub async fn put_node(&self, node: &Registration<'_>) -> Result<Value, VaultError> {
         self.call(
             reqwest::Method::PUT,
-            &format!("/v1/nodes/{node_id}"),
-            Some(json!({ "group": group, "user": user, "public_key": public_key_hex, "ceiling": ceiling })),
+            &format!("/v1/nodes/{}", node.node_id),
+            Some(json!({
+                "group": node.group, "user": node.user, "public_key": node.public_key_hex,
+                "ceiling": node.ceiling, "create_only": node.create_only, "disabled": node.disabled,
+            })),
         )
         .await
     }

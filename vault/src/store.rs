@@ -49,6 +49,8 @@ pub struct NodeRow {
     pub public_key: Vec<u8>,
     /// Highest operation (`read`...`share`).
     pub ceiling: String,
+    /// Disabled by management: nothing is minted, refreshed or delegated for it.
+    pub disabled_at_ms: Option<i64>,
 }
 
 /// An issued grant.
@@ -252,18 +254,25 @@ impl Store {
 
     /// Register or update a node.
     pub async fn upsert_node(&self, n: &NodeRow) -> Result<(), StorageError> {
-        const SQL: &str = "INSERT INTO nodes (node_id, group_id, user_id, public_key, ceiling, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT (node_id) DO UPDATE SET \
+        const SQL: &str = "INSERT INTO nodes (node_id, group_id, user_id, public_key, ceiling, created_at_ms, updated_at_ms, disabled_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (node_id) DO UPDATE SET \
              group_id = excluded.group_id, user_id = excluded.user_id, public_key = excluded.public_key, \
-             ceiling = excluded.ceiling, updated_at_ms = excluded.updated_at_ms";
-        with_pool!(&self.db, pool => sqlx::query(SQL).bind(&n.node_id).bind(&n.group_id).bind(&n.user_id).bind(&n.public_key).bind(&n.ceiling).bind(now_ms()).execute(pool).await.map(drop))?;
+             ceiling = excluded.ceiling, updated_at_ms = excluded.updated_at_ms, disabled_at_ms = excluded.disabled_at_ms";
+        with_pool!(&self.db, pool => sqlx::query(SQL).bind(&n.node_id).bind(&n.group_id).bind(&n.user_id).bind(&n.public_key).bind(&n.ceiling).bind(now_ms()).bind(n.disabled_at_ms).execute(pool).await.map(drop))?;
         Ok(())
+    }
+
+    /// Record that `approval` was used for a mint; `false` when it already was.
+    pub async fn use_approval(&self, approval: &str, grant: &str) -> Result<bool, StorageError> {
+        const SQL: &str = "INSERT INTO approval_mints (approval, grant_id, minted_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (approval) DO NOTHING";
+        let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(approval).bind(grant).bind(now_ms()).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// A node.
     pub async fn node(&self, node_id: &str) -> Result<Option<NodeRow>, StorageError> {
-        const SQL: &str =
-            "SELECT node_id, group_id, user_id, public_key, ceiling FROM nodes WHERE node_id = $1";
+        const SQL: &str = "SELECT node_id, group_id, user_id, public_key, ceiling, disabled_at_ms FROM nodes WHERE node_id = $1";
         Ok(
             with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(node_id).fetch_optional(pool).await)?,
         )

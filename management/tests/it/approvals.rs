@@ -383,6 +383,30 @@ async fn reviewers_see_requests_live_and_requesters_only_their_own() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
+
+    // Signing out ends the open stream at its next event.
+    let reply = m.bearer(&reviewer, "POST", "/v1/logout", None).await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    ask(&m, &node).await;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match body.frame().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        let text = String::from_utf8_lossy(data).into_owned();
+                        assert!(
+                            !text.contains("approval.created"),
+                            "delivered after sign-out: {text}"
+                        );
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 5 s");
+    assert!(ended);
 }
 
 #[tokio::test]
@@ -450,5 +474,137 @@ async fn node_calls_need_a_live_token_its_proof_and_an_enabled_node() {
             .await,
         StatusCode::UNAUTHORIZED,
         "revoked",
+    );
+}
+
+#[tokio::test]
+async fn an_owner_asks_for_their_node_which_redeems_and_nobody_redeems_after_expiry() {
+    let m = management_with_vault().await;
+    let (_, owner, node) = owner_and_node(&m).await;
+    let (_, reviewer) = m.signed_in("admin").await;
+    let mut body = above_ceiling();
+    body["operation"] = json!("token.mint");
+    body["node_id"] = json!("n1");
+    let reply = m
+        .bearer(&owner, "POST", "/v1/approvals", Some(body.clone()))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id = reply.body["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    expect(
+        &decide(&m, &owner, &id, "approve").await,
+        StatusCode::FORBIDDEN,
+        "self_approval",
+    );
+    assert_eq!(
+        decide(&m, &reviewer, &id, "approve").await.status,
+        StatusCode::OK
+    );
+    let reply = redeem(&m, &node, &id).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    // Another user's node is not theirs to ask for.
+    let (_, stranger) = m.signed_in("admin").await;
+    expect(
+        &m.bearer(&stranger, "POST", "/v1/approvals", Some(body.clone()))
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    body["operation"] = json!("user.delete");
+    expect(
+        &m.bearer(&owner, "POST", "/v1/approvals", Some(body)).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+
+    // Approved, then expired before it was used: nothing runs.
+    let mut short = above_ceiling();
+    short["approval_ttl_secs"] = json!(1);
+    let reply = m
+        .node_call(&node, "POST", "/v1/token-requests", Some(short))
+        .await;
+    let id = reply.body["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert_eq!(
+        decide(&m, &reviewer, &id, "approve").await.status,
+        StatusCode::OK
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    expect(
+        &redeem(&m, &node, &id).await,
+        StatusCode::GONE,
+        "approval_expired",
+    );
+    assert_eq!(vault_mints_for(&m, &id).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviewers_come_from_the_policy_and_concurrent_votes_never_overcount() {
+    let dir = tempfile::tempdir().expect("dir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[operations.\"token.mint\"]\napprovals = 2\nreviewers = [\"responder\"]\n",
+    )
+    .expect("policy");
+    let rbac = dir.path().join("rbac.toml");
+    std::fs::write(
+        &rbac,
+        "[roles]\nadmin = [\"*\"]\nresponder = [\"users:read\", \"approvals:decide\"]\nauditor = []\nmember = [\"nodes:enroll\"]\n",
+    )
+    .expect("rbac");
+    let m = Arc::new(
+        management_with_vault_and(&[
+            (
+                "MANAGEMENT_APPROVAL_POLICY_FILE",
+                policy.to_str().expect("utf-8"),
+            ),
+            ("MANAGEMENT_RBAC_FILE", rbac.to_str().expect("utf-8")),
+        ])
+        .await,
+    );
+    let (_, _, node) = owner_and_node(&m).await;
+    let (_, admin) = m.signed_in("admin").await;
+    let id = ask(&m, &node).await;
+    // An admin holds approvals:decide but is not a reviewer of this policy.
+    expect(
+        &decide(&m, &admin, &id, "approve").await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let mut responders = Vec::new();
+    for _ in 0..4 {
+        responders.push(m.signed_in("responder").await.1);
+    }
+    let votes = responders.iter().map(|r| {
+        let (m, r, id) = (m.clone(), r.clone(), id.clone());
+        tokio::spawn(async move { decide(&m, &r, &id, "approve").await })
+    });
+    let mut counted = 0;
+    for vote in votes {
+        let reply = vote.await.expect("join");
+        match reply.status {
+            StatusCode::OK => counted += 1,
+            _ => expect(&reply, StatusCode::CONFLICT, "approval_decided"),
+        }
+    }
+    assert_eq!(counted, 2, "two votes decide; later ones find it decided");
+    let shown = m
+        .bearer(&responders[0], "GET", &format!("/v1/approvals/{id}"), None)
+        .await;
+    assert_eq!(
+        shown.body["approval"]["status"], "approved",
+        "{}",
+        shown.body
+    );
+    assert_eq!(
+        shown.body["decisions"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        shown.body
     );
 }

@@ -87,8 +87,8 @@ async fn groups_members_and_codes_follow_roles_and_ceilings() {
     // Not a member yet: no code, and the group is invisible (same answer as a missing one).
     expect(
         &code(&m, &member, "payments", json!({})).await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
+        StatusCode::NOT_FOUND,
+        "not_found",
     );
     let hidden = m.bearer(&member, "GET", "/v1/groups/payments", None).await;
     let missing = m.bearer(&member, "GET", "/v1/groups/nothing", None).await;
@@ -412,4 +412,62 @@ async fn lowering_a_node_ceiling_reaches_the_vault_and_revokes_its_tokens() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
+}
+
+#[tokio::test]
+async fn codes_die_with_their_owners_membership_and_never_rekey_a_node_the_vault_knows() {
+    let m = management_with_vault().await;
+    let (_, admin) = signed_in(&m, "admin").await;
+    let (member_id, member) = signed_in(&m, "member").await;
+    assert_eq!(
+        group(&m, &admin, "team", None).await.status,
+        StatusCode::CREATED
+    );
+    m.bearer(
+        &admin,
+        "PUT",
+        &format!("/v1/groups/team/members/{member_id}"),
+        None,
+    )
+    .await;
+    let left = fresh_code(&m, &member, "team").await;
+    let reply = m
+        .bearer(
+            &admin,
+            "DELETE",
+            &format!("/v1/groups/team/members/{member_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    expect(
+        &enroll(&m, enrollment(&left, "left-1", &node_key())).await,
+        StatusCode::UNAUTHORIZED,
+        "enrollment_code_invalid",
+    );
+    // A non-member gets the same answer for an existing group as for a missing one.
+    let existing = code(&m, &member, "team", json!({})).await;
+    let missing = code(&m, &member, "no-such-group", json!({})).await;
+    expect(&existing, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(existing.body, missing.body);
+
+    // An id the vault already knows with another key (registered there directly) is never
+    // re-keyed through enrollment, and the code stays usable.
+    let vault = m.vault.as_ref().expect("vault");
+    let reply = reqwest::Client::new()
+        .put(format!("{}/v1/nodes/known-1", vault.url))
+        .bearer_auth(crate::harness::VAULT_KEY)
+        .json(&json!({ "group": "team", "user": "someone", "public_key": hex::encode(node_key().verifying_key().as_bytes()) }))
+        .send()
+        .await
+        .expect("register at the vault");
+    assert!(reply.status().is_success());
+    let usable = fresh_code(&m, &admin, "team").await;
+    expect(
+        &enroll(&m, enrollment(&usable, "known-1", &node_key())).await,
+        StatusCode::CONFLICT,
+        "node_exists",
+    );
+    let reply = enroll(&m, enrollment(&usable, "new-1", &node_key())).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
 }

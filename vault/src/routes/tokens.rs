@@ -38,6 +38,13 @@ pub struct NodeBody {
     /// Highest operation; agents default to `list`.
     #[serde(default)]
     ceiling: Option<Op>,
+    /// Register only: refuse (409) when the node exists with another key, group or user
+    /// (enrollment never re-keys a node).
+    #[serde(default)]
+    create_only: bool,
+    /// Disabled: nothing is minted, refreshed or delegated for the node, and its tokens die.
+    #[serde(default)]
+    disabled: bool,
 }
 
 fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
@@ -61,12 +68,20 @@ pub async fn put_node(
         .node(&node_id)
         .await
         .map_err(ApiError::internal)?;
-    let invalidates = previous.is_some_and(|p| {
-        p.public_key != key
-            || p.group_id != *body.group
-            || p.user_id != *body.user
-            || p.ceiling.parse::<Op>().map_or(true, |old| ceiling < old)
+    let rebinds = previous.as_ref().is_some_and(|p| {
+        p.public_key != key || p.group_id != *body.group || p.user_id != *body.user
     });
+    if body.create_only && rebinds {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            format!("node {node_id} is registered with another key, group or user"),
+        ));
+    }
+    let invalidates = body.disabled
+        || rebinds
+        || previous
+            .as_ref()
+            .is_some_and(|p| p.ceiling.parse::<Op>().map_or(true, |old| ceiling < old));
     state
         .audit(
             AuditEvent::new(
@@ -75,7 +90,7 @@ pub async fn put_node(
                 format!("node:{node_id}"),
                 Outcome::Success,
             )
-            .with_details(json!({ "group": body.group, "user": body.user, "ceiling": ceiling })),
+            .with_details(json!({ "group": body.group, "user": body.user, "ceiling": ceiling, "disabled": body.disabled })),
         )
         .await?;
     state
@@ -86,6 +101,7 @@ pub async fn put_node(
             user_id: body.user.into(),
             public_key: key.to_vec(),
             ceiling: ceiling.as_str().to_owned(),
+            disabled_at_ms: body.disabled.then(crate::store::now_ms),
         })
         .await
         .map_err(ApiError::internal)?;
@@ -316,8 +332,10 @@ impl VaultState {
         self.issue(node, grant, new)
     }
 
+    /// A registered node that is not disabled.
     async fn registered(&self, node_id: &str) -> Result<NodeRow, ApiError> {
-        self.store
+        let node = self
+            .store
             .node(node_id)
             .await
             .map_err(ApiError::internal)?
@@ -326,7 +344,14 @@ impl VaultState {
                     ErrorCode::NotFound,
                     format!("node {node_id} is not registered"),
                 )
-            })
+            })?;
+        if node.disabled_at_ms.is_some() {
+            return Err(ApiError::with_message(
+                ErrorCode::Forbidden,
+                format!("node {node_id} is disabled"),
+            ));
+        }
+        Ok(node)
     }
 }
 
@@ -356,6 +381,19 @@ pub async fn mint(
     let ttl = state.lifetime(body.ttl_secs)?;
     let grant = uuid::Uuid::new_v4().simple().to_string();
     let lineage = vec![grant.clone()];
+    // One mint per approval, ever: a retried or replayed approval id mints nothing.
+    if let Some(approval) = &body.approval
+        && !state
+            .store
+            .use_approval(approval, &grant)
+            .await
+            .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "this approval was already used for a mint",
+        ));
+    }
     state
         .audit(
             AuditEvent::new(

@@ -120,6 +120,48 @@ async fn mint_above_the_ceiling_asks_for_approval_and_never_truncates() {
             .any(|(d,)| d.contains("apr-1") && d.contains("\"write\"")),
         "{details:?}"
     );
+    // One mint per approval, ever.
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "agent", "approval": "apr-1", "rights": [
+        { "resource": "db/*", "op": "read" } ] })),
+        )
+        .await;
+    assert_eq!(
+        (reply.0.as_u16(), code(&reply)),
+        (409, "conflict"),
+        "{reply:?}"
+    );
+
+    // Enrollment registers create-only: another key for a known id is refused, the same
+    // registration again is fine.
+    let other = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "create_only": true, "public_key": hex::encode(other.verifying_key().to_bytes()) }))).await;
+    assert_eq!(
+        (reply.0.as_u16(), code(&reply)),
+        (409, "conflict"),
+        "{reply:?}"
+    );
+    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "create_only": true, "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+
+    // A disabled node gets nothing minted.
+    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "disabled": true, "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    assert_eq!(reply.1["tokens_revoked"], true, "{reply:?}");
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "agent", "rights": [{ "resource": "db/*", "op": "read" }] })),
+        )
+        .await;
+    assert_eq!(
+        (reply.0.as_u16(), code(&reply)),
+        (403, "forbidden"),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test]
