@@ -269,17 +269,28 @@ pub async fn node_token_request(
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     operation: String,
-    node_id: Ident,
-    rights: Vec<Right>,
-    #[serde(default)]
-    ttl_secs: Option<u64>,
     reason: String,
     #[serde(default)]
     approval_ttl_secs: Option<u64>,
+    /// `token.mint`: the caller's node and the rights it should get.
+    #[serde(default)]
+    node_id: Option<Ident>,
+    #[serde(default)]
+    rights: Option<Vec<Right>>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+    /// `audit.export`: which records.
+    #[serde(default)]
+    filters: Option<keymesh_core::audit::AuditQuery>,
 }
 
-/// `POST /v1/approvals` (approvals:request): a user asks for `token.mint` for one of their own
-/// nodes. Other operations are not built yet and are refused with `invalid_request`.
+fn missing(what: &str) -> ApiError {
+    ApiError::with_message(ErrorCode::InvalidRequest, format!("{what} is required"))
+}
+
+/// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
+/// or `audit.export` (the caller also needs audit:export). Other operations are not built yet
+/// and are refused with `invalid_request`.
 pub async fn user_request(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -290,26 +301,111 @@ pub async fn user_request(
         .operation
         .parse()
         .map_err(|e: String| ApiError::with_message(ErrorCode::InvalidRequest, e))?;
-    if operation != Operation::TokenMint {
-        return Err(ApiError::with_message(
+    match operation {
+        Operation::TokenMint => {
+            let node_id = body.node_id.ok_or_else(|| missing("node_id"))?;
+            let node = state
+                .store
+                .node(&node_id)
+                .await
+                .map_err(ApiError::internal)?
+                .filter(|n| n.user_id == caller.user.id && n.disabled_at_ms.is_none())
+                .ok_or_else(|| {
+                    ApiError::with_message(ErrorCode::NotFound, "no such node of yours")
+                })?;
+            let request = TokenRequest {
+                rights: body.rights.ok_or_else(|| missing("rights"))?,
+                ttl_secs: body.ttl_secs,
+                reason: body.reason,
+                approval_ttl_secs: body.approval_ttl_secs,
+            };
+            token_or_request(&state, &node, caller.actor(), request).await
+        }
+        Operation::AuditExport => {
+            caller.require(&state, Action::AuditExport)?;
+            check_reason(&body.reason)?;
+            let params = crate::audit::export_params(body.filters)?;
+            let row = create(
+                &state,
+                operation,
+                params,
+                &body.reason,
+                body.approval_ttl_secs,
+                caller.actor(),
+                &caller.user.id,
+            )
+            .await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "approval": view(&row) })),
+            ))
+        }
+        _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
             format!("{operation} requests are not supported yet"),
-        ));
+        )),
     }
-    let node = state
+}
+
+/// Claim an approved request for execution, once: audited first (fail closed); the claimed
+/// row and its parameters. `actor` is who executes it.
+async fn claim(
+    state: &ManagementState,
+    actor: String,
+    row: &ApprovalRow,
+) -> Result<(ApprovalRow, Value), ApiError> {
+    if row.effective_status(now_ms()) != "approved" {
+        return Err(not_executable(row));
+    }
+    let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
+    let event = |outcome| {
+        AuditEvent::new(
+            actor.clone(),
+            "approval.execute",
+            format!("approval:{}", row.id),
+            outcome,
+        )
+        .with_details(json!({ "operation": row.operation, "params": params }))
+    };
+    state.audit(event(Outcome::Success)).await?;
+    match state
         .store
-        .node(&body.node_id)
+        .claim_execution(&row.id)
         .await
         .map_err(ApiError::internal)?
-        .filter(|n| n.user_id == caller.user.id && n.disabled_at_ms.is_none())
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node of yours"))?;
-    let request = TokenRequest {
-        rights: body.rights,
-        ttl_secs: body.ttl_secs,
-        reason: body.reason,
-        approval_ttl_secs: body.approval_ttl_secs,
-    };
-    token_or_request(&state, &node, caller.actor(), request).await
+    {
+        Some(claimed) => Ok((claimed, params)),
+        None => {
+            state.audit_quiet(event(Outcome::Failure)).await;
+            let now = state
+                .store
+                .approval(&row.id)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(no_such_request)?;
+            Err(not_executable(&now))
+        }
+    }
+}
+
+/// Execute the caller's own approved request of `operation`, once: its parameters. For
+/// operations whose result goes to the requesting user (an export).
+pub async fn execute_own(
+    state: &ManagementState,
+    caller: &Caller,
+    id: &str,
+    operation: Operation,
+) -> Result<Value, ApiError> {
+    let row = state
+        .store
+        .approval(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.requester == caller.actor() && r.operation == operation.as_str())
+        .ok_or_else(no_such_request)?;
+    let (claimed, params) = claim(state, caller.actor(), &row).await?;
+    announce(state, "approval.executed", &claimed);
+    Ok(params)
 }
 
 /// `GET /v1/approvals` query.
@@ -529,34 +625,15 @@ pub async fn node_redeem(
     caller: NodeCaller,
 ) -> Result<Json<Value>, ApiError> {
     let row = own_request(&state, &caller, &id).await?;
-    if row.effective_status(now_ms()) != "approved" {
-        return Err(not_executable(&row));
-    }
-    let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
-    let event = |outcome| {
+    let (claimed, params) = claim(&state, caller.actor(), &row).await?;
+    let failed = || {
         AuditEvent::new(
             caller.actor(),
             "approval.execute",
             format!("approval:{id}"),
-            outcome,
+            Outcome::Failure,
         )
         .with_details(json!({ "operation": row.operation, "params": params }))
-    };
-    state.audit(event(Outcome::Success)).await?;
-    let Some(claimed) = state
-        .store
-        .claim_execution(&id)
-        .await
-        .map_err(ApiError::internal)?
-    else {
-        state.audit_quiet(event(Outcome::Failure)).await;
-        let now = state
-            .store
-            .approval(&id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(no_such_request)?;
-        return Err(not_executable(&now));
     };
     let ttl = params["ttl_secs"].as_u64();
     match state
@@ -571,7 +648,7 @@ pub async fn node_redeem(
         // The vault has seen this approval mint already (an earlier attempt whose answer was
         // lost): it stays used; the vault never mints twice for one approval.
         Err(e) if e.code() == Some("conflict") => {
-            state.audit_quiet(event(Outcome::Failure)).await;
+            state.audit_quiet(failed()).await;
             Err(ApiError::with_message(
                 ErrorCode::ApprovalDecided,
                 "this approval was already used (an earlier attempt minted; ask again if its token was lost)",
@@ -583,7 +660,7 @@ pub async fn node_redeem(
             if let Err(undo) = state.store.release_execution(&id).await {
                 tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
             }
-            state.audit_quiet(event(Outcome::Failure)).await;
+            state.audit_quiet(failed()).await;
             Err(e.into())
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod approval_store;
 pub mod approvals;
+pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
@@ -68,6 +69,9 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/approvals/events", get(approvals::events))
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
+        .route("/v1/approvals/{id}/export", post(audit::export))
+        .route("/v1/audit", get(audit::search))
+        .route("/v1/audit/verify", get(audit::verify))
         .route(
             "/v1/users/{id}/revoke-tokens",
             post(responders::revoke_user),

@@ -134,3 +134,54 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StorageError> {
     }
     Ok(report)
 }
+
+/// Which records [`query`] returns; empty strings and `None` match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// Exact actor, e.g. `user:ID`.
+    #[serde(default)]
+    pub actor: String,
+    /// Exact action, e.g. `approval.decide`.
+    #[serde(default)]
+    pub action: String,
+    /// Exact target, e.g. `node:ID`.
+    #[serde(default)]
+    pub target: String,
+    /// `success`, `denied` or `failure`.
+    #[serde(default)]
+    pub outcome: String,
+    /// At or after this Unix time in milliseconds.
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// Before this Unix time in milliseconds.
+    #[serde(default)]
+    pub until_ms: Option<i64>,
+}
+
+/// Records matching `q` with a sequence number above `after_seq`, oldest first, at most
+/// `limit`.
+pub async fn query(
+    db: &Db,
+    q: &AuditQuery,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, StorageError> {
+    const SQL: &str = "SELECT seq, at_ms, actor, action, target, outcome, details, prev_hash, hash \
+         FROM audit_log WHERE seq > $1 AND ($2 = '' OR actor = $2) AND ($3 = '' OR action = $3) \
+         AND ($4 = '' OR target = $4) AND ($5 = '' OR outcome = $5) AND at_ms >= $6 AND at_ms < $7 \
+         ORDER BY seq LIMIT $8";
+    Ok(with_pool!(db, pool => {
+        sqlx::query_as(SQL)
+            .bind(after_seq)
+            .bind(&q.actor)
+            .bind(&q.action)
+            .bind(&q.target)
+            .bind(&q.outcome)
+            .bind(q.since_ms.unwrap_or(i64::MIN))
+            .bind(q.until_ms.unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(pool)
+            .await
+    })?)
+}

@@ -11,7 +11,7 @@
 mod chain;
 mod writer;
 
-pub use chain::{AuditRecord, GENESIS, VerifyReport, record_hash, verify};
+pub use chain::{AuditQuery, AuditRecord, GENESIS, VerifyReport, query, record_hash, verify};
 pub use writer::{AuditError, AuditLog};
 
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@
 //! database backend.
 
 mod approvals;
+mod audit;
 mod enroll;
 mod harness;
 mod login;

@@ -1,0 +1,172 @@
+//! The central audit log over HTTP: search it, verify its chain, and export it as JSON lines
+//! once an approval allows (`audit.export`).
+
+use axum::{
+    Json,
+    body::Body,
+    extract::{Path, Query, State},
+    response::{IntoResponse, Response},
+};
+use futures_util::stream;
+use http::header;
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{self, AuditEvent, AuditQuery, AuditRecord, Outcome},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{auth::Caller, policy::Operation, rbac::Action, state::ManagementState};
+
+/// Records per page of an export.
+const EXPORT_PAGE: i64 = 1000;
+
+/// A record as the API shows it: `details` as JSON, not text.
+pub fn record_json(r: &AuditRecord) -> Value {
+    let mut v = json!(r);
+    v["details"] = serde_json::from_str(&r.details).unwrap_or(Value::String(r.details.clone()));
+    v
+}
+
+/// `GET /v1/audit` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    outcome: String,
+    since_ms: Option<i64>,
+    until_ms: Option<i64>,
+    /// Records after this sequence number (paging).
+    #[serde(default)]
+    after_seq: i64,
+    /// 1..=1000, default 100.
+    limit: Option<i64>,
+}
+
+fn check_filters(q: &AuditQuery) -> Result<(), ApiError> {
+    let long = [&q.actor, &q.action, &q.target, &q.outcome]
+        .iter()
+        .any(|f| f.len() > 256);
+    if long || !matches!(q.outcome.as_str(), "" | "success" | "denied" | "failure") {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "filters are at most 256 characters; outcome is success, denied or failure",
+        ));
+    }
+    Ok(())
+}
+
+/// `GET /v1/audit` (audit:read): records oldest first, filtered by exact actor, action, target
+/// and outcome and a time range; page with `after_seq` (the answer's `next_after_seq`).
+pub async fn search(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::AuditRead)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let filters = AuditQuery {
+        actor: q.actor,
+        action: q.action,
+        target: q.target,
+        outcome: q.outcome,
+        since_ms: q.since_ms,
+        until_ms: q.until_ms,
+    };
+    check_filters(&filters)?;
+    let records = audit::query(state.store.db(), &filters, q.after_seq, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    let next = (i64::try_from(records.len()).unwrap_or(i64::MAX) == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(json!({
+        "records": records.iter().map(record_json).collect::<Vec<_>>(),
+        "next_after_seq": next,
+    })))
+}
+
+/// `GET /v1/audit/verify` (audit:read): walk the chain; the first broken link, if any.
+pub async fn verify(
+    State(state): State<ManagementState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::AuditRead)?;
+    let report = audit::verify(state.store.db())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!(report)))
+}
+
+/// Check an export request's filters (its `params`).
+pub fn export_params(filters: Option<AuditQuery>) -> Result<Value, ApiError> {
+    let filters = filters.unwrap_or_default();
+    check_filters(&filters)?;
+    Ok(json!({ "filters": filters }))
+}
+
+/// `POST /v1/approvals/{id}/export` (audit:export, the requester of an approved
+/// `audit.export`): the matching records as JSON lines, once.
+pub async fn export(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(&state, Action::AuditExport)?;
+    let params =
+        crate::approvals::execute_own(&state, &caller, &id, Operation::AuditExport).await?;
+    let filters: AuditQuery =
+        serde_json::from_value(params["filters"].clone()).map_err(ApiError::internal)?;
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                caller.actor(),
+                "audit.export",
+                format!("approval:{id}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "filters": filters })),
+        )
+        .await;
+    let db = state.store.db().clone();
+    let lines = stream::unfold(Some(0_i64), move |after| {
+        let (db, filters) = (db.clone(), filters.clone());
+        async move {
+            let after = after?;
+            match audit::query(&db, &filters, after, EXPORT_PAGE).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|r| r.seq);
+                    let mut text = String::new();
+                    for r in &page {
+                        text.push_str(&record_json(r).to_string());
+                        text.push('\n');
+                    }
+                    let more = i64::try_from(page.len()).unwrap_or(0) == EXPORT_PAGE;
+                    Some((Ok::<_, std::io::Error>(text), next.filter(|_| more)))
+                }
+                Err(e) => {
+                    tracing::error!(error = %keymesh_core::error::error_chain(&e), "audit export stopped");
+                    Some((Err(std::io::Error::other("audit export stopped")), None))
+                }
+            }
+        }
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(lines),
+    )
+        .into_response())
+}

@@ -1,0 +1,160 @@
+//! The audit API: search, verify, and an export that needs an approval and runs once.
+
+use http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::harness::{Reply, management_with_vault};
+
+fn expect(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(
+        (reply.status, reply.code()),
+        (status, code),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn auditors_search_and_verify_and_export_once_after_an_approval() {
+    let m = management_with_vault().await;
+    let (admin_id, admin) = m.signed_in("admin").await;
+    let (_, auditor) = m.signed_in("auditor").await;
+    let (_, member) = m.signed_in("member").await;
+    for id in ["a1", "a2", "a3"] {
+        let reply = m
+            .bearer(&admin, "POST", "/v1/groups", Some(json!({ "id": id })))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+
+    expect(
+        &m.bearer(&member, "GET", "/v1/audit", None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let uri = format!("/v1/audit?actor=user:{admin_id}&action=group.create&limit=2");
+    let page = m.bearer(&auditor, "GET", &uri, None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let records = page.body["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["target"], "group:a1");
+    assert_eq!(
+        records[0]["details"]["node_ceiling"], "list",
+        "details are JSON"
+    );
+    let next = page.body["next_after_seq"].as_i64().expect("a next page");
+    let rest = m
+        .bearer(&auditor, "GET", &format!("{uri}&after_seq={next}"), None)
+        .await;
+    assert_eq!(
+        rest.body["records"][0]["target"], "group:a3",
+        "{}",
+        rest.body
+    );
+    assert!(rest.body["next_after_seq"].is_null());
+    for bad in ["/v1/audit?limit=0", "/v1/audit?outcome=maybe"] {
+        expect(
+            &m.bearer(&auditor, "GET", bad, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        );
+    }
+    expect(
+        &m.bearer(&auditor, "GET", "/v1/audit?colour=red", None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+    );
+    let report = m.bearer(&auditor, "GET", "/v1/audit/verify", None).await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert!(report.body["first_broken"].is_null(), "{}", report.body);
+    assert!(report.body["checked"].as_u64().unwrap_or(0) > 3);
+
+    // Export: requested, approved by an admin (the requester cannot), executed once.
+    let reply = m
+        .bearer(
+            &auditor,
+            "POST",
+            "/v1/approvals",
+            Some(
+                json!({ "operation": "audit.export", "reason": "quarterly review",
+                "filters": { "action": "group.create" } }),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id = reply.body["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let export = format!("/v1/approvals/{id}/export");
+    expect(
+        &m.bearer(&auditor, "POST", &export, None).await,
+        StatusCode::CONFLICT,
+        "approval_pending",
+    );
+    let reply = m
+        .bearer(
+            &admin,
+            "POST",
+            &format!("/v1/approvals/{id}/decisions"),
+            Some(json!({ "decision": "approve", "reason": "scheduled" })),
+        )
+        .await;
+    assert_eq!(
+        reply.body["approval"]["status"], "approved",
+        "{}",
+        reply.body
+    );
+    // Only the requester exports it.
+    expect(
+        &m.bearer(&admin, "POST", &export, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(&export)
+        .header(header::AUTHORIZATION, format!("Bearer {auditor}"))
+        .body(axum::body::Body::empty())
+        .expect("request");
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(
+            "192.0.2.1:5000".parse().expect("addr"),
+        ));
+    let response = m.router.clone().oneshot(request).await.expect("export");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "application/x-ndjson"
+    );
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let lines: Vec<Value> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(lines.iter().all(|l| l["action"] == "group.create"));
+    expect(
+        &m.bearer(&auditor, "POST", &export, None).await,
+        StatusCode::CONFLICT,
+        "approval_decided",
+    );
+    let audited = m
+        .bearer(&auditor, "GET", "/v1/audit?action=audit.export", None)
+        .await;
+    assert_eq!(
+        audited.body["records"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        audited.body
+    );
+}
