@@ -127,14 +127,19 @@ pub fn command() -> Command {
                 .hide(true)
                 .arg(Arg::new("listen").long("listen").value_name("ADDR").required(true)),
         );
+    let verify_settings: Vec<&Setting> = migrate_settings
+        .iter()
+        .copied()
+        .chain(std::iter::once(&keymesh_management::config::SECRET_KEY))
+        .collect();
     let audit = Command::new("audit")
         .about("Check an audit log")
         .subcommand_required(true)
         .subcommand(
             with_settings(
                 "verify",
-                "Walk a service's hash-chained audit log and name the first broken link (exit 0 intact, 3 broken)",
-                &migrate_settings,
+                "Walk a service's hash-chained audit log and name the first broken link; with MANAGEMENT_SECRET_KEY also check management's signed checkpoints (exit 0 intact, 3 broken)",
+                &verify_settings,
             )
             .arg(
                 Arg::new("service")

@@ -347,20 +347,54 @@ async fn audit_verify(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .get_one::<String>("service")
         .map_or("management", String::as_str)
         .parse()?;
-    let settings: Vec<&Setting> = cli::dev_settings();
+    let mut settings: Vec<&Setting> = cli::dev_settings();
+    settings.push(&keymesh_management::config::SECRET_KEY);
     let source = Source::from_process(matches, &settings);
     let url = ServiceConfig::load_database_url(name, &source, Environment::Production)?;
     let db = Db::connect(&url).await?;
+    let key = match name {
+        ServiceName::Management => {
+            source
+                .secret(&keymesh_management::config::SECRET_KEY)?
+                .map(|k| {
+                    keymesh_management::checkpoints::CheckpointSigner::new(
+                        &keymesh_management::secrets::Keyed::new(k),
+                    )
+                    .public()
+                })
+        }
+        _ => None,
+    };
     let report = keymesh_core::audit::verify(&db).await;
+    let checkpoints = match &key {
+        Some(key) => Some(keymesh_management::checkpoints::verify(&db, key).await),
+        None => None,
+    };
     db.close().await;
     let report = report?;
+    let checkpoints = checkpoints.transpose()?;
+    let bad_checkpoint = checkpoints.as_ref().and_then(|c| c.first_bad);
     if matches.get_flag("json") {
         println!(
             "{}",
             serde_json::json!({ "service": name.as_str(), "checked": report.checked,
-                "first_broken": report.first_broken, "reason": report.reason })
+                "first_broken": report.first_broken, "reason": report.reason,
+                "checkpoints": checkpoints })
         );
     } else {
+        match &checkpoints {
+            None if name == ServiceName::Management => println!(
+                "signed checkpoints not checked (give MANAGEMENT_SECRET_KEY to check them)"
+            ),
+            None => {}
+            Some(c) => match c.first_bad {
+                None => println!("{} signed checkpoints hold", c.checked),
+                Some(seq) => println!(
+                    "the signed checkpoint at record {seq} does not hold: {}",
+                    c.reason.as_deref().unwrap_or("unknown")
+                ),
+            },
+        }
         match report.first_broken {
             None => println!(
                 "the {name} audit chain is intact: {} records checked",
@@ -373,7 +407,7 @@ async fn audit_verify(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             ),
         }
     }
-    if report.first_broken.is_some() {
+    if report.first_broken.is_some() || bad_checkpoint.is_some() {
         return Err(AuditBroken.into());
     }
     Ok(())

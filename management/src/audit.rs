@@ -98,7 +98,8 @@ pub async fn search(
     })))
 }
 
-/// `GET /v1/audit/verify` (audit:read): walk the chain; the first broken link, if any.
+/// `GET /v1/audit/verify` (audit:read): walk the chain; the first broken link, if any; and
+/// the first checkpoint that does not hold.
 pub async fn verify(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -107,7 +108,45 @@ pub async fn verify(
     let report = audit::verify(state.store.db())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!(report)))
+    let checkpoints = crate::checkpoints::verify(state.store.db(), &state.checkpoints.public())
+        .await
+        .map_err(ApiError::internal)?;
+    let mut body = json!(report);
+    body["checkpoints"] = json!(checkpoints);
+    Ok(Json(body))
+}
+
+/// `GET /v1/audit/checkpoints?limit=` (audit:read): the checkpoint key and the newest
+/// checkpoints, to keep a copy elsewhere.
+pub async fn checkpoints(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Query(q): Query<CheckpointQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::AuditRead)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let list = crate::checkpoints::list(state.store.db(), limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(json!({
+        "public_key": hex::encode(state.checkpoints.public().as_bytes()),
+        "key_id": state.checkpoints.key_id(),
+        "checkpoints": list,
+    })))
+}
+
+/// `GET /v1/audit/checkpoints` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointQuery {
+    /// 1..=1000, default 100.
+    limit: Option<i64>,
 }
 
 /// Check an export request's filters (its `params`).

@@ -125,6 +125,13 @@ pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
 )
 .default("5");
 
+/// `MANAGEMENT_AUDIT_CHECKPOINT_SECS`.
+pub const AUDIT_CHECKPOINT_SECS: Setting = Setting::value(
+    "MANAGEMENT_AUDIT_CHECKPOINT_SECS",
+    "How often the audit chain's head is signed (when it grew); each checkpoint is also logged.",
+)
+.default("300");
+
 /// The management server's own settings, in documentation order.
 pub const SETTINGS: &[&Setting] = &[
     &SECRET_KEY,
@@ -146,6 +153,7 @@ pub const SETTINGS: &[&Setting] = &[
     &RELAY_URL,
     &APPROVAL_POLICY_FILE,
     &FEED_MAX_AGE_SECS,
+    &AUDIT_CHECKPOINT_SECS,
 ];
 
 /// Where sign-in mail goes.
@@ -198,6 +206,8 @@ pub struct ManagementConfig {
     pub policies: Policies,
     /// Fail-closed bound on the revocation view's age.
     pub feed_max_age: Duration,
+    /// Audit checkpoint interval.
+    pub checkpoint_every: Duration,
 }
 
 /// Where the vault is and how management authenticates to it.
@@ -317,6 +327,7 @@ impl ManagementConfig {
                 .map(|u: String| u.trim_end_matches('/').to_owned()),
             policies: load_policies(source)?,
             feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
+            checkpoint_every: source.require_secs(&AUDIT_CHECKPOINT_SECS)?,
             service,
         };
         if config.session_idle > config.session_max {

@@ -7,6 +7,7 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod checkpoints;
 pub mod config;
 pub mod directory;
 pub mod enroll;
@@ -72,6 +73,7 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/approvals/{id}/export", post(audit::export))
         .route("/v1/audit", get(audit::search))
         .route("/v1/audit/verify", get(audit::verify))
+        .route("/v1/audit/checkpoints", get(audit::checkpoints))
         .route(
             "/v1/users/{id}/revoke-tokens",
             post(responders::revoke_user),

@@ -153,6 +153,15 @@ impl Keyed {
         format!("email:{}", hex::encode(&mac[..16]))
     }
 
+    /// The seed of the Ed25519 key that signs audit checkpoints (derived, so nothing more is
+    /// stored; it changes with `MANAGEMENT_SECRET_KEY`).
+    pub fn checkpoint_seed(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mac = zeroize::Zeroizing::new(self.mac("keymesh-audit-checkpoint-key-v1", &[]));
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        seed.copy_from_slice(&mac[..32]);
+        seed
+    }
+
     /// The CSRF token of a cookie session (derived, so nothing more is stored).
     pub fn csrf_token(&self, session_id: &str) -> String {
         URL_SAFE_NO_PAD.encode(self.mac("keymesh-csrf-v1", &[session_id.as_bytes()]))

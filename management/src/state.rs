@@ -16,6 +16,7 @@ use keymesh_core::{
 use tokio::sync::broadcast;
 
 use crate::{
+    checkpoints::CheckpointSigner,
     config::ManagementConfig,
     mail::{MailCounters, Mailer},
     secrets::Keyed,
@@ -55,6 +56,8 @@ pub struct Inner {
     pub replay: ReplayCache,
     /// Approval events for live streams (this process's subscribers).
     pub events: broadcast::Sender<ApprovalEvent>,
+    /// Signs audit checkpoints.
+    pub checkpoints: CheckpointSigner,
     /// Sign-in requests per address (keyed by the address's HMAC).
     pub login_by_email: KeyedLimit<String>,
     /// Sign-in requests, confirmations, polls and code attempts per client IP.
@@ -110,9 +113,11 @@ impl ManagementState {
             counters.failed.clone(),
         );
         let mailer = Mailer::new(&config.mail, &config.mail_from)?.with_metrics(counters);
+        let keyed = Keyed::new(config.secret_key.clone());
         let state = Self(Arc::new(Inner {
             store: Store::new(ctx.db.clone()),
-            keyed: Keyed::new(config.secret_key.clone()),
+            checkpoints: CheckpointSigner::new(&keyed),
+            keyed,
             audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
             vault: VaultClient::new(config.vault.clone()),
             followed: Arc::new(Followed::new(config.feed_max_age)),
@@ -162,9 +167,12 @@ impl ManagementState {
         let state = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
+            let mut checkpoint = tokio::time::interval(state.config.checkpoint_every);
+            checkpoint.tick().await;
             loop {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
+                    _ = checkpoint.tick() => state.checkpoint().await,
                     _ = tick.tick() => {
                         state.login_by_email.prune();
                         state.login_by_ip.prune();
@@ -175,6 +183,24 @@ impl ManagementState {
                 }
             }
         });
+    }
+
+    /// Sign the audit chain's head if it grew, and log the checkpoint (a copy outside the
+    /// database).
+    pub async fn checkpoint(&self) {
+        match self.checkpoints.checkpoint(self.store.db()).await {
+            Ok(Some(cp)) => tracing::info!(
+                seq = cp.seq,
+                hash = %cp.hash,
+                key_id = %cp.key_id,
+                signature = %cp.signature,
+                "audit checkpoint"
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %keymesh_core::error::error_chain(&e), "signing an audit checkpoint failed")
+            }
+        }
     }
 
     /// Record an event before the operation it describes takes effect; fail closed.

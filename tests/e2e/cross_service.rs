@@ -6,7 +6,7 @@
 //! a node asks for a secret above its ceiling, its owner cannot approve, the second admin does,
 //! the node redeems the approval once and reads the secret; the responder revokes the owner's
 //! tokens and the next relay send and vault read are refused within a second; `keymesh audit
-//! verify` passes, and names the one row altered afterwards.
+//! verify` passes (chain and signed checkpoints), and names the one row altered afterwards.
 
 use std::{
     path::Path,
@@ -39,6 +39,7 @@ const STOP: Duration = Duration::from_secs(15);
 const MANAGEMENT_KEY: &str = "e2e-management-key-0123456789abcdef0123456789";
 const FEED_KEY: &str = "e2e-feed-key-0123456789abcdef0123456789abcdef";
 const PASSPHRASE: &str = "node passphrase for the e2e test";
+const SECRET_KEY: &str = "e2e-secret-key-0123456789abcdef0123456789";
 const VAULT_PASSPHRASE: &str = "correct horse battery staple, e2e";
 
 fn env(pairs: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
@@ -188,15 +189,13 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     let management_env = env(&[
         ("MANAGEMENT_LISTEN", "127.0.0.1:0"),
         ("MANAGEMENT_DATABASE_URL", &mgmt_db),
-        (
-            "MANAGEMENT_SECRET_KEY",
-            "e2e-secret-key-0123456789abcdef0123456789",
-        ),
+        ("MANAGEMENT_SECRET_KEY", SECRET_KEY),
         ("MANAGEMENT_SMTP_URL", &smtp_url),
         ("MANAGEMENT_MAIL_FROM", "Keymesh <keymesh@e2e.invalid>"),
         ("MANAGEMENT_VAULT_URL", &v),
         ("MANAGEMENT_VAULT_API_KEY", MANAGEMENT_KEY),
         ("MANAGEMENT_RELAY_URL", &r),
+        ("MANAGEMENT_AUDIT_CHECKPOINT_SECS", "1"),
     ]);
     let owner_email = "owner@e2e.invalid";
     let mut bootstrap = Keymesh::start(
@@ -421,7 +420,10 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
         let mut v = Keymesh::start(
             nodes,
             &["audit", "verify", "--service", "management"],
-            &env(&[("MANAGEMENT_DATABASE_URL", &mgmt_db)]),
+            &env(&[
+                ("MANAGEMENT_DATABASE_URL", &mgmt_db),
+                ("MANAGEMENT_SECRET_KEY", SECRET_KEY),
+            ]),
         );
         let status = v.wait(START);
         (status.code(), v.output())
@@ -429,6 +431,7 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     let (code, output) = verify(nodes);
     assert_eq!(code, Some(0), "{output}");
     assert!(output.contains("intact"), "{output}");
+    assert!(output.contains("signed checkpoints hold"), "{output}");
     let db = Db::connect(mdb.url()).await.expect("management db");
     let seq: i64 = with_pool!(&db, pool => sqlx::query_scalar("SELECT seq FROM audit_log WHERE action = 'approval.decide' ORDER BY seq LIMIT 1").fetch_one(pool).await)
         .expect("a decision record");

@@ -158,3 +158,67 @@ async fn auditors_search_and_verify_and_export_once_after_an_approval() {
         audited.body
     );
 }
+
+#[tokio::test]
+async fn signed_checkpoints_catch_a_rewrite_that_recomputes_the_chain() {
+    let m = management_with_vault().await;
+    let (_, admin) = m.signed_in("admin").await;
+    for id in ["c1", "c2"] {
+        m.bearer(&admin, "POST", "/v1/groups", Some(json!({ "id": id })))
+            .await;
+    }
+    m.state.checkpoint().await;
+    let listed = m.bearer(&admin, "GET", "/v1/audit/checkpoints", None).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let cp = &listed.body["checkpoints"][0];
+    let head = cp["seq"].as_i64().expect("a checkpoint");
+    assert_eq!(cp["key_id"], listed.body["key_id"]);
+    let report = m.bearer(&admin, "GET", "/v1/audit/verify", None).await;
+    assert_eq!(report.body["checkpoints"]["checked"], 1, "{}", report.body);
+    assert!(report.body["checkpoints"]["first_bad"].is_null());
+
+    // Rewrite one record's details and recompute every hash from there on, as someone with
+    // write access to the database (but not MANAGEMENT_SECRET_KEY) could.
+    let db = m.state.store.db();
+    let target: i64 = keymesh_core::with_pool!(db, pool => sqlx::query_scalar(
+        "SELECT seq FROM audit_log WHERE action = 'group.create' ORDER BY seq LIMIT 1").fetch_one(pool).await)
+    .expect("record");
+    let records: Vec<keymesh_core::audit::AuditRecord> = keymesh_core::with_pool!(db, pool => sqlx::query_as(
+        "SELECT seq, at_ms, actor, action, target, outcome, details, prev_hash, hash FROM audit_log WHERE seq >= $1 ORDER BY seq")
+        .bind(target - 1).fetch_all(pool).await)
+    .expect("records");
+    let mut prev = records[0].hash.clone();
+    for mut r in records.into_iter().skip(1) {
+        if r.seq == target {
+            r.details = r#"{"node_ceiling":"share"}"#.to_owned();
+        }
+        r.prev_hash = prev.clone();
+        r.hash = keymesh_core::audit::record_hash(&r);
+        keymesh_core::with_pool!(db, pool => sqlx::query(
+            "UPDATE audit_log SET details = $1, prev_hash = $2, hash = $3 WHERE seq = $4")
+            .bind(&r.details).bind(&r.prev_hash).bind(&r.hash).bind(r.seq).execute(pool).await.map(drop))
+        .expect("rewrite");
+        prev = r.hash;
+    }
+    keymesh_core::with_pool!(db, pool => sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
+        .bind(&prev).execute(pool).await.map(drop))
+    .expect("head");
+    let report = m.bearer(&admin, "GET", "/v1/audit/verify", None).await;
+    assert!(
+        report.body["first_broken"].is_null(),
+        "the chain itself was recomputed: {}",
+        report.body
+    );
+    assert_eq!(
+        report.body["checkpoints"]["first_bad"], head,
+        "{}",
+        report.body
+    );
+    assert!(
+        report.body["checkpoints"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no longer has the signed hash")),
+        "{}",
+        report.body
+    );
+}
