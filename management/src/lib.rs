@@ -12,6 +12,7 @@ pub mod config;
 pub mod directory;
 pub mod enroll;
 pub mod groups;
+pub mod imports;
 pub mod login;
 pub mod mail;
 pub mod pages;

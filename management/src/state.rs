@@ -26,6 +26,8 @@ use crate::{
 
 /// How long a sensitive operation waits for its audit record before failing.
 const AUDIT_BOUND: Duration = Duration::from_secs(2);
+/// How often the vault's new audit records are copied into the central chain.
+const IMPORT_EVERY: Duration = Duration::from_secs(5);
 /// How often expired sign-in requests are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -58,6 +60,8 @@ pub struct Inner {
     pub events: broadcast::Sender<ApprovalEvent>,
     /// Signs audit checkpoints.
     pub checkpoints: CheckpointSigner,
+    /// One copy of other services' audit logs at a time (in this process).
+    pub import_lock: tokio::sync::Mutex<()>,
     /// Sign-in requests per address (keyed by the address's HMAC).
     pub login_by_email: KeyedLimit<String>,
     /// Sign-in requests, confirmations, polls and code attempts per client IP.
@@ -117,6 +121,7 @@ impl ManagementState {
         let state = Self(Arc::new(Inner {
             store: Store::new(ctx.db.clone()),
             checkpoints: CheckpointSigner::new(&keyed),
+            import_lock: tokio::sync::Mutex::new(()),
             keyed,
             audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
             vault: VaultClient::new(config.vault.clone()),
@@ -169,10 +174,16 @@ impl ManagementState {
             let mut tick = tokio::time::interval(PURGE_EVERY);
             let mut checkpoint = tokio::time::interval(state.config.checkpoint_every);
             checkpoint.tick().await;
+            let mut import = tokio::time::interval(IMPORT_EVERY);
             loop {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
                     _ = checkpoint.tick() => state.checkpoint().await,
+                    _ = import.tick(), if state.vault.configured() => {
+                        if let Err(e) = crate::imports::import_vault(&state).await {
+                            tracing::warn!(error = %e, "copying the vault's audit log failed; retrying");
+                        }
+                    }
                     _ = tick.tick() => {
                         state.login_by_email.prune();
                         state.login_by_ip.prune();

@@ -229,6 +229,16 @@ impl VaultClient {
         .await
     }
 
+    /// `GET /v1/audit?after_seq=&limit=`: the vault's audit records after `after`.
+    pub async fn audit_after(&self, after: i64, limit: i64) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/v1/audit?after_seq={after}&limit={limit}"),
+            None,
+        )
+        .await
+    }
+
     /// `POST /v1/vaults/{group}/lock`.
     pub async fn lock(&self, group: &str) -> Result<Value, VaultError> {
         self.call(

@@ -12,7 +12,7 @@ use crate::{
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A stored record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
     pub seq: i64,

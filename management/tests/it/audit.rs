@@ -222,3 +222,50 @@ async fn signed_checkpoints_catch_a_rewrite_that_recomputes_the_chain() {
         report.body
     );
 }
+
+#[tokio::test]
+async fn the_vaults_events_reach_the_central_log_once_and_in_order() {
+    let m = management_with_vault().await;
+    let (_, admin) = m.signed_in("admin").await;
+    m.enroll(&admin, "v1", "vn1", json!({})).await;
+    let copied = keymesh_management::imports::import_vault(&m.state)
+        .await
+        .expect("import");
+    assert!(
+        copied >= 2,
+        "node.register and token.mint at least: {copied}"
+    );
+    assert_eq!(
+        keymesh_management::imports::import_vault(&m.state)
+            .await
+            .expect("import again"),
+        0,
+        "nothing is copied twice"
+    );
+    let mints = m
+        .bearer(&admin, "GET", "/v1/audit?action=token.mint", None)
+        .await;
+    let record = &mints.body["records"][0];
+    assert_eq!(record["details"]["service"], "vault", "{}", mints.body);
+    assert_eq!(record["target"], "node:vn1");
+    assert!(record["details"]["hash"].is_string());
+    let seqs: Vec<i64> = m
+        .bearer(&admin, "GET", "/v1/audit?limit=1000", None)
+        .await
+        .body["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter(|r| r["details"]["service"] == "vault")
+        .map(|r| r["details"]["seq"].as_i64().expect("vault seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "in the vault's order"
+    );
+    let report = keymesh_core::audit::verify(m.state.store.db())
+        .await
+        .expect("verify");
+    assert!(report.first_broken.is_none(), "{report:?}");
+}

@@ -24,6 +24,40 @@ async fn verify_audit(
         .map_err(ApiError::internal)
 }
 
+/// `GET /v1/audit` query.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditPage {
+    #[serde(default)]
+    after_seq: i64,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/audit?after_seq=&limit=` (management): the vault's audit records after a sequence
+/// number, oldest first, at most 1000 (management copies them into the central log).
+async fn audit_records(
+    State(state): State<VaultState>,
+    _: Management,
+    axum::extract::Query(q): axum::extract::Query<AuditPage>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::with_message(
+            keymesh_core::ErrorCode::InvalidRequest,
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let records = audit::query(
+        state.store.db(),
+        &audit::AuditQuery::default(),
+        q.after_seq,
+        limit,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({ "records": records })))
+}
+
 /// Every vault route (the common stack adds health, metrics and the layers).
 pub fn routes(state: VaultState) -> Router {
     Router::new()
@@ -54,6 +88,7 @@ pub fn routes(state: VaultState) -> Router {
                 .put(secrets::write)
                 .delete(secrets::delete),
         )
+        .route("/v1/audit", get(audit_records))
         .route("/v1/audit/verify", get(verify_audit))
         .with_state(state)
 }

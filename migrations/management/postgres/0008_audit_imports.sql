@@ -1,0 +1,5 @@
+-- How far each other service's audit log has been copied into the central chain.
+CREATE TABLE audit_imports (
+    service TEXT PRIMARY KEY,
+    last_seq BIGINT NOT NULL
+);
