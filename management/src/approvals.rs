@@ -282,6 +282,9 @@ pub struct UserRequest {
     /// `audit.export`: which records.
     #[serde(default)]
     filters: Option<keymesh_core::audit::AuditQuery>,
+    /// `user.delete`: whom.
+    #[serde(default)]
+    user_id: Option<Ident>,
 }
 
 fn missing(what: &str) -> ApiError {
@@ -289,7 +292,7 @@ fn missing(what: &str) -> ApiError {
 }
 
 /// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
-/// or `audit.export` (the caller also needs audit:export). Other operations are not built yet
+/// `audit.export` (the caller also needs audit:export) or `user.delete` (users:manage). Other operations are not built yet
 /// and are refused with `invalid_request`.
 pub async fn user_request(
     State(state): State<ManagementState>,
@@ -340,11 +343,141 @@ pub async fn user_request(
                 Json(json!({ "approval": view(&row) })),
             ))
         }
+        Operation::UserDelete => {
+            caller.require(&state, Action::UsersManage)?;
+            check_reason(&body.reason)?;
+            let user_id = body.user_id.ok_or_else(|| missing("user_id"))?;
+            deletable(&state, &user_id).await?;
+            let row = create(
+                &state,
+                operation,
+                json!({ "user_id": user_id }),
+                &body.reason,
+                body.approval_ttl_secs,
+                caller.actor(),
+                &caller.user.id,
+            )
+            .await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({ "approval": view(&row) })),
+            ))
+        }
         _ => Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
             format!("{operation} requests are not supported yet"),
         )),
     }
+}
+
+/// A user that may be deleted: exists, not deleted yet, and not the last enabled admin (nobody
+/// could manage users afterwards).
+async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::UserRow, ApiError> {
+    let user = state
+        .store
+        .user(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|u| !u.email.ends_with("@deleted.invalid"))
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
+    if user.role == "admin"
+        && user.disabled_at_ms.is_none()
+        && state
+            .store
+            .other_enabled_admins(id)
+            .await
+            .map_err(ApiError::internal)?
+            == 0
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "this is the last enabled admin; make another admin first",
+        ));
+    }
+    Ok(user)
+}
+
+/// `POST /v1/approvals/{id}/execute` (the requester of an approved `user.delete`, with
+/// users:manage): run it once. The vault first (the user's tokens die, their nodes are
+/// disabled there), then management (address tombstoned, account disabled, sessions ended,
+/// memberships and unused codes removed, nodes disabled). A vault failure gives the claim back.
+pub async fn execute(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(&state, Action::UsersManage)?;
+    let row = state
+        .store
+        .approval(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.requester == caller.actor())
+        .ok_or_else(no_such_request)?;
+    if row.operation != Operation::UserDelete.as_str() {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{} requests are executed elsewhere", row.operation),
+        ));
+    }
+    if row.effective_status(now_ms()) != "approved" {
+        return Err(not_executable(&row));
+    }
+    let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
+    let user_id = params["user_id"].as_str().unwrap_or_default().to_owned();
+    deletable(&state, &user_id).await?;
+    let (claimed, _) = claim(&state, caller.actor(), &row).await?;
+    let nodes = state
+        .store
+        .nodes(None, Some(&user_id))
+        .await
+        .map_err(ApiError::internal)?;
+    let vault_side = async {
+        if state.vault.configured() {
+            state
+                .vault
+                .revoke_epoch("user", &user_id, "user deleted")
+                .await?;
+            for node in &nodes {
+                let key = hex::encode(&node.public_key);
+                let mut registration = crate::vault::Registration::of(node, &key, &node.ceiling);
+                registration.disabled = true;
+                state.vault.put_node(&registration).await?;
+            }
+        }
+        Ok::<_, crate::vault::VaultError>(())
+    };
+    if let Err(e) = vault_side.await {
+        if let Err(undo) = state.store.release_execution(&id).await {
+            tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
+        }
+        return Err(e.into());
+    }
+    let deleted = state
+        .store
+        .delete_user(&user_id)
+        .await
+        .map_err(ApiError::internal)?;
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                caller.actor(),
+                "user.delete",
+                format!("user:{user_id}"),
+                Outcome::Success,
+            )
+            .with_details(
+                json!({ "approval": id, "nodes_disabled": nodes.len(), "deleted": deleted }),
+            ),
+        )
+        .await;
+    announce(&state, "approval.executed", &claimed);
+    Ok(Json(json!({
+        "approval": view(&claimed),
+        "user_id": user_id,
+        "deleted": deleted,
+        "nodes_disabled": nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
+    })))
 }
 
 /// Claim an approved request for execution, once: audited first (fail closed); the claimed

@@ -72,6 +72,7 @@ pub fn routes(state: ManagementState) -> Router {
         .route("/v1/approvals/{id}", get(approvals::show))
         .route("/v1/approvals/{id}/decisions", post(approvals::decide))
         .route("/v1/approvals/{id}/export", post(audit::export))
+        .route("/v1/approvals/{id}/execute", post(approvals::execute))
         .route("/v1/audit", get(audit::search))
         .route("/v1/audit/verify", get(audit::verify))
         .route("/v1/audit/checkpoints", get(audit::checkpoints))

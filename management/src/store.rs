@@ -262,6 +262,43 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Enabled admins other than `id`.
+    pub async fn other_enabled_admins(&self, id: &str) -> Result<i64, StorageError> {
+        const SQL: &str = "SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled_at_ms IS NULL AND id <> $1";
+        Ok(with_pool!(&self.db, pool => sqlx::query_scalar(SQL).bind(id).fetch_one(pool).await)?)
+    }
+
+    /// Delete a user, keeping the row for the audit trail's references: the address becomes a
+    /// tombstone (the address may be invited again), the account is disabled, its sessions end,
+    /// its memberships and unused enrollment codes go, its nodes are disabled. One transaction;
+    /// `false` when there is no such user or it was deleted already.
+    pub async fn delete_user(&self, id: &str) -> Result<bool, StorageError> {
+        const USER: &str =
+            "UPDATE users SET email = $1, disabled_at_ms = $2 WHERE id = $3 AND email <> $1";
+        const SESSIONS: &str =
+            "UPDATE sessions SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL";
+        const MEMBERS: &str = "DELETE FROM group_members WHERE user_id = $1";
+        const CODES: &str =
+            "DELETE FROM enrollment_codes WHERE user_id = $1 AND used_at_ms IS NULL";
+        const NODES: &str =
+            "UPDATE nodes SET disabled_at_ms = $1 WHERE user_id = $2 AND disabled_at_ms IS NULL";
+        let tombstone = format!("deleted-{id}@deleted.invalid");
+        let now = now_ms();
+        let done = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(USER).bind(&tombstone).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+            if n == 1 {
+                sqlx::query(SESSIONS).bind(now).bind(id).execute(&mut *tx).await?;
+                sqlx::query(MEMBERS).bind(id).execute(&mut *tx).await?;
+                sqlx::query(CODES).bind(id).execute(&mut *tx).await?;
+                sqlx::query(NODES).bind(now).bind(id).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            n
+        });
+        Ok(done == 1)
+    }
+
     /// Record a sign-in request.
     pub async fn insert_login_request(&self, r: &NewLoginRequest<'_>) -> Result<(), StorageError> {
         const SQL: &str = "INSERT INTO login_requests (id, user_id, purpose, client, token_hash, code_hash, poll_hash, created_at_ms, expires_at_ms, requested_ip, match_code) \

@@ -608,3 +608,85 @@ async fn reviewers_come_from_the_policy_and_concurrent_votes_never_overcount() {
         shown.body
     );
 }
+
+#[tokio::test]
+async fn deleting_a_user_needs_another_admin_and_ends_everything_of_theirs_once() {
+    let m = management_with_vault().await;
+    let (_, admin) = m.signed_in("admin").await;
+    let (_, second) = m.signed_in("admin").await;
+    let leaver = m.person("admin").await;
+    let node = m.enroll(&leaver.token, "del", "gone-1", json!({})).await;
+    m.wait_following().await;
+    let ask =
+        json!({ "operation": "user.delete", "user_id": leaver.id, "reason": "left the company" });
+    let reply = m.bearer(&admin, "POST", "/v1/approvals", Some(ask)).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+    let id = reply.body["approval"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let execute = format!("/v1/approvals/{id}/execute");
+    expect(
+        &m.bearer(&admin, "POST", &execute, None).await,
+        StatusCode::CONFLICT,
+        "approval_pending",
+    );
+    expect(
+        &decide(&m, &admin, &id, "approve").await,
+        StatusCode::FORBIDDEN,
+        "self_approval",
+    );
+    assert_eq!(
+        decide(&m, &second, &id, "approve").await.status,
+        StatusCode::OK
+    );
+    // Only the requester executes it.
+    expect(
+        &m.bearer(&second, "POST", &execute, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let reply = m.bearer(&admin, "POST", &execute, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["nodes_disabled"], json!(["gone-1"]));
+    expect(
+        &m.bearer(&admin, "POST", &execute, None).await,
+        StatusCode::CONFLICT,
+        "approval_decided",
+    );
+    // Their session, their node and their address are gone; the address can be invited again.
+    assert_eq!(
+        m.session_status(&leaver.token).await,
+        StatusCode::UNAUTHORIZED
+    );
+    expect(
+        &m.node_call(&node, "POST", "/v1/token-requests", Some(above_ceiling()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "revoked",
+    );
+    let reply = m
+        .bearer(
+            &admin,
+            "POST",
+            "/v1/users",
+            Some(json!({ "email": leaver.email, "role": "member" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_deleted() {
+    let m = crate::harness::management().await;
+    let (only, token) = m.signed_in("admin").await;
+    let reply = m
+        .bearer(
+            &token,
+            "POST",
+            "/v1/approvals",
+            Some(json!({ "operation": "user.delete", "user_id": only, "reason": "testing" })),
+        )
+        .await;
+    expect(&reply, StatusCode::CONFLICT, "conflict");
+}
