@@ -30,7 +30,7 @@ use crate::{
     mail::Mail,
     policy::Operation,
     rbac::{Action, Role},
-    state::{ApprovalEvent, ManagementState},
+    state::{ApprovalEvent, ManagementState, page_limit},
     store::now_ms,
 };
 
@@ -118,10 +118,7 @@ async fn token_or_request(
         &node.user_id,
     )
     .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "approval": view(&row) })),
-    ))
+    Ok(pending(&row))
 }
 
 /// Record a request under its operation's policy, then tell reviewers.
@@ -304,7 +301,7 @@ pub async fn user_request(
         .operation
         .parse()
         .map_err(|e: String| ApiError::with_message(ErrorCode::InvalidRequest, e))?;
-    match operation {
+    let params = match operation {
         Operation::TokenMint => {
             let node_id = body.node_id.ok_or_else(|| missing("node_id"))?;
             let node = state
@@ -322,52 +319,43 @@ pub async fn user_request(
                 reason: body.reason,
                 approval_ttl_secs: body.approval_ttl_secs,
             };
-            token_or_request(&state, &node, caller.actor(), request).await
+            return token_or_request(&state, &node, caller.actor(), request).await;
         }
         Operation::AuditExport => {
             caller.require(&state, Action::AuditExport)?;
             check_reason(&body.reason)?;
-            let params = crate::audit::export_params(body.filters)?;
-            let row = create(
-                &state,
-                operation,
-                params,
-                &body.reason,
-                body.approval_ttl_secs,
-                caller.actor(),
-                &caller.user.id,
-            )
-            .await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "approval": view(&row) })),
-            ))
+            crate::audit::export_params(body.filters)?
         }
         Operation::UserDelete => {
             caller.require(&state, Action::UsersManage)?;
             check_reason(&body.reason)?;
             let user_id = body.user_id.ok_or_else(|| missing("user_id"))?;
             deletable(&state, &user_id).await?;
-            let row = create(
-                &state,
-                operation,
-                json!({ "user_id": user_id }),
-                &body.reason,
-                body.approval_ttl_secs,
-                caller.actor(),
-                &caller.user.id,
-            )
-            .await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({ "approval": view(&row) })),
-            ))
+            json!({ "user_id": user_id })
         }
-        _ => Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            format!("{operation} requests are not supported yet"),
-        )),
-    }
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                format!("{operation} requests are not supported yet"),
+            ));
+        }
+    };
+    let row = create(
+        &state,
+        operation,
+        params,
+        &body.reason,
+        body.approval_ttl_secs,
+        caller.actor(),
+        &caller.user.id,
+    )
+    .await?;
+    Ok(pending(&row))
+}
+
+/// The answer to a request that now waits for reviewers.
+fn pending(row: &ApprovalRow) -> (StatusCode, Json<Value>) {
+    (StatusCode::ACCEPTED, Json(json!({ "approval": view(row) })))
 }
 
 /// A user that may be deleted: exists, not deleted yet, and not the last enabled admin (nobody
@@ -558,16 +546,14 @@ pub async fn list(
     caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit)
-        || !matches!(
-            q.status.as_str(),
-            "" | "pending" | "approved" | "denied" | "executed"
-        )
-    {
+    let limit = page_limit(q.limit, 500)?;
+    if !matches!(
+        q.status.as_str(),
+        "" | "pending" | "approved" | "denied" | "executed"
+    ) {
         return Err(ApiError::with_message(
             ErrorCode::InvalidRequest,
-            "status is pending, approved, denied or executed; limit 1 to 500",
+            "status is pending, approved, denied or executed",
         ));
     }
     let own = if caller.holds(&state, Action::ApprovalsDecide) {

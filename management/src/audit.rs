@@ -16,7 +16,12 @@ use keymesh_core::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::{auth::Caller, policy::Operation, rbac::Action, state::ManagementState};
+use crate::{
+    auth::Caller,
+    policy::Operation,
+    rbac::Action,
+    state::{ManagementState, page_limit},
+};
 
 /// Records per page of an export.
 const EXPORT_PAGE: i64 = 1000;
@@ -70,13 +75,7 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::AuditRead)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(q.limit, 1000)?;
     let filters = AuditQuery {
         actor: q.actor,
         action: q.action,
@@ -124,13 +123,7 @@ pub async fn checkpoints(
     Query(q): Query<CheckpointQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::AuditRead)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "limit must be between 1 and 1000",
-        ));
-    }
+    let limit = page_limit(q.limit, 1000)?;
     let list = crate::checkpoints::list(state.store.db(), limit)
         .await
         .map_err(ApiError::internal)?;

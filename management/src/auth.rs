@@ -246,18 +246,15 @@ impl axum::extract::FromRequest<ManagementState> for NodeCaller {
         state: &ManagementState,
     ) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let verifier = state.verifier()?;
-        let (token, body) = keymesh_core::http::node::authenticate(
-            &parts,
-            body,
-            &verifier,
-            &state.replay,
-            state.ctx.config.common.http.body_limit,
-        )
-        .await?;
-        verifier
-            .check_alive(&token, &*state.followed, std::time::SystemTime::now())
-            .map_err(ApiError::from)?;
+        let (token, body) = state
+            .followed
+            .authenticate_http(
+                &parts,
+                body,
+                &state.replay,
+                state.ctx.config.common.http.body_limit,
+            )
+            .await?;
         let id = &token.claims.node;
         state.ctx.limits.check_principal(&format!("node:{id}"))?;
         let node = state

@@ -369,12 +369,7 @@ pub async fn set_ceiling(
     JsonBody(body): JsonBody<SetCeiling>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
-    let node = state
-        .store
-        .node(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))?;
+    let node = state.known_node(&id).await?;
     state
         .audit(
             AuditEvent::new(

@@ -91,87 +91,86 @@ async fn intent(
         .await
 }
 
-/// `POST /v1/users/{id}/revoke-tokens` (tokens:revoke): every token of every node of the user.
+/// Whose tokens a revocation ends.
+#[derive(Clone, Copy, Debug)]
+enum Subject {
+    User,
+    Node,
+    Group,
+}
+
+impl Subject {
+    fn scope(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Node => "node",
+            Self::Group => "group",
+        }
+    }
+}
+
+/// Revoke every token of an existing user, node or group (tokens:revoke): audited first.
+async fn revoke_tokens(
+    state: &ManagementState,
+    caller: &Caller,
+    subject: Subject,
+    id: &str,
+    body: &ReasonBody,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(state, Action::TokensRevoke)?;
+    let reason = check_reason(&body.reason)?;
+    let exists = match subject {
+        Subject::User => state.store.user(id).await.map(|u| u.is_some()),
+        Subject::Group => state.store.group(id).await.map(|g| g.is_some()),
+        Subject::Node => state.store.node(id).await.map(|n| n.is_some()),
+    }
+    .map_err(ApiError::internal)?;
+    if !exists {
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            format!("no such {}", subject.scope()),
+        ));
+    }
+    let scope = subject.scope();
+    intent(
+        state,
+        caller,
+        "tokens.revoke",
+        format!("{scope}:{id}"),
+        reason,
+    )
+    .await?;
+    Ok(Json(revoke(state, caller, scope, id, reason).await?))
+}
+
+/// `POST /v1/users/{id}/revoke-tokens`: every token of every node of the user.
 pub async fn revoke_user(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&state, Action::TokensRevoke)?;
-    let reason = check_reason(&body.reason)?;
-    state
-        .store
-        .user(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
-    intent(
-        &state,
-        &caller,
-        "tokens.revoke",
-        format!("user:{id}"),
-        reason,
-    )
-    .await?;
-    Ok(Json(revoke(&state, &caller, "user", &id, reason).await?))
+    revoke_tokens(&state, &caller, Subject::User, &id, &body).await
 }
 
-/// `POST /v1/nodes/{id}/revoke-tokens` (tokens:revoke).
+/// `POST /v1/nodes/{id}/revoke-tokens`.
 pub async fn revoke_node(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&state, Action::TokensRevoke)?;
-    let reason = check_reason(&body.reason)?;
-    existing_node(&state, &id).await?;
-    intent(
-        &state,
-        &caller,
-        "tokens.revoke",
-        format!("node:{id}"),
-        reason,
-    )
-    .await?;
-    Ok(Json(revoke(&state, &caller, "node", &id, reason).await?))
+    revoke_tokens(&state, &caller, Subject::Node, &id, &body).await
 }
 
-/// `POST /v1/groups/{id}/revoke-tokens` (tokens:revoke).
+/// `POST /v1/groups/{id}/revoke-tokens`.
 pub async fn revoke_group(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&state, Action::TokensRevoke)?;
-    let reason = check_reason(&body.reason)?;
-    state
-        .store
-        .group(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such group"))?;
-    intent(
-        &state,
-        &caller,
-        "tokens.revoke",
-        format!("group:{id}"),
-        reason,
-    )
-    .await?;
-    Ok(Json(revoke(&state, &caller, "group", &id, reason).await?))
-}
-
-async fn existing_node(state: &ManagementState, id: &str) -> Result<(), ApiError> {
-    state
-        .store
-        .node(id)
-        .await
-        .map_err(ApiError::internal)?
-        .map(drop)
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))
+    revoke_tokens(&state, &caller, Subject::Group, &id, &body).await
 }
 
 /// `POST /v1/nodes/{id}/disable` (nodes:disable): management refuses the node from now on, the
@@ -185,12 +184,7 @@ pub async fn disable_node(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::NodesDisable)?;
     let reason = check_reason(&body.reason)?;
-    let node = state
-        .store
-        .node(&id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such node"))?;
+    let node = state.known_node(&id).await?;
     intent(
         &state,
         &caller,

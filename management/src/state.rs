@@ -3,12 +3,11 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use keymesh_core::{
-    ApiError, ErrorCode, ServiceContext,
+    ApiError, ServiceContext,
     audit::{AuditEvent, AuditLog},
     capability::{
         follower::{Followed, Follower},
         pop::ReplayCache,
-        token::Verifier,
     },
     http::rate_limit::KeyedLimit,
     storage::StorageError,
@@ -153,14 +152,15 @@ impl ManagementState {
         Ok(state)
     }
 
-    /// The token checker; `unavailable` until the root keys were read from the vault.
-    pub fn verifier(&self) -> Result<Arc<Verifier>, ApiError> {
-        self.followed.verifier().ok_or_else(|| {
-            ApiError::with_message(
-                ErrorCode::Unavailable,
-                "management has not yet read the token root keys from the vault",
-            )
-        })
+    /// A recorded node, or `not_found`.
+    pub async fn known_node(&self, id: &str) -> Result<crate::directory::NodeRow, ApiError> {
+        self.store
+            .node(id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::with_message(keymesh_core::ErrorCode::NotFound, "no such node")
+            })
     }
 
     /// Tell live streams; nobody listening is fine.
@@ -222,5 +222,18 @@ impl ManagementState {
     /// Record an event whose operation already happened (e.g. a denial); log if it fails.
     pub async fn audit_quiet(&self, event: AuditEvent) {
         self.audit.record_quiet(event).await;
+    }
+}
+
+/// A page size from a query: `limit` (default 100) between 1 and `max`, else `invalid_request`.
+pub fn page_limit(limit: Option<i64>, max: i64) -> Result<i64, ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::with_message(
+            keymesh_core::ErrorCode::InvalidRequest,
+            format!("limit must be between 1 and {max}"),
+        ))
     }
 }

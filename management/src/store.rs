@@ -192,6 +192,44 @@ macro_rules! user_columns {
         "id, email, role, created_at_ms, disabled_at_ms"
     };
 }
+/// Live sessions (not revoked, within both timeouts, of an enabled user) with their user, by
+/// one key column (`$1`); `$2` is now, `$3` the idle cutoff.
+macro_rules! live_session_sql {
+    ($key:literal) => {
+        concat!(
+            "SELECT s.id, s.user_id, s.kind, s.created_at_ms, s.last_seen_ms, s.expires_at_ms, s.ip, s.user_agent, \
+                 u.email, u.role, u.created_at_ms AS user_created_at_ms \
+             FROM sessions s JOIN users u ON u.id = s.user_id WHERE ",
+            $key,
+            " = $1 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
+                 AND s.last_seen_ms > $3 AND u.disabled_at_ms IS NULL"
+        )
+    };
+}
+
+/// A live session joined with its user.
+#[derive(sqlx::FromRow)]
+struct LiveSession {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    email: String,
+    role: String,
+    user_created_at_ms: i64,
+}
+
+impl LiveSession {
+    fn split(self) -> (SessionRow, UserRow) {
+        let user = UserRow {
+            id: self.session.user_id.clone(),
+            email: self.email,
+            role: self.role,
+            created_at_ms: self.user_created_at_ms,
+            disabled_at_ms: None,
+        };
+        (self.session, user)
+    }
+}
+
 macro_rules! session_columns {
     () => {
         "id, user_id, kind, created_at_ms, last_seen_ms, expires_at_ms, ip, user_agent"
@@ -427,31 +465,10 @@ impl Store {
         token_hash: &[u8],
         idle_ms: i64,
     ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
-        const SQL: &str = "SELECT s.id, s.user_id, s.kind, s.created_at_ms, s.last_seen_ms, s.expires_at_ms, s.ip, s.user_agent, \
-                 u.email, u.role, u.created_at_ms AS user_created_at_ms \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = $1 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
-                 AND s.last_seen_ms > $3 AND u.disabled_at_ms IS NULL";
+        const SQL: &str = live_session_sql!("s.token_hash");
         let now = now_ms();
-        #[derive(sqlx::FromRow)]
-        struct Joined {
-            #[sqlx(flatten)]
-            session: SessionRow,
-            email: String,
-            role: String,
-            user_created_at_ms: i64,
-        }
-        let row: Option<Joined> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;
-        Ok(row.map(|j| {
-            let user = UserRow {
-                id: j.session.user_id.clone(),
-                email: j.email,
-                role: j.role,
-                created_at_ms: j.user_created_at_ms,
-                disabled_at_ms: None,
-            };
-            (j.session, user)
-        }))
+        let row: Option<LiveSession> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;
+        Ok(row.map(LiveSession::split))
     }
 
     /// A live session by id (the event stream re-checks its own this way).
@@ -460,13 +477,10 @@ impl Store {
         id: &str,
         idle_ms: i64,
     ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
-        const SQL: &str = "SELECT token_hash FROM sessions WHERE id = $1";
-        let hash: Option<(Vec<u8>,)> =
-            with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?;
-        match hash {
-            Some((hash,)) => self.live_session(&hash, idle_ms).await,
-            None => Ok(None),
-        }
+        const SQL: &str = live_session_sql!("s.id");
+        let now = now_ms();
+        let row: Option<LiveSession> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;
+        Ok(row.map(LiveSession::split))
     }
 
     /// Record use of a session (callers throttle this to once a minute).

@@ -17,7 +17,7 @@ use crate::{
     auth::Caller,
     login::{invite_mail, issue, normalize_email},
     rbac::{Action, Role},
-    state::ManagementState,
+    state::{ManagementState, page_limit},
     store::{Client, Purpose},
 };
 
@@ -100,13 +100,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::UsersRead)?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "limit must be between 1 and 500",
-        ));
-    }
+    let limit = page_limit(q.limit, 500)?;
     let users = state
         .store
         .users(&q.after, limit)

@@ -8,9 +8,7 @@ use axum::{
     routing::{get, post, put},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_core::{
-    ApiError, ErrorCode, capability::token::VerifiedToken, http::node::authenticate, ident::Ident,
-};
+use keymesh_core::{ApiError, ErrorCode, capability::token::VerifiedToken, ident::Ident};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -55,16 +53,15 @@ impl FromRequest<RelayState> for NodeCall {
 
     async fn from_request(req: Request, state: &RelayState) -> Result<Self, ApiError> {
         let (parts, body) = req.into_parts();
-        let verifier = state.verifier()?;
-        let (token, body) = authenticate(
-            &parts,
-            body,
-            &verifier,
-            &state.replay,
-            state.ctx.config.common.http.body_limit,
-        )
-        .await?;
-        state.check_alive(&token)?;
+        let (token, body) = state
+            .followed
+            .authenticate_http(
+                &parts,
+                body,
+                &state.replay,
+                state.ctx.config.common.http.body_limit,
+            )
+            .await?;
         state
             .ctx
             .limits

@@ -144,12 +144,7 @@ impl RelayState {
 
     /// The token checker; `unavailable` until the root keys were read from the vault.
     pub fn verifier(&self) -> Result<Arc<Verifier>, ApiError> {
-        self.followed.verifier().ok_or_else(|| {
-            ApiError::with_message(
-                ErrorCode::Unavailable,
-                "the relay has not yet read the token root keys from the vault",
-            )
-        })
+        self.followed.require_verifier()
     }
 
     /// The limits a `ready` frame announces.

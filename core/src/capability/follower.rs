@@ -12,10 +12,13 @@ use std::{
 };
 
 use super::{
+    pop::ReplayCache,
     revocation::{FeedEntry, Revocations},
     token::{RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
 };
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::error::{ApiError, ErrorCode};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +67,35 @@ impl Followed {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The token checker, or `unavailable` until the root keys were read from the vault.
+    pub fn require_verifier(&self) -> Result<Arc<Verifier>, ApiError> {
+        self.verifier().ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::Unavailable,
+                "the token root keys have not been read from the vault yet",
+            )
+        })
+    }
+
+    /// A node's HTTP request checked against this copy: its token, the proof of possession
+    /// over the whole request, and that the token is alive (not expired, not revoked, the copy
+    /// fresh: fail closed). The token and the body exactly as signed.
+    pub async fn authenticate_http(
+        &self,
+        parts: &http::request::Parts,
+        body: axum::body::Body,
+        replay: &ReplayCache,
+        body_limit: usize,
+    ) -> Result<(Arc<VerifiedToken>, axum::body::Bytes), ApiError> {
+        let verifier = self.require_verifier()?;
+        let (token, body) =
+            crate::http::node::authenticate(parts, body, &verifier, replay, body_limit).await?;
+        verifier
+            .check_alive(&token, self, std::time::SystemTime::now())
+            .map_err(ApiError::from)?;
+        Ok((token, body))
     }
 
     /// Replace the root keys (keeps nothing of the old verifier's cache).
