@@ -8,18 +8,10 @@ use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keymesh_vault::auth::TOKEN_B64;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use crate::harness::{Management, Node, Reply, management_with_vault, management_with_vault_and};
-
-fn expect(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code()),
-        (status, code),
-        "{}",
-        reply.body
-    );
-}
+use crate::harness::{
+    Management, Node, Reply, expect, management_with_vault, management_with_vault_and,
+};
 
 fn above_ceiling() -> Value {
     json!({
@@ -334,13 +326,7 @@ async fn reviewers_see_requests_live_and_requesters_only_their_own() {
         .header(header::AUTHORIZATION, format!("Bearer {reviewer}"))
         .body(axum::body::Body::empty())
         .expect("request");
-    let mut request = request;
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(
-            "192.0.2.1:5000".parse().expect("addr"),
-        ));
-    let response = m.router.clone().oneshot(request).await.expect("stream");
+    let response = m.raw(request).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],

@@ -3,18 +3,8 @@
 use http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-use crate::harness::{Reply, management_with_vault};
-
-fn expect(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code()),
-        (status, code),
-        "{}",
-        reply.body
-    );
-}
+use crate::harness::{expect, management_with_vault};
 
 #[tokio::test]
 async fn auditors_search_and_verify_and_export_once_after_an_approval() {
@@ -114,18 +104,13 @@ async fn auditors_search_and_verify_and_export_once_after_an_approval() {
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    let mut request = Request::builder()
+    let request = Request::builder()
         .method("POST")
         .uri(&export)
         .header(header::AUTHORIZATION, format!("Bearer {auditor}"))
         .body(axum::body::Body::empty())
         .expect("request");
-    request
-        .extensions_mut()
-        .insert(axum::extract::ConnectInfo::<std::net::SocketAddr>(
-            "192.0.2.1:5000".parse().expect("addr"),
-        ));
-    let response = m.router.clone().oneshot(request).await.expect("export");
+    let response = m.raw(request).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()[header::CONTENT_TYPE],
@@ -177,9 +162,42 @@ async fn signed_checkpoints_catch_a_rewrite_that_recomputes_the_chain() {
     assert_eq!(report.body["checkpoints"]["checked"], 1, "{}", report.body);
     assert!(report.body["checkpoints"]["first_bad"].is_null());
 
+    // A checkpoint re-signed with any other key does not verify.
+    let db = m.state.store.db();
+    let genuine: String = keymesh_core::with_pool!(db, pool => sqlx::query_scalar(
+        "SELECT signature FROM audit_checkpoints WHERE seq = $1").bind(head).fetch_one(pool).await)
+    .expect("signature");
+    let forged = hex::encode([7u8; 64]);
+    for signature in [&forged, &genuine] {
+        keymesh_core::with_pool!(db, pool => sqlx::query(
+            "UPDATE audit_checkpoints SET signature = $1 WHERE seq = $2")
+            .bind(signature).bind(head).execute(pool).await.map(drop))
+        .expect("set signature");
+        let report = m.bearer(&admin, "GET", "/v1/audit/verify", None).await;
+        if signature == &forged {
+            assert_eq!(
+                report.body["checkpoints"]["first_bad"], head,
+                "{}",
+                report.body
+            );
+            assert!(
+                report.body["checkpoints"]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("signature does not verify")),
+                "{}",
+                report.body
+            );
+        } else {
+            assert!(
+                report.body["checkpoints"]["first_bad"].is_null(),
+                "{}",
+                report.body
+            );
+        }
+    }
+
     // Rewrite one record's details and recompute every hash from there on, as someone with
     // write access to the database (but not MANAGEMENT_SECRET_KEY) could.
-    let db = m.state.store.db();
     let target: i64 = keymesh_core::with_pool!(db, pool => sqlx::query_scalar(
         "SELECT seq FROM audit_log WHERE action = 'group.create' ORDER BY seq LIMIT 1").fetch_one(pool).await)
     .expect("record");

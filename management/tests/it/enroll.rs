@@ -6,13 +6,8 @@ use keymesh_vault::auth::TOKEN_B64;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Management, Reply, enrollment, management_with, management_with_vault, node_key,
+    Management, Reply, enrollment, expect, management_with, management_with_vault, node_key,
 };
-
-/// A signed-in user of `role`: (user id, bearer token).
-async fn signed_in(m: &Management, role: &str) -> (String, String) {
-    m.signed_in(role).await
-}
 
 async fn group(m: &Management, admin: &str, id: &str, ceiling: Option<&str>) -> Reply {
     let mut body = json!({ "id": id });
@@ -36,18 +31,9 @@ async fn enroll(m: &Management, body: Value) -> Reply {
     m.json("POST", "/v1/enroll", Some(body), &[]).await
 }
 
-fn expect(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code()),
-        (status, code),
-        "{}",
-        reply.body
-    );
-}
-
 /// An admin's group and a fresh code for it: (admin token, code).
 async fn group_and_code(m: &Management, group_id: &str) -> (String, String) {
-    let (_, admin) = signed_in(m, "admin").await;
+    let (_, admin) = m.signed_in("admin").await;
     assert_eq!(
         group(m, &admin, group_id, None).await.status,
         StatusCode::CREATED
@@ -61,9 +47,9 @@ async fn group_and_code(m: &Management, group_id: &str) -> (String, String) {
 #[tokio::test]
 async fn groups_members_and_codes_follow_roles_and_ceilings() {
     let m = management_with_vault().await;
-    let (_, admin) = signed_in(&m, "admin").await;
-    let (member_id, member) = signed_in(&m, "member").await;
-    let (_, auditor) = signed_in(&m, "auditor").await;
+    let (_, admin) = m.signed_in("admin").await;
+    let (member_id, member) = m.signed_in("member").await;
+    let (_, auditor) = m.signed_in("auditor").await;
 
     let reply = group(&m, &admin, "payments", Some("read")).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
@@ -371,7 +357,7 @@ async fn lowering_a_node_ceiling_reaches_the_vault_and_revokes_its_tokens() {
     let reply = enroll(&m, enrollment(&code, "ops-1", &node_key())).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     assert_eq!(reply.body["node"]["ceiling"], "write");
-    let (_, member) = signed_in(&m, "member").await;
+    let (_, member) = m.signed_in("member").await;
     expect(
         &m.bearer(
             &member,
@@ -417,8 +403,8 @@ async fn lowering_a_node_ceiling_reaches_the_vault_and_revokes_its_tokens() {
 #[tokio::test]
 async fn codes_die_with_their_owners_membership_and_never_rekey_a_node_the_vault_knows() {
     let m = management_with_vault().await;
-    let (_, admin) = signed_in(&m, "admin").await;
-    let (member_id, member) = signed_in(&m, "member").await;
+    let (_, admin) = m.signed_in("admin").await;
+    let (member_id, member) = m.signed_in("member").await;
     assert_eq!(
         group(&m, &admin, "team", None).await.status,
         StatusCode::CREATED

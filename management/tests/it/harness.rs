@@ -162,6 +162,16 @@ pub struct Reply {
     pub body: Value,
 }
 
+/// The reply is the coded error `code` with `status`.
+pub fn expect(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(
+        (reply.status, reply.code()),
+        (status, code),
+        "{}",
+        reply.body
+    );
+}
+
 impl Reply {
     pub fn code(&self) -> &str {
         self.body["error"]["code"].as_str().unwrap_or("")
@@ -330,11 +340,16 @@ impl Management {
         self.send(req).await
     }
 
-    pub async fn send(&self, mut req: Request<Body>) -> Reply {
+    /// The response itself (for streamed bodies), from a fixed client address.
+    pub async fn raw(&self, mut req: Request<Body>) -> axum::response::Response {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(
             "192.0.2.1:5000".parse().expect("addr"),
         ));
-        let response = self.router.clone().oneshot(req).await.expect("infallible");
+        self.router.clone().oneshot(req).await.expect("infallible")
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self.raw(req).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response

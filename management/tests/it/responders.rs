@@ -3,16 +3,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use crate::harness::{Reply, management_with_vault};
-
-fn expect(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(
-        (reply.status, reply.code()),
-        (status, code),
-        "{}",
-        reply.body
-    );
-}
+use crate::harness::{expect, management_with_vault};
 
 fn within_ceiling() -> serde_json::Value {
     json!({ "rights": [{ "resource": "db/*", "op": "list" }], "reason": "inventory" })
