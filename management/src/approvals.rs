@@ -108,6 +108,14 @@ async fn token_or_request(
         "node_id": node.id, "group": node.group_id, "rights": body.rights,
         "ttl_secs": body.ttl_secs, "excess": excess,
     });
+    let group = state
+        .store
+        .group(&node.group_id)
+        .await
+        .map_err(ApiError::internal)?;
+    if let Some(waiver) = group.as_ref().and_then(crate::waivers::active) {
+        return waived_mint(state, node, requester, &body, &params, waiver).await;
+    }
     let row = create(
         state,
         Operation::TokenMint,
@@ -119,6 +127,73 @@ async fn token_or_request(
     )
     .await?;
     Ok(pending(&row))
+}
+
+/// A token above the ceiling while the group's token approvals are waived: recorded as a
+/// request the waiver approved (audited, visible in the approvals list) and minted at once
+/// under its id. If the vault refuses, the request stays approved for the node to redeem.
+async fn waived_mint(
+    state: &ManagementState,
+    node: &NodeRow,
+    requester: String,
+    body: &TokenRequest,
+    params: &Value,
+    waiver: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    state
+        .audit(
+            AuditEvent::new(
+                requester.clone(),
+                "approval.request",
+                format!("operation:{}", Operation::TokenMint),
+                Outcome::Success,
+            )
+            .with_details(json!({ "params": params, "reason": body.reason, "waived_by": waiver })),
+        )
+        .await?;
+    let expires = now_ms().saturating_add(i64::try_from(DEFAULT_TTL_SECS * 1000).unwrap_or(0));
+    let id = state
+        .store
+        .insert_waived(
+            &NewApproval {
+                operation: Operation::TokenMint.as_str(),
+                params: &params.to_string(),
+                reason: body.reason.trim(),
+                requester: &requester,
+                requester_user: &node.user_id,
+                approvals_needed: 1,
+                denials_needed: 1,
+                reviewer_roles: "[]",
+                expires_at_ms: expires,
+            },
+            waiver,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let minted = state
+        .vault
+        .mint(&node.id, &json!(body.rights), body.ttl_secs, Some(&id))
+        .await;
+    let row = match &minted {
+        Ok(_) => state.store.approval(&id).await,
+        Err(_) => match state.store.release_execution(&id).await {
+            Ok(()) => state.store.approval(&id).await,
+            Err(e) => Err(e),
+        },
+    }
+    .map_err(ApiError::internal)?
+    .ok_or_else(no_such_request)?;
+    let kind = if minted.is_ok() {
+        "approval.executed"
+    } else {
+        "approval.decided"
+    };
+    announce(state, kind, &row);
+    let token = minted?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "token": token, "approval": view(&row) })),
+    ))
 }
 
 /// Record a request under its operation's policy, then tell reviewers.
@@ -279,9 +354,18 @@ pub struct UserRequest {
     /// `audit.export`: which records.
     #[serde(default)]
     filters: Option<keymesh_core::audit::AuditQuery>,
-    /// `user.delete`: whom.
+    /// `user.delete`: whom; `emergency.access`: for whom (default: the caller).
     #[serde(default)]
     user_id: Option<Ident>,
+    /// `vault.unlock`, `group.approvals.disable`: which group.
+    #[serde(default)]
+    group: Option<Ident>,
+    /// `emergency.access`: the role granted.
+    #[serde(default)]
+    role: Option<String>,
+    /// `emergency.access`, `group.approvals.disable`: for how long, from execution.
+    #[serde(default)]
+    duration_secs: Option<u64>,
 }
 
 fn missing(what: &str) -> ApiError {
@@ -333,11 +417,23 @@ pub async fn user_request(
             deletable(&state, &user_id).await?;
             json!({ "user_id": user_id })
         }
-        _ => {
-            return Err(ApiError::with_message(
-                ErrorCode::InvalidRequest,
-                format!("{operation} requests are not supported yet"),
-            ));
+        Operation::VaultUnlock => {
+            check_reason(&body.reason)?;
+            let group = body.group.ok_or_else(|| missing("group"))?;
+            crate::ceremonies::unlock_params(&state, &caller, &group).await?
+        }
+        Operation::EmergencyAccess => {
+            check_reason(&body.reason)?;
+            let user = body
+                .user_id
+                .map_or_else(|| caller.user.id.clone(), |u| u.to_string());
+            let role = body.role.ok_or_else(|| missing("role"))?;
+            crate::emergency::params(&state, &caller, &user, &role, body.duration_secs).await?
+        }
+        Operation::GroupApprovalsDisable => {
+            check_reason(&body.reason)?;
+            let group = body.group.ok_or_else(|| missing("group"))?;
+            crate::waivers::params(&state, &caller, &group, body.duration_secs).await?
         }
     };
     let row = create(
@@ -385,16 +481,16 @@ async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::Us
     Ok(user)
 }
 
-/// `POST /v1/approvals/{id}/execute` (the requester of an approved `user.delete`, with
-/// users:manage): run it once. The vault first (the user's tokens die, their nodes are
-/// disabled there), then management (address tombstoned, account disabled, sessions ended,
-/// memberships and unused codes removed, nodes disabled). A vault failure gives the claim back.
+/// `POST /v1/approvals/{id}/execute` (the requester of an approved request): run it once.
+/// `token.mint` is redeemed by its node and `audit.export` streamed from its own endpoint;
+/// every other operation runs here: `user.delete`, `vault.unlock` (opens the unlock
+/// ceremony), `emergency.access` (starts the grant), `group.approvals.disable` (starts the
+/// waiver). A failure that leaves the operation undone gives the claim back.
 pub async fn execute(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(&state, Action::UsersManage)?;
     let row = state
         .store
         .approval(&id)
@@ -402,44 +498,108 @@ pub async fn execute(
         .map_err(ApiError::internal)?
         .filter(|r| r.requester == caller.actor())
         .ok_or_else(no_such_request)?;
-    if row.operation != Operation::UserDelete.as_str() {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            format!("{} requests are executed elsewhere", row.operation),
-        ));
-    }
+    let operation: Operation = row
+        .operation
+        .parse()
+        .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))?;
+    let action = match operation {
+        Operation::UserDelete => Action::UsersManage,
+        Operation::VaultUnlock => Action::VaultUnlock,
+        Operation::EmergencyAccess => Action::EmergencyAccess,
+        Operation::GroupApprovalsDisable => Action::GroupsManage,
+        Operation::TokenMint | Operation::AuditExport => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                format!("{} requests are executed elsewhere", row.operation),
+            ));
+        }
+    };
+    caller.require(&state, action)?;
     if row.effective_status(now_ms()) != "approved" {
         return Err(not_executable(&row));
     }
     let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
+    // Checks that must still hold now, before the claim uses the approval up.
+    match operation {
+        Operation::UserDelete => {
+            deletable(&state, params["user_id"].as_str().unwrap_or_default()).await?;
+        }
+        Operation::EmergencyAccess => crate::emergency::check_still(&state, &params).await?,
+        Operation::VaultUnlock => {
+            crate::ceremonies::party(
+                &state,
+                &caller,
+                params["group"].as_str().unwrap_or_default(),
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    let (claimed, params) = claim(&state, caller.actor(), &row).await?;
+    let result = match operation {
+        Operation::UserDelete => delete_user(&state, &caller, &id, &params).await,
+        Operation::VaultUnlock => {
+            crate::ceremonies::execute_unlock(&state, &caller, &id, &params).await
+        }
+        Operation::EmergencyAccess => {
+            crate::emergency::execute(&state, &caller, &id, &params).await
+        }
+        _ => crate::waivers::execute(&state, &caller, &id, &params).await,
+    };
+    match result {
+        Ok(mut answer) => {
+            answer["approval"] = view(&claimed);
+            announce(&state, "approval.executed", &claimed);
+            Ok(Json(answer))
+        }
+        Err(e) => {
+            if let Err(undo) = state.store.release_execution(&id).await {
+                tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
+            }
+            state
+                .audit_quiet(
+                    AuditEvent::new(
+                        caller.actor(),
+                        "approval.execute",
+                        format!("approval:{id}"),
+                        Outcome::Failure,
+                    )
+                    .with_details(
+                        json!({ "operation": row.operation, "error": e.code().as_str() }),
+                    ),
+                )
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// Delete a user (an approved `user.delete`): the vault first (the user's tokens die, their
+/// nodes are disabled there), then management in one transaction (address tombstoned,
+/// account disabled, sessions ended, memberships and unused codes removed, nodes disabled).
+async fn delete_user(
+    state: &ManagementState,
+    caller: &Caller,
+    id: &str,
+    params: &Value,
+) -> Result<Value, ApiError> {
     let user_id = params["user_id"].as_str().unwrap_or_default().to_owned();
-    deletable(&state, &user_id).await?;
-    let (claimed, _) = claim(&state, caller.actor(), &row).await?;
     let nodes = state
         .store
         .nodes(None, Some(&user_id))
         .await
         .map_err(ApiError::internal)?;
-    let vault_side = async {
-        if state.vault.configured() {
-            state
-                .vault
-                .revoke_epoch("user", &user_id, "user deleted")
-                .await?;
-            for node in &nodes {
-                let key = hex::encode(&node.public_key);
-                let mut registration = crate::vault::Registration::of(node, &key, &node.ceiling);
-                registration.disabled = true;
-                state.vault.put_node(&registration).await?;
-            }
+    if state.vault.configured() {
+        state
+            .vault
+            .revoke_epoch("user", &user_id, "user deleted")
+            .await?;
+        for node in &nodes {
+            let key = hex::encode(&node.public_key);
+            let mut registration = crate::vault::Registration::of(node, &key, &node.ceiling);
+            registration.disabled = true;
+            state.vault.put_node(&registration).await?;
         }
-        Ok::<_, crate::vault::VaultError>(())
-    };
-    if let Err(e) = vault_side.await {
-        if let Err(undo) = state.store.release_execution(&id).await {
-            tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
-        }
-        return Err(e.into());
     }
     let deleted = state
         .store
@@ -459,13 +619,11 @@ pub async fn execute(
             ),
         )
         .await;
-    announce(&state, "approval.executed", &claimed);
-    Ok(Json(json!({
-        "approval": view(&claimed),
+    Ok(json!({
         "user_id": user_id,
         "deleted": deleted,
         "nodes_disabled": nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-    })))
+    }))
 }
 
 /// Claim an approved request for execution, once: audited first (fail closed); the claimed
@@ -648,13 +806,20 @@ pub async fn decide(
             "operation": row.operation, "decision": body.decision, "reason": body.reason, "refused": why,
         }))
     };
-    if row.requester_user == caller.user.id {
+    // Nobody decides a request made by them or for their own benefit (emergency access).
+    let beneficiary = row.operation == Operation::EmergencyAccess.as_str()
+        && serde_json::from_str::<Value>(&row.params)
+            .is_ok_and(|p| p["user_id"] == caller.user.id.as_str());
+    if row.requester_user == caller.user.id || beneficiary {
         state
             .audit_quiet(event(Outcome::Denied, "self_approval"))
             .await;
         return Err(ApiError::new(ErrorCode::SelfApproval));
     }
-    if !reviewer_roles(&row).contains(&caller.role) {
+    if !caller
+        .roles()
+        .any(|role| reviewer_roles(&row).contains(&role))
+    {
         state
             .audit_quiet(event(Outcome::Denied, "not_a_reviewer"))
             .await;
@@ -799,7 +964,17 @@ async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool>
         .await
         .ok()??;
     let role: Role = user.role.parse().ok()?;
-    Some(state.config.rbac.allows(role, Action::ApprovalsDecide))
+    let granted = state
+        .store
+        .active_grant(&user.id)
+        .await
+        .ok()?
+        .and_then(|g| g.role.parse::<Role>().ok());
+    Some(
+        std::iter::once(role)
+            .chain(granted)
+            .any(|r| state.config.rbac.allows(r, Action::ApprovalsDecide)),
+    )
 }
 
 /// `GET /v1/approvals/events`: a live stream (server-sent events) of approval events:

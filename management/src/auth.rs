@@ -30,6 +30,8 @@ pub struct Caller {
     pub user: UserRow,
     /// The user's role.
     pub role: Role,
+    /// A role held for now through an emergency access grant (its id and role).
+    pub emergency: Option<(String, Role)>,
     /// Authenticated by the session cookie (not a bearer token).
     pub via_cookie: bool,
 }
@@ -43,12 +45,18 @@ impl Caller {
     /// Whether the caller's role holds `action` (re-authentication aside): for choosing what
     /// to show, never as the check before acting.
     pub fn holds(&self, state: &ManagementState, action: Action) -> bool {
-        state.config.rbac.allows(self.role, action)
+        self.roles()
+            .any(|role| state.config.rbac.allows(role, action))
+    }
+
+    /// The caller's role and, during an emergency grant, the granted one.
+    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
+        std::iter::once(self.role).chain(self.emergency.as_ref().map(|(_, role)| *role))
     }
 
     /// May this caller perform `action`? Admin actions also need a recent sign-in.
     pub fn require(&self, state: &ManagementState, action: Action) -> Result<(), ApiError> {
-        if !state.config.rbac.allows(self.role, action) {
+        if !self.holds(state, action) {
             return Err(ApiError::with_message(
                 ErrorCode::Forbidden,
                 format!(
@@ -186,10 +194,17 @@ impl FromRequestParts<ManagementState> for Caller {
         let role = user.role.parse().map_err(|_| {
             ApiError::with_message(ErrorCode::Internal, "the user's stored role is unknown")
         })?;
+        let emergency = state
+            .store
+            .active_grant(&user.id)
+            .await
+            .map_err(ApiError::internal)?
+            .and_then(|g| Some((g.id, g.role.parse().ok()?)));
         Ok(Caller {
             session,
             user,
             role,
+            emergency,
             via_cookie,
         })
     }

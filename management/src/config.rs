@@ -125,6 +125,20 @@ pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
 )
 .default("5");
 
+/// `MANAGEMENT_EMERGENCY_MAX_SECS`.
+pub const EMERGENCY_MAX_SECS: Setting = Setting::value(
+    "MANAGEMENT_EMERGENCY_MAX_SECS",
+    "Longest emergency access grant (a temporary role, behind an approval), counted from its execution.",
+)
+.default("14400");
+
+/// `MANAGEMENT_APPROVAL_WAIVER_MAX_SECS`.
+pub const APPROVAL_WAIVER_MAX_SECS: Setting = Setting::value(
+    "MANAGEMENT_APPROVAL_WAIVER_MAX_SECS",
+    "Longest time token approvals may be disabled for a group (group.approvals.disable, behind an approval).",
+)
+.default("604800");
+
 /// `MANAGEMENT_AUDIT_CHECKPOINT_SECS`.
 pub const AUDIT_CHECKPOINT_SECS: Setting = Setting::value(
     "MANAGEMENT_AUDIT_CHECKPOINT_SECS",
@@ -154,6 +168,8 @@ pub const SETTINGS: &[&Setting] = &[
     &APPROVAL_POLICY_FILE,
     &FEED_MAX_AGE_SECS,
     &AUDIT_CHECKPOINT_SECS,
+    &EMERGENCY_MAX_SECS,
+    &APPROVAL_WAIVER_MAX_SECS,
 ];
 
 /// Where sign-in mail goes.
@@ -208,6 +224,10 @@ pub struct ManagementConfig {
     pub feed_max_age: Duration,
     /// Audit checkpoint interval.
     pub checkpoint_every: Duration,
+    /// Longest emergency grant.
+    pub emergency_max: Duration,
+    /// Longest approval waiver for a group.
+    pub waiver_max: Duration,
 }
 
 /// Where the vault is and how management authenticates to it.
@@ -328,6 +348,8 @@ impl ManagementConfig {
             policies: load_policies(source)?,
             feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
             checkpoint_every: source.require_secs(&AUDIT_CHECKPOINT_SECS)?,
+            emergency_max: source.require_secs(&EMERGENCY_MAX_SECS)?,
+            waiver_max: source.require_secs(&APPROVAL_WAIVER_MAX_SECS)?,
             service,
         };
         if config.session_idle > config.session_max {

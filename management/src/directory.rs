@@ -17,6 +17,10 @@ pub struct GroupRow {
     pub created_at_ms: i64,
     /// `user:ID` of its creator.
     pub created_by: String,
+    /// Token approvals are waived for the group's nodes until then (group.approvals.disable).
+    pub approvals_waived_until_ms: Option<i64>,
+    /// The approval that waived them.
+    pub approvals_waived_by: Option<String>,
 }
 
 /// A node.
@@ -102,7 +106,7 @@ impl Store {
     ) -> Result<Option<GroupRow>, StorageError> {
         const SQL: &str = "INSERT INTO node_groups (id, node_ceiling, created_at_ms, created_by) \
              VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING \
-             RETURNING id, node_ceiling, created_at_ms, created_by";
+             RETURNING id, node_ceiling, created_at_ms, created_by, approvals_waived_until_ms, approvals_waived_by";
         Ok(
             with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(id).bind(node_ceiling).bind(now_ms()).bind(created_by).fetch_optional(pool).await)?,
         )
@@ -110,14 +114,13 @@ impl Store {
 
     /// A group by id.
     pub async fn group(&self, id: &str) -> Result<Option<GroupRow>, StorageError> {
-        const SQL: &str =
-            "SELECT id, node_ceiling, created_at_ms, created_by FROM node_groups WHERE id = $1";
+        const SQL: &str = "SELECT id, node_ceiling, created_at_ms, created_by, approvals_waived_until_ms, approvals_waived_by FROM node_groups WHERE id = $1";
         Ok(with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)?)
     }
 
     /// Groups by id: all of them, or (`member`) those the user belongs to.
     pub async fn groups(&self, member: Option<&str>) -> Result<Vec<GroupRow>, StorageError> {
-        const SQL: &str = "SELECT id, node_ceiling, created_at_ms, created_by FROM node_groups \
+        const SQL: &str = "SELECT id, node_ceiling, created_at_ms, created_by, approvals_waived_until_ms, approvals_waived_by FROM node_groups \
              WHERE $1 = '' OR id IN (SELECT group_id FROM group_members WHERE user_id = $1) \
              ORDER BY id LIMIT 1000";
         Ok(

@@ -79,7 +79,7 @@ pub async fn list(
 
 /// The group, if the caller may see it: holders of users:read see every group, members their
 /// own. Others get the same `not_found` as for a group that does not exist.
-async fn visible_group(
+pub(crate) async fn visible_group(
     state: &ManagementState,
     caller: &Caller,
     id: &str,
@@ -206,7 +206,10 @@ pub async fn remove_member(
     }
 }
 
-async fn existing_group(state: &ManagementState, id: &str) -> Result<GroupRow, ApiError> {
+pub(crate) async fn existing_group(
+    state: &ManagementState,
+    id: &str,
+) -> Result<GroupRow, ApiError> {
     state
         .store
         .group(id)

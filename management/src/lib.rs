@@ -7,9 +7,11 @@ pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod ceremonies;
 pub mod checkpoints;
 pub mod config;
 pub mod directory;
+pub mod emergency;
 pub mod enroll;
 pub mod groups;
 pub mod imports;
@@ -25,6 +27,7 @@ pub mod state;
 pub mod store;
 pub mod users;
 pub mod vault;
+pub mod waivers;
 
 pub use config::ManagementConfig;
 pub use rbac::{Action, Rbac, RbacError, Role};
@@ -61,6 +64,23 @@ pub fn routes(state: ManagementState) -> Router {
             "/v1/groups/{id}/enrollment-codes",
             post(groups::create_code),
         )
+        .route("/v1/groups/{id}/vault", get(ceremonies::vault_status))
+        .route(
+            "/v1/groups/{id}/vault/ceremonies",
+            post(ceremonies::open_ceremony),
+        )
+        .route("/v1/groups/{id}/approvals/enable", post(waivers::enable))
+        .route("/v1/me/share-key", put(ceremonies::set_share_key))
+        .route("/v1/ceremonies/{id}", get(ceremonies::show))
+        .route("/v1/ceremonies/{id}/init", post(ceremonies::init))
+        .route("/v1/ceremonies/{id}/rekey", post(ceremonies::rekey))
+        .route(
+            "/v1/ceremonies/{id}/passphrase",
+            post(ceremonies::passphrase),
+        )
+        .route("/v1/ceremonies/{id}/shares", post(ceremonies::share))
+        .route("/v1/emergency-grants", get(emergency::list))
+        .route("/v1/emergency-grants/{id}/end", post(emergency::end))
         .route("/v1/nodes", get(groups::nodes))
         .route("/v1/nodes/{id}/ceiling", put(groups::set_ceiling))
         .route("/v1/enroll", post(enroll::enroll))

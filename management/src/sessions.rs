@@ -34,15 +34,15 @@ fn session_json(s: &SessionRow, current: &str) -> Value {
 
 /// `GET /v1/session`: the caller, their role's actions, and (cookie sessions) the CSRF token.
 pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Json<Value> {
-    let actions: Vec<&str> = state
-        .config
-        .rbac
-        .actions(caller.role)
+    let actions: Vec<&str> = crate::rbac::Action::ALL
+        .into_iter()
+        .filter(|a| caller.holds(&state, *a))
         .map(|a| a.as_str())
         .collect();
     let mut body = json!({
         "user": UserSummary::from(&caller.user),
         "actions": actions,
+        "emergency": caller.emergency.as_ref().map(|(id, role)| json!({ "grant": id, "role": role.as_str() })),
         "session": session_json(&caller.session, &caller.session.id),
         "reauth_until_ms": caller.reauth_until_ms(&state),
     });

@@ -85,6 +85,8 @@ const PASSED_THROUGH: &[&str] = &[
     "conflict",
     "rate_limited",
     "audit_unavailable",
+    "invalid_passphrase",
+    "invalid_share",
 ];
 
 /// A node as the vault registers it.
@@ -239,7 +241,39 @@ impl VaultClient {
         .await
     }
 
-    /// `POST /v1/vaults/{group}/lock`.
+    /// `GET /v1/vaults/{group}`: whether the group has a vault, its mode, whether unlocked.
+    pub async fn status(&self, group: &str) -> Result<Value, VaultError> {
+        self.call(reqwest::Method::GET, &format!("/v1/vaults/{group}"), None)
+            .await
+    }
+
+    /// `POST /v1/vaults/{group}/ceremonies`: open a key ceremony of `kind`.
+    pub async fn open_ceremony(&self, group: &str, kind: &str) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/vaults/{group}/ceremonies"),
+            Some(json!({ "kind": kind })),
+        )
+        .await
+    }
+
+    /// `POST /v1/ceremonies/{id}/{step}`: relay sealed material (a passphrase or share sealed
+    /// to the ceremony key, or a new protection) to an open ceremony.
+    pub async fn ceremony_step(
+        &self,
+        id: &str,
+        step: &str,
+        body: Value,
+    ) -> Result<Value, VaultError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/v1/ceremonies/{id}/{step}"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// `POST /v1/vaults/{group}/lock`: wipe the group's data key now.
     pub async fn lock(&self, group: &str) -> Result<Value, VaultError> {
         self.call(
             reqwest::Method::POST,

@@ -66,50 +66,70 @@ async fn through_mail(smtp: &Smtp, management: &str, email: &str, n: usize) -> A
     .await
 }
 
-/// Create and unlock the group's vault with a passphrase, as management's vault credential
-/// (the test stands in for the key ceremony: management only opens it; the passphrase is sealed
-/// to the vault's ceremony key and never passes through management).
-async fn init_and_unlock_vault(vault: &str, group: &str) {
-    let http = reqwest::Client::new();
-    for (kind, action) in [("init", "init"), ("unlock", "passphrase")] {
-        let ceremony: Value = http
-            .post(format!("{vault}/v1/vaults/{group}/ceremonies"))
-            .bearer_auth(MANAGEMENT_KEY)
-            .json(&json!({ "kind": kind }))
-            .send()
-            .await
-            .expect("ceremony")
-            .json()
-            .await
-            .expect("json");
-        let public: [u8; 32] = hex::decode(ceremony["public_key"].as_str().expect("key"))
-            .expect("hex")
-            .try_into()
-            .expect("32 bytes");
-        let sealed = crypto::hpke_seal(
-            &public,
-            keymesh_vault::routes::vaults::INFO_PASSPHRASE,
-            group.as_bytes(),
-            VAULT_PASSPHRASE.as_bytes(),
+/// The passphrase sealed to a ceremony's key, as an admin's tool does it (management relays
+/// it and never sees the passphrase).
+fn sealed_passphrase(ceremony: &Value, group: &str) -> String {
+    let public: [u8; 32] = hex::decode(ceremony["ceremony"]["public_key"].as_str().expect("key"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let sealed = crypto::hpke_seal(
+        &public,
+        keymesh_vault::routes::vaults::INFO_PASSPHRASE,
+        group.as_bytes(),
+        VAULT_PASSPHRASE.as_bytes(),
+    )
+    .expect("seal");
+    STANDARD.encode(sealed)
+}
+
+/// Create the group's vault (a passphrase vault) and unlock it, through management: the owner
+/// opens the init ceremony, asks for `vault.unlock`, the reviewer approves, the owner executes
+/// it and submits the sealed passphrase to the unlock ceremony.
+async fn init_and_unlock_vault(owner: &Admin, reviewer: &Admin, group: &str) {
+    let (status, init) = owner
+        .post(
+            &format!("/v1/groups/{group}/vault/ceremonies"),
+            json!({ "kind": "init" }),
         )
-        .expect("seal");
-        let id = ceremony["ceremony_id"].as_str().expect("id");
-        let mut body = json!({ "sealed_passphrase": STANDARD.encode(sealed) });
-        if kind == "init" {
-            body["mode"] = json!("passphrase");
-        }
-        let reply = http
-            .post(format!("{vault}/v1/ceremonies/{id}/{action}"))
-            .json(&body)
-            .send()
-            .await
-            .expect("ceremony step");
-        assert!(
-            reply.status().is_success(),
-            "{kind}: {:?}",
-            reply.text().await
-        );
-    }
+        .await;
+    assert_eq!(status, 200, "{init}");
+    let id = init["ceremony"]["id"].as_str().expect("id");
+    let (status, body) = owner
+        .post(
+            &format!("/v1/ceremonies/{id}/init"),
+            json!({ "mode": "passphrase", "sealed_passphrase": sealed_passphrase(&init, group) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = owner
+        .post(
+            "/v1/approvals",
+            json!({ "operation": "vault.unlock", "group": group, "reason": "e2e needs the secrets" }),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let approval = body["approval"]["id"].as_str().expect("approval id");
+    let (status, body) = reviewer
+        .post(
+            &format!("/v1/approvals/{approval}/decisions"),
+            json!({ "decision": "approve", "reason": "planned test run" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, unlock) = owner
+        .post(&format!("/v1/approvals/{approval}/execute"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{unlock}");
+    let id = unlock["ceremony"]["id"].as_str().expect("id");
+    let (status, body) = owner
+        .post(
+            &format!("/v1/ceremonies/{id}/passphrase"),
+            json!({ "sealed_passphrase": sealed_passphrase(&unlock, group) }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["unlocked"], true, "{body}");
 }
 
 /// A node's keys and token, as `keymeshctl enroll` left them in `dir`.
@@ -240,7 +260,7 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     // send rights only) and a seeder allowed to write `db/*`.
     let (status, body) = owner.post("/v1/groups", json!({ "id": "e2e" })).await;
     assert_eq!(status, 201, "{body}");
-    init_and_unlock_vault(&v, "e2e").await;
+    init_and_unlock_vault(&owner, reviewer, "e2e").await;
     for node in ["n1", "n2"] {
         let code = owner.code("e2e").await;
         enroll(nodes, &m, node, &code).await;

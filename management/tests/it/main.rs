@@ -6,5 +6,6 @@ mod audit;
 mod enroll;
 mod harness;
 mod login;
+mod operations;
 mod responders;
 mod sessions;

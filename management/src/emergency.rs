@@ -1,0 +1,262 @@
+//! Emergency access: a user holds a second role for a bounded time (at most
+//! `MANAGEMENT_EMERGENCY_MAX_SECS`), created only through an approved `emergency.access`
+//! request that neither the requester nor the beneficiary may decide. The grant starts when
+//! the requester executes the approval, ends by itself, and anyone with tokens:revoke or
+//! emergency:access (or the beneficiary) can end it early. See docs/management.md.
+
+use axum::{
+    Json,
+    extract::{Path, State},
+};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    audit::{AuditEvent, Outcome},
+    storage::StorageError,
+    with_pool,
+};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Caller,
+    rbac::{Action, Role},
+    state::ManagementState,
+    store::{Store, new_id, now_ms},
+};
+
+/// Default grant length when the request names none.
+const DEFAULT_SECS: u64 = 3600;
+
+/// A grant as stored.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct GrantRow {
+    /// Id.
+    pub id: String,
+    /// Who holds the extra role.
+    pub user_id: String,
+    /// The role granted.
+    pub role: String,
+    /// The approval that allowed it.
+    pub approval_id: String,
+    /// `user:ID` of the requester who executed it.
+    pub granted_by: String,
+    /// Started.
+    pub starts_at_ms: i64,
+    /// Ends by itself.
+    pub expires_at_ms: i64,
+    /// Ended early.
+    pub ended_at_ms: Option<i64>,
+    /// `user:ID` of who ended it early.
+    pub ended_by: Option<String>,
+}
+
+macro_rules! grant_columns {
+    () => {
+        "id, user_id, role, approval_id, granted_by, starts_at_ms, expires_at_ms, ended_at_ms, ended_by"
+    };
+}
+
+impl Store {
+    /// The user's active grant, if any.
+    pub async fn active_grant(&self, user: &str) -> Result<Option<GrantRow>, StorageError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM emergency_grants WHERE user_id = $1 AND ended_at_ms IS NULL AND expires_at_ms > $2 \
+             ORDER BY starts_at_ms DESC LIMIT 1"
+        );
+        Ok(
+            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(user).bind(now_ms()).fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Start a grant unless the user already holds an active one: the grant, or `None`.
+    pub async fn insert_grant(
+        &self,
+        user: &str,
+        role: &str,
+        approval: &str,
+        granted_by: &str,
+        duration_ms: i64,
+    ) -> Result<Option<GrantRow>, StorageError> {
+        const SQL: &str = concat!(
+            "INSERT INTO emergency_grants (id, user_id, role, approval_id, granted_by, starts_at_ms, expires_at_ms) \
+             SELECT $1, $2, $3, $4, $5, $6, $7 WHERE NOT EXISTS (SELECT 1 FROM emergency_grants \
+             WHERE user_id = $2 AND ended_at_ms IS NULL AND expires_at_ms > $6) RETURNING ",
+            grant_columns!()
+        );
+        let now = now_ms();
+        Ok(
+            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(new_id()).bind(user).bind(role)
+            .bind(approval).bind(granted_by).bind(now).bind(now.saturating_add(duration_ms))
+            .fetch_optional(pool).await)?,
+        )
+    }
+
+    /// Grants, newest first: all, or one user's.
+    pub async fn grants(
+        &self,
+        user: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<GrantRow>, StorageError> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            grant_columns!(),
+            " FROM emergency_grants WHERE ($1 = '' OR user_id = $1) ORDER BY starts_at_ms DESC LIMIT $2"
+        );
+        Ok(
+            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(user.unwrap_or_default()).bind(limit).fetch_all(pool).await)?,
+        )
+    }
+
+    /// End an active grant early: the ended grant, or `None` when it was not active.
+    pub async fn end_grant(&self, id: &str, by: &str) -> Result<Option<GrantRow>, StorageError> {
+        const SQL: &str = concat!(
+            "UPDATE emergency_grants SET ended_at_ms = $1, ended_by = $2 \
+             WHERE id = $3 AND ended_at_ms IS NULL AND expires_at_ms > $1 RETURNING ",
+            grant_columns!()
+        );
+        Ok(
+            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(now_ms()).bind(by).bind(id).fetch_optional(pool).await)?,
+        )
+    }
+}
+
+/// An enabled, not deleted user.
+async fn beneficiary(state: &ManagementState, id: &str) -> Result<(), ApiError> {
+    state
+        .store
+        .user(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|u| u.disabled_at_ms.is_none() && !u.email.ends_with("@deleted.invalid"))
+        .map(drop)
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such enabled user"))
+}
+
+/// Check an `emergency.access` request (emergency:access): an enabled user, a known role, a
+/// duration within `MANAGEMENT_EMERGENCY_MAX_SECS`.
+pub(crate) async fn params(
+    state: &ManagementState,
+    caller: &Caller,
+    user: &str,
+    role: &str,
+    duration_secs: Option<u64>,
+) -> Result<Value, ApiError> {
+    caller.require(state, Action::EmergencyAccess)?;
+    let role: Role = role.parse().map_err(|e: crate::rbac::RbacError| {
+        ApiError::with_message(ErrorCode::InvalidRequest, e.to_string())
+    })?;
+    let max = state.config.emergency_max.as_secs();
+    let secs = duration_secs.unwrap_or(DEFAULT_SECS.min(max));
+    if secs == 0 || secs > max {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("duration_secs must be between 1 and {max}"),
+        ));
+    }
+    beneficiary(state, user).await?;
+    Ok(json!({ "user_id": user, "role": role.as_str(), "duration_secs": secs }))
+}
+
+/// Before executing: the beneficiary is still an enabled user.
+pub(crate) async fn check_still(state: &ManagementState, params: &Value) -> Result<(), ApiError> {
+    beneficiary(state, params["user_id"].as_str().unwrap_or_default()).await
+}
+
+/// Execute an approved `emergency.access` request: the grant starts now.
+pub(crate) async fn execute(
+    state: &ManagementState,
+    caller: &Caller,
+    approval: &str,
+    params: &Value,
+) -> Result<Value, ApiError> {
+    let user = params["user_id"].as_str().unwrap_or_default();
+    let role = params["role"].as_str().unwrap_or_default();
+    let ms = params["duration_secs"]
+        .as_i64()
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let grant = state
+        .store
+        .insert_grant(user, role, approval, &caller.actor(), ms)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| {
+            ApiError::with_message(
+                ErrorCode::Conflict,
+                "the user already holds an active emergency grant; end it first",
+            )
+        })?;
+    state
+        .audit_quiet(
+            AuditEvent::new(
+                caller.actor(),
+                "emergency.grant.start",
+                format!("user:{user}"),
+                Outcome::Success,
+            )
+            .with_details(json!({
+                "grant": grant.id, "role": role, "approval": approval, "expires_at_ms": grant.expires_at_ms,
+            })),
+        )
+        .await;
+    Ok(json!({ "grant": grant }))
+}
+
+/// `GET /v1/emergency-grants`: every grant for holders of users:read or emergency:access,
+/// else the caller's own.
+pub async fn list(
+    State(state): State<ManagementState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    let all =
+        caller.holds(&state, Action::UsersRead) || caller.holds(&state, Action::EmergencyAccess);
+    let grants = state
+        .store
+        .grants((!all).then_some(caller.user.id.as_str()), 500)
+        .await
+        .map_err(ApiError::internal)?;
+    let now = now_ms();
+    let grants: Vec<Value> = grants
+        .iter()
+        .map(|g| {
+            let mut v = json!(g);
+            v["active"] = json!(g.ended_at_ms.is_none() && g.expires_at_ms > now);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "grants": grants })))
+}
+
+/// `POST /v1/emergency-grants/{id}/end` (tokens:revoke, emergency:access, or the
+/// beneficiary): end an active grant now.
+pub async fn end(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let own = caller.emergency.as_ref().is_some_and(|(g, _)| *g == id);
+    if !own {
+        if caller.holds(&state, Action::TokensRevoke) {
+            caller.require(&state, Action::TokensRevoke)?;
+        } else {
+            caller.require(&state, Action::EmergencyAccess)?;
+        }
+    }
+    state
+        .audit(AuditEvent::new(
+            caller.actor(),
+            "emergency.grant.end",
+            format!("grant:{id}"),
+            Outcome::Success,
+        ))
+        .await?;
+    let grant = state
+        .store
+        .end_grant(&id, &caller.actor())
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such active grant"))?;
+    Ok(Json(json!({ "grant": grant })))
+}
