@@ -15,8 +15,7 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_client::{
-    keyfile,
-    management::{self, TokenAnswer},
+    keyfile, management,
     relay::{ClientOptions, RelayClient},
     service::{CallError, Service},
 };
@@ -313,26 +312,41 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     assert_eq!(heard.status.code(), Some(0), "{}", describe(&heard));
     assert!(String::from_utf8_lossy(&heard.stdout).contains("hello from n1"));
 
-    // Above its ceiling: an approval request; the owner cannot approve, the reviewer does.
-    let mgmt_api = Service::new(&m, Duration::from_secs(10)).expect("management url");
+    // Above its ceiling (keymeshctl): an approval request; the owner cannot approve, the
+    // reviewer does; the node redeems it once and reads the secret with the new token.
     let (n1_keys, n1_token) = node_files(nodes, "n1");
-    let rights = json!([
-        { "resource": "db/password", "op": "read" },
-        { "resource": "db/password", "op": "write" },
-    ]);
-    let answer = management::request_token(
-        &mgmt_api,
-        &n1_keys,
-        &n1_token,
-        &rights,
-        "rotate the database password",
+    let approved = nodes.join("n1.approved-token");
+    let approved_file = approved.to_str().expect("utf-8 path");
+    let out = run(
+        ctl(
+            nodes,
+            "n1",
+            &[
+                "--json",
+                "token",
+                "request",
+                "--management",
+                &m,
+                "--right",
+                "db/password:read",
+                "--right",
+                "db/password:write",
+                "--reason",
+                "rotate the database password",
+                "--out",
+                approved_file,
+            ],
+        ),
+        b"",
     )
-    .await
-    .expect("token request");
-    let TokenAnswer::Approval(approval) = answer else {
-        panic!("rights above the ceiling were granted without approval: {answer:?}");
-    };
-    let id = approval["id"].as_str().expect("id").to_owned();
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let id = answer["approval"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("granted without approval: {answer}"))
+        .to_owned();
+    assert!(!approved.exists(), "no token before the approval");
     let decision = json!({ "decision": "approve", "reason": "change ticket 1234" });
     let path = format!("/v1/approvals/{id}/decisions");
     let (status, body) = owner.post(&path, decision.clone()).await;
@@ -344,20 +358,55 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     let (status, body) = reviewer.post(&path, decision).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["approval"]["status"], "approved");
-    let token = management::redeem(&mgmt_api, &n1_keys, &n1_token, &id)
-        .await
-        .expect("redeem");
-    let approved_token = token["token"].as_str().expect("token").to_owned();
-    let secret =
-        management::read_secret(&vault_api, &n1_keys, &approved_token, "e2e", "db/password")
-            .await
-            .expect("read the secret");
-    assert_eq!(secret["value"], "s3cret-value");
-    let again = management::redeem(&mgmt_api, &n1_keys, &n1_token, &id).await;
-    assert!(
-        matches!(&again, Err(CallError::Refused { code, .. }) if code == "approval_decided"),
-        "{again:?}"
+    let redeem = || {
+        run(
+            ctl(
+                nodes,
+                "n1",
+                &[
+                    "--json",
+                    "token",
+                    "redeem",
+                    &id,
+                    "--management",
+                    &m,
+                    "--out",
+                    approved_file,
+                ],
+            ),
+            b"",
+        )
+    };
+    let out = redeem().await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let mut read = ctl(
+        nodes,
+        "n1",
+        &[
+            "secret",
+            "get",
+            "db/password",
+            "--group",
+            "e2e",
+            "--vault",
+            &v,
+        ],
     );
+    read.env("KEYMESH_TOKEN_FILE", &approved);
+    let out = run(read, b"").await;
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "s3cret-value");
+    let again = redeem().await;
+    assert_ne!(again.status.code(), Some(0), "{}", describe(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("approval_decided"),
+        "{}",
+        describe(&again)
+    );
+    let approved_token = std::fs::read_to_string(&approved)
+        .expect("approved token")
+        .trim()
+        .to_owned();
 
     // The responder revokes the owner's tokens: the next send and read are refused within 1 s.
     // The relay client is made (nothing contacted) before, so the key file's KDF is not timed.

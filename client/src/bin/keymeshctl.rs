@@ -11,6 +11,13 @@
 //!                           saves the first token to the token file, publishes keys to the relay
 //!   send --to NODE [--file F]               send F (or stdin); prints the message id and duplicate flag
 //!   listen [--count N] [--timeout-secs S]   print and acknowledge messages; stop after N or S idle seconds
+//!   token request --right RES:OP... --reason R --out FILE [--management URL]
+//!                           ask management for a token: within the ceiling it is saved to FILE
+//!                           (0600); above it, the approval request's id is printed
+//!   token status ID         an approval request as it stands
+//!   token redeem ID --out FILE              execute an approved request once; the token to FILE
+//!   secret get PATH --group G [--vault URL] print a secret's value
+//!   secret put PATH --group G [--vault URL] write stdin as a secret's value
 //! ```
 //!
 //! Settings: `--relay` or `KEYMESH_RELAY_URL`; `--keys` or `KEYMESH_KEYS` (default
@@ -63,7 +70,8 @@ Environment:
   KEYMESH_KEYS        key file (--keys)
   KEYMESH_PASSPHRASE  key file passphrase (or --passphrase-file)
   KEYMESH_TOKEN_FILE  token file (--token-file)
-  KEYMESH_MANAGEMENT_URL  management base URL (enroll --management)
+  KEYMESH_MANAGEMENT_URL  management base URL (enroll, token: --management)
+  KEYMESH_VAULT_URL       vault base URL (secret --vault)
   KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)";
 
 const DEFAULT_KEYS: &str = "./keymesh-node-keys.json";
@@ -164,6 +172,54 @@ fn cli() -> Command {
                 .arg(Arg::new("management").long("management").value_name("URL").help("Management base URL [env: KEYMESH_MANAGEMENT_URL]"))
                 .arg(Arg::new("node").long("node").value_name("ID").help("Node id for a new key file (an existing key file names its node)")),
         )
+        .subcommand({
+            let management = || {
+                Arg::new("management")
+                    .long("management")
+                    .value_name("URL")
+                    .help("Management base URL [env: KEYMESH_MANAGEMENT_URL]")
+            };
+            let out = || {
+                Arg::new("out")
+                    .long("out")
+                    .value_name("FILE")
+                    .required(true)
+                    .help("Save the new token here (0600); the node's own token file is left alone")
+            };
+            let id = || Arg::new("id").value_name("ID").required(true).help("The approval request id");
+            Command::new("token")
+                .about("Ask management for a token with other rights (an approval above the node's ceiling)")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("request")
+                        .about("Ask for a token; within the ceiling it is minted at once, above it an approval request is made")
+                        .arg(Arg::new("right").long("right").value_name("RESOURCE:OP").action(ArgAction::Append).required(true)
+                            .help("A right, e.g. db/password:read (repeat for more)"))
+                        .arg(Arg::new("reason").long("reason").value_name("TEXT").required(true).help("Why (reviewers read it)"))
+                        .arg(out())
+                        .arg(management()),
+                )
+                .subcommand(Command::new("status").about("Show an approval request").arg(id()).arg(management()))
+                .subcommand(
+                    Command::new("redeem")
+                        .about("Execute an approved request (once) and save its token")
+                        .arg(id())
+                        .arg(out())
+                        .arg(management()),
+                )
+        })
+        .subcommand({
+            let common = |c: Command| {
+                c.arg(Arg::new("path").value_name("PATH").required(true).help("Secret path, e.g. db/password"))
+                    .arg(Arg::new("group").long("group").value_name("G").required(true).help("The group's vault"))
+                    .arg(Arg::new("vault").long("vault").value_name("URL").help("Vault base URL [env: KEYMESH_VAULT_URL]"))
+            };
+            Command::new("secret")
+                .about("Read or write a secret in the group's vault with the node's token")
+                .subcommand_required(true)
+                .subcommand(common(Command::new("get").about("Print a secret's value")))
+                .subcommand(common(Command::new("put").about("Write stdin as a secret's value")))
+        })
         .subcommand(
             Command::new("send")
                 .about("Send a message (a file, or stdin) to a node; prints its id")
@@ -381,9 +437,144 @@ impl From<CallError> for Failure {
         Self {
             exit,
             code: e.code().to_owned(),
-            message: format!("management: {e}"),
+            message: e.to_string(),
         }
     }
+}
+
+/// The node's key file, token (text) and a client for the service at `--{flag}` / `env`.
+fn node_session(
+    s: &Settings,
+    m: &ArgMatches,
+    flag: &str,
+    env: &str,
+) -> Result<(NodeKeys, Zeroizing<String>, Service), Failure> {
+    let url = setting(m, flag, env).ok_or_else(|| {
+        Failure::config(
+            &format!("{flag}_not_configured"),
+            format!("this command needs --{flag} (or {env})"),
+        )
+    })?;
+    let keys = s.load_keys()?;
+    let path = s
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKEN));
+    read_token(&path)?;
+    let token = Zeroizing::new(
+        std::fs::read_to_string(&path)
+            .map_err(|e| Failure::config("token_file", format!("{}: {e}", path.display())))?
+            .trim()
+            .to_owned(),
+    );
+    Ok((keys, token, Service::new(&url, Duration::from_secs(30))?))
+}
+
+/// Save a token document's token to `--out` (0600) and print what it allows.
+fn save_token(s: &Settings, m: &ArgMatches, doc: &Value) -> Result<(), Failure> {
+    let out = PathBuf::from(m.get_one::<String>("out").map_or("", String::as_str));
+    let token = doc["token"].as_str().ok_or_else(|| Failure {
+        exit: 1,
+        code: "protocol".into(),
+        message: "the answer holds no token".into(),
+    })?;
+    keyfile::write_atomic(&out, token.as_bytes(), true)?;
+    let value = json!({
+        "token_file": out.display().to_string(), "token_id": doc["token_id"], "expires_at": doc["expires_at"],
+    });
+    let text = format!(
+        "token saved to {} (expires {})",
+        out.display(),
+        doc["expires_at"]
+    );
+    print(s.json, &value, &text);
+    Ok(())
+}
+
+async fn token(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
+    use keymesh_client::management::{self, TokenAnswer};
+    let (name, sub) = m
+        .subcommand()
+        .ok_or_else(|| Failure::config("usage", "token request, status or redeem"))?;
+    let (keys, node_token, service) = node_session(s, sub, "management", "KEYMESH_MANAGEMENT_URL")?;
+    let id = sub
+        .try_get_one::<String>("id")
+        .ok()
+        .flatten()
+        .map_or("", String::as_str);
+    match name {
+        "request" => {
+            let rights = sub
+                .get_many::<String>("right")
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    let (resource, op) = r.rsplit_once(':').ok_or_else(|| {
+                        Failure::config("usage", format!("{r}: a right is RESOURCE:OP"))
+                    })?;
+                    Ok(json!({ "resource": resource, "op": op }))
+                })
+                .collect::<Result<Vec<_>, Failure>>()?;
+            let reason = sub.get_one::<String>("reason").map_or("", String::as_str);
+            match management::request_token(&service, &keys, &node_token, &json!(rights), reason)
+                .await?
+            {
+                TokenAnswer::Token(doc) => save_token(s, sub, &doc),
+                TokenAnswer::Approval(a) => {
+                    let text = format!(
+                        "above the node's ceiling: approval request {} is {}; run `keymeshctl token redeem {}` once it is approved",
+                        a["id"].as_str().unwrap_or_default(),
+                        a["status"].as_str().unwrap_or_default(),
+                        a["id"].as_str().unwrap_or_default(),
+                    );
+                    print(s.json, &json!({ "approval": a }), &text);
+                    Ok(())
+                }
+            }
+        }
+        "status" => {
+            let v = management::token_request(&service, &keys, &node_token, id).await?;
+            let text = format!(
+                "{} {}: {} ({} decision(s))",
+                v["approval"]["operation"].as_str().unwrap_or_default(),
+                id,
+                v["approval"]["status"].as_str().unwrap_or_default(),
+                v["decisions"].as_array().map_or(0, Vec::len),
+            );
+            print(s.json, &v, &text);
+            Ok(())
+        }
+        _ => {
+            let doc = management::redeem(&service, &keys, &node_token, id).await?;
+            save_token(s, sub, &doc)
+        }
+    }
+}
+
+async fn secret(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
+    use keymesh_client::management;
+    let (name, sub) = m
+        .subcommand()
+        .ok_or_else(|| Failure::config("usage", "secret get or put"))?;
+    let (keys, node_token, vault) = node_session(s, sub, "vault", "KEYMESH_VAULT_URL")?;
+    let path = sub.get_one::<String>("path").map_or("", String::as_str);
+    let group = sub.get_one::<String>("group").map_or("", String::as_str);
+    if name == "get" {
+        let v = management::read_secret(&vault, &keys, &node_token, group, path).await?;
+        let value = v["value"].as_str().unwrap_or_default();
+        print(s.json, &v, value);
+        return Ok(());
+    }
+    let mut value = Zeroizing::new(String::new());
+    io::stdin()
+        .take(MAX_INPUT)
+        .read_to_string(&mut value)
+        .map_err(|e| Failure::config("input", format!("stdin: {e}")))?;
+    let trimmed = value.strip_suffix('\n').unwrap_or(&value);
+    let v = management::write_secret(&vault, &keys, &node_token, group, path, trimmed).await?;
+    let text = format!("{path}: version {}", v["version"]);
+    print(s.json, &v, &text);
+    Ok(())
 }
 
 async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
@@ -619,6 +810,8 @@ async fn run(m: &ArgMatches) -> Result<(), Failure> {
             _ => Err(Failure::config("usage", "unknown keys command")),
         },
         Some(("enroll", em)) => enroll(&s, em).await,
+        Some(("token", tm)) => token(&s, tm).await,
+        Some(("secret", sm)) => secret(&s, sm).await,
         Some(("send", sm)) => send(&s, sm).await,
         Some(("listen", lm)) => listen(&s, lm).await,
         _ => Err(Failure::config("usage", "unknown command")),
