@@ -1,6 +1,6 @@
 //! The command line, built from the setting registry so `--help`, the docs and the loader agree.
 
-use clap::{Arg, ArgAction, Command};
+use clap::{Arg, ArgAction, Command, builder::PossibleValuesParser};
 #[cfg(test)]
 use keymesh_core::config::render_markdown;
 use keymesh_core::config::{
@@ -53,6 +53,29 @@ pub fn dev_settings() -> Vec<&'static Setting> {
     all.extend_from_slice(keymesh_vault::config::SETTINGS);
     all.extend_from_slice(keymesh_relay::config::SETTINGS);
     all
+}
+
+/// Builds a service's OpenAPI document.
+pub type BuildDocument = fn() -> utoipa::openapi::OpenApi;
+
+/// The services with an OpenAPI document, each with the function that builds it: `keymesh
+/// openapi <name>` prints it, `docs/openapi/<name>.json` holds it and a test fails when that
+/// file drifts. A service gets its document by adding its line here (docs/openapi/README.md).
+pub const OPENAPI: &[(&str, BuildDocument)] = &[
+    ("vault", keymesh_vault::openapi),
+    ("relay", keymesh_relay::openapi),
+];
+
+/// `service`'s OpenAPI document as committed under `docs/openapi/`: pretty JSON, one newline.
+pub fn openapi_json(service: &str) -> Result<String, String> {
+    let (_, build) = OPENAPI
+        .iter()
+        .find(|(name, _)| *name == service)
+        .ok_or_else(|| format!("no OpenAPI document for {service}"))?;
+    build()
+        .to_pretty_json()
+        .map(|json| json + "\n")
+        .map_err(|e| format!("cannot render the {service} OpenAPI document: {e}"))
 }
 
 /// The whole CLI.
@@ -156,20 +179,36 @@ pub fn command() -> Command {
                     .help("Print the report as JSON"),
             ),
         );
-    cmd.subcommand(bench).subcommand(audit).subcommand(
-        with_settings(
-            "migrate",
-            "Apply database migrations and exit (services also migrate at start)",
-            &migrate_settings,
+    let openapi = Command::new("openapi")
+        .about(
+            "Print a service's OpenAPI document as JSON (the same as docs/openapi/<service>.json)",
         )
         .arg(
             Arg::new("service")
                 .value_name("SERVICE")
-                .help("management, vault or relay; all three when omitted")
-                .action(ArgAction::Append)
-                .value_parser(["management", "vault", "relay"]),
-        ),
-    )
+                .required(true)
+                .value_parser(PossibleValuesParser::new(
+                    OPENAPI.iter().map(|(name, _)| *name),
+                ))
+                .help("Whose API"),
+        );
+    cmd.subcommand(bench)
+        .subcommand(audit)
+        .subcommand(openapi)
+        .subcommand(
+            with_settings(
+                "migrate",
+                "Apply database migrations and exit (services also migrate at start)",
+                &migrate_settings,
+            )
+            .arg(
+                Arg::new("service")
+                    .value_name("SERVICE")
+                    .help("management, vault or relay; all three when omitted")
+                    .action(ArgAction::Append)
+                    .value_parser(["management", "vault", "relay"]),
+            ),
+        )
 }
 
 /// `docs/configuration.md`, rendered from the registry.
@@ -256,6 +295,16 @@ mod tests {
     #[test]
     fn configuration_docs_are_in_sync() {
         keymesh_core::docs::assert_doc_in_sync("docs/configuration.md", &configuration_docs());
+    }
+
+    #[test]
+    fn openapi_docs_are_complete_and_in_sync() {
+        for (name, build) in OPENAPI {
+            let problems = keymesh_core::openapi::problems(&build());
+            assert!(problems.is_empty(), "{name}: {problems:#?}");
+            let json = openapi_json(name).expect("render");
+            keymesh_core::docs::assert_doc_in_sync(&format!("docs/openapi/{name}.json"), &json);
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `keymesh`: the server binary. `dev` runs everything in one process; `management`, `vault` and
-//! `relay` run one service each; `migrate` applies database migrations.
+//! `relay` run one service each; `migrate` applies database migrations; `openapi` prints an
+//! API document.
 
 mod bench;
 mod cli;
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
             "dev" => dev(sub).await,
             "migrate" => migrate(sub).await,
             "bench" => bench(sub).await,
+            "openapi" => openapi(sub),
             "audit" => match sub.subcommand() {
                 Some(("verify", verify)) => audit_verify(verify).await,
                 _ => Err("unknown audit command".into()),
@@ -83,6 +85,15 @@ fn load_service(
             Service::Management(Box::new(ManagementConfig::load(source, default_env)?))
         }
     })
+}
+
+/// `keymesh openapi SERVICE`: print the service's OpenAPI document.
+fn openapi(matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    let service = matches
+        .get_one::<String>("service")
+        .ok_or("a service is required")?;
+    print!("{}", cli::openapi_json(service)?);
+    Ok(())
 }
 
 /// `keymesh management|vault|relay`: one service, production unless told otherwise.

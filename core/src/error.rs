@@ -141,22 +141,39 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The schema of [`ErrorCode`] in OpenAPI documents: its wire forms, as a string enum.
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .description(Some(
+                "Stable error code; docs/errors.md says what each means and its HTTP status.",
+            ))
+            .enum_values(Some(ErrorCode::ALL.iter().map(|c| c.as_str())))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
 /// The wire body: `{"error":{"code","message"}}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody<'a> {
     /// The error object.
     pub error: ErrorObject<'a>,
 }
 
-/// Inner object of [`ErrorBody`].
-#[derive(Debug, Serialize)]
+/// The error itself: its code, a message and, for some codes, details.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorObject<'a> {
     /// Stable code.
+    #[schema(value_type = ErrorCode)]
     pub code: &'a str,
     /// Human-readable message, safe to show to the client.
     pub message: &'a str,
     /// Structured detail for some codes (e.g. what `approval_required` would need).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub details: Option<&'a serde_json::Value>,
 }
 

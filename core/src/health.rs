@@ -75,13 +75,34 @@ impl std::fmt::Debug for ReadyChecks {
     }
 }
 
-/// Liveness: the process answers. Never checks dependencies (a restart would not fix them).
+/// Liveness: the process answers.
+///
+/// Never checks dependencies (a restart would not fix them). Not rate limited.
+#[utoipa::path(
+    get,
+    path = "/health/live",
+    operation_id = "health_live",
+    tag = "operations",
+    responses((status = 200, description = "`{\"status\": \"live\"}`", body = Object)),
+)]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
 }
 
-/// Readiness: the database answers, the service's own checks pass ([`ReadyChecks`]) and it is
-/// not shutting down.
+/// Readiness: the database answers, the service's own checks pass and it is not shutting down.
+///
+/// Besides the database, the service's own checks (the relay's `revocation_feed`, say). Not
+/// rate limited.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    operation_id = "health_ready",
+    tag = "operations",
+    responses(
+        (status = 200, body = Object, description = "`{\"status\": \"ready\", \"service\", \"checks\": {\"database\": \"ok\", …}}`"),
+        (status = 503, body = Object, description = "`not_ready`: the coded error body plus `checks`, each check's state (`database`: `unreachable` or `timeout`; `shutdown`: `draining`; the service's own checks)."),
+    ),
+)]
 pub async fn ready(State(ctx): State<ServiceContext>) -> Response {
     if ctx.shutdown.is_cancelled() {
         return not_ready("shutting down", json!({ "shutdown": "draining" }));
@@ -115,7 +136,20 @@ fn not_ready(message: &str, checks: serde_json::Value) -> Response {
         .into_response()
 }
 
-/// Prometheus exposition; behind `METRICS_TOKEN` when one is configured.
+/// Prometheus metrics (OpenMetrics text).
+///
+/// Behind `METRICS_TOKEN` when one is configured. Not rate limited.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "The metrics.", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        (status = 401, description = "`unauthorized`: `METRICS_TOKEN` is configured and was not presented.", body = crate::error::ErrorBody),
+    ),
+)]
 pub async fn metrics(State(ctx): State<ServiceContext>, headers: HeaderMap) -> Response {
     if let Some(expected) = &ctx.config.common.http.metrics_token {
         let presented = bearer_token(&headers).unwrap_or_default();

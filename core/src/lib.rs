@@ -13,6 +13,7 @@ pub mod health;
 pub mod http;
 pub mod ident;
 pub mod metrics;
+pub mod openapi;
 pub mod secret;
 #[cfg(feature = "testing")]
 pub mod smtp_testing;

@@ -5,14 +5,17 @@
 use axum::{
     Json, Router,
     extract::{FromRequest, Path, Query, Request, State},
-    routing::{get, post, put},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_core::{ApiError, ErrorCode, capability::token::VerifiedToken, ident::Ident};
+use keymesh_core::{
+    ApiError, ErrorCode, capability::token::VerifiedToken, error::ErrorBody, ident::Ident,
+    openapi::NodeErrors,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::sync::oneshot;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     frame::{MAX_ENC, MessageId},
@@ -22,15 +25,20 @@ use crate::{
     ws,
 };
 
+/// Every relay route with its documentation: `routes!` takes handlers annotated with
+/// `#[utoipa::path]`, so the router and the OpenAPI document are built from this one list.
+pub fn api() -> OpenApiRouter<RelayState> {
+    OpenApiRouter::default()
+        .routes(routes!(ws::upgrade))
+        .routes(routes!(send, fetch))
+        .routes(routes!(ack))
+        .routes(routes!(publish_key))
+        .routes(routes!(lookup_keys))
+}
+
 /// The relay's routes (inside the common stack).
 pub fn routes(state: RelayState) -> Router {
-    Router::new()
-        .route("/v1/relay/ws", get(ws::upgrade))
-        .route("/v1/relay/messages", post(send).get(fetch))
-        .route("/v1/relay/ack", post(ack))
-        .route("/v1/relay/keys", put(publish_key))
-        .route("/v1/relay/keys/{node}", get(lookup_keys))
-        .with_state(state)
+    Router::from(api()).with_state(state)
 }
 
 /// A node's authenticated, living request.
@@ -80,21 +88,43 @@ fn b64(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+/// A message to send.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
-    /// 16 bytes, hex.
+    /// The sender's message id: 16 bytes, hex. Resending the same id stores nothing new.
     id: String,
+    /// The recipient: a node of the sender's group that published a key.
     to: String,
+    /// Seconds to keep the message; 0 means `RELAY_MESSAGE_TTL_SECS`, more is refused.
     #[serde(default)]
     ttl_secs: u32,
-    /// Base64.
+    /// The HPKE encapsulated key, base64 (at most 256 bytes).
     enc: String,
-    /// Base64.
+    /// The ciphertext, base64 (at most `RELAY_MAX_MESSAGE_BYTES`).
     payload: String,
 }
 
-/// `POST /v1/relay/messages`: `{"accepted":true,"duplicate":false}` once durable.
+/// Send a message; answered once it is durable.
+///
+/// Needs `write` on `relay/<recipient>` (or a covering pattern). Resending the same `id`
+/// answers `duplicate: true` and stores nothing.
+#[utoipa::path(
+    post,
+    path = "/v1/relay/messages",
+    operation_id = "send_message",
+    tag = "messages",
+    request_body = SendBody,
+    responses(
+        (status = 200, body = Object, description = "`{accepted: true, duplicate}`."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no send right for this recipient."),
+        (status = 404, body = ErrorBody, description = "`unknown_recipient`: no node of the sender's group has published a key under this id."),
+        (status = 413, body = ErrorBody, description = "`too_large`: the ciphertext is over `RELAY_MAX_MESSAGE_BYTES`."),
+        (status = 507, body = ErrorBody, description = "`mailbox_full`: the recipient's mailbox is at its bound; nothing was stored."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
     let body: SendBody = call.json()?;
     let id: MessageId = hex::decode(&body.id)
@@ -127,17 +157,34 @@ async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Va
     Ok(Json(json!({ "accepted": true, "duplicate": duplicate })))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/relay/messages` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FetchQuery {
+    /// Messages after this sequence number.
     #[serde(default)]
     after: i64,
+    /// At most this many messages (at most the relay's window, the default).
     #[serde(default)]
     limit: Option<i64>,
 }
 
-/// `GET /v1/relay/messages?after=N&limit=M`: the caller's own mailbox after `N`, and the
-/// ranges past `N` that expired unacknowledged.
+/// The caller's own mailbox after a sequence number.
+///
+/// Also the ranges past it that expired unacknowledged.
+#[utoipa::path(
+    get,
+    path = "/v1/relay/messages",
+    operation_id = "fetch_messages",
+    tag = "messages",
+    params(FetchQuery),
+    responses(
+        (status = 200, body = Object, description = "`{node, epoch, messages: [{seq, id, from, created_ms, expires_ms, enc (base64), payload (base64)}], expired: [{after, through, count}]}`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 async fn fetch(
     State(state): State<RelayState>,
     Query(q): Query<FetchQuery>,
@@ -181,13 +228,28 @@ async fn fetch(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// An acknowledgement.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AckBody {
+    /// Every message of the caller's mailbox up to this sequence number.
     through: i64,
 }
 
-/// `POST /v1/relay/ack`: delete the caller's own mailbox up to `through`.
+/// Acknowledge (and delete) the caller's own mailbox up to a sequence number.
+#[utoipa::path(
+    post,
+    path = "/v1/relay/ack",
+    operation_id = "ack_messages",
+    tag = "messages",
+    request_body = AckBody,
+    responses(
+        (status = 200, body = Object, description = "`{deleted}`: how many messages were deleted."),
+        (status = 400, body = ErrorBody, description = "`protocol_error`: past the mailbox's last sequence number."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
     let body: AckBody = call.json()?;
     if body.through < 0 {
@@ -231,9 +293,11 @@ async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Val
     Ok(Json(json!({ "deleted": deleted })))
 }
 
-#[derive(Debug, Deserialize)]
+/// An encryption key to publish.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyBody {
+    /// From 1; a higher version retires the current one.
     version: u32,
     /// X25519 public key, hex.
     enc_key: String,
@@ -241,8 +305,24 @@ struct KeyBody {
     signature: String,
 }
 
-/// `PUT /v1/relay/keys`: publish the caller's encryption key (a new version retires the
-/// previous one, which stays listed for the grace window).
+/// Publish the caller's X25519 encryption key.
+///
+/// Signed by the node key over `keymesh-enc-key-v1 \n NODE \n VERSION \n hex(key)`. A higher
+/// version retires the current one, which stays listed for `RELAY_KEY_GRACE_SECS`; repeating
+/// the current version with the same key is a no-op.
+#[utoipa::path(
+    put,
+    path = "/v1/relay/keys",
+    operation_id = "publish_key",
+    tag = "keys",
+    request_body = KeyBody,
+    responses(
+        (status = 200, body = Object, description = "`{node, version}`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: a version at or below the current one, with another key."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 async fn publish_key(
     State(state): State<RelayState>,
     call: NodeCall,
@@ -296,8 +376,23 @@ async fn publish_key(
     ))
 }
 
-/// `GET /v1/relay/keys/{node}`: a node of the caller's own group, its current key and those
-/// still within the grace window, newest first.
+/// A node's current encryption key and those still within the grace window, newest first.
+///
+/// Only nodes of the caller's own group. Readers verify every listed signature against the
+/// identity key listed with it.
+#[utoipa::path(
+    get,
+    path = "/v1/relay/keys/{node}",
+    operation_id = "lookup_keys",
+    tag = "keys",
+    params(("node" = inline(Ident), Path, description = "A node of the caller's group.")),
+    responses(
+        (status = 200, body = Object, description = "`{node, keys: [{node, version, group_id, identity_key, enc_key, signature (hex), created_ms, retired_ms}]}`."),
+        (status = 404, body = ErrorBody, description = "`unknown_recipient`: no such node in the caller's group."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 async fn lookup_keys(
     State(state): State<RelayState>,
     Path(node): Path<Ident>,

@@ -140,3 +140,22 @@ async fn housekeeping(state: RelayState) {
         }
     }
 }
+
+/// The relay's OpenAPI document (`docs/openapi/relay.json`, `keymesh openapi relay`): every
+/// route of [`http::api`] plus the health and metrics routes of the common stack.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    keymesh_core::openapi::document(
+        "Keymesh relay",
+        env!("CARGO_PKG_VERSION"),
+        "The zero-knowledge relay: durable store-and-forward of end-to-end encrypted messages \
+         between the nodes of a group, over a WebSocket or these HTTP routes, and the nodes' \
+         encryption keys. Every error uses the coded body of docs/errors.md; \
+         docs/protocol/relay.md describes the protocol.",
+        &[
+            ("websocket", "The relay protocol's WebSocket."),
+            ("messages", "The HTTP fallback for nodes without a socket."),
+            ("keys", "The key registry: nodes' X25519 encryption keys."),
+        ],
+        http::api().into_openapi(),
+    )
+}

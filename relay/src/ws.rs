@@ -37,7 +37,29 @@ const MAX_PENDING: usize = 1024;
 pub const READ_BUFFER: usize = 2 * 1024;
 pub const WRITE_BUFFER: usize = 8 * 1024;
 
-/// `GET /v1/relay/ws`.
+/// Open the relay's WebSocket (subprotocol `keymesh.v1`).
+///
+/// A standard WebSocket upgrade. One binary message carries one frame of the relay protocol
+/// (docs/protocol/relay.md): the relay sends `challenge`, the node answers `hello` with its
+/// token and a signature by its node key, then sends and acknowledges messages and receives
+/// deliveries. The token is checked in the handshake, not on the upgrade request.
+#[utoipa::path(
+    get,
+    path = "/v1/relay/ws",
+    operation_id = "relay_websocket",
+    tag = "websocket",
+    params((
+        "Sec-WebSocket-Protocol" = String,
+        Header,
+        description = "Must offer `keymesh.v1`.",
+        example = "keymesh.v1",
+    )),
+    responses(
+        (status = 101, description = "Switching Protocols: the WebSocket is open and the relay sends `challenge`."),
+        (status = 400, body = keymesh_core::error::ErrorBody, description = "`protocol_error`: the subprotocol `keymesh.v1` was not offered."),
+        keymesh_core::openapi::Errors,
+    ),
+)]
 pub async fn upgrade(
     State(state): State<RelayState>,
     headers: HeaderMap,

@@ -24,7 +24,7 @@ pub const CEREMONY_TTL: Duration = Duration::from_secs(600);
 const MAX_OPEN: usize = 1000;
 
 /// What a ceremony is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CeremonyKind {
     /// Create the group vault.

@@ -24,3 +24,34 @@ pub async fn router(
     let state = VaultState::open(ctx.clone(), config).await?;
     Ok((ctx.router(routes::routes(state.clone())), state))
 }
+
+/// The vault's OpenAPI document (`docs/openapi/vault.json`, `keymesh openapi vault`): every
+/// route of [`routes::api`] plus the health and metrics routes of the common stack.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    keymesh_core::openapi::document(
+        "Keymesh vault",
+        env!("CARGO_PKG_VERSION"),
+        "The group vault: secrets sealed at rest, explicit unlock by passphrase or threshold \
+         shares, capability tokens and their revocation feed. Every error uses the coded body \
+         of docs/errors.md; docs/vault.md describes the service.",
+        &[
+            ("nodes", "Nodes as management registers them."),
+            (
+                "tokens",
+                "Capability tokens: mint, refresh, delegate, revoke, root keys.",
+            ),
+            (
+                "revocations",
+                "The ordered revocation feed that relays and replicas follow.",
+            ),
+            ("vaults", "A group vault's state and session."),
+            (
+                "ceremonies",
+                "Key ceremonies: init, unlock and rekey, by passphrase or shares.",
+            ),
+            ("secrets", "Secrets, for nodes holding the rights."),
+            ("audit", "The vault's hash-chained audit log."),
+        ],
+        routes::api().into_openapi(),
+    )
+}

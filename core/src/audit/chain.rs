@@ -12,7 +12,9 @@ use crate::{
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A stored record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema,
+)]
 pub struct AuditRecord {
     /// Position in the chain, from 1.
     pub seq: i64,
@@ -58,7 +60,7 @@ pub fn record_hash(r: &AuditRecord) -> String {
 }
 
 /// The result of walking the chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VerifyReport {
     /// Records checked.
     pub checked: u64,

@@ -15,7 +15,6 @@ use axum::{
     extract::{DefaultBodyLimit, Request, State},
     middleware::{Next, from_fn, from_fn_with_state},
     response::Response,
-    routing::get,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use ipnet::IpNet;
@@ -26,7 +25,7 @@ use tower_http::{
     limit::RequestBodyLimitLayer,
 };
 
-use crate::{context::ServiceContext, health, metrics};
+use crate::{context::ServiceContext, metrics};
 
 /// The `Authorization: Bearer` credential, if present and well-formed.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -41,11 +40,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 /// Wrap a service's API routes in the full stack and add `/health/*` and `/metrics`.
 pub fn stack(ctx: &ServiceContext, api: Router) -> Router {
     let http = &ctx.config.common.http;
-    let ops = Router::new()
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .with_state(ctx.clone());
+    let ops: Router = crate::openapi::ops().with_state(ctx.clone()).into();
     let trusted: Arc<[IpNet]> = http.trusted_proxies.clone().into();
     let headers = security_headers(ctx.config.serves_tls());
     Router::new()

@@ -4,16 +4,20 @@ pub mod secrets;
 pub mod tokens;
 pub mod vaults;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    routing::{get, post, put},
-};
-use keymesh_core::{ApiError, audit};
+use axum::{Json, Router, extract::State};
+use keymesh_core::{ApiError, audit, openapi::ServiceErrors};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{auth::Management, state::VaultState};
 
-/// `GET /v1/audit/verify` (management): walk the vault's audit chain.
+/// Walk the vault's audit chain and name the first broken link.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    responses((status = 200, body = audit::VerifyReport), ServiceErrors),
+    security(("management_key" = [])),
+)]
 async fn verify_audit(
     State(state): State<VaultState>,
     _: Management,
@@ -25,16 +29,31 @@ async fn verify_audit(
 }
 
 /// `GET /v1/audit` query.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AuditPage {
+    /// Records after this sequence number.
     #[serde(default)]
     after_seq: i64,
+    /// At most this many records, 1 to 1000 (default 500).
     limit: Option<i64>,
 }
 
-/// `GET /v1/audit?after_seq=&limit=` (management): the vault's audit records after a sequence
-/// number, oldest first, at most 1000 (management copies them into the central log).
+/// The vault's audit records after a sequence number, oldest first.
+///
+/// At most 1000 a page; management copies them into the central log.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditPage),
+    responses(
+        (status = 200, body = Object, description = "`{records: [AuditRecord]}`."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 async fn audit_records(
     State(state): State<VaultState>,
     _: Management,
@@ -58,37 +77,34 @@ async fn audit_records(
     Ok(Json(serde_json::json!({ "records": records })))
 }
 
+/// Every vault route with its documentation: `routes!` takes handlers annotated with
+/// `#[utoipa::path]`, so the router and the OpenAPI document are built from this one list.
+pub fn api() -> OpenApiRouter<VaultState> {
+    OpenApiRouter::default()
+        .routes(routes!(tokens::put_node))
+        .routes(routes!(tokens::mint))
+        .routes(routes!(tokens::refresh))
+        .routes(routes!(tokens::delegate))
+        .routes(routes!(tokens::revoke_own))
+        .routes(routes!(tokens::keys))
+        .routes(routes!(tokens::rotate))
+        .routes(routes!(tokens::feed, tokens::revoke))
+        .routes(routes!(tokens::snapshot))
+        .routes(routes!(vaults::status))
+        .routes(routes!(vaults::lock))
+        .routes(routes!(vaults::extend))
+        .routes(routes!(vaults::open_ceremony))
+        .routes(routes!(vaults::init))
+        .routes(routes!(vaults::rekey))
+        .routes(routes!(vaults::unlock_passphrase))
+        .routes(routes!(vaults::unlock_share))
+        .routes(routes!(secrets::list))
+        .routes(routes!(secrets::read, secrets::write, secrets::delete))
+        .routes(routes!(audit_records))
+        .routes(routes!(verify_audit))
+}
+
 /// Every vault route (the common stack adds health, metrics and the layers).
 pub fn routes(state: VaultState) -> Router {
-    Router::new()
-        .route("/v1/nodes/{node_id}", put(tokens::put_node))
-        .route("/v1/tokens", post(tokens::mint))
-        .route("/v1/tokens/refresh", post(tokens::refresh))
-        .route("/v1/tokens/delegate", post(tokens::delegate))
-        .route("/v1/tokens/revoke", post(tokens::revoke_own))
-        .route("/v1/tokens/keys", get(tokens::keys))
-        .route("/v1/tokens/keys/rotate", post(tokens::rotate))
-        .route("/v1/revocations", get(tokens::feed).post(tokens::revoke))
-        .route("/v1/revocations/snapshot", get(tokens::snapshot))
-        .route("/v1/vaults/{group}", get(vaults::status))
-        .route("/v1/vaults/{group}/lock", post(vaults::lock))
-        .route("/v1/vaults/{group}/extend", post(vaults::extend))
-        .route("/v1/vaults/{group}/ceremonies", post(vaults::open_ceremony))
-        .route("/v1/ceremonies/{id}/init", post(vaults::init))
-        .route("/v1/ceremonies/{id}/rekey", post(vaults::rekey))
-        .route(
-            "/v1/ceremonies/{id}/passphrase",
-            post(vaults::unlock_passphrase),
-        )
-        .route("/v1/ceremonies/{id}/shares", post(vaults::unlock_share))
-        .route("/v1/vaults/{group}/secrets", get(secrets::list))
-        .route(
-            "/v1/vaults/{group}/secrets/{*path}",
-            get(secrets::read)
-                .put(secrets::write)
-                .delete(secrets::delete),
-        )
-        .route("/v1/audit", get(audit_records))
-        .route("/v1/audit/verify", get(verify_audit))
-        .with_state(state)
+    Router::from(api()).with_state(state)
 }

@@ -10,6 +10,8 @@ use keymesh_core::{
     audit::{AuditEvent, Outcome},
     capability::{Op, SecretPath, rights::RELAY_NAMESPACE},
     crypto,
+    error::ErrorBody,
+    openapi::NodeErrors,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -64,7 +66,27 @@ fn parse_path(raw: &str) -> Result<SecretPath, ApiError> {
     Ok(path)
 }
 
-/// `GET /v1/vaults/{group}/secrets/{*path}`.
+/// Read a secret (needs `read` on its path).
+///
+/// The read is audited before the value leaves; `503 audit_unavailable` when it cannot be.
+#[utoipa::path(
+    get,
+    path = "/v1/vaults/{group}/secrets/{*path}",
+    operation_id = "read_secret",
+    tag = "secrets",
+    params(
+        ("group" = inline(Ident), Path, description = "The group."),
+        ("path" = String, Path, description = "The secret path: 1 to 8 segments joined by `/` (the slashes are not escaped), at most 256 bytes; a segment is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`. The top-level name `relay` is reserved."),
+    ),
+    responses(
+        (status = 200, body = Object, description = "`{path, version, value, metadata (object), updated_at_ms, updated_by}`."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no secret at this path."),
+        (status = 423, body = ErrorBody, description = "`vault_locked`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn read(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
@@ -127,14 +149,37 @@ pub async fn read(
 }
 
 /// Write request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct WriteBody {
+    /// The value, at most `VAULT_SECRET_MAX_BYTES`.
     value: String,
+    /// A JSON object, at most `VAULT_METADATA_MAX_BYTES` serialized.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, Value>>,
 }
 
-/// `PUT /v1/vaults/{group}/secrets/{*path}`.
+/// Create or replace a secret (needs `write` on its path); each write is a new version.
+#[utoipa::path(
+    put,
+    path = "/v1/vaults/{group}/secrets/{*path}",
+    operation_id = "write_secret",
+    tag = "secrets",
+    params(
+        ("group" = inline(Ident), Path, description = "The group."),
+        ("path" = String, Path, description = "The secret path: 1 to 8 segments joined by `/` (the slashes are not escaped), at most 256 bytes; a segment is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`. The top-level name `relay` is reserved."),
+    ),
+    request_body = WriteBody,
+    responses(
+        (status = 200, body = Object, description = "`{path, version}`."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the secret changed meanwhile; retry."),
+        (status = 413, body = ErrorBody, description = "`payload_too_large`: the value or metadata is over its limit."),
+        (status = 423, body = ErrorBody, description = "`vault_locked`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn write(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
@@ -209,7 +254,25 @@ pub async fn write(
     Ok(Json(json!({ "path": path, "version": version })))
 }
 
-/// `DELETE /v1/vaults/{group}/secrets/{*path}`.
+/// Delete a secret (needs `delete` on its path).
+#[utoipa::path(
+    delete,
+    path = "/v1/vaults/{group}/secrets/{*path}",
+    operation_id = "delete_secret",
+    tag = "secrets",
+    params(
+        ("group" = inline(Ident), Path, description = "The group."),
+        ("path" = String, Path, description = "The secret path: 1 to 8 segments joined by `/` (the slashes are not escaped), at most 256 bytes; a segment is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`. The top-level name `relay` is reserved."),
+    ),
+    responses(
+        (status = 200, body = Object, description = "`{path, deleted: true}`."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no secret at this path."),
+        (status = 423, body = ErrorBody, description = "`vault_locked`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn delete(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
@@ -243,13 +306,31 @@ pub async fn delete(
 }
 
 /// List query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only paths under this prefix (ending with `/`); everything when empty.
     #[serde(default)]
     prefix: String,
 }
 
-/// `GET /v1/vaults/{group}/secrets?prefix=a/b/`: paths, versions and times, no values.
+/// List secret paths, versions and times under a prefix; never values.
+///
+/// Needs `list` on a pattern covering the prefix. At most 1000 entries.
+#[utoipa::path(
+    get,
+    path = "/v1/vaults/{group}/secrets",
+    operation_id = "list_secrets",
+    tag = "secrets",
+    params(("group" = inline(Ident), Path, description = "The group."), ListQuery),
+    responses(
+        (status = 200, body = Object, description = "`{prefix, secrets: [{path, version, updated_at_ms}]}`."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: no `list` right covering the prefix, or a token of another group."),
+        (status = 423, body = ErrorBody, description = "`vault_locked`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn list(
     State(state): State<VaultState>,
     Path(group): Path<Ident>,

@@ -15,7 +15,9 @@ use keymesh_core::{
         rights::{above_ceiling, delegation_excess},
         token::{Claims, MAX_LINEAGE, MAX_RIGHTS, Scope},
     },
+    error::ErrorBody,
     http::extract::Json as JsonBody,
+    openapi::{Errors, NodeErrors, ServiceErrors},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -29,13 +31,15 @@ use crate::{
 };
 
 /// A node as management registers it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NodeBody {
+    /// The node's group.
     group: Ident,
+    /// The user the node belongs to.
     user: Ident,
     /// Ed25519 public key, hex.
     public_key: String,
-    /// Highest operation; agents default to `list`.
+    /// Highest operation the node may hold; defaults to `list` (agents).
     #[serde(default)]
     ceiling: Option<Op>,
     /// Register only: refuse (409) when the node exists with another key, group or user
@@ -53,7 +57,24 @@ fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
         .map_err(|reason| ApiError::with_message(ErrorCode::InvalidRequest, reason))
 }
 
-/// `PUT /v1/nodes/{node_id}` (management): register or update a node and its ceiling.
+/// Register or update a node and its ceiling.
+///
+/// Changing the key, group or user, lowering the ceiling or disabling revokes the node's
+/// existing tokens (epoch bump; `tokens_revoked: true`). A disabled node gets nothing minted,
+/// refreshed or delegated.
+#[utoipa::path(
+    put,
+    path = "/v1/nodes/{node_id}",
+    tag = "nodes",
+    params(("node_id" = inline(Ident), Path, description = "The node's id.")),
+    request_body = NodeBody,
+    responses(
+        (status = 200, body = Object, description = "`{node_id, ceiling, tokens_revoked}`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: `create_only` and the node exists with another key, group or user."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn put_node(
     State(state): State<VaultState>,
     _: Management,
@@ -170,20 +191,26 @@ impl Inherited {
 }
 
 /// A token as returned to its requester.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     /// URL-safe base64 token.
     token: String,
+    /// The token's own id.
     token_id: String,
+    /// The grant it belongs to (what revocation names).
     grant: String,
+    /// Unix seconds.
     expires_at: u64,
 }
 
 /// Mint request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MintBody {
+    /// The registered node the token is for.
     node_id: Ident,
+    /// 1 to 32 rights.
     rights: Vec<Right>,
+    /// Lifetime; defaults to `VAULT_TOKEN_TTL_SECS`, at most `VAULT_TOKEN_MAX_TTL_SECS`.
     #[serde(default)]
     ttl_secs: Option<u64>,
     /// The management approval request that allows rights above the node's ceiling.
@@ -355,9 +382,24 @@ impl VaultState {
     }
 }
 
-/// `POST /v1/tokens` (management): mint a node's token. Rights above its ceiling are refused
-/// with `approval_required`, never truncated, unless the request names the approval that
-/// allowed them.
+/// Mint a node's token.
+///
+/// Rights above the node's ceiling are refused with `approval_required`, never truncated, unless
+/// the request names the management approval that allowed them (each approval mints once).
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    tag = "tokens",
+    request_body = MintBody,
+    responses(
+        (status = 200, body = IssuedToken),
+        (status = 403, body = ErrorBody, description = "`approval_required` (`details.excess` lists what is above the ceiling), or `forbidden`: the node is disabled."),
+        (status = 404, body = ErrorBody, description = "`not_found`: the node is not registered."),
+        (status = 409, body = ErrorBody, description = "`conflict`: this approval was already used for a mint."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn mint(
     State(state): State<VaultState>,
     _: Management,
@@ -441,7 +483,21 @@ fn alive_and_as_issued(state: &VaultState, call: &NodeCall, what: &str) -> Resul
     Ok(())
 }
 
-/// `POST /v1/tokens/refresh` (node): the same grant and rights, a new expiry.
+/// Refresh the caller's token: the same grant and rights, a new expiry.
+///
+/// Refused for attenuated copies.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/refresh",
+    tag = "tokens",
+    responses(
+        (status = 200, body = IssuedToken),
+        (status = 403, body = ErrorBody, description = "`forbidden`: an attenuated copy, a disabled node or a changed registration; `approval_required`: the rights are now above the node's ceiling."),
+        (status = 404, body = ErrorBody, description = "`not_found`: the node is no longer registered."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn refresh(
     State(state): State<VaultState>,
     call: NodeCall,
@@ -488,16 +544,35 @@ pub async fn refresh(
 }
 
 /// Delegation request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct DelegateBody {
+    /// A node of the caller's group.
     peer_node_id: Ident,
+    /// 1 to 32 rights, each held by the caller and shareable by it.
     rights: Vec<Right>,
+    /// Lifetime; the token never outlives the caller's.
     #[serde(default)]
     ttl_secs: Option<u64>,
 }
 
-/// `POST /v1/tokens/delegate` (node): a token for a peer in the same group carrying a subset of
-/// the caller's rights, within the peer's ceiling, for resources the caller may share.
+/// Delegate a subset of the caller's rights to a peer in the same group.
+///
+/// Every right must be held by the caller, shareable (the caller holds `share` on it) and
+/// within the peer's ceiling, else `approval_required` lists exactly what is in excess. Expiry
+/// never exceeds the caller's.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/delegate",
+    tag = "tokens",
+    request_body = DelegateBody,
+    responses(
+        (status = 200, body = IssuedToken),
+        (status = 403, body = ErrorBody, description = "`approval_required` (`details.excess`), or `forbidden`: an attenuated copy, a chain over 8 grants, a peer in another group or disabled."),
+        (status = 404, body = ErrorBody, description = "`not_found`: the peer is not registered."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn delegate(
     State(state): State<VaultState>,
     call: NodeCall,
@@ -564,17 +639,30 @@ pub async fn delegate(
 
 /// What to revoke: one grant (and everything derived from it), one block (an attenuated
 /// copy), or every token of a node, user or group.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum RevokeBody {
     /// A grant id.
-    Grant { grant: String, reason: String },
+    Grant {
+        /// The grant id.
+        grant: String,
+        /// Why (at most 1024 bytes).
+        reason: String,
+    },
     /// A block revocation id (hex).
-    Block { block: String, reason: String },
+    Block {
+        /// The block revocation id, hex.
+        block: String,
+        /// Why (at most 1024 bytes).
+        reason: String,
+    },
     /// An epoch bump.
     Epoch {
+        /// Whose tokens.
         scope: Scope,
+        /// The node, user or group id.
         subject: String,
+        /// Why (at most 1024 bytes).
         reason: String,
     },
 }
@@ -622,7 +710,17 @@ async fn revoke_entry(
     Ok(Json(entry))
 }
 
-/// `POST /v1/revocations` (management).
+/// Revoke a grant, a block or every token of a node, user or group.
+///
+/// Appended to the revocation feed and applied at once.
+#[utoipa::path(
+    post,
+    path = "/v1/revocations",
+    tag = "revocations",
+    request_body = RevokeBody,
+    responses((status = 200, body = FeedEntry, description = "The feed entry."), ServiceErrors),
+    security(("management_key" = [])),
+)]
 pub async fn revoke(
     State(state): State<VaultState>,
     _: Management,
@@ -632,14 +730,29 @@ pub async fn revoke(
 }
 
 /// Node revocation request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct NodeRevokeBody {
+    /// The caller's own grant or one delegated from it.
     grant: String,
+    /// Why (at most 1024 bytes).
     #[serde(default)]
     reason: String,
 }
 
-/// `POST /v1/tokens/revoke` (node): revoke its own grant or one delegated from it.
+/// Revoke the caller's own grant or one delegated from it.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/revoke",
+    tag = "tokens",
+    request_body = NodeRevokeBody,
+    responses(
+        (status = 200, body = FeedEntry, description = "The feed entry."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: neither the caller's grant nor derived from it."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such grant."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn revoke_own(
     State(state): State<VaultState>,
     call: NodeCall,
@@ -672,7 +785,18 @@ pub async fn revoke_own(
     .await
 }
 
-/// `GET /v1/tokens/keys`: root public keys that verify tokens (public).
+/// The root public keys that verify tokens.
+///
+/// Public. Retired keys verify until `VAULT_TOKEN_MAX_TTL_SECS` after retirement.
+#[utoipa::path(
+    get,
+    path = "/v1/tokens/keys",
+    tag = "tokens",
+    responses(
+        (status = 200, body = Object, description = "`{keys: [{kid, public_key (Ed25519, hex), current, retired_at_ms}]}`."),
+        Errors,
+    ),
+)]
 pub async fn keys(State(state): State<VaultState>) -> Result<Json<serde_json::Value>, ApiError> {
     let rows = state.store.token_keys().await.map_err(ApiError::internal)?;
     let ring = state.ring();
@@ -680,7 +804,19 @@ pub async fn keys(State(state): State<VaultState>) -> Result<Json<serde_json::Va
     Ok(Json(json!({ "keys": keys })))
 }
 
-/// `POST /v1/tokens/keys/rotate` (management).
+/// Start signing with a new root key.
+///
+/// Retired keys verify until `VAULT_TOKEN_MAX_TTL_SECS` after retirement.
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/keys/rotate",
+    tag = "tokens",
+    responses(
+        (status = 200, body = Object, description = "`{current_kid}`."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn rotate(
     State(state): State<VaultState>,
     _: Management,
@@ -698,8 +834,10 @@ pub async fn rotate(
 }
 
 /// Feed query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct FeedQuery {
+    /// Entries after this sequence number.
     #[serde(default)]
     after: i64,
     /// Long-poll up to this many seconds (max 30) when nothing is new.
@@ -707,7 +845,20 @@ pub struct FeedQuery {
     wait_secs: u64,
 }
 
-/// `GET /v1/revocations?after=N&wait_secs=S` (followers): entries after N, oldest first.
+/// Revocation feed entries after a sequence number, oldest first, without gaps.
+///
+/// At most 1000 a page. Long-polls up to `wait_secs` (at most 30) when nothing is new.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations",
+    tag = "revocations",
+    params(FeedQuery),
+    responses(
+        (status = 200, body = Object, description = "`{head, entries: [FeedEntry]}`: `head` is the feed's last sequence number."),
+        ServiceErrors,
+    ),
+    security(("feed_key" = []), ("management_key" = [])),
+)]
 pub async fn feed(
     State(state): State<VaultState>,
     _: Follower,
@@ -729,8 +880,19 @@ pub async fn feed(
     ))
 }
 
-/// `GET /v1/revocations/snapshot` (followers): every revoked id and current epoch at `head`;
-/// a fresh follower loads it and then follows the feed after `head`.
+/// Every revoked id and current epoch, as of `head`.
+///
+/// A fresh follower loads it, then follows the feed after `head`.
+#[utoipa::path(
+    get,
+    path = "/v1/revocations/snapshot",
+    tag = "revocations",
+    responses(
+        (status = 200, body = Object, description = "`{head, revoked: [grant or block id], epochs: [{scope, subject, epoch}]}`."),
+        ServiceErrors,
+    ),
+    security(("feed_key" = []), ("management_key" = [])),
+)]
 pub async fn snapshot(State(state): State<VaultState>, _: Follower) -> Json<serde_json::Value> {
     Json(state.revocations.snapshot())
 }

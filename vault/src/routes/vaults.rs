@@ -12,7 +12,9 @@ use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
     crypto::{self, DataKey, KdfParams, Share},
+    error::ErrorBody,
     http::{client_ip::ClientIp, extract::Json as JsonBody},
+    openapi::{Errors, ServiceErrors},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -78,7 +80,20 @@ async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError
         })
 }
 
-/// `GET /v1/vaults/{group}` (management).
+/// A group vault's state.
+///
+/// `{group, initialized: false}` when the group has no vault yet.
+#[utoipa::path(
+    get,
+    path = "/v1/vaults/{group}",
+    tag = "vaults",
+    params(("group" = inline(Ident), Path, description = "The group.")),
+    responses(
+        (status = 200, body = Object, description = "`{group, initialized, mode (passphrase or shamir), threshold, holders: [admin id], generation, locked, expires_at (unix seconds, while unlocked)}`."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn status(
     State(state): State<VaultState>,
     _: Management,
@@ -108,7 +123,18 @@ pub async fn status(
     })))
 }
 
-/// `POST /v1/vaults/{group}/lock` (management): wipe the key now.
+/// Lock a group vault now: its data key is wiped from memory.
+#[utoipa::path(
+    post,
+    path = "/v1/vaults/{group}/lock",
+    tag = "vaults",
+    params(("group" = inline(Ident), Path, description = "The group.")),
+    responses(
+        (status = 200, body = Object, description = "`{group, locked: true, was_unlocked}`."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn lock(
     State(state): State<VaultState>,
     _: Management,
@@ -132,12 +158,26 @@ pub async fn lock(
 }
 
 /// Extension request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExtendBody {
+    /// Seconds from now (at most a day); never beyond `VAULT_SESSION_MAX_SECS` after the unlock.
     secs: u64,
 }
 
-/// `POST /v1/vaults/{group}/extend` (management): extend the session, never past its cap.
+/// Extend an unlocked vault's session, never past its cap.
+#[utoipa::path(
+    post,
+    path = "/v1/vaults/{group}/extend",
+    tag = "vaults",
+    params(("group" = inline(Ident), Path, description = "The group.")),
+    request_body = ExtendBody,
+    responses(
+        (status = 200, body = Object, description = "`{group, expires_at}` (unix seconds)."),
+        (status = 423, body = ErrorBody, description = "`vault_locked`: there is no session to extend."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn extend(
     State(state): State<VaultState>,
     _: Management,
@@ -162,12 +202,31 @@ pub async fn extend(
 }
 
 /// Ceremony request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct OpenCeremony {
+    /// What the ceremony is for.
     kind: CeremonyKind,
 }
 
-/// `POST /v1/vaults/{group}/ceremonies` (management, after approval): open a key ceremony.
+/// Open a key ceremony (init, unlock or rekey), after whatever approval management requires.
+///
+/// The answer's `ceremony_id` and `public_key` (an X25519 key that exists only in this vault
+/// process, for at most ten minutes) go to the admins' tools, which seal passphrases and shares
+/// to it. For a Shamir vault it carries every holder's sealed share.
+#[utoipa::path(
+    post,
+    path = "/v1/vaults/{group}/ceremonies",
+    tag = "ceremonies",
+    params(("group" = inline(Ident), Path, description = "The group.")),
+    request_body = OpenCeremony,
+    responses(
+        (status = 200, body = Object, description = "`{ceremony_id, public_key (X25519, hex), kind, group, expires_in_secs, mode, threshold, shares: [{admin_id, sealed_share (base64)}]}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: unlock or rekey of a group without a vault."),
+        (status = 409, body = ErrorBody, description = "`conflict`: init of a group that has a vault."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
 pub async fn open_ceremony(
     State(state): State<VaultState>,
     _: Management,
@@ -223,18 +282,27 @@ pub async fn open_ceremony(
 }
 
 /// How a vault's data key is protected.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum Protection {
     /// Argon2id(passphrase); the passphrase sealed to the ceremony key.
-    Passphrase { sealed_passphrase: String },
+    Passphrase {
+        /// `base64(HPKE-Base-Seal(ceremony key, info="keymesh-ceremony-passphrase-v1", aad=group, passphrase))`.
+        sealed_passphrase: String,
+    },
     /// Shamir shares, one per holder, each sealed to the holder's X25519 key.
-    Shamir { threshold: u8, holders: Vec<Holder> },
+    Shamir {
+        /// Shares needed to unlock, 2 to the number of holders.
+        threshold: u8,
+        /// The admins who hold a share.
+        holders: Vec<Holder>,
+    },
 }
 
 /// A share holder.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Holder {
+    /// The admin's id.
     admin_id: Ident,
     /// X25519 public key, hex.
     public_key: String,
@@ -394,7 +462,22 @@ async fn protect(
     Ok((row, shares))
 }
 
-/// `POST /v1/ceremonies/{id}/init`: create the group vault. It starts locked.
+/// Create the group vault, protected by a passphrase or by Shamir shares. It starts locked.
+///
+/// Authorized by the open init ceremony named in the path.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/init",
+    tag = "ceremonies",
+    params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
+    request_body = Protection,
+    responses(
+        (status = 200, body = Object, description = "`{group, mode, locked: true}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no open init ceremony with this id (they expire after ten minutes)."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the group already has a vault."),
+        Errors,
+    ),
+)]
 pub async fn init(
     State(state): State<VaultState>,
     Path(id): Path<String>,
@@ -422,7 +505,7 @@ pub async fn init(
 }
 
 /// Rekey request: the new protection, plus proof of the current one.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct RekeyBody {
     /// For a passphrase vault: the current passphrase, sealed to the ceremony key.
     #[serde(default)]
@@ -432,10 +515,26 @@ pub struct RekeyBody {
     new: Protection,
 }
 
-/// `POST /v1/ceremonies/{id}/rekey`: new passphrase or new share set for the same data key;
-/// no secret is re-encrypted. Needs proof of the current protection: the current passphrase,
-/// or `t` current shares submitted to this ceremony first. Opening the ceremony alone
-/// (the management credential) is not enough.
+/// A new passphrase or a new share set for the same data key; no secret is re-encrypted.
+///
+/// Needs proof of the current protection: the current passphrase (`sealed_current_passphrase`),
+/// or `t` current shares submitted to this ceremony first. Opening the ceremony alone (the
+/// management credential) is not enough.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/rekey",
+    tag = "ceremonies",
+    params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
+    request_body = RekeyBody,
+    responses(
+        (status = 200, body = Object, description = "`{group, mode, generation}`."),
+        (status = 401, body = ErrorBody, description = "`invalid_passphrase`: the current passphrase is missing or wrong."),
+        (status = 403, body = ErrorBody, description = "`invalid_share`: the current shares were not submitted first."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no open rekey ceremony with this id."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the vault changed meanwhile; open a new ceremony."),
+        Errors,
+    ),
+)]
 pub async fn rekey(
     State(state): State<VaultState>,
     ClientIp(ip): ClientIp,
@@ -559,13 +658,28 @@ fn unlock_limits(state: &VaultState, group: &str, ip: std::net::IpAddr) -> Resul
 }
 
 /// Passphrase submission.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PassphraseBody {
+    /// The passphrase sealed to the ceremony key, as for init.
     sealed_passphrase: String,
 }
 
-/// `POST /v1/ceremonies/{id}/passphrase`: unlock with the passphrase (rate limited per group
-/// and per client).
+/// Unlock a passphrase vault.
+///
+/// Attempts are limited per group and per client IP (`VAULT_UNLOCK_ATTEMPTS_PER_MINUTE`).
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/passphrase",
+    tag = "ceremonies",
+    params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
+    request_body = PassphraseBody,
+    responses(
+        (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}` (unix seconds)."),
+        (status = 401, body = ErrorBody, description = "`invalid_passphrase`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no open unlock ceremony with this id."),
+        Errors,
+    ),
+)]
 pub async fn unlock_passphrase(
     State(state): State<VaultState>,
     ClientIp(ip): ClientIp,
@@ -603,16 +717,32 @@ pub async fn unlock_passphrase(
 }
 
 /// Share submission.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ShareBody {
+    /// The holder submitting its share.
     admin_id: Ident,
     /// The share sealed (HPKE auth mode) from the admin's X25519 key to the ceremony key.
     sealed_share: String,
 }
 
-/// `POST /v1/ceremonies/{id}/shares`: submit one share. A share counts once per admin; only
-/// members of the vault's share set are accepted; at the threshold the key is reconstructed,
-/// checked and the vault unlocked.
+/// Submit one share to an unlock or rekey ceremony.
+///
+/// A share counts once per admin; only members of the vault's share set are accepted; at the
+/// threshold the key is reconstructed, checked and the vault unlocked (or, in a rekey ceremony,
+/// the current key proven: `proven: true`). Attempts are limited like passphrases.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/shares",
+    tag = "ceremonies",
+    params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
+    request_body = ShareBody,
+    responses(
+        (status = 200, body = Object, description = "`{group, accepted, threshold, unlocked}`, plus `expires_at` once unlocked or `proven` in a rekey ceremony."),
+        (status = 403, body = ErrorBody, description = "`invalid_share`: not a member of the share set, a share that does not open, or shares that do not reconstruct the key."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no open unlock or rekey ceremony with this id."),
+        Errors,
+    ),
+)]
 pub async fn unlock_share(
     State(state): State<VaultState>,
     ClientIp(ip): ClientIp,
