@@ -62,6 +62,7 @@ pub type BuildDocument = fn() -> utoipa::openapi::OpenApi;
 /// openapi <name>` prints it, `docs/openapi/<name>.json` holds it and a test fails when that
 /// file drifts. A service gets its document by adding its line here (docs/openapi/README.md).
 pub const OPENAPI: &[(&str, BuildDocument)] = &[
+    ("management", keymesh_management::openapi),
     ("vault", keymesh_vault::openapi),
     ("relay", keymesh_relay::openapi),
 ];

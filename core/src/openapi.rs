@@ -127,8 +127,37 @@ impl IntoResponses for NodeErrors {
     }
 }
 
+/// Errors of a route for a signed-in user (`session`, or `session_cookie` + `csrf`): `401
+/// unauthorized` / `reauthentication_required` and `403 forbidden` / `csrf_failed` besides
+/// [`Errors`].
+#[derive(Debug)]
+pub struct SessionErrors;
+
+impl IntoResponses for SessionErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = common_errors();
+        responses.insert(
+            "401".into(),
+            error_response(
+                "`unauthorized`: no live session. `reauthentication_required`: an admin action \
+                 needs a sign-in younger than `MANAGEMENT_REAUTH_SECS`.",
+            )
+            .into(),
+        );
+        responses.insert(
+            "403".into(),
+            error_response(
+                "`forbidden`: the caller's role does not allow this. `csrf_failed`: a cookie \
+                 session's change without its `X-CSRF-Token` or from another origin.",
+            )
+            .into(),
+        );
+        responses
+    }
+}
+
 /// Every security scheme a document may name, with what it is.
-fn security_schemes() -> [(&'static str, SecurityScheme); 5] {
+fn security_schemes() -> [(&'static str, SecurityScheme); 8] {
     let bearer = |description: &str| {
         SecurityScheme::Http(
             HttpBuilder::new()
@@ -172,6 +201,35 @@ fn security_schemes() -> [(&'static str, SecurityScheme); 5] {
                 "Proof of possession: `v1;ts=<unix seconds>;nonce=<base64url>;sig=<base64url>`, \
                  the node key's Ed25519 signature over method, path and query, body and token \
                  (docs/protocol/tokens.md). Each proof is accepted once, within 60 s of `ts`.",
+            ))),
+        ),
+        (
+            "session",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("kms_ session token")
+                    .description(Some(
+                        "A management session token for the desktop app and API clients \
+                         (docs/management.md, Sessions); never accepted as a cookie.",
+                    ))
+                    .build(),
+            ),
+        ),
+        (
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-keymesh_session",
+                "A browser session: `HttpOnly; Secure; SameSite=Strict`. State changes also need \
+                 `X-CSRF-Token` (`GET /v1/session` gives it) and our origin.",
+            ))),
+        ),
+        (
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CSRF-Token",
+                "The cookie session's CSRF token, required on every state change made with \
+                 the session cookie.",
             ))),
         ),
         (

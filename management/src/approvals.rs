@@ -2,6 +2,8 @@
 //! mail. Built so far for `token.mint` (a token above a node's ceiling), requested by the node
 //! itself or by its owner; see docs/management.md.
 
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::{NodeErrors, SessionErrors};
 use std::{convert::Infallible, time::Duration};
 
 use axum::{
@@ -314,7 +316,7 @@ async fn notify_requester(state: &ManagementState, row: &ApprovalRow) {
 }
 
 /// `POST /v1/token-requests` body (node) and `params` of a user's `token.mint` request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     rights: Vec<Right>,
@@ -328,6 +330,20 @@ pub struct TokenRequest {
 
 /// `POST /v1/token-requests` (node): a token within the node's ceiling at once (200), or an
 /// approval request for rights above it (202).
+#[utoipa::path(
+    post,
+    path = "/v1/token-requests",
+    operation_id = "approvals_node_token_request",
+    tag = "approvals",
+    request_body = TokenRequest,
+    responses(
+        (status = 200, body = Object, description = "`{token}` within the ceiling (or waived: `{token, approval}`)."),
+        (status = 202, body = Object, description = "`{approval}`: pending."),
+        (status = 403, body = ErrorBody, description = "`forbidden`: the node is disabled."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn node_token_request(
     State(state): State<ManagementState>,
     caller: NodeCaller,
@@ -337,7 +353,7 @@ pub async fn node_token_request(
 }
 
 /// `POST /v1/approvals` body (user).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
     operation: String,
@@ -375,6 +391,21 @@ fn missing(what: &str) -> ApiError {
 /// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
 /// `audit.export` (the caller also needs audit:export) or `user.delete` (users:manage). Other operations are not built yet
 /// and are refused with `invalid_request`.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals",
+    operation_id = "approvals_user_request",
+    tag = "approvals",
+    request_body = UserRequest,
+    responses(
+        (status = 202, body = Object, description = "`{approval}`: pending."),
+        (status = 200, body = Object, description = "`{token}`: a `token.mint` within the ceiling (or waived), minted at once."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such node, user or group of the caller."),
+        (status = 409, body = ErrorBody, description = "`conflict`: e.g. the last enabled admin."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn user_request(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -486,6 +517,21 @@ async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::Us
 /// every other operation runs here: `user.delete`, `vault.unlock` (opens the unlock
 /// ceremony), `emergency.access` (starts the grant), `group.approvals.disable` (starts the
 /// waiver). A failure that leaves the operation undone gives the claim back.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/execute",
+    operation_id = "approvals_execute",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{approval, ...}` with the operation's result (`ceremony`, `grant`, `deleted`, `approvals_waived_until_ms`)."),
+        (status = 404, body = ErrorBody, description = "`not_found`: not the caller's request."),
+        (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`; `conflict`."),
+        (status = 410, body = ErrorBody, description = "`approval_expired`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn execute(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -688,8 +734,9 @@ pub async fn execute_own(
 }
 
 /// `GET /v1/approvals` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `pending`, `approved`, `denied` or `executed`.
     #[serde(default)]
@@ -699,6 +746,18 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/approvals`: every request for reviewers (`approvals:decide`), else the caller's own.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals",
+    operation_id = "approvals_list",
+    tag = "approvals",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Object, description = "`{approvals: [...]}`: all for reviewers, else the caller's own."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -743,6 +802,19 @@ fn no_such_request() -> ApiError {
 }
 
 /// `GET /v1/approvals/{id}`: for reviewers and the requester.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/{id}",
+    operation_id = "approvals_show",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such request for the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -761,7 +833,7 @@ pub async fn show(
 }
 
 /// `POST /v1/approvals/{id}/decisions` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     decision: String,
@@ -771,6 +843,21 @@ pub struct DecisionBody {
 /// `POST /v1/approvals/{id}/decisions` (approvals:decide, a reviewer role of the request's
 /// policy, never the requester): approve or deny, with a reason. Final once a threshold is
 /// reached.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/decisions",
+    operation_id = "approvals_decide",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    request_body = DecisionBody,
+    responses(
+        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 409, body = ErrorBody, description = "`approval_decided`: already decided or already voted."),
+        (status = 410, body = ErrorBody, description = "`approval_expired`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn decide(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -892,6 +979,19 @@ async fn own_request(
 }
 
 /// `GET /v1/token-requests/{id}` (node): its own request.
+#[utoipa::path(
+    get,
+    path = "/v1/token-requests/{id}",
+    operation_id = "approvals_node_show",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn node_show(
     State(state): State<ManagementState>,
     Path(id): Path<String>,
@@ -903,6 +1003,20 @@ pub async fn node_show(
 
 /// `POST /v1/token-requests/{id}/redeem` (node): execute the approved `token.mint` once and
 /// return the token. A second redeem, however close, is refused.
+#[utoipa::path(
+    post,
+    path = "/v1/token-requests/{id}/redeem",
+    operation_id = "approvals_node_redeem",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{approval, token}`."),
+        (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`."),
+        (status = 410, body = ErrorBody, description = "`approval_expired`."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
 pub async fn node_redeem(
     State(state): State<ManagementState>,
     Path(id): Path<String>,
@@ -982,6 +1096,17 @@ async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool>
 /// before every event and every 10 s: the stream ends when the session does, and narrows when
 /// the role loses `approvals:decide`. A subscriber that falls behind is told (`event: lagged`)
 /// and should re-read `GET /v1/approvals`.
+#[utoipa::path(
+    get,
+    path = "/v1/approvals/events",
+    operation_id = "approvals_events",
+    tag = "approvals",
+    responses(
+        (status = 200, body = String, description = "`text/event-stream`: `approval.created`, `approval.vote`, `approval.decided`, `approval.executed`, `lagged`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn events(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -9,6 +9,8 @@ use axum::{
 };
 use futures_util::stream;
 use http::header;
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{self, AuditEvent, AuditQuery, AuditRecord, Outcome},
@@ -34,8 +36,9 @@ pub fn record_json(r: &AuditRecord) -> Value {
 }
 
 /// `GET /v1/audit` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     #[serde(default)]
     actor: String,
@@ -69,6 +72,18 @@ fn check_filters(q: &AuditQuery) -> Result<(), ApiError> {
 
 /// `GET /v1/audit` (audit:read): records oldest first, filtered by exact actor, action, target
 /// and outcome and a time range; page with `after_seq` (the answer's `next_after_seq`).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "audit_search",
+    tag = "audit",
+    params(SearchQuery),
+    responses(
+        (status = 200, body = Object, description = "`{records: [...], next_after_seq}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn search(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -99,6 +114,17 @@ pub async fn search(
 
 /// `GET /v1/audit/verify` (audit:read): walk the chain; the first broken link, if any; and
 /// the first checkpoint that does not hold.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    operation_id = "audit_verify",
+    tag = "audit",
+    responses(
+        (status = 200, body = Object, description = "`{checked, first_broken, reason, checkpoints}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn verify(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -117,6 +143,18 @@ pub async fn verify(
 
 /// `GET /v1/audit/checkpoints?limit=` (audit:read): the checkpoint key and the newest
 /// checkpoints, to keep a copy elsewhere.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/checkpoints",
+    operation_id = "audit_checkpoints",
+    tag = "audit",
+    params(CheckpointQuery),
+    responses(
+        (status = 200, body = Object, description = "`{checkpoints: [...]}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn checkpoints(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -135,8 +173,9 @@ pub async fn checkpoints(
 }
 
 /// `GET /v1/audit/checkpoints` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct CheckpointQuery {
     /// 1..=1000, default 100.
     limit: Option<i64>,
@@ -151,6 +190,20 @@ pub fn export_params(filters: Option<AuditQuery>) -> Result<Value, ApiError> {
 
 /// `POST /v1/approvals/{id}/export` (audit:export, the requester of an approved
 /// `audit.export`): the matching records as JSON lines, once.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/export",
+    operation_id = "audit_export",
+    tag = "audit",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = String, description = "`application/x-ndjson`: one audit record per line."),
+        (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`."),
+        (status = 410, body = ErrorBody, description = "`approval_expired`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn export(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -9,6 +9,8 @@ use axum::{
     Json,
     extract::{Path, State},
 };
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -97,7 +99,7 @@ impl Store {
 }
 
 /// `PUT /v1/me/share-key` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareKeyBody {
     /// X25519 public key, 64 hex characters. Its private half never leaves the admin's tool.
@@ -107,6 +109,18 @@ pub struct ShareKeyBody {
 /// `PUT /v1/me/share-key` (vault:unlock): register the caller's X25519 key, to which a Shamir
 /// vault seals the caller's share. Replacing it does not re-seal existing shares: a holder who
 /// loses their key needs a rekey.
+#[utoipa::path(
+    put,
+    path = "/v1/me/share-key",
+    operation_id = "ceremonies_set_share_key",
+    tag = "vault ceremonies",
+    request_body = ShareKeyBody,
+    responses(
+        (status = 200, body = Object, description = "`{user_id, public_key}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn set_share_key(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -270,7 +284,7 @@ pub(crate) async fn execute_unlock(
 }
 
 /// `POST /v1/groups/{id}/vault/ceremonies` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenBody {
     /// `init` or `rekey` (an unlock ceremony is opened by executing a `vault.unlock` approval).
@@ -279,6 +293,21 @@ pub struct OpenBody {
 
 /// `POST /v1/groups/{id}/vault/ceremonies` (groups:manage): open an init or rekey ceremony.
 /// Rekeying still needs proof of the current protection at the vault.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/vault/ceremonies",
+    operation_id = "ceremonies_open_ceremony",
+    tag = "vault ceremonies",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    request_body = OpenBody,
+    responses(
+        (status = 200, body = Object, description = "`{ceremony, mode, threshold, holders, shares}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
+        (status = 409, body = ErrorBody, description = "`conflict`: init of a group that has a vault."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn open_ceremony(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -299,6 +328,19 @@ pub async fn open_ceremony(
 
 /// `GET /v1/groups/{id}/vault`: the vault's status (initialised, mode, threshold, holders,
 /// locked, session expiry) for those who may see the group.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}/vault",
+    operation_id = "ceremonies_vault_status",
+    tag = "vault ceremonies",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    responses(
+        (status = 200, body = Object, description = "The vault's `{initialized, mode, threshold, holders, generation, locked, expires_at}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn vault_status(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -337,6 +379,19 @@ fn no_such_ceremony() -> ApiError {
 }
 
 /// `GET /v1/ceremonies/{id}`: an open ceremony, for those who may take part.
+#[utoipa::path(
+    get,
+    path = "/v1/ceremonies/{id}",
+    operation_id = "ceremonies_show",
+    tag = "vault ceremonies",
+    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    responses(
+        (status = 200, body = Object, description = "`{ceremony, mode, threshold, holders, shares}` (only the caller's own sealed share)."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony for the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -388,7 +443,7 @@ async fn relay(
 }
 
 /// `POST /v1/ceremonies/{id}/passphrase` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PassphraseBody {
     /// The passphrase sealed to the ceremony key (base64).
@@ -396,6 +451,20 @@ pub struct PassphraseBody {
 }
 
 /// `POST /v1/ceremonies/{id}/passphrase` (a party, unlock ceremony): unlock a passphrase vault.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/passphrase",
+    operation_id = "ceremonies_passphrase",
+    tag = "vault ceremonies",
+    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    request_body = PassphraseBody,
+    responses(
+        (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn passphrase(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -419,7 +488,7 @@ pub async fn passphrase(
 }
 
 /// `POST /v1/ceremonies/{id}/shares` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareBody {
     /// The caller's share sealed (HPKE auth mode, from the caller's share key) to the ceremony
@@ -429,6 +498,20 @@ pub struct ShareBody {
 
 /// `POST /v1/ceremonies/{id}/shares` (a party, unlock or rekey ceremony): submit the caller's
 /// own share; management names the caller as its holder.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/shares",
+    operation_id = "ceremonies_share",
+    tag = "vault ceremonies",
+    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    request_body = ShareBody,
+    responses(
+        (status = 200, body = Object, description = "`{accepted, threshold, unlocked}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn share(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -456,7 +539,7 @@ fn wrong_step(message: &str) -> ApiError {
 }
 
 /// `POST /v1/ceremonies/{id}/init` and `/rekey` body: the new protection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProtectionBody {
     /// `passphrase` or `shamir`.
@@ -541,6 +624,20 @@ async fn protect(
 }
 
 /// `POST /v1/ceremonies/{id}/init`: create the group's vault (it starts locked).
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/init",
+    operation_id = "ceremonies_init",
+    tag = "vault ceremonies",
+    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    request_body = ProtectionBody,
+    responses(
+        (status = 200, body = Object, description = "The vault's answer: `{group, mode, locked: true}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such open init ceremony of the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn init(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -551,6 +648,20 @@ pub async fn init(
 }
 
 /// `POST /v1/ceremonies/{id}/rekey`: a new passphrase or share set for the same data key.
+#[utoipa::path(
+    post,
+    path = "/v1/ceremonies/{id}/rekey",
+    operation_id = "ceremonies_rekey",
+    tag = "vault ceremonies",
+    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    request_body = ProtectionBody,
+    responses(
+        (status = 200, body = Object, description = "The vault's answer."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such open rekey ceremony of the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn rekey(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -8,6 +8,8 @@ use axum::{
     Json,
     extract::{Path, State},
 };
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -206,6 +208,17 @@ pub(crate) async fn execute(
 
 /// `GET /v1/emergency-grants`: every grant for holders of users:read or emergency:access,
 /// else the caller's own.
+#[utoipa::path(
+    get,
+    path = "/v1/emergency-grants",
+    operation_id = "emergency_list",
+    tag = "emergency access",
+    responses(
+        (status = 200, body = Object, description = "`{grants: [...]}` with `active`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -231,6 +244,19 @@ pub async fn list(
 
 /// `POST /v1/emergency-grants/{id}/end` (tokens:revoke, emergency:access, or the
 /// beneficiary): end an active grant now.
+#[utoipa::path(
+    post,
+    path = "/v1/emergency-grants/{id}/end",
+    operation_id = "emergency_end",
+    tag = "emergency access",
+    params(("id" = String, Path, description = "The grant's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{grant}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such active grant."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn end(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -5,6 +5,8 @@
 
 use axum::{Json, extract::State};
 use http::StatusCode;
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::Errors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -24,7 +26,7 @@ use crate::{
 };
 
 /// `POST /v1/enroll` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     code: String,
@@ -40,6 +42,19 @@ fn code_invalid() -> ApiError {
 }
 
 /// `POST /v1/enroll` (the code is the credential).
+#[utoipa::path(
+    post,
+    path = "/v1/enroll",
+    operation_id = "enroll_enroll",
+    tag = "enrollment",
+    request_body = EnrollBody,
+    responses(
+        (status = 201, body = Object, description = "`{node, group, ceiling, token, token_id, expires_at, relay_url}`."),
+        (status = 401, body = ErrorBody, description = "`enrollment_code_invalid`: unknown, used or expired code, or a bad signature."),
+        (status = 409, body = ErrorBody, description = "`node_exists`: the node id is enrolled with another key."),
+        Errors,
+    ),
+)]
 pub async fn enroll(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,

@@ -5,6 +5,8 @@ use axum::{
     extract::{Path, Query, State},
 };
 use http::StatusCode;
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -26,7 +28,7 @@ use crate::{
 };
 
 /// `POST /v1/groups` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
     id: Ident,
@@ -36,6 +38,19 @@ pub struct CreateGroup {
 }
 
 /// `POST /v1/groups` (groups:manage).
+#[utoipa::path(
+    post,
+    path = "/v1/groups",
+    operation_id = "groups_create",
+    tag = "groups",
+    request_body = CreateGroup,
+    responses(
+        (status = 201, body = Object, description = "`{group}`."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the group exists."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn create(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -64,6 +79,17 @@ pub async fn create(
 }
 
 /// `GET /v1/groups`: every group for holders of users:read, else the caller's own.
+#[utoipa::path(
+    get,
+    path = "/v1/groups",
+    operation_id = "groups_list",
+    tag = "groups",
+    responses(
+        (status = 200, body = Object, description = "`{groups: [...]}`: all for users:read, else the caller's."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -100,6 +126,19 @@ pub(crate) async fn visible_group(
 }
 
 /// `GET /v1/groups/{id}`: the group, its members and its nodes.
+#[utoipa::path(
+    get,
+    path = "/v1/groups/{id}",
+    operation_id = "groups_show",
+    tag = "groups",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{group, members, nodes}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group, or not visible to the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -118,6 +157,19 @@ pub async fn show(
 }
 
 /// `PUT /v1/groups/{id}/members/{user}` (groups:manage).
+#[utoipa::path(
+    put,
+    path = "/v1/groups/{id}/members/{user}",
+    operation_id = "groups_add_member",
+    tag = "groups",
+    params(("id" = inline(Ident), Path, description = "The group's id."), ("user" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{group, user, added}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group or user."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn add_member(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -156,6 +208,20 @@ pub async fn add_member(
 /// `DELETE /v1/groups/{id}/members/{user}` (groups:manage). Refused while the user still has
 /// enabled nodes in the group: disable them (or revoke the user's tokens) first, so that
 /// leaving a group never leaves a working node behind unnoticed.
+#[utoipa::path(
+    delete,
+    path = "/v1/groups/{id}/members/{user}",
+    operation_id = "groups_remove_member",
+    tag = "groups",
+    params(("id" = inline(Ident), Path, description = "The group's id."), ("user" = String, Path, description = "The user's id.")),
+    responses(
+        (status = 204, description = "Removed; their unused enrollment codes are deleted."),
+        (status = 404, body = ErrorBody, description = "`not_found`: not a member."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the member has enabled nodes in the group."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn remove_member(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -219,7 +285,7 @@ pub(crate) async fn existing_group(
 }
 
 /// `POST /v1/groups/{id}/enrollment-codes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateCode {
     /// The node's ceiling (default: the group's node ceiling).
@@ -238,6 +304,20 @@ pub struct CreateCode {
 /// the caller holds groups:manage): a one-time code that enrolls one node into the group, as
 /// the caller's. A ceiling above the group's needs groups:manage; first-token rights above
 /// the ceiling are refused with `approval_required`, never truncated.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/enrollment-codes",
+    operation_id = "groups_create_code",
+    tag = "enrollment",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    request_body = CreateCode,
+    responses(
+        (status = 201, body = Object, description = "`{code, expires_at_ms, ceiling, rights}`: shown once."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group or not a member."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn create_code(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -330,14 +410,27 @@ pub async fn create_code(
 }
 
 /// `GET /v1/nodes` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct NodesQuery {
     group: Option<Ident>,
     user: Option<Ident>,
 }
 
 /// `GET /v1/nodes?group=&user=`: holders of users:read see every node; others their own.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes",
+    operation_id = "groups_nodes",
+    tag = "nodes",
+    params(NodesQuery),
+    responses(
+        (status = 200, body = Object, description = "`{nodes: [...]}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn nodes(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -357,7 +450,7 @@ pub async fn nodes(
 }
 
 /// `PUT /v1/nodes/{id}/ceiling` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCeiling {
     ceiling: Op,
@@ -365,6 +458,20 @@ pub struct SetCeiling {
 
 /// `PUT /v1/nodes/{id}/ceiling` (groups:manage): the vault learns it first; lowering it
 /// revokes the node's tokens there.
+#[utoipa::path(
+    put,
+    path = "/v1/nodes/{id}/ceiling",
+    operation_id = "groups_set_ceiling",
+    tag = "nodes",
+    params(("id" = inline(Ident), Path, description = "The node's id.")),
+    request_body = SetCeiling,
+    responses(
+        (status = 200, body = Object, description = "`{node}`; lowering it revokes the node's tokens."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such node."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn set_ceiling(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -33,90 +33,105 @@ pub use config::ManagementConfig;
 pub use rbac::{Action, Rbac, RbacError, Role};
 pub use state::{ManagementState, StartError};
 
-use axum::{
-    Router,
-    routing::{delete, get, post, put},
-};
+use axum::Router;
 use keymesh_core::ServiceContext;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+/// Every management route with its documentation: `routes!` takes handlers annotated with
+/// `#[utoipa::path]`, so the router and the OpenAPI document are built from this one list.
+pub fn api() -> OpenApiRouter<ManagementState> {
+    OpenApiRouter::default()
+        .routes(routes!(login::request_login))
+        .routes(routes!(login::poll))
+        .routes(routes!(login::code))
+        .routes(routes!(login::confirm_page, login::confirm))
+        .routes(routes!(sessions::current))
+        .routes(routes!(sessions::list))
+        .routes(routes!(sessions::revoke))
+        .routes(routes!(sessions::logout))
+        .routes(routes!(users::list, users::invite))
+        .routes(routes!(groups::list, groups::create))
+        .routes(routes!(groups::show))
+        .routes(routes!(groups::add_member, groups::remove_member))
+        .routes(routes!(groups::create_code))
+        .routes(routes!(ceremonies::vault_status))
+        .routes(routes!(ceremonies::open_ceremony))
+        .routes(routes!(waivers::enable))
+        .routes(routes!(ceremonies::set_share_key))
+        .routes(routes!(ceremonies::show))
+        .routes(routes!(ceremonies::init))
+        .routes(routes!(ceremonies::rekey))
+        .routes(routes!(ceremonies::passphrase))
+        .routes(routes!(ceremonies::share))
+        .routes(routes!(emergency::list))
+        .routes(routes!(emergency::end))
+        .routes(routes!(groups::nodes))
+        .routes(routes!(groups::set_ceiling))
+        .routes(routes!(enroll::enroll))
+        .routes(routes!(approvals::list, approvals::user_request))
+        .routes(routes!(approvals::events))
+        .routes(routes!(approvals::show))
+        .routes(routes!(approvals::decide))
+        .routes(routes!(audit::export))
+        .routes(routes!(approvals::execute))
+        .routes(routes!(audit::search))
+        .routes(routes!(audit::verify))
+        .routes(routes!(audit::checkpoints))
+        .routes(routes!(responders::revoke_user))
+        .routes(routes!(responders::revoke_node))
+        .routes(routes!(responders::revoke_group))
+        .routes(routes!(responders::disable_node))
+        .routes(routes!(responders::lock_vault))
+        .routes(routes!(approvals::node_token_request))
+        .routes(routes!(approvals::node_show))
+        .routes(routes!(approvals::node_redeem))
+}
 
 /// Every management route (the common stack adds health, metrics and the layers).
 pub fn routes(state: ManagementState) -> Router {
-    Router::new()
-        .route("/v1/login", post(login::request_login))
-        .route("/v1/login/poll", post(login::poll))
-        .route("/v1/login/code", post(login::code))
-        .route(
-            "/login/confirm",
-            get(login::confirm_page).post(login::confirm),
-        )
-        .route("/v1/session", get(sessions::current))
-        .route("/v1/sessions", get(sessions::list))
-        .route("/v1/sessions/{id}", delete(sessions::revoke))
-        .route("/v1/logout", post(sessions::logout))
-        .route("/v1/users", get(users::list).post(users::invite))
-        .route("/v1/groups", get(groups::list).post(groups::create))
-        .route("/v1/groups/{id}", get(groups::show))
-        .route(
-            "/v1/groups/{id}/members/{user}",
-            put(groups::add_member).delete(groups::remove_member),
-        )
-        .route(
-            "/v1/groups/{id}/enrollment-codes",
-            post(groups::create_code),
-        )
-        .route("/v1/groups/{id}/vault", get(ceremonies::vault_status))
-        .route(
-            "/v1/groups/{id}/vault/ceremonies",
-            post(ceremonies::open_ceremony),
-        )
-        .route("/v1/groups/{id}/approvals/enable", post(waivers::enable))
-        .route("/v1/me/share-key", put(ceremonies::set_share_key))
-        .route("/v1/ceremonies/{id}", get(ceremonies::show))
-        .route("/v1/ceremonies/{id}/init", post(ceremonies::init))
-        .route("/v1/ceremonies/{id}/rekey", post(ceremonies::rekey))
-        .route(
-            "/v1/ceremonies/{id}/passphrase",
-            post(ceremonies::passphrase),
-        )
-        .route("/v1/ceremonies/{id}/shares", post(ceremonies::share))
-        .route("/v1/emergency-grants", get(emergency::list))
-        .route("/v1/emergency-grants/{id}/end", post(emergency::end))
-        .route("/v1/nodes", get(groups::nodes))
-        .route("/v1/nodes/{id}/ceiling", put(groups::set_ceiling))
-        .route("/v1/enroll", post(enroll::enroll))
-        .route(
-            "/v1/approvals",
-            get(approvals::list).post(approvals::user_request),
-        )
-        .route("/v1/approvals/events", get(approvals::events))
-        .route("/v1/approvals/{id}", get(approvals::show))
-        .route("/v1/approvals/{id}/decisions", post(approvals::decide))
-        .route("/v1/approvals/{id}/export", post(audit::export))
-        .route("/v1/approvals/{id}/execute", post(approvals::execute))
-        .route("/v1/audit", get(audit::search))
-        .route("/v1/audit/verify", get(audit::verify))
-        .route("/v1/audit/checkpoints", get(audit::checkpoints))
-        .route(
-            "/v1/users/{id}/revoke-tokens",
-            post(responders::revoke_user),
-        )
-        .route(
-            "/v1/nodes/{id}/revoke-tokens",
-            post(responders::revoke_node),
-        )
-        .route(
-            "/v1/groups/{id}/revoke-tokens",
-            post(responders::revoke_group),
-        )
-        .route("/v1/nodes/{id}/disable", post(responders::disable_node))
-        .route("/v1/vaults/{group}/lock", post(responders::lock_vault))
-        .route("/v1/token-requests", post(approvals::node_token_request))
-        .route("/v1/token-requests/{id}", get(approvals::node_show))
-        .route(
-            "/v1/token-requests/{id}/redeem",
-            post(approvals::node_redeem),
-        )
-        .with_state(state)
+    Router::from(api()).with_state(state)
+}
+
+/// Management's OpenAPI document (`docs/openapi/management.json`, `keymesh openapi
+/// management`): every route of [`api`] plus the health and metrics routes.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    keymesh_core::openapi::document(
+        "Keymesh management",
+        env!("CARGO_PKG_VERSION"),
+        "Users and roles, magic-link sign-in, sessions, groups and node enrollment, human \
+         approvals, vault key ceremonies (relayed sealed), emergency access, incident response \
+         and the central audit log. Every error uses the coded body of docs/errors.md; \
+         docs/management.md describes the service.",
+        &[
+            (
+                "sign-in",
+                "Magic-link sign-in for browsers and the desktop app.",
+            ),
+            ("sessions", "The caller's sessions."),
+            ("users", "Users and their roles."),
+            ("groups", "Groups and their members."),
+            ("enrollment", "One-time codes and node enrollment."),
+            ("nodes", "Nodes and their ceilings."),
+            (
+                "approvals",
+                "Human approvals: requests, decisions, execution, events.",
+            ),
+            (
+                "vault ceremonies",
+                "Vault init, unlock and rekey, relayed sealed to the vault.",
+            ),
+            (
+                "emergency access",
+                "Temporary roles granted through an approval.",
+            ),
+            (
+                "incident response",
+                "Revoke tokens, disable nodes, lock vaults.",
+            ),
+            ("audit", "The central hash-chained audit log."),
+        ],
+        api().into_openapi(),
+    )
 }
 
 /// Start management over a service context and return its full router.

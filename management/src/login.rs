@@ -7,6 +7,8 @@
 //! is finished by the app, either by polling with the secret only it holds or by submitting the
 //! code (a bounded number of tries per request).
 
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::Errors;
 use std::{net::IpAddr, time::Duration};
 
 use axum::{
@@ -297,7 +299,7 @@ pub async fn start_session(
 }
 
 /// `POST /v1/login` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     email: String,
@@ -311,7 +313,7 @@ fn browser() -> Client {
 }
 
 /// The one answer to `POST /v1/login`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct LoginAccepted {
     /// Always the same text.
     pub message: &'static str,
@@ -337,6 +339,17 @@ const LOGIN_MESSAGE: &str =
     "If this address has a Keymesh account, a sign-in link and code are on their way.";
 
 /// `POST /v1/login`: ask for a sign-in link.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    operation_id = "login_request_login",
+    tag = "sign-in",
+    request_body = LoginBody,
+    responses(
+        (status = 202, body = LoginAccepted, description = "The same answer whether or not the address has an account."),
+        Errors,
+    ),
+)]
 pub async fn request_login(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,
@@ -386,7 +399,8 @@ pub async fn request_login(
 }
 
 /// `?token=` of the confirm page.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
     #[serde(default)]
     token: String,
@@ -401,6 +415,17 @@ impl std::fmt::Debug for TokenQuery {
 /// `GET /login/confirm?token=`: show the confirm page (reads, uses nothing up). For a sign-in
 /// the desktop app started, the page says so, with where and when it was asked for and the
 /// app's match code: approving a link must not hand someone else's app a session unnoticed.
+#[utoipa::path(
+    get,
+    path = "/login/confirm",
+    operation_id = "login_confirm_page",
+    tag = "sign-in",
+    params(TokenQuery),
+    responses(
+        (status = 200, body = String, description = "The confirm page (HTML); uses nothing up."),
+        Errors,
+    ),
+)]
 pub async fn confirm_page(
     State(state): State<ManagementState>,
     Query(q): Query<TokenQuery>,
@@ -448,6 +473,17 @@ fn form_token(body: &[u8]) -> Option<String> {
 }
 
 /// `POST /login/confirm`: use the link up and sign in.
+#[utoipa::path(
+    post,
+    path = "/login/confirm",
+    operation_id = "login_confirm",
+    tag = "sign-in",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token=<the link token>`."),
+    responses(
+        (status = 200, body = String, description = "HTML: signed in (a browser session cookie is set), or the page saying the app may continue."),
+        Errors,
+    ),
+)]
 pub async fn confirm(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,
@@ -529,7 +565,7 @@ async fn confirm_inner(
 }
 
 /// `POST /v1/login/poll` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PollBody {
     request_id: String,
@@ -537,7 +573,7 @@ pub struct PollBody {
 }
 
 /// `POST /v1/login/code` body.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CodeBody {
     request_id: String,
@@ -586,6 +622,17 @@ async fn owned_request(
 }
 
 /// `POST /v1/login/poll`: has the link been confirmed? Then take the session (once).
+#[utoipa::path(
+    post,
+    path = "/v1/login/poll",
+    operation_id = "login_poll",
+    tag = "sign-in",
+    request_body = PollBody,
+    responses(
+        (status = 200, body = Object, description = "`{status: pending}` or, once, `{status: confirmed, session}`."),
+        Errors,
+    ),
+)]
 pub async fn poll(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,
@@ -610,6 +657,18 @@ pub async fn poll(
 }
 
 /// `POST /v1/login/code`: finish the request with the mailed code.
+#[utoipa::path(
+    post,
+    path = "/v1/login/code",
+    operation_id = "login_code",
+    tag = "sign-in",
+    request_body = CodeBody,
+    responses(
+        (status = 200, body = Object, description = "`{session}`: a bearer session for the app."),
+        (status = 401, body = ErrorBody, description = "`invalid_code`: wrong, used or expired code (attempts are limited)."),
+        Errors,
+    ),
+)]
 pub async fn code(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,

@@ -2,6 +2,8 @@
 //! lock a group's vault. Each reaches the vault (the source of truth), which publishes the
 //! revocation on its feed; relays and management follow the feed.
 
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use std::time::{Duration, Instant};
 
 use axum::{
@@ -23,7 +25,7 @@ use crate::{auth::Caller, rbac::Action, state::ManagementState, vault::Registrat
 const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
 
 /// Body of every responder action.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
     reason: String,
@@ -144,6 +146,20 @@ async fn revoke_tokens(
 }
 
 /// `POST /v1/users/{id}/revoke-tokens`: every token of every node of the user.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/revoke-tokens",
+    operation_id = "responders_revoke_user",
+    tag = "incident response",
+    params(("id" = inline(Ident), Path, description = "The user's id.")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn revoke_user(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -154,6 +170,20 @@ pub async fn revoke_user(
 }
 
 /// `POST /v1/nodes/{id}/revoke-tokens`.
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/revoke-tokens",
+    operation_id = "responders_revoke_node",
+    tag = "incident response",
+    params(("id" = inline(Ident), Path, description = "The node's id.")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn revoke_node(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -164,6 +194,20 @@ pub async fn revoke_node(
 }
 
 /// `POST /v1/groups/{id}/revoke-tokens`.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/revoke-tokens",
+    operation_id = "responders_revoke_group",
+    tag = "incident response",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn revoke_group(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -176,6 +220,20 @@ pub async fn revoke_group(
 /// `POST /v1/nodes/{id}/disable` (nodes:disable): management refuses the node from now on, the
 /// vault mints, refreshes and delegates nothing for it, and every token it holds is revoked. Disabling twice is harmless (the revocation is
 /// repeated).
+#[utoipa::path(
+    post,
+    path = "/v1/nodes/{id}/disable",
+    operation_id = "responders_disable_node",
+    tag = "incident response",
+    params(("id" = inline(Ident), Path, description = "The node's id.")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{node, disabled}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn disable_node(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -210,6 +268,20 @@ pub async fn disable_node(
 }
 
 /// `POST /v1/vaults/{group}/lock` (vault:lock): the vault wipes the group's data key now.
+#[utoipa::path(
+    post,
+    path = "/v1/vaults/{group}/lock",
+    operation_id = "responders_lock_vault",
+    tag = "incident response",
+    params(("group" = inline(Ident), Path, description = "The group.")),
+    request_body = ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{locked, was_unlocked}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn lock_vault(
     State(state): State<ManagementState>,
     caller: Caller,

@@ -6,6 +6,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{StatusCode, header};
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -33,6 +35,17 @@ fn session_json(s: &SessionRow, current: &str) -> Value {
 }
 
 /// `GET /v1/session`: the caller, their role's actions, and (cookie sessions) the CSRF token.
+#[utoipa::path(
+    get,
+    path = "/v1/session",
+    operation_id = "sessions_current",
+    tag = "sessions",
+    responses(
+        (status = 200, body = Object, description = "`{user, actions, emergency, session, reauth_until_ms, csrf_token?}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Json<Value> {
     let actions: Vec<&str> = crate::rbac::Action::ALL
         .into_iter()
@@ -53,6 +66,17 @@ pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Js
 }
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions",
+    operation_id = "sessions_list",
+    tag = "sessions",
+    responses(
+        (status = 200, body = Object, description = "`{sessions: [...]}`, newest first."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -97,6 +121,19 @@ async fn end(state: &ManagementState, caller: &Caller, id: &str) -> Result<(), A
 }
 
 /// `DELETE /v1/sessions/{id}`: end one of the caller's sessions.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{id}",
+    operation_id = "sessions_revoke",
+    tag = "sessions",
+    params(("id" = String, Path, description = "The session's id.")),
+    responses(
+        (status = 204, description = "Ended."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such session of the caller."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn revoke(
     State(state): State<ManagementState>,
     caller: Caller,
@@ -107,6 +144,17 @@ pub async fn revoke(
 }
 
 /// `POST /v1/logout`: end the current session (and clear the cookie).
+#[utoipa::path(
+    post,
+    path = "/v1/logout",
+    operation_id = "sessions_logout",
+    tag = "sessions",
+    responses(
+        (status = 204, description = "Ended; the cookie is cleared."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn logout(
     State(state): State<ManagementState>,
     caller: Caller,

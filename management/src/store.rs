@@ -56,7 +56,7 @@ impl Purpose {
 }
 
 /// Who completes a sign-in request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Client {
     /// A browser: the confirm page sets a session cookie.

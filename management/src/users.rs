@@ -5,6 +5,8 @@ use axum::{
     extract::{Query, State},
 };
 use http::StatusCode;
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -22,7 +24,7 @@ use crate::{
 };
 
 /// `POST /v1/users` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InviteBody {
     email: String,
@@ -30,6 +32,19 @@ pub struct InviteBody {
 }
 
 /// `POST /v1/users`: create a user and mail them an invitation.
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    operation_id = "users_invite",
+    tag = "users",
+    request_body = InviteBody,
+    responses(
+        (status = 201, body = Object, description = "`{user}`; an invitation mail is sent."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the address has an account."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn invite(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,
@@ -83,8 +98,9 @@ pub async fn invite(
 }
 
 /// `GET /v1/users` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page after this address.
     #[serde(default)]
@@ -94,6 +110,18 @@ pub struct ListQuery {
 }
 
 /// `GET /v1/users`: users by address.
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    operation_id = "users_list",
+    tag = "users",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Object, description = "`{users: [...]}`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,

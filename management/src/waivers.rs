@@ -9,6 +9,8 @@ use axum::{
     Json,
     extract::{Path, State},
 };
+use keymesh_core::error::ErrorBody;
+use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
@@ -145,6 +147,19 @@ pub(crate) async fn execute(
 
 /// `POST /v1/groups/{id}/approvals/enable` (groups:manage): end a waiver now. Making things
 /// stricter needs no approval.
+#[utoipa::path(
+    post,
+    path = "/v1/groups/{id}/approvals/enable",
+    operation_id = "waivers_enable",
+    tag = "approvals",
+    params(("id" = inline(Ident), Path, description = "The group's id.")),
+    responses(
+        (status = 200, body = Object, description = "`{group, approvals_waived_until_ms: null}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
 pub async fn enable(
     State(state): State<ManagementState>,
     caller: Caller,

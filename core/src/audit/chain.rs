@@ -137,8 +137,8 @@ pub async fn verify(db: &Db) -> Result<VerifyReport, StorageError> {
     Ok(report)
 }
 
-/// Which records [`query`] returns; empty strings and `None` match everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// Which records `query` returns; empty strings and `None` match everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Exact actor, e.g. `user:ID`.
