@@ -1,6 +1,6 @@
 //! Human approvals: requests, reviewers' decisions, exactly-once execution, live events and
-//! mail. Built so far for `token.mint` (a token above a node's ceiling), requested by the node
-//! itself or by its owner; see docs/management.md.
+//! mail, for every operation of `policy::Operation` (`token.mint` requested by a node or its
+//! owner; the others by users); see docs/management.md.
 
 use keymesh_core::error::ErrorBody;
 use keymesh_core::openapi::{NodeErrors, SessionErrors};
@@ -133,7 +133,7 @@ async fn token_or_request(
 
 /// A token above the ceiling while the group's token approvals are waived: recorded as a
 /// request the waiver approved (audited, visible in the approvals list) and minted at once
-/// under its id. If the vault refuses, the request stays approved for the node to redeem.
+/// under its id. If the vault refuses, the request stays used (the node asks again).
 async fn waived_mint(
     state: &ManagementState,
     node: &NodeRow,
@@ -176,22 +176,25 @@ async fn waived_mint(
         .vault
         .mint(&node.id, &json!(body.rights), body.ttl_secs, Some(&id))
         .await;
-    let row = match &minted {
-        Ok(_) => state.store.approval(&id).await,
-        Err(_) => match state.store.release_execution(&id).await {
-            Ok(()) => state.store.approval(&id).await,
-            Err(e) => Err(e),
-        },
-    }
-    .map_err(ApiError::internal)?
-    .ok_or_else(no_such_request)?;
-    let kind = if minted.is_ok() {
-        "approval.executed"
-    } else {
-        "approval.decided"
-    };
-    announce(state, kind, &row);
-    let token = minted?;
+    // A failed mint leaves the request used: it was approved by nobody but the waiver, so it
+    // must not wait around to be redeemed after the waiver ends. The node simply asks again.
+    let token = minted.map_err(|e| {
+        let e = ApiError::from(e);
+        ApiError::with_message(
+            e.code(),
+            format!(
+                "the vault did not mint under the waiver ({}); ask again",
+                e.code().as_str()
+            ),
+        )
+    })?;
+    let row = state
+        .store
+        .approval(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(no_such_request)?;
+    announce(state, "approval.executed", &row);
     Ok((
         StatusCode::OK,
         Json(json!({ "token": token, "approval": view(&row) })),
@@ -277,8 +280,13 @@ async fn notify_reviewers(state: &ManagementState, row: &ApprovalRow) {
             return;
         }
     };
+    let params: Value = serde_json::from_str(&row.params).unwrap_or(Value::Null);
+    let beneficiary = (row.operation == Operation::EmergencyAccess.as_str())
+        .then(|| params["user_id"].as_str())
+        .flatten();
     for user in reviewers.into_iter().filter(|u| {
         u.id != row.requester_user
+            && Some(u.id.as_str()) != beneficiary
             && u.role
                 .parse()
                 .is_ok_and(|r| state.config.rbac.allows(r, Action::ApprovalsDecide))
@@ -389,8 +397,9 @@ fn missing(what: &str) -> ApiError {
 }
 
 /// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
-/// `audit.export` (the caller also needs audit:export) or `user.delete` (users:manage). Other operations are not built yet
-/// and are refused with `invalid_request`.
+/// `audit.export` (audit:export), `user.delete` (users:manage), `vault.unlock` (vault:unlock, in
+/// the group), `emergency.access` (emergency:access) or `group.approvals.disable`
+/// (groups:manage).
 #[utoipa::path(
     post,
     path = "/v1/approvals",
@@ -903,10 +912,8 @@ pub async fn decide(
             .await;
         return Err(ApiError::new(ErrorCode::SelfApproval));
     }
-    if !caller
-        .roles()
-        .any(|role| reviewer_roles(&row).contains(&role))
-    {
+    // The caller's own role: an emergency grant never makes a reviewer.
+    if !reviewer_roles(&row).contains(&caller.role) {
         state
             .audit_quiet(event(Outcome::Denied, "not_a_reviewer"))
             .await;
@@ -1078,17 +1085,8 @@ async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool>
         .await
         .ok()??;
     let role: Role = user.role.parse().ok()?;
-    let granted = state
-        .store
-        .active_grant(&user.id)
-        .await
-        .ok()?
-        .and_then(|g| g.role.parse::<Role>().ok());
-    Some(
-        std::iter::once(role)
-            .chain(granted)
-            .any(|r| state.config.rbac.allows(r, Action::ApprovalsDecide)),
-    )
+    // approvals:decide is never conferred by an emergency grant.
+    Some(state.config.rbac.allows(role, Action::ApprovalsDecide))
 }
 
 /// `GET /v1/approvals/events`: a live stream (server-sent events) of approval events:

@@ -36,6 +36,16 @@ pub struct Caller {
     pub via_cookie: bool,
 }
 
+/// Actions an emergency grant never confers, whatever role it grants: deciding approvals,
+/// creating emergency access and managing users. Otherwise a grant could outlive itself (an
+/// admin account invited, a successor grant approved) or decide the requests it exists to
+/// bypass.
+pub const NOT_BY_EMERGENCY_GRANT: [Action; 3] = [
+    Action::ApprovalsDecide,
+    Action::EmergencyAccess,
+    Action::UsersManage,
+];
+
 impl Caller {
     /// `user:ID`, for audit records.
     pub fn actor(&self) -> String {
@@ -45,13 +55,12 @@ impl Caller {
     /// Whether the caller's role holds `action` (re-authentication aside): for choosing what
     /// to show, never as the check before acting.
     pub fn holds(&self, state: &ManagementState, action: Action) -> bool {
-        self.roles()
-            .any(|role| state.config.rbac.allows(role, action))
-    }
-
-    /// The caller's role and, during an emergency grant, the granted one.
-    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
-        std::iter::once(self.role).chain(self.emergency.as_ref().map(|(_, role)| *role))
+        state.config.rbac.allows(self.role, action)
+            || (!NOT_BY_EMERGENCY_GRANT.contains(&action)
+                && self
+                    .emergency
+                    .as_ref()
+                    .is_some_and(|(_, role)| state.config.rbac.allows(*role, action)))
     }
 
     /// May this caller perform `action`? Admin actions also need a recent sign-in.
@@ -72,7 +81,8 @@ impl Caller {
         Ok(())
     }
 
-    fn recently_signed_in(&self, state: &ManagementState) -> bool {
+    /// Whether the session's sign-in is younger than the re-authentication window.
+    pub fn recently_signed_in(&self, state: &ManagementState) -> bool {
         let window = i64::try_from(state.config.reauth.as_millis()).unwrap_or(i64::MAX);
         now_ms().saturating_sub(self.session.created_at_ms) <= window
     }

@@ -33,8 +33,11 @@ use crate::{
 /// A ceremony as management recorded it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct CeremonyRow {
-    /// The vault's ceremony id.
+    /// Management's handle for the ceremony (what parties and audit records see).
     pub id: String,
+    /// The vault's ceremony id: kept inside management, never shown or audited.
+    #[serde(skip)]
+    pub vault_id: String,
     /// Its group.
     pub group_id: String,
     /// `init`, `unlock` or `rekey`.
@@ -59,17 +62,17 @@ pub struct CeremonyRow {
 impl Store {
     /// Record a ceremony the vault opened.
     pub async fn insert_ceremony(&self, c: &CeremonyRow) -> Result<(), StorageError> {
-        const SQL: &str = "INSERT INTO vault_ceremonies (id, group_id, kind, approval_id, opened_by, public_key, info, opened_at_ms, expires_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+        const SQL: &str = "INSERT INTO vault_ceremonies (id, vault_id, group_id, kind, approval_id, opened_by, public_key, info, opened_at_ms, expires_at_ms) \
+             VALUES ($1, $10, $2, $3, $4, $5, $6, $7, $8, $9)";
         with_pool!(self.db(), pool => sqlx::query(SQL).bind(&c.id).bind(&c.group_id).bind(&c.kind)
             .bind(&c.approval_id).bind(&c.opened_by).bind(&c.public_key).bind(&c.info)
-            .bind(c.opened_at_ms).bind(c.expires_at_ms).execute(pool).await.map(drop))?;
+            .bind(c.opened_at_ms).bind(c.expires_at_ms).bind(&c.vault_id).execute(pool).await.map(drop))?;
         Ok(())
     }
 
     /// An open ceremony: recorded, not finished, not expired.
     pub async fn open_ceremony(&self, id: &str) -> Result<Option<CeremonyRow>, StorageError> {
-        const SQL: &str = "SELECT id, group_id, kind, approval_id, opened_by, public_key, info, opened_at_ms, expires_at_ms, finished_at_ms \
+        const SQL: &str = "SELECT id, vault_id, group_id, kind, approval_id, opened_by, public_key, info, opened_at_ms, expires_at_ms, finished_at_ms \
              FROM vault_ceremonies WHERE id = $1 AND finished_at_ms IS NULL AND expires_at_ms > $2";
         Ok(
             with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(id).bind(now_ms()).fetch_optional(pool).await)?,
@@ -127,6 +130,16 @@ pub async fn set_share_key(
     JsonBody(body): JsonBody<ShareKeyBody>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(&state, Action::VaultUnlock)?;
+    let replacing = state
+        .store
+        .share_key(&caller.user.id)
+        .await
+        .map_err(ApiError::internal)?
+        .is_some();
+    // Replacing a key redirects future shares: as sensitive as an admin action.
+    if replacing && !caller.recently_signed_in(&state) {
+        return Err(ApiError::new(ErrorCode::ReauthenticationRequired));
+    }
     let key = hex::decode(&body.public_key)
         .ok()
         .filter(|k| k.len() == 32 && k.iter().any(|b| *b != 0))
@@ -153,6 +166,13 @@ pub async fn set_share_key(
         .set_share_key(&caller.user.id, &key_hex)
         .await
         .map_err(ApiError::internal)?;
+    state.mailer.send_later(crate::mail::Mail {
+        to: caller.user.email.clone(),
+        subject: "Keymesh: your vault share key was set".into(),
+        body: secrecy::SecretString::from(format!(
+            "The X25519 key to which vault shares are sealed for you is now {key_hex}.\nIf you did not do this, tell an admin now: shares sealed to it could be read by whoever did.\n"
+        )),
+    });
     Ok(Json(
         json!({ "user_id": caller.user.id, "public_key": key_hex }),
     ))
@@ -166,7 +186,7 @@ pub(crate) async fn party(
     group: &str,
 ) -> Result<(), ApiError> {
     caller.require(state, Action::VaultUnlock)?;
-    if caller.holds(state, Action::GroupsManage) {
+    if caller.require(state, Action::GroupsManage).is_ok() {
         return state
             .store
             .group(group)
@@ -209,7 +229,8 @@ async fn open(
     let now = now_ms();
     let ttl_ms = answer["expires_in_secs"].as_i64().unwrap_or(600) * 1000;
     let row = CeremonyRow {
-        id: answer["ceremony_id"]
+        id: crate::store::new_id(),
+        vault_id: answer["ceremony_id"]
             .as_str()
             .unwrap_or_default()
             .to_owned(),
@@ -226,7 +247,7 @@ async fn open(
         expires_at_ms: now.saturating_add(ttl_ms),
         finished_at_ms: None,
     };
-    if row.id.is_empty() || row.public_key.is_empty() {
+    if row.vault_id.is_empty() || row.public_key.is_empty() {
         return Err(ApiError::internal(std::io::Error::other(
             "the vault opened a ceremony without an id or key",
         )));
@@ -356,6 +377,8 @@ async fn participation(
     caller: &Caller,
     id: &str,
 ) -> Result<CeremonyRow, ApiError> {
+    // First, so that whether a ceremony exists is no answer to those who may not take part.
+    caller.require(state, Action::VaultUnlock)?;
     let row = state
         .store
         .open_ceremony(id)
@@ -420,18 +443,16 @@ async fn relay(
         .with_details(json!({ "ceremony": row.id, "kind": row.kind, "step": step }))
     };
     state.audit(event(Outcome::Success)).await?;
-    match state.vault.ceremony_step(&row.id, step, body).await {
+    match state.vault.ceremony_step(&row.vault_id, step, body).await {
         Ok(answer) => {
             let done = match step {
                 "shares" => answer["unlocked"] == true,
                 _ => true,
             };
-            if done {
-                state
-                    .store
-                    .finish_ceremony(&row.id)
-                    .await
-                    .map_err(ApiError::internal)?;
+            // The vault has acted: its answer goes back whatever happens to our bookkeeping
+            // (an unfinished row only lingers until the ceremony's expiry).
+            if done && let Err(e) = state.store.finish_ceremony(&row.id).await {
+                tracing::error!(error = %keymesh_core::error::error_chain(&e), ceremony = %row.id, "recording a finished ceremony failed");
             }
             Ok(Json(answer))
         }
@@ -559,7 +580,11 @@ pub struct ProtectionBody {
 }
 
 /// The vault's form of a new protection: holders named by user id get their registered keys.
-async fn protection(state: &ManagementState, body: ProtectionBody) -> Result<Value, ApiError> {
+async fn protection(
+    state: &ManagementState,
+    group: &str,
+    body: ProtectionBody,
+) -> Result<Value, ApiError> {
     let mut out = match body.mode.as_str() {
         "passphrase" => json!({
             "mode": "passphrase",
@@ -568,14 +593,22 @@ async fn protection(state: &ManagementState, body: ProtectionBody) -> Result<Val
         "shamir" => {
             let mut holders = Vec::new();
             for user in body.holders.unwrap_or_default() {
-                let allowed = state
+                let role: Option<crate::rbac::Role> = state
                     .store
                     .user(&user)
                     .await
                     .map_err(ApiError::internal)?
                     .filter(|u| u.disabled_at_ms.is_none())
-                    .and_then(|u| u.role.parse().ok())
-                    .is_some_and(|role| state.config.rbac.allows(role, Action::VaultUnlock));
+                    .and_then(|u| u.role.parse().ok());
+                let allows = |action| role.is_some_and(|r| state.config.rbac.allows(r, action));
+                // A holder must be able to submit their share through management later.
+                let allowed = allows(Action::VaultUnlock)
+                    && (allows(Action::GroupsManage)
+                        || state
+                            .store
+                            .is_member(group, &user)
+                            .await
+                            .map_err(ApiError::internal)?);
                 let key = state
                     .store
                     .share_key(&user)
@@ -584,7 +617,7 @@ async fn protection(state: &ManagementState, body: ProtectionBody) -> Result<Val
                     .filter(|_| allowed)
                     .ok_or_else(|| {
                         wrong_step(&format!(
-                            "holder {user} is not an enabled user with vault:unlock and a registered share key (PUT /v1/me/share-key)"
+                            "holder {user} is not an enabled user with vault:unlock, in the group (or with groups:manage), with a registered share key (PUT /v1/me/share-key)"
                         ))
                     })?;
                 holders.push(json!({ "admin_id": user, "public_key": key }));
@@ -619,7 +652,7 @@ async fn protect(
         .map_err(ApiError::internal)?
         .filter(|r| r.opened_by == caller.actor() && r.kind == step)
         .ok_or_else(no_such_ceremony)?;
-    let vault_body = protection(&state, body).await?;
+    let vault_body = protection(&state, &row.group_id, body).await?;
     relay(&state, &caller, &row, step, vault_body).await
 }
 

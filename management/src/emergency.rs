@@ -13,7 +13,7 @@ use keymesh_core::openapi::SessionErrors;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
-    storage::StorageError,
+    storage::{Db, StorageError},
     with_pool,
 };
 use serde::Serialize;
@@ -87,12 +87,25 @@ impl Store {
              WHERE user_id = $2 AND ended_at_ms IS NULL AND expires_at_ms > $6) RETURNING ",
             grant_columns!()
         );
+        // Serialised per user, so two simultaneous executions cannot both see "no active
+        // grant" (PostgreSQL locks the user's row; SQLite takes its write lock first).
+        const LOCK_PG: &str = "SELECT id FROM users WHERE id = $1 FOR UPDATE";
+        const LOCK_SQLITE: &str = "UPDATE users SET id = id WHERE id = $1";
         let now = now_ms();
-        Ok(
-            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(new_id()).bind(user).bind(role)
-            .bind(approval).bind(granted_by).bind(now).bind(now.saturating_add(duration_ms))
-            .fetch_optional(pool).await)?,
-        )
+        let lock = if matches!(self.db(), Db::Postgres(_)) {
+            LOCK_PG
+        } else {
+            LOCK_SQLITE
+        };
+        Ok(with_pool!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(lock).bind(user).execute(&mut *tx).await?;
+            let grant: Option<GrantRow> = sqlx::query_as(SQL).bind(new_id()).bind(user).bind(role)
+                .bind(approval).bind(granted_by).bind(now).bind(now.saturating_add(duration_ms))
+                .fetch_optional(&mut *tx).await?;
+            tx.commit().await?;
+            grant
+        }))
     }
 
     /// Grants, newest first: all, or one user's.
@@ -278,11 +291,24 @@ pub async fn end(
             Outcome::Success,
         ))
         .await?;
-    let grant = state
+    let Some(grant) = state
         .store
         .end_grant(&id, &caller.actor())
         .await
         .map_err(ApiError::internal)?
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such active grant"))?;
+    else {
+        state
+            .audit_quiet(AuditEvent::new(
+                caller.actor(),
+                "emergency.grant.end",
+                format!("grant:{id}"),
+                Outcome::Failure,
+            ))
+            .await;
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "no such active grant",
+        ));
+    };
     Ok(Json(json!({ "grant": grant })))
 }

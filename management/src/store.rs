@@ -316,6 +316,8 @@ impl Store {
         const SESSIONS: &str =
             "UPDATE sessions SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL";
         const MEMBERS: &str = "DELETE FROM group_members WHERE user_id = $1";
+        const GRANTS: &str = "UPDATE emergency_grants SET ended_at_ms = $1, ended_by = 'user.delete' \
+             WHERE user_id = $2 AND ended_at_ms IS NULL";
         const CODES: &str =
             "DELETE FROM enrollment_codes WHERE user_id = $1 AND used_at_ms IS NULL";
         const NODES: &str =
@@ -328,6 +330,7 @@ impl Store {
             if n == 1 {
                 sqlx::query(SESSIONS).bind(now).bind(id).execute(&mut *tx).await?;
                 sqlx::query(MEMBERS).bind(id).execute(&mut *tx).await?;
+                sqlx::query(GRANTS).bind(now).bind(id).execute(&mut *tx).await?;
                 sqlx::query(CODES).bind(id).execute(&mut *tx).await?;
                 sqlx::query(NODES).bind(now).bind(id).execute(&mut *tx).await?;
             }

@@ -87,6 +87,7 @@ const PASSED_THROUGH: &[&str] = &[
     "audit_unavailable",
     "invalid_passphrase",
     "invalid_share",
+    "forbidden",
 ];
 
 /// A node as the vault registers it.

@@ -248,13 +248,28 @@ async fn a_shamir_vault_is_created_then_unlocked_only_after_an_approval_with_sha
         .await;
     expect(&reply, StatusCode::NOT_FOUND, "not_found");
 
-    // Management's log records the steps, never sealed material.
+    // Management's log records the steps, never sealed material, and the vault's ceremony ids
+    // (what the vault would accept steps for) never leave management.
     let details: Vec<(String, String)> = keymesh_core::with_pool!(m.state.store.db(), pool =>
-        sqlx::query_as("SELECT action, details FROM audit_log WHERE action LIKE 'vault.%'").fetch_all(pool).await)
+        sqlx::query_as("SELECT action, details FROM audit_log").fetch_all(pool).await)
     .expect("audit");
     assert!(details.iter().any(|(a, _)| a == "vault.ceremony.submit"));
+    let vault_ids: Vec<(String,)> = keymesh_core::with_pool!(m.state.store.db(), pool =>
+        sqlx::query_as("SELECT vault_id FROM vault_ceremonies").fetch_all(pool).await)
+    .expect("ceremonies");
+    assert_eq!(vault_ids.len(), 2);
+    let sealed_share = ceremony["shares"][0]["sealed_share"]
+        .as_str()
+        .expect("share");
     for (_, d) in &details {
-        assert!(!d.contains("sealed"), "{d}");
+        assert!(!d.contains("sealed") && !d.contains(sealed_share), "{d}");
+        for (vault_id,) in &vault_ids {
+            assert!(!d.contains(vault_id.as_str()), "{d}");
+        }
+    }
+    for (vault_id,) in &vault_ids {
+        assert!(!ceremony.to_string().contains(vault_id.as_str()));
+        assert!(!second.body.to_string().contains(vault_id.as_str()));
     }
 }
 
@@ -271,13 +286,21 @@ async fn emergency_access_is_a_temporary_role_that_neither_requester_nor_benefic
                 &token,
                 "POST",
                 "/v1/users",
-                Some(json!({ "email": crate::harness::address("new"), "role": "member" })),
+                Some(json!({ "email": crate::harness::address("new"), "role": "admin" })),
             )
             .await
         }
     };
+    let new_group = |who: &Person, id: &'static str| {
+        let token = who.token.clone();
+        let m = &m;
+        async move {
+            m.bearer(&token, "POST", "/v1/groups", Some(json!({ "id": id })))
+                .await
+        }
+    };
     expect(
-        &invite(&responder).await,
+        &new_group(&responder, "before").await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );
@@ -341,12 +364,32 @@ async fn emergency_access_is_a_temporary_role_that_neither_requester_nor_benefic
         "{}",
         session.body
     );
-    assert!(
-        session.body["actions"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x == "users:manage"))
+    let actions = session.body["actions"].as_array().expect("actions").clone();
+    assert!(actions.iter().any(|x| x == "groups:manage"), "{actions:?}");
+    // A grant never confers what would let it outlive itself or decide what it bypasses.
+    for never in ["users:manage", "approvals:decide", "emergency:access"] {
+        assert!(!actions.iter().any(|x| x == never), "{never}: {actions:?}");
+    }
+    assert_eq!(
+        new_group(&responder, "during").await.status,
+        StatusCode::CREATED
     );
-    assert_eq!(invite(&responder).await.status, StatusCode::CREATED);
+    expect(
+        &invite(&responder).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let third = requested(
+        &m,
+        &requester,
+        json!({ "operation": "user.delete", "user_id": reviewer.id, "reason": "x" }),
+    )
+    .await;
+    expect(
+        &approve(&m, &responder, &third).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
 
     // The beneficiary ends it early; the extra role is gone at once.
     let reply = m
@@ -359,7 +402,7 @@ async fn emergency_access_is_a_temporary_role_that_neither_requester_nor_benefic
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     expect(
-        &invite(&responder).await,
+        &new_group(&responder, "after").await,
         StatusCode::FORBIDDEN,
         "forbidden",
     );

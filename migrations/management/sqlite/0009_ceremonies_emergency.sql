@@ -4,8 +4,10 @@
 -- group's waiver of token approvals, itself granted by an approval.
 ALTER TABLE users ADD COLUMN share_key TEXT;
 
+-- `id` is management's own handle; `vault_id`, the vault's ceremony id, never leaves management.
 CREATE TABLE vault_ceremonies (
     id TEXT PRIMARY KEY,
+    vault_id TEXT NOT NULL UNIQUE,
     group_id TEXT NOT NULL REFERENCES node_groups (id) ON DELETE CASCADE,
     kind TEXT NOT NULL CHECK (kind IN ('init', 'unlock', 'rekey')),
     approval_id TEXT UNIQUE,

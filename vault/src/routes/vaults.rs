@@ -14,7 +14,7 @@ use keymesh_core::{
     crypto::{self, DataKey, KdfParams, Share},
     error::ErrorBody,
     http::{client_ip::ClientIp, extract::Json as JsonBody},
-    openapi::{Errors, ServiceErrors},
+    openapi::ServiceErrors,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -464,7 +464,8 @@ async fn protect(
 
 /// Create the group vault, protected by a passphrase or by Shamir shares. It starts locked.
 ///
-/// Authorized by the open init ceremony named in the path.
+/// Called by management (its credential), which relays what an admin's tool sealed, for the
+/// open init ceremony named in the path.
 #[utoipa::path(
     post,
     path = "/v1/ceremonies/{id}/init",
@@ -475,11 +476,13 @@ async fn protect(
         (status = 200, body = Object, description = "`{group, mode, locked: true}`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open init ceremony with this id (they expire after ten minutes)."),
         (status = 409, body = ErrorBody, description = "`conflict`: the group already has a vault."),
-        Errors,
+        ServiceErrors,
     ),
+    security(("management_key" = [])),
 )]
 pub async fn init(
     State(state): State<VaultState>,
+    _: Management,
     Path(id): Path<String>,
     JsonBody(protection): JsonBody<Protection>,
 ) -> Result<Json<Value>, ApiError> {
@@ -532,11 +535,13 @@ pub struct RekeyBody {
         (status = 403, body = ErrorBody, description = "`invalid_share`: the current shares were not submitted first."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open rekey ceremony with this id."),
         (status = 409, body = ErrorBody, description = "`conflict`: the vault changed meanwhile; open a new ceremony."),
-        Errors,
+        ServiceErrors,
     ),
+    security(("management_key" = [])),
 )]
 pub async fn rekey(
     State(state): State<VaultState>,
+    _: Management,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RekeyBody>,
@@ -677,11 +682,13 @@ pub struct PassphraseBody {
         (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}` (unix seconds)."),
         (status = 401, body = ErrorBody, description = "`invalid_passphrase`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open unlock ceremony with this id."),
-        Errors,
+        ServiceErrors,
     ),
+    security(("management_key" = [])),
 )]
 pub async fn unlock_passphrase(
     State(state): State<VaultState>,
+    _: Management,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PassphraseBody>,
@@ -740,11 +747,13 @@ pub struct ShareBody {
         (status = 200, body = Object, description = "`{group, accepted, threshold, unlocked}`, plus `expires_at` once unlocked or `proven` in a rekey ceremony."),
         (status = 403, body = ErrorBody, description = "`invalid_share`: not a member of the share set, a share that does not open, or shares that do not reconstruct the key."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open unlock or rekey ceremony with this id."),
-        Errors,
+        ServiceErrors,
     ),
+    security(("management_key" = [])),
 )]
 pub async fn unlock_share(
     State(state): State<VaultState>,
+    _: Management,
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareBody>,

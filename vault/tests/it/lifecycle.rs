@@ -449,3 +449,42 @@ async fn the_relay_namespace_is_not_a_secret_path() {
         );
     }
 }
+
+#[tokio::test]
+async fn ceremony_steps_need_the_management_credential_not_just_the_ceremony_id() {
+    let v = vault().await;
+    let c = v.ceremony("ops", "init").await;
+    let id = c["ceremony_id"].as_str().expect("id");
+    let holders = [
+        json!({ "admin_id": "a", "public_key": hex::encode(HpkeKeyPair::generate().public) }),
+        json!({ "admin_id": "b", "public_key": hex::encode(HpkeKeyPair::generate().public) }),
+    ];
+    let body = json!({ "mode": "shamir", "threshold": 2, "holders": holders }).to_string();
+    for (step, credential) in [
+        ("init", "Bearer not-the-key"),
+        ("shares", "Bearer x"),
+        ("passphrase", "Basic eA=="),
+    ] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("/v1/ceremonies/{id}/{step}"))
+            .header("content-type", "application/json")
+            .header("authorization", credential)
+            .body(axum::body::Body::from(body.clone()))
+            .expect("req");
+        let reply = v.send(req).await;
+        assert_eq!(
+            (reply.0.as_u16(), code(&reply)),
+            (401, "unauthorized"),
+            "{step}: {reply:?}"
+        );
+    }
+    // The ceremony is still open for management.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("/v1/ceremonies/{id}/init"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .expect("req");
+    assert_eq!(v.send(req).await.0, 200);
+}
