@@ -22,6 +22,26 @@ pub struct Smtp {
 impl Smtp {
     /// Start it; panics with what to install when aiosmtpd is missing.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Start it serving TLS with `cert` and `key` (PEM files): required STARTTLS, or implicit
+    /// TLS (`smtps`) when `implicit`.
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, implicit: bool) -> Self {
+        let (cert_flag, key_flag) = if implicit {
+            ("--smtpscert", "--smtpskey")
+        } else {
+            ("--tlscert", "--tlskey")
+        };
+        Self::start_with(&[
+            cert_flag.as_ref(),
+            cert.as_os_str(),
+            key_flag.as_ref(),
+            key.as_os_str(),
+        ])
+    }
+
+    fn start_with(extra: &[&std::ffi::OsStr]) -> Self {
         let maildir = tempfile::tempdir().expect("maildir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -30,6 +50,8 @@ impl Smtp {
         let child = Command::new(PYTHON)
             .args(["-m", "aiosmtpd", "-n", "-l"])
             .arg(format!("127.0.0.1:{port}"))
+            // Before -c: what follows the handler class is its arguments.
+            .args(extra)
             .args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(maildir.path().join("mail"))
             .stdout(Stdio::null())

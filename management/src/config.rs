@@ -125,6 +125,12 @@ pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
 )
 .default("5");
 
+/// `MANAGEMENT_SMTP_CA_FILE`.
+pub const SMTP_CA_FILE: Setting = Setting::value(
+    "MANAGEMENT_SMTP_CA_FILE",
+    "PEM file of the certificate authorities to trust for the SMTP server's TLS certificate (a private CA), instead of the built-in web roots. Needs smtps:// or tls=required.",
+);
+
 /// `MANAGEMENT_EMERGENCY_MAX_SECS`.
 pub const EMERGENCY_MAX_SECS: Setting = Setting::value(
     "MANAGEMENT_EMERGENCY_MAX_SECS",
@@ -160,6 +166,7 @@ pub const SETTINGS: &[&Setting] = &[
     &SESSIONS_PER_USER,
     &REAUTH_SECS,
     &SMTP_URL,
+    &SMTP_CA_FILE,
     &MAIL_FROM,
     &ENROLL_TTL_SECS,
     &VAULT_URL,
@@ -175,8 +182,9 @@ pub const SETTINGS: &[&Setting] = &[
 /// Where sign-in mail goes.
 #[derive(Clone, Debug)]
 pub enum MailConfig {
-    /// An SMTP server (URL as lettre reads it; may hold a password).
-    Smtp(SecretString),
+    /// An SMTP server (URL as lettre reads it; may hold a password), and the PEM of the CAs
+    /// to trust for it when not the built-in web roots.
+    Smtp(SecretString, Option<Vec<u8>>),
     /// Printed to standard error (development only).
     Console,
 }
@@ -266,6 +274,32 @@ fn load_rbac(source: &Source) -> Result<Rbac, ConfigError> {
     Rbac::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
 }
 
+/// The PEM of `MANAGEMENT_SMTP_CA_FILE`, when set: readable, holding a certificate, and only
+/// with an encrypted SMTP URL.
+fn load_smtp_ca(source: &Source, url: &SecretString) -> Result<Option<Vec<u8>>, ConfigError> {
+    let Some(path) = source.get(&SMTP_CA_FILE)? else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: SMTP_CA_FILE.name,
+        reason,
+    };
+    let url = url.expose_secret();
+    if !(url.starts_with("smtps://") || url.contains("tls=required")) {
+        return Err(invalid(
+            "needs MANAGEMENT_SMTP_URL with smtps:// or tls=required".into(),
+        ));
+    }
+    let pem = std::fs::read(&path).map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(invalid(format!("{path} holds no PEM certificate")));
+    }
+    Ok(Some(pem))
+}
+
 /// Production mail must be encrypted: implicit TLS, or STARTTLS that is required.
 fn check_smtp_url(url: &SecretString, production: bool) -> Result<(), ConfigError> {
     let url = url.expose_secret();
@@ -304,7 +338,7 @@ impl ManagementConfig {
         let mail = match source.secret(&SMTP_URL)? {
             Some(url) => {
                 check_smtp_url(&url, production)?;
-                MailConfig::Smtp(url)
+                MailConfig::Smtp(url.clone(), load_smtp_ca(source, &url)?)
             }
             None => MailConfig::Console,
         };

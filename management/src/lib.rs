@@ -50,6 +50,8 @@ pub fn api() -> OpenApiRouter<ManagementState> {
         .routes(routes!(sessions::revoke))
         .routes(routes!(sessions::logout))
         .routes(routes!(users::list, users::invite))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
         .routes(routes!(groups::list, groups::create))
         .routes(routes!(groups::show))
         .routes(routes!(groups::add_member, groups::remove_member))

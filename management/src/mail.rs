@@ -10,6 +10,7 @@ use std::time::Duration;
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, header::ContentType},
+    transport::smtp::client::{Certificate, Tls, TlsParameters},
 };
 use prometheus_client::metrics::counter::Counter;
 use secrecy::{ExposeSecret, SecretString};
@@ -84,6 +85,40 @@ pub struct MailCounters {
     pub failed: Counter,
 }
 
+/// TLS for `url` (implicit for `smtps://`, required STARTTLS otherwise) trusting only the CAs
+/// of `pem`.
+fn private_ca_tls(url: &str, pem: &[u8]) -> Result<Tls, MailError> {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned))
+        .ok_or_else(|| MailError::Build("MANAGEMENT_SMTP_URL names no host".into()))?;
+    let mut params = TlsParameters::builder(host);
+    for block in pem_certificates(pem) {
+        params =
+            params.add_root_certificate(Certificate::from_pem(&block).map_err(MailError::Smtp)?);
+    }
+    let params = params.build().map_err(MailError::Smtp)?;
+    Ok(if url.starts_with("smtps://") {
+        Tls::Wrapper(params)
+    } else {
+        Tls::Required(params)
+    })
+}
+
+/// Each `-----BEGIN CERTIFICATE-----` block of a PEM bundle.
+fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    text.split_inclusive(END)
+        .filter_map(|chunk| {
+            chunk
+                .find("-----BEGIN CERTIFICATE-----")
+                .filter(|_| chunk.ends_with(END))
+                .map(|start| chunk.as_bytes()[start..].to_vec())
+        })
+        .collect()
+}
+
 impl Mailer {
     /// From configuration. SMTP URLs were checked at load.
     pub fn new(config: &MailConfig, from: &str) -> Result<Self, MailError> {
@@ -92,12 +127,16 @@ impl Mailer {
             .map_err(|e: lettre::address::AddressError| MailError::Build(e.to_string()))?;
         let transport = match config {
             MailConfig::Console => Transport::Console,
-            MailConfig::Smtp(url) => Transport::Smtp(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+            MailConfig::Smtp(url, ca) => {
+                let url = url.expose_secret();
+                let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
                     .map_err(MailError::Smtp)?
-                    .timeout(Some(SMTP_TIMEOUT))
-                    .build(),
-            ),
+                    .timeout(Some(SMTP_TIMEOUT));
+                if let Some(pem) = ca {
+                    builder = builder.tls(private_ca_tls(url, pem)?);
+                }
+                Transport::Smtp(builder.build())
+            }
         };
         Ok(Self {
             transport,

@@ -35,6 +35,13 @@ fn check_reason(reason: &str) -> Result<&str, ApiError> {
     crate::approvals::check_reason(reason).map(|()| reason.trim())
 }
 
+impl ReasonBody {
+    /// The reason, checked (1 to 500 characters of text) and trimmed.
+    pub fn reason(&self) -> Result<&str, ApiError> {
+        check_reason(&self.reason)
+    }
+}
+
 /// Bump the epoch of `scope:subject` at the vault, then wait (bounded) until management's own
 /// copy of the feed has applied the entry: the elapsed time is what a follower of the feed
 /// took to learn of it (relays follow the same feed the same way).

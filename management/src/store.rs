@@ -340,6 +340,39 @@ impl Store {
         Ok(done == 1)
     }
 
+    /// Disable (ending every session and emergency grant of theirs) or enable a user who is
+    /// not deleted: the number of sessions ended, or `None` when the user was not in the other
+    /// state. One transaction.
+    pub async fn set_user_disabled(
+        &self,
+        id: &str,
+        disable: bool,
+    ) -> Result<Option<u64>, StorageError> {
+        const DISABLE: &str = "UPDATE users SET disabled_at_ms = $1 WHERE id = $2 \
+             AND disabled_at_ms IS NULL AND email NOT LIKE '%@deleted.invalid'";
+        const ENABLE: &str = "UPDATE users SET disabled_at_ms = NULL WHERE id = $2 \
+             AND disabled_at_ms <= $1 AND email NOT LIKE '%@deleted.invalid'";
+        const SESSIONS: &str =
+            "UPDATE sessions SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL";
+        const GRANTS: &str = "UPDATE emergency_grants SET ended_at_ms = $1, ended_by = 'user.disable' \
+             WHERE user_id = $2 AND ended_at_ms IS NULL";
+        let now = now_ms();
+        let user_sql = if disable { DISABLE } else { ENABLE };
+        Ok(with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(user_sql).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+            let ended = if n == 1 && disable {
+                let ended = sqlx::query(SESSIONS).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+                sqlx::query(GRANTS).bind(now).bind(id).execute(&mut *tx).await?;
+                ended
+            } else {
+                0
+            };
+            tx.commit().await?;
+            (n == 1).then_some(ended)
+        }))
+    }
+
     /// Record a sign-in request.
     pub async fn insert_login_request(&self, r: &NewLoginRequest<'_>) -> Result<(), StorageError> {
         const SQL: &str = "INSERT INTO login_requests (id, user_id, purpose, client, token_hash, code_hash, poll_hash, created_at_ms, expires_at_ms, requested_ip, match_code) \

@@ -1,8 +1,8 @@
-//! Users: invite (admins) and list.
+//! Users: invite (admins), list, disable and enable.
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{Path, Query, State},
 };
 use http::StatusCode;
 use keymesh_core::error::ErrorBody;
@@ -135,4 +135,118 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "users": users })))
+}
+
+/// `POST /v1/users/{id}/disable` (users:manage, a recent sign-in): the user can no longer sign
+/// in, every session of theirs ends now, and an emergency grant of theirs ends. Their nodes
+/// keep their tokens: disable or revoke those too (`POST /v1/nodes/{id}/disable`,
+/// `POST /v1/users/{id}/revoke-tokens`). The last enabled admin cannot be disabled.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/disable",
+    operation_id = "users_disable",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = crate::responders::ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{user_id, disabled: true, sessions_ended}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such enabled user."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the last enabled admin."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
+pub async fn disable(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<crate::responders::ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    set_enabled(&state, &caller, &id, &body, false).await
+}
+
+/// `POST /v1/users/{id}/enable` (users:manage, a recent sign-in): a disabled (not deleted)
+/// user may sign in again.
+#[utoipa::path(
+    post,
+    path = "/v1/users/{id}/enable",
+    operation_id = "users_enable",
+    tag = "users",
+    params(("id" = String, Path, description = "The user's id.")),
+    request_body = crate::responders::ReasonBody,
+    responses(
+        (status = 200, body = Object, description = "`{user_id, disabled: false}`."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such disabled user."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
+pub async fn enable(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<crate::responders::ReasonBody>,
+) -> Result<Json<Value>, ApiError> {
+    set_enabled(&state, &caller, &id, &body, true).await
+}
+
+async fn set_enabled(
+    state: &ManagementState,
+    caller: &Caller,
+    id: &str,
+    body: &crate::responders::ReasonBody,
+    enable: bool,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(state, Action::UsersManage)?;
+    let reason = body.reason()?;
+    let user = state
+        .store
+        .user(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|u| !u.email.ends_with("@deleted.invalid"))
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
+    if !enable
+        && user.role == Role::Admin.as_str()
+        && user.disabled_at_ms.is_none()
+        && state
+            .store
+            .other_enabled_admins(id)
+            .await
+            .map_err(ApiError::internal)?
+            == 0
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "this is the last enabled admin; make another admin first",
+        ));
+    }
+    let action = if enable {
+        "user.enable"
+    } else {
+        "user.disable"
+    };
+    let event = |outcome| {
+        AuditEvent::new(caller.actor(), action, format!("user:{id}"), outcome)
+            .with_details(json!({ "reason": reason }))
+    };
+    state.audit(event(Outcome::Success)).await?;
+    let Some(sessions_ended) = state
+        .store
+        .set_user_disabled(id, !enable)
+        .await
+        .map_err(ApiError::internal)?
+    else {
+        state.audit_quiet(event(Outcome::Failure)).await;
+        let state_now = if enable { "disabled" } else { "enabled" };
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            format!("no such {state_now} user"),
+        ));
+    };
+    let mut answer = json!({ "user_id": id, "disabled": !enable });
+    if !enable {
+        answer["sessions_ended"] = json!(sessions_ended);
+    }
+    Ok(Json(answer))
 }

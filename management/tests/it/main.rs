@@ -6,6 +6,7 @@ mod audit;
 mod enroll;
 mod harness;
 mod login;
+mod mail_tls;
 mod operations;
 mod responders;
 mod sessions;

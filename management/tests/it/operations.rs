@@ -492,3 +492,52 @@ async fn disabling_token_approvals_for_a_group_needs_an_approval_and_is_undone_w
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(ask().await.status, StatusCode::ACCEPTED);
 }
+
+#[tokio::test]
+async fn disabling_a_user_ends_their_sessions_and_grant_and_spares_the_last_admin() {
+    let m = management_with_vault().await;
+    let admin = m.person("admin").await;
+    let member = m.person("member").await;
+    let call = |who: &Person, path: String| {
+        let token = who.token.clone();
+        let m = &m;
+        async move {
+            m.bearer(
+                &token,
+                "POST",
+                &path,
+                Some(json!({ "reason": "laptop reported stolen" })),
+            )
+            .await
+        }
+    };
+    // The only admin cannot lock everyone out.
+    expect(
+        &call(&admin, format!("/v1/users/{}/disable", admin.id)).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    );
+    expect(
+        &call(&member, format!("/v1/users/{}/disable", admin.id)).await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let reply = call(&admin, format!("/v1/users/{}/disable", member.id)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["sessions_ended"], 1, "{}", reply.body);
+    let session = m.bearer(&member.token, "GET", "/v1/session", None).await;
+    expect(&session, StatusCode::UNAUTHORIZED, "unauthorized");
+    expect(
+        &call(&admin, format!("/v1/users/{}/disable", member.id)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let reply = call(&admin, format!("/v1/users/{}/enable", member.id)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["disabled"], false);
+    expect(
+        &call(&admin, format!("/v1/users/{}/enable", member.id)).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+}
