@@ -170,8 +170,8 @@ pub fn command() -> Command {
                     .long("service")
                     .value_name("SERVICE")
                     .default_value("management")
-                    .value_parser(["management", "vault"])
-                    .help("Whose audit log: management (the central log) or vault"),
+                    .value_parser(["management", "vault", "relay"])
+                    .help("Whose audit log: management (the central log), vault or relay"),
             )
             .arg(
                 Arg::new("json")

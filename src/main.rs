@@ -225,11 +225,17 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .is_some();
     let mut running: Vec<services::Running> = Vec::new();
     for mut config in configs {
-        if let Service::Relay(relay) = &mut config
-            && !relay_vault_explicit
-            && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
-        {
-            relay.vault_url = Some(format!("http://{}", vault.addr));
+        if let Service::Relay(relay) = &mut config {
+            if !relay_vault_explicit
+                && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
+            {
+                relay.vault_url = Some(format!("http://{}", vault.addr));
+            }
+            // In dev, management reads the relay's audit log with the same development
+            // credential it presents to the vault.
+            if relay.management_api_key.is_none() {
+                relay.management_api_key = Some(vault_key.clone());
+            }
         }
         if let Service::Management(management) = &mut config {
             let addr_of = |name| {
@@ -248,6 +254,14 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             }
             if management.relay_url.is_none() {
                 management.relay_url = addr_of(ServiceName::Relay);
+            }
+            if management.relay_audit.is_none()
+                && let Some(url) = addr_of(ServiceName::Relay)
+            {
+                management.relay_audit = Some(keymesh_management::config::VaultLink {
+                    url,
+                    api_key: vault_key.clone(),
+                });
             }
         }
         match services::start(config, shutdown.clone()).await {

@@ -10,6 +10,30 @@ use std::{
 /// The Python that has Debian's aiosmtpd (scripts/test installs python3-aiosmtpd).
 const PYTHON: &str = "/usr/bin/python3";
 
+/// aiosmtpd on 127.0.0.1, a port of the kernel's choosing (printed first), delivering to a
+/// Maildir; `plain`, `starttls` (required) or `implicit` TLS with the given cert and key.
+const SERVER: &str = r#"
+import asyncio, ssl, sys
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import SMTP
+mode, maildir = sys.argv[1], sys.argv[2]
+ctx = None
+if mode != "plain":
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+handler = Mailbox(maildir)
+def factory():
+    if mode == "starttls":
+        return SMTP(handler, hostname="localhost", tls_context=ctx, require_starttls=True)
+    return SMTP(handler, hostname="localhost")
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=ctx if mode == "implicit" else None)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"#;
+
 /// A real SMTP server on loopback; killed when dropped.
 #[derive(Debug)]
 pub struct Smtp {
@@ -22,64 +46,50 @@ pub struct Smtp {
 impl Smtp {
     /// Start it; panics with what to install when aiosmtpd is missing.
     pub fn start() -> Self {
-        Self::start_with(&[])
+        Self::start_with("plain", None)
     }
 
     /// Start it serving TLS with `cert` and `key` (PEM files): required STARTTLS, or implicit
     /// TLS (`smtps`) when `implicit`.
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path, implicit: bool) -> Self {
-        let (cert_flag, key_flag) = if implicit {
-            ("--smtpscert", "--smtpskey")
-        } else {
-            ("--tlscert", "--tlskey")
-        };
-        Self::start_with(&[
-            cert_flag.as_ref(),
-            cert.as_os_str(),
-            key_flag.as_ref(),
-            key.as_os_str(),
-        ])
+        let mode = if implicit { "implicit" } else { "starttls" };
+        Self::start_with(mode, Some((cert, key)))
     }
 
-    fn start_with(extra: &[&std::ffi::OsStr]) -> Self {
+    /// The server binds port 0 itself and prints the port it got: no window in which another
+    /// process (or another test's server) could take a port chosen beforehand.
+    fn start_with(mode: &str, tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
+        use std::io::BufRead;
         let maildir = tempfile::tempdir().expect("maildir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new(PYTHON)
-            .args(["-m", "aiosmtpd", "-n", "-l"])
-            .arg(format!("127.0.0.1:{port}"))
-            // Before -c: what follows the handler class is its arguments.
-            .args(extra)
-            .args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(maildir.path().join("mail"))
-            .stdout(Stdio::null())
+        let mut command = Command::new(PYTHON);
+        command
+            .args(["-c", SERVER, mode])
+            .arg(maildir.path().join("mail"));
+        if let Some((cert, key)) = tls {
+            command.arg(cert).arg(key);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| {
-                panic!("cannot start the SMTP server ({PYTHON} -m aiosmtpd): {e}; install Debian's python3-aiosmtpd (scripts/test does)")
+                panic!("cannot start the SMTP server ({PYTHON} with aiosmtpd): {e}; install Debian's python3-aiosmtpd (scripts/test does)")
             });
-        let mut smtp = Self {
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let Ok(port) = line.trim().parse::<u16>() else {
+            let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+            panic!(
+                "the SMTP server did not start ({status}): is Debian's python3-aiosmtpd installed? (scripts/test installs it)"
+            );
+        };
+        Self {
             child,
             port,
             maildir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = smtp.child.try_wait() {
-                panic!(
-                    "aiosmtpd exited ({status}): is Debian's python3-aiosmtpd installed? (scripts/test installs it)"
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "aiosmtpd did not listen within 15 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        smtp.child.try_wait().expect("poll");
-        smtp
     }
 
     fn dir(&self) -> PathBuf {

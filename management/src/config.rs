@@ -107,6 +107,11 @@ pub const VAULT_API_KEY: Setting = Setting::secret(
     "The credential management presents to the vault (the vault's MANAGEMENT_API_KEY).",
 )
 .required_in_production();
+/// `MANAGEMENT_RELAY_API_KEY`.
+pub const RELAY_API_KEY: Setting = Setting::secret(
+    "MANAGEMENT_RELAY_API_KEY",
+    "The credential management presents to read the relay's audit log (the relay's RELAY_MANAGEMENT_API_KEY); with MANAGEMENT_RELAY_URL, the relay's events are copied into the central log.",
+);
 /// `MANAGEMENT_RELAY_URL`.
 pub const RELAY_URL: Setting = Setting::value(
     "MANAGEMENT_RELAY_URL",
@@ -121,9 +126,9 @@ pub const APPROVAL_POLICY_FILE: Setting = Setting::value(
 /// `MANAGEMENT_FEED_MAX_AGE_SECS`.
 pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
     "MANAGEMENT_FEED_MAX_AGE_SECS",
-    "Node tokens are refused when management's copy of the vault's revocation feed is older than this (fail closed).",
+    "Node tokens are refused when management's copy of the vault's revocation feed is older than this (fail closed). More than 5 s: a quiet feed is long-polled for 5 s, and the copy is as old as the poll's start when it returns.",
 )
-.default("5");
+.default("15");
 
 /// `MANAGEMENT_SMTP_CA_FILE`.
 pub const SMTP_CA_FILE: Setting = Setting::value(
@@ -172,6 +177,7 @@ pub const SETTINGS: &[&Setting] = &[
     &VAULT_URL,
     &VAULT_API_KEY,
     &RELAY_URL,
+    &RELAY_API_KEY,
     &APPROVAL_POLICY_FILE,
     &FEED_MAX_AGE_SECS,
     &AUDIT_CHECKPOINT_SECS,
@@ -226,6 +232,8 @@ pub struct ManagementConfig {
     pub vault: Option<VaultLink>,
     /// Relay URL for enrolling nodes.
     pub relay_url: Option<String>,
+    /// The relay's audit log, when management may read it (URL and credential).
+    pub relay_audit: Option<VaultLink>,
     /// Approval policies.
     pub policies: Policies,
     /// Fail-closed bound on the revocation view's age.
@@ -238,7 +246,8 @@ pub struct ManagementConfig {
     pub waiver_max: Duration,
 }
 
-/// Where the vault is and how management authenticates to it.
+/// Where another service (the vault; the relay's audit log) is and how management
+/// authenticates to it.
 #[derive(Clone, Debug)]
 pub struct VaultLink {
     /// Base URL, without a trailing slash.
@@ -379,6 +388,19 @@ impl ManagementConfig {
             relay_url: source
                 .get(&RELAY_URL)?
                 .map(|u: String| u.trim_end_matches('/').to_owned()),
+            relay_audit: match (source.get(&RELAY_URL)?, source.secret(&RELAY_API_KEY)?) {
+                (Some(url), Some(api_key)) => Some(VaultLink {
+                    url: url.trim_end_matches('/').to_owned(),
+                    api_key,
+                }),
+                (None, Some(_)) => {
+                    return Err(ConfigError::Invalid {
+                        setting: RELAY_URL.name,
+                        reason: "is needed with MANAGEMENT_RELAY_API_KEY".into(),
+                    });
+                }
+                _ => None,
+            },
             policies: load_policies(source)?,
             feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
             checkpoint_every: source.require_secs(&AUDIT_CHECKPOINT_SECS)?,
@@ -386,6 +408,15 @@ impl ManagementConfig {
             waiver_max: source.require_secs(&APPROVAL_WAIVER_MAX_SECS)?,
             service,
         };
+        if config.feed_max_age.as_secs() <= keymesh_core::capability::follower::LONG_POLL_SECS {
+            return Err(ConfigError::Invalid {
+                setting: FEED_MAX_AGE_SECS.name,
+                reason: format!(
+                    "must be more than {} s (the feed's long poll): a quiet feed would refuse every node",
+                    keymesh_core::capability::follower::LONG_POLL_SECS
+                ),
+            });
+        }
         if config.session_idle > config.session_max {
             return Err(ConfigError::Invalid {
                 setting: SESSION_IDLE_SECS.name,

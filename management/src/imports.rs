@@ -1,6 +1,6 @@
-//! Other services' audit events in the central chain: management copies the vault's audit log
-//! in order, each record appended with its origin (`details.service`, the vault's own `seq`,
-//! time and record hash, so the two chains can be cross-checked).
+//! Other services' audit events in the central chain: management copies the vault's and the
+//! relay's audit logs in order, each record appended with its origin (`details.service`, the
+//! service's own `seq`, time and record hash, so the chains can be cross-checked).
 
 use keymesh_core::{
     audit::{AuditEvent, AuditRecord, Outcome},
@@ -8,7 +8,7 @@ use keymesh_core::{
 };
 use serde_json::{Value, json};
 
-use crate::state::ManagementState;
+use crate::{state::ManagementState, vault::VaultClient};
 
 /// Records fetched per round.
 const BATCH: i64 = 500;
@@ -21,22 +21,25 @@ fn outcome(text: &str) -> Outcome {
     }
 }
 
-/// Copy the vault's records after the last copied one; how many were copied. Stops at the
-/// first record that cannot be appended (the next round resumes there). One copy runs at a
-/// time; with several management replicas each would copy (run the copy on one, or accept
-/// duplicates that carry the same vault `seq` and `hash`).
-pub async fn import_vault(state: &ManagementState) -> Result<u64, String> {
-    const LAST: &str = "SELECT last_seq FROM audit_imports WHERE service = 'vault'";
-    const SAVE: &str = "INSERT INTO audit_imports (service, last_seq) VALUES ('vault', $1) \
+/// Copy `service`'s records (read through `client`) after the last copied one; how many were
+/// copied. Stops at the first record that cannot be appended (the next round resumes there).
+/// One copy runs at a time; with several management replicas each would copy (run the copy on
+/// one, or accept duplicates that carry the same `seq` and `hash`).
+pub async fn import(
+    state: &ManagementState,
+    service: &str,
+    client: &VaultClient,
+) -> Result<u64, String> {
+    const LAST: &str = "SELECT last_seq FROM audit_imports WHERE service = $1";
+    const SAVE: &str = "INSERT INTO audit_imports (service, last_seq) VALUES ($1, $2) \
          ON CONFLICT (service) DO UPDATE SET last_seq = excluded.last_seq";
     let _one_at_a_time = state.import_lock.lock().await;
     let db = state.store.db();
     let last: Option<i64> =
-        with_pool!(db, pool => sqlx::query_scalar(LAST).fetch_optional(pool).await)
+        with_pool!(db, pool => sqlx::query_scalar(LAST).bind(service).fetch_optional(pool).await)
             .map_err(|e| e.to_string())?;
     let mut last = last.unwrap_or(0);
-    let page = state
-        .vault
+    let page = client
         .audit_after(last, BATCH)
         .await
         .map_err(|e| e.to_string())?;
@@ -45,14 +48,14 @@ pub async fn import_vault(state: &ManagementState) -> Result<u64, String> {
     let mut copied = 0;
     for r in records {
         if r.seq != last + 1 {
-            // The vault's log has a hole: say so in the central log, then go on.
+            // The service's log has a hole: say so in the central log, then go on.
             state
                 .audit
                 .record(
                     AuditEvent::new(
                         "service:management",
                         "audit.import.gap",
-                        "service:vault",
+                        format!("service:{service}"),
                         Outcome::Failure,
                     )
                     .with_details(json!({ "expected_seq": last + 1, "got_seq": r.seq })),
@@ -66,13 +69,13 @@ pub async fn import_vault(state: &ManagementState) -> Result<u64, String> {
             .audit
             .record(
                 AuditEvent::new(r.actor, r.action, r.target, outcome(&r.outcome)).with_details(json!({
-                    "service": "vault", "seq": r.seq, "at_ms": r.at_ms, "hash": r.hash, "details": details,
+                    "service": service, "seq": r.seq, "at_ms": r.at_ms, "hash": r.hash, "details": details,
                 })),
             )
             .await
             .map_err(|e| e.to_string())?;
         last = r.seq;
-        with_pool!(db, pool => sqlx::query(SAVE).bind(last).execute(pool).await.map(drop))
+        with_pool!(db, pool => sqlx::query(SAVE).bind(service).bind(last).execute(pool).await.map(drop))
             .map_err(|e| e.to_string())?;
         copied += 1;
     }

@@ -51,6 +51,9 @@ pub struct Inner {
     pub audit: AuditLog,
     /// The vault, as management calls it.
     pub vault: VaultClient,
+    /// The relay's audit log, as management reads it (the same client: the endpoint has the
+    /// vault's shape).
+    pub relay_audit: VaultClient,
     /// Management's copy of the vault's revocation state and root keys (node requests).
     pub followed: Arc<Followed>,
     /// Proofs of possession already seen.
@@ -124,6 +127,7 @@ impl ManagementState {
             keyed,
             audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
             vault: VaultClient::new(config.vault.clone()),
+            relay_audit: VaultClient::new(config.relay_audit.clone()),
             followed: Arc::new(Followed::new(config.feed_max_age)),
             replay: ReplayCache::default(),
             events: broadcast::channel(EVENT_BACKLOG).0,
@@ -179,9 +183,13 @@ impl ManagementState {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
                     _ = checkpoint.tick() => state.checkpoint().await,
-                    _ = import.tick(), if state.vault.configured() => {
-                        if let Err(e) = crate::imports::import_vault(&state).await {
-                            tracing::warn!(error = %e, "copying the vault's audit log failed; retrying");
+                    _ = import.tick() => {
+                        for (service, client) in [("vault", &state.vault), ("relay", &state.relay_audit)] {
+                            if client.configured()
+                                && let Err(e) = crate::imports::import(&state, service, client).await
+                            {
+                                tracing::warn!(error = %e, service, "copying a service's audit log failed; retrying");
+                            }
                         }
                     }
                     _ = tick.tick() => {

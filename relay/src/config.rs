@@ -19,6 +19,11 @@ pub const FEED_API_KEY: Setting = Setting::secret(
     "Service credential the relay presents to the vault's revocation feed (the vault's VAULT_FEED_API_KEY).",
 )
 .required_in_production();
+/// `RELAY_MANAGEMENT_API_KEY`.
+pub const MANAGEMENT_API_KEY: Setting = Setting::secret(
+    "RELAY_MANAGEMENT_API_KEY",
+    "Credential management presents to read the relay's audit log (its MANAGEMENT_RELAY_API_KEY); unset, the audit endpoints refuse every caller.",
+);
 /// `RELAY_FEED_MAX_AGE_SECS`.
 pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
     "RELAY_FEED_MAX_AGE_SECS",
@@ -93,6 +98,7 @@ pub const KEY_GRACE_SECS: Setting = Setting::value(
 pub const SETTINGS: &[&Setting] = &[
     &VAULT_URL,
     &FEED_API_KEY,
+    &MANAGEMENT_API_KEY,
     &FEED_MAX_AGE_SECS,
     &MAX_MESSAGE_BYTES,
     &MAILBOX_MAX_MESSAGES,
@@ -120,6 +126,8 @@ pub struct RelayConfig {
     pub vault_url: Option<String>,
     /// The feed credential.
     pub feed_api_key: Option<SecretString>,
+    /// Management's credential for the audit endpoints.
+    pub management_api_key: Option<SecretString>,
     /// Fail-closed bound on the revocation view's age.
     pub feed_max_age: Duration,
     /// Largest ciphertext.
@@ -163,6 +171,7 @@ impl RelayConfig {
         let config = Self {
             vault_url: source.get(&VAULT_URL)?,
             feed_api_key: source.secret(&FEED_API_KEY)?,
+            management_api_key: source.secret(&MANAGEMENT_API_KEY)?,
             feed_max_age: source.require_secs(&FEED_MAX_AGE_SECS)?,
             max_message: source.require_positive(&MAX_MESSAGE_BYTES)?,
             mailbox_max_messages: source.require_positive(&MAILBOX_MAX_MESSAGES)?,

@@ -8,11 +8,16 @@ use axum::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_core::{
-    ApiError, ErrorCode, capability::token::VerifiedToken, error::ErrorBody, ident::Ident,
-    openapi::NodeErrors,
+    ApiError, ErrorCode,
+    audit::{self, AuditEvent, Outcome},
+    capability::token::VerifiedToken,
+    error::ErrorBody,
+    ident::Ident,
+    openapi::{NodeErrors, ServiceErrors},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,6 +39,8 @@ pub fn api() -> OpenApiRouter<RelayState> {
         .routes(routes!(ack))
         .routes(routes!(publish_key))
         .routes(routes!(lookup_keys))
+        .routes(routes!(audit_records))
+        .routes(routes!(verify_audit))
 }
 
 /// The relay's routes (inside the common stack).
@@ -364,12 +371,32 @@ async fn publish_key(
         .ensure_mailbox(&claims.node, now)
         .await
         .map_err(ApiError::internal)?;
+    // Audited first (fail closed): who may decrypt what is sent to this node changes here.
+    let event = |outcome| {
+        AuditEvent::new(
+            format!("node:{}", claims.node),
+            "relay.key.publish",
+            format!("node:{}", claims.node),
+            outcome,
+        )
+        .with_details(json!({
+            "group": claims.group, "version": body.version,
+            "enc_key_sha256": hex::encode(Sha256::digest(enc_key)),
+        }))
+    };
     state
+        .audit
+        .record_or_refuse(event(Outcome::Success))
+        .await?;
+    let registered = state
         .registry
         .register(&row, now)
         .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::with_message(ErrorCode::Conflict, e.to_string()))?;
+        .map_err(ApiError::internal)?;
+    if let Err(e) = registered {
+        state.audit.record_quiet(event(Outcome::Failure)).await;
+        return Err(ApiError::with_message(ErrorCode::Conflict, e.to_string()));
+    }
     tracing::info!(node = %claims.node, version = body.version, "relay: encryption key published");
     Ok(Json(
         json!({ "node": claims.node, "version": body.version }),
@@ -408,4 +435,100 @@ async fn lookup_keys(
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "node": &*node, "keys": keys })))
+}
+
+/// Management, authenticated by `RELAY_MANAGEMENT_API_KEY` (refused when it is unset).
+#[derive(Debug, Clone, Copy)]
+pub struct Management;
+
+impl axum::extract::FromRequestParts<RelayState> for Management {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &RelayState,
+    ) -> Result<Self, ApiError> {
+        use secrecy::ExposeSecret;
+        let presented = keymesh_core::http::bearer_token(&parts.headers)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        let expected = state
+            .config
+            .management_api_key
+            .as_ref()
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))?;
+        if !keymesh_core::secret::secret_eq(
+            presented.as_bytes(),
+            expected.expose_secret().as_bytes(),
+        ) {
+            return Err(ApiError::new(ErrorCode::Unauthorized));
+        }
+        state.ctx.limits.check_principal("service:management")?;
+        Ok(Management)
+    }
+}
+
+/// `GET /v1/audit` query.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditPage {
+    /// Records after this sequence number.
+    #[serde(default)]
+    after_seq: i64,
+    /// 1..=1000, default 500.
+    limit: Option<i64>,
+}
+
+/// The relay's audit records after a sequence number, oldest first (management copies them
+/// into the central log).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditPage),
+    responses(
+        (status = 200, body = Object, description = "`{records: [...]}`, at most `limit`."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
+async fn audit_records(
+    State(state): State<RelayState>,
+    _: Management,
+    Query(q): Query<AuditPage>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(invalid("limit must be between 1 and 1000"));
+    }
+    let records = audit::query(
+        &state.ctx.db,
+        &audit::AuditQuery::default(),
+        q.after_seq,
+        limit,
+    )
+    .await
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({ "records": records })))
+}
+
+/// Walk the relay's audit chain.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    tag = "audit",
+    responses(
+        (status = 200, body = audit::VerifyReport),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
+async fn verify_audit(
+    State(state): State<RelayState>,
+    _: Management,
+) -> Result<Json<audit::VerifyReport>, ApiError> {
+    audit::verify(&state.ctx.db)
+        .await
+        .map(Json)
+        .map_err(ApiError::internal)
 }

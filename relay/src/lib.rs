@@ -155,6 +155,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
             ("websocket", "The relay protocol's WebSocket."),
             ("messages", "The HTTP fallback for nodes without a socket."),
             ("keys", "The key registry: nodes' X25519 encryption keys."),
+            (
+                "audit",
+                "The relay's hash-chained audit log, read by management.",
+            ),
         ],
         http::api().into_openapi(),
     )

@@ -7,6 +7,7 @@ use std::{
 
 use keymesh_core::{
     ApiError, ErrorCode, ServiceContext,
+    audit::AuditLog,
     capability::{
         Op,
         pop::ReplayCache,
@@ -52,6 +53,8 @@ pub struct Inner {
     pub replay: ReplayCache,
     /// Relay series.
     pub metrics: RelayMetrics,
+    /// The relay's hash-chained audit log (key publications).
+    pub audit: AuditLog,
 }
 
 impl std::ops::Deref for RelayState {
@@ -105,6 +108,9 @@ pub struct SendRequest {
     pub payload: Vec<u8>,
 }
 
+/// How long an audited operation waits for its record before failing.
+const AUDIT_BOUND: Duration = Duration::from_secs(2);
+
 impl RelayState {
     /// Open storage, the registry and the writer; the hub receives every commit.
     pub async fn open(ctx: ServiceContext, config: RelayConfig) -> Result<Self, StorageError> {
@@ -129,7 +135,9 @@ impl RelayState {
         )
         .await?;
         let registry = Registry::load(ctx.db.clone()).await?;
+        let audit = AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND);
         Ok(Self(Arc::new(Inner {
+            audit,
             followed: Arc::new(Followed::new(config.feed_max_age)),
             replay: ReplayCache::default(),
             ctx,

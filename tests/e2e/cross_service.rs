@@ -36,6 +36,7 @@ use crate::{
 const START: Duration = Duration::from_secs(30);
 const STOP: Duration = Duration::from_secs(15);
 const MANAGEMENT_KEY: &str = "e2e-management-key-0123456789abcdef0123456789";
+const RELAY_KEY: &str = "e2e-relay-audit-key-0123456789abcdef0123456789";
 const FEED_KEY: &str = "e2e-feed-key-0123456789abcdef0123456789abcdef";
 const PASSPHRASE: &str = "node passphrase for the e2e test";
 const SECRET_KEY: &str = "e2e-secret-key-0123456789abcdef0123456789";
@@ -200,6 +201,7 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
             ("RELAY_DATABASE_URL", &rdb.url_for_process()),
             ("RELAY_VAULT_URL", &v),
             ("RELAY_FEED_API_KEY", FEED_KEY),
+            ("RELAY_MANAGEMENT_API_KEY", RELAY_KEY),
         ]),
     )
     .await;
@@ -214,6 +216,7 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
         ("MANAGEMENT_VAULT_URL", &v),
         ("MANAGEMENT_VAULT_API_KEY", MANAGEMENT_KEY),
         ("MANAGEMENT_RELAY_URL", &r),
+        ("MANAGEMENT_RELAY_API_KEY", RELAY_KEY),
         ("MANAGEMENT_AUDIT_CHECKPOINT_SECS", "1"),
     ]);
     let owner_email = "owner@e2e.invalid";
@@ -284,6 +287,29 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     )
     .await
     .expect("seed the secret");
+
+    // The relay's events reach the central log: keymeshctl published each node's key there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = owner.get("/v1/audit?action=relay.key.publish").await;
+        assert_eq!(status, 200, "{body}");
+        let from_relay = body["records"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|rec| rec["details"]["service"] == "relay")
+                    .count()
+            })
+            .unwrap_or(0);
+        if from_relay >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay's key publications did not reach the central log: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // n1 → n2 through the relay, end to end encrypted.
     let listen = tokio::spawn(run(

@@ -29,7 +29,7 @@ fn now_ms() -> i64 {
 }
 
 /// How long one long poll of the feed waits at the vault when nothing is new.
-const LONG_POLL_SECS: u64 = 5;
+pub const LONG_POLL_SECS: u64 = 5;
 /// How often the root keys are read again (a rotation adds one).
 const KEYS_EVERY: Duration = Duration::from_secs(30);
 

@@ -246,7 +246,7 @@ async fn the_vaults_events_reach_the_central_log_once_and_in_order() {
     let m = management_with_vault().await;
     let (_, admin) = m.signed_in("admin").await;
     m.enroll(&admin, "v1", "vn1", json!({})).await;
-    let copied = keymesh_management::imports::import_vault(&m.state)
+    let copied = keymesh_management::imports::import(&m.state, "vault", &m.state.vault)
         .await
         .expect("import");
     assert!(
@@ -254,7 +254,7 @@ async fn the_vaults_events_reach_the_central_log_once_and_in_order() {
         "node.register and token.mint at least: {copied}"
     );
     assert_eq!(
-        keymesh_management::imports::import_vault(&m.state)
+        keymesh_management::imports::import(&m.state, "vault", &m.state.vault)
             .await
             .expect("import again"),
         0,

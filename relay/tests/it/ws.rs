@@ -666,3 +666,46 @@ async fn a_stale_revocation_feed_fails_closed_and_the_relay_reports_not_ready() 
         .expect_error("revoked")
         .await;
 }
+
+#[tokio::test]
+async fn key_publications_are_audited_and_only_management_reads_the_log() {
+    const KEY: &str = "relay-management-key-0123456789abcdef0123";
+    let cluster = Cluster::start(&[("RELAY_MANAGEMENT_API_KEY", KEY)]).await;
+    let (_, _) = pair(&cluster).await;
+    let http = reqwest::Client::new();
+    let get = |path: &'static str, key: Option<&'static str>| {
+        let mut req = http.get(format!("{}{path}", cluster.relay_url));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        async move {
+            let reply = req.send().await.expect("relay call");
+            let status = reply.status().as_u16();
+            (status, reply.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    for key in [None, Some("not-the-key")] {
+        let (status, reply) = get("/v1/audit", key).await;
+        assert_eq!(
+            (status, reply["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+    }
+    let (status, reply) = get("/v1/audit?after_seq=0", Some(KEY)).await;
+    assert_eq!(status, 200, "{reply}");
+    let records = reply["records"].as_array().expect("records");
+    let published: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["action"] == "relay.key.publish" && r["outcome"] == "success")
+        .collect();
+    assert_eq!(published.len(), 2, "{reply}");
+    assert_eq!(published[0]["actor"], "node:node-a");
+    let details: Value =
+        serde_json::from_str(published[0]["details"].as_str().expect("details")).expect("json");
+    assert_eq!(details["version"], 1);
+    assert_eq!(details["enc_key_sha256"].as_str().map(str::len), Some(64));
+    let (status, reply) = get("/v1/audit/verify", Some(KEY)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply["first_broken"].is_null(), "{reply}");
+    assert_eq!(reply["checked"], 2);
+}
