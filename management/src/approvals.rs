@@ -497,27 +497,8 @@ fn pending(row: &ApprovalRow) -> (StatusCode, Json<Value>) {
 /// A user that may be deleted: exists, not deleted yet, and not the last enabled admin (nobody
 /// could manage users afterwards).
 async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::UserRow, ApiError> {
-    let user = state
-        .store
-        .user(id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|u| !u.email.ends_with("@deleted.invalid"))
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
-    if user.role == "admin"
-        && user.disabled_at_ms.is_none()
-        && state
-            .store
-            .other_enabled_admins(id)
-            .await
-            .map_err(ApiError::internal)?
-            == 0
-    {
-        return Err(ApiError::with_message(
-            ErrorCode::Conflict,
-            "this is the last enabled admin; make another admin first",
-        ));
-    }
+    let user = crate::users::existing(state, id).await?;
+    crate::users::not_last_admin(state, &user).await?;
     Ok(user)
 }
 
@@ -1079,7 +1060,7 @@ const STREAM_RECHECK: Duration = Duration::from_secs(10);
 /// others (their own).
 async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool> {
     let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-    let (_, user) = state
+    let (_, user, _) = state
         .store
         .live_session_by_id(session_id, idle)
         .await

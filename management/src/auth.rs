@@ -168,7 +168,7 @@ impl FromRequestParts<ManagementState> for Caller {
             return Err(ApiError::new(ErrorCode::Unauthorized));
         }
         let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
-        let (session, user) = state
+        let (session, user, grant) = state
             .store
             .live_session(&token_hash(&token), idle)
             .await
@@ -204,12 +204,8 @@ impl FromRequestParts<ManagementState> for Caller {
         let role = user.role.parse().map_err(|_| {
             ApiError::with_message(ErrorCode::Internal, "the user's stored role is unknown")
         })?;
-        let emergency = state
-            .store
-            .active_grant(&user.id)
-            .await
-            .map_err(ApiError::internal)?
-            .and_then(|g| Some((g.id, g.role.parse().ok()?)));
+        // The session query brings the user's active emergency grant along.
+        let emergency = grant.and_then(|(id, role)| Some((id, role.parse().ok()?)));
         Ok(Caller {
             session,
             user,

@@ -59,19 +59,6 @@ macro_rules! grant_columns {
 }
 
 impl Store {
-    /// The user's active grant, if any.
-    pub async fn active_grant(&self, user: &str) -> Result<Option<GrantRow>, StorageError> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            grant_columns!(),
-            " FROM emergency_grants WHERE user_id = $1 AND ended_at_ms IS NULL AND expires_at_ms > $2 \
-             ORDER BY starts_at_ms DESC LIMIT 1"
-        );
-        Ok(
-            with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(user).bind(now_ms()).fetch_optional(pool).await)?,
-        )
-    }
-
     /// Start a grant unless the user already holds an active one: the grant, or `None`.
     pub async fn insert_grant(
         &self,
@@ -139,14 +126,17 @@ impl Store {
 
 /// An enabled, not deleted user.
 async fn beneficiary(state: &ManagementState, id: &str) -> Result<(), ApiError> {
-    state
-        .store
-        .user(id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|u| u.disabled_at_ms.is_none() && !u.email.ends_with("@deleted.invalid"))
-        .map(drop)
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such enabled user"))
+    if crate::users::existing(state, id)
+        .await?
+        .disabled_at_ms
+        .is_some()
+    {
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "no such enabled user",
+        ));
+    }
+    Ok(())
 }
 
 /// Check an `emergency.access` request (emergency:access): an enabled user, a known role, a

@@ -21,6 +21,9 @@ pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// The domain of a deleted user's tombstone address (`deleted-ID@deleted.invalid`).
+pub const DELETED_DOMAIN: &str = "@deleted.invalid";
+
 /// A user.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow)]
 pub struct UserRow {
@@ -34,6 +37,13 @@ pub struct UserRow {
     pub created_at_ms: i64,
     /// Disabled (cannot sign in; sessions refused).
     pub disabled_at_ms: Option<i64>,
+}
+
+impl UserRow {
+    /// Deleted: the row stays for the audit trail, under a tombstone address.
+    pub fn is_deleted(&self) -> bool {
+        self.email.ends_with(DELETED_DOMAIN)
+    }
 }
 
 /// What a sign-in request is for.
@@ -198,8 +208,10 @@ macro_rules! live_session_sql {
     ($key:literal) => {
         concat!(
             "SELECT s.id, s.user_id, s.kind, s.created_at_ms, s.last_seen_ms, s.expires_at_ms, s.ip, s.user_agent, \
-                 u.email, u.role, u.created_at_ms AS user_created_at_ms \
-             FROM sessions s JOIN users u ON u.id = s.user_id WHERE ",
+                 u.email, u.role, u.created_at_ms AS user_created_at_ms, g.id AS grant_id, g.role AS grant_role \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             LEFT JOIN emergency_grants g ON g.user_id = u.id AND g.ended_at_ms IS NULL AND g.expires_at_ms > $2 \
+             WHERE ",
             $key,
             " = $1 AND s.revoked_at_ms IS NULL AND s.expires_at_ms > $2 \
                  AND s.last_seen_ms > $3 AND u.disabled_at_ms IS NULL"
@@ -215,10 +227,15 @@ struct LiveSession {
     email: String,
     role: String,
     user_created_at_ms: i64,
+    grant_id: Option<String>,
+    grant_role: Option<String>,
 }
 
+/// A live session, its user, and the user's active emergency grant (id, role), if any.
+pub type Live = (SessionRow, UserRow, Option<(String, String)>);
+
 impl LiveSession {
-    fn split(self) -> (SessionRow, UserRow) {
+    fn split(self) -> Live {
         let user = UserRow {
             id: self.session.user_id.clone(),
             email: self.email,
@@ -226,7 +243,8 @@ impl LiveSession {
             created_at_ms: self.user_created_at_ms,
             disabled_at_ms: None,
         };
-        (self.session, user)
+        let grant = self.grant_id.zip(self.grant_role);
+        (self.session, user, grant)
     }
 }
 
@@ -322,7 +340,7 @@ impl Store {
             "DELETE FROM enrollment_codes WHERE user_id = $1 AND used_at_ms IS NULL";
         const NODES: &str =
             "UPDATE nodes SET disabled_at_ms = $1 WHERE user_id = $2 AND disabled_at_ms IS NULL";
-        let tombstone = format!("deleted-{id}@deleted.invalid");
+        let tombstone = format!("deleted-{id}{DELETED_DOMAIN}");
         let now = now_ms();
         let done = with_pool!(&self.db, pool => {
             let mut tx = pool.begin().await?;
@@ -500,7 +518,7 @@ impl Store {
         &self,
         token_hash: &[u8],
         idle_ms: i64,
-    ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
+    ) -> Result<Option<Live>, StorageError> {
         const SQL: &str = live_session_sql!("s.token_hash");
         let now = now_ms();
         let row: Option<LiveSession> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(token_hash).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;
@@ -512,7 +530,7 @@ impl Store {
         &self,
         id: &str,
         idle_ms: i64,
-    ) -> Result<Option<(SessionRow, UserRow)>, StorageError> {
+    ) -> Result<Option<Live>, StorageError> {
         const SQL: &str = live_session_sql!("s.id");
         let now = now_ms();
         let row: Option<LiveSession> = with_pool!(&self.db, pool => sqlx::query_as(SQL).bind(id).bind(now).bind(now - idle_ms).fetch_optional(pool).await)?;

@@ -20,7 +20,7 @@ use crate::{
     login::{invite_mail, issue, normalize_email},
     rbac::{Action, Role},
     state::{ManagementState, page_limit},
-    store::{Client, Purpose},
+    store::{Client, Purpose, UserRow},
 };
 
 /// `POST /v1/users` body.
@@ -199,27 +199,9 @@ async fn set_enabled(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(state, Action::UsersManage)?;
     let reason = body.reason()?;
-    let user = state
-        .store
-        .user(id)
-        .await
-        .map_err(ApiError::internal)?
-        .filter(|u| !u.email.ends_with("@deleted.invalid"))
-        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))?;
-    if !enable
-        && user.role == Role::Admin.as_str()
-        && user.disabled_at_ms.is_none()
-        && state
-            .store
-            .other_enabled_admins(id)
-            .await
-            .map_err(ApiError::internal)?
-            == 0
-    {
-        return Err(ApiError::with_message(
-            ErrorCode::Conflict,
-            "this is the last enabled admin; make another admin first",
-        ));
+    let user = existing(state, id).await?;
+    if !enable {
+        not_last_admin(state, &user).await?;
     }
     let action = if enable {
         "user.enable"
@@ -249,4 +231,37 @@ async fn set_enabled(
         answer["sessions_ended"] = json!(sessions_ended);
     }
     Ok(Json(answer))
+}
+
+/// A user who exists and is not deleted (disabled or not); `not_found` otherwise.
+pub(crate) async fn existing(state: &ManagementState, id: &str) -> Result<UserRow, ApiError> {
+    state
+        .store
+        .user(id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|u| !u.is_deleted())
+        .ok_or_else(|| ApiError::with_message(ErrorCode::NotFound, "no such user"))
+}
+
+/// Refuse (`409 conflict`) taking away the last enabled admin: nobody could manage users.
+pub(crate) async fn not_last_admin(
+    state: &ManagementState,
+    user: &UserRow,
+) -> Result<(), ApiError> {
+    let last = user.role == Role::Admin.as_str()
+        && user.disabled_at_ms.is_none()
+        && state
+            .store
+            .other_enabled_admins(&user.id)
+            .await
+            .map_err(ApiError::internal)?
+            == 0;
+    if last {
+        return Err(ApiError::with_message(
+            ErrorCode::Conflict,
+            "this is the last enabled admin; make another admin first",
+        ));
+    }
+    Ok(())
 }
