@@ -407,7 +407,7 @@ fn no_such_ceremony() -> ApiError {
     path = "/v1/ceremonies/{id}",
     operation_id = "ceremonies_show",
     tag = "vault ceremonies",
-    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     responses(
         (status = 200, body = Object, description = "`{ceremony, mode, threshold, holders, shares}` (only the caller's own sealed share)."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony for the caller."),
@@ -477,7 +477,7 @@ pub struct PassphraseBody {
     path = "/v1/ceremonies/{id}/passphrase",
     operation_id = "ceremonies_passphrase",
     tag = "vault ceremonies",
-    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = PassphraseBody,
     responses(
         (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}`."),
@@ -524,7 +524,7 @@ pub struct ShareBody {
     path = "/v1/ceremonies/{id}/shares",
     operation_id = "ceremonies_share",
     tag = "vault ceremonies",
-    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ShareBody,
     responses(
         (status = 200, body = Object, description = "`{accepted, threshold, unlocked}`."),
@@ -662,7 +662,7 @@ async fn protect(
     path = "/v1/ceremonies/{id}/init",
     operation_id = "ceremonies_init",
     tag = "vault ceremonies",
-    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ProtectionBody,
     responses(
         (status = 200, body = Object, description = "The vault's answer: `{group, mode, locked: true}`."),
@@ -686,7 +686,7 @@ pub async fn init(
     path = "/v1/ceremonies/{id}/rekey",
     operation_id = "ceremonies_rekey",
     tag = "vault ceremonies",
-    params(("id" = String, Path, description = "The ceremony's id (the vault's).")),
+    params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ProtectionBody,
     responses(
         (status = 200, body = Object, description = "The vault's answer."),
