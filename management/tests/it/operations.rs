@@ -8,7 +8,9 @@ use keymesh_core::crypto::{self, HpkeKeyPair};
 use keymesh_vault::routes::vaults::{INFO_SHARE, INFO_UNLOCK_SHARE, share_aad};
 use serde_json::{Value, json};
 
-use crate::harness::{Management, Person, Reply, expect, management_with_vault};
+use crate::harness::{
+    Management, Person, Reply, expect, management_with_vault, management_with_vault_and,
+};
 
 async fn request(m: &Management, who: &Person, body: Value) -> Reply {
     m.bearer(&who.token, "POST", "/v1/approvals", Some(body))
@@ -352,6 +354,17 @@ async fn emergency_access_is_a_temporary_role_that_neither_requester_nor_benefic
         .as_str()
         .expect("grant")
         .to_owned();
+    // Someone without tokens:revoke or emergency:access cannot end it.
+    let bystander = m.person("auditor").await;
+    let reply = m
+        .bearer(
+            &bystander.token,
+            "POST",
+            &format!("/v1/emergency-grants/{grant}/end"),
+            None,
+        )
+        .await;
+    expect(&reply, StatusCode::FORBIDDEN, "forbidden");
     expect(
         &execute(&m, &requester, &id).await,
         StatusCode::CONFLICT,
@@ -540,4 +553,104 @@ async fn disabling_a_user_ends_their_sessions_and_grant_and_spares_the_last_admi
         StatusCode::NOT_FOUND,
         "not_found",
     );
+}
+
+#[tokio::test]
+async fn share_keys_are_checked_announced_and_replaced_only_after_a_recent_sign_in() {
+    let m = management_with_vault_and(&[("MANAGEMENT_REAUTH_SECS", "1")]).await;
+    let member = m.person("member").await;
+    share_key(&m, &member).await;
+    // The holder is told each time their key is set.
+    let mail = m.smtp.wait_mail(&member.email, 2).await;
+    assert!(mail.contains("share key"), "{mail}");
+    for bad in ["zz", "00", &"00".repeat(32)] {
+        let reply = m
+            .bearer(
+                &member.token,
+                "PUT",
+                "/v1/me/share-key",
+                Some(json!({ "public_key": bad })),
+            )
+            .await;
+        expect(&reply, StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let reply = m
+        .bearer(
+            &member.token,
+            "PUT",
+            "/v1/me/share-key",
+            Some(json!({ "public_key": hex::encode(HpkeKeyPair::generate().public) })),
+        )
+        .await;
+    expect(
+        &reply,
+        StatusCode::UNAUTHORIZED,
+        "reauthentication_required",
+    );
+}
+
+#[tokio::test]
+async fn shamir_holders_must_be_in_the_group() {
+    let m = management_with_vault().await;
+    let admin = m.person("admin").await;
+    let member = m.person("member").await;
+    share_key(&m, &admin).await;
+    share_key(&m, &member).await;
+    // A member of another group (or of none) cannot hold a share of this group's vault.
+    let reply = m
+        .bearer(
+            &admin.token,
+            "POST",
+            "/v1/groups",
+            Some(json!({ "id": "g" })),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let open = || async {
+        let reply = m
+            .bearer(
+                &admin.token,
+                "POST",
+                "/v1/groups/g/vault/ceremonies",
+                Some(json!({ "kind": "init" })),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        reply.body["ceremony"]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned()
+    };
+    let init = |id: String| {
+        let body = json!({ "mode": "shamir", "threshold": 2, "holders": [admin.id, member.id] });
+        let token = admin.token.clone();
+        let m = &m;
+        async move {
+            m.bearer(
+                &token,
+                "POST",
+                &format!("/v1/ceremonies/{id}/init"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let id = open().await;
+    expect(
+        &init(id.clone()).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+    );
+    let reply = m
+        .bearer(
+            &admin.token,
+            "PUT",
+            &format!("/v1/groups/g/members/{}", member.id),
+            None,
+        )
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    let reply = init(id).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
