@@ -799,7 +799,7 @@ fn no_such_request() -> ApiError {
     tag = "approvals",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 200, body = Object, description = "`{approval, decisions, ceremony}`: `ceremony` is the handle of the open unlock ceremony an executed `vault.unlock` request opened, for callers with `vault:unlock` (`null` otherwise), so share holders find it."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such request for the caller."),
         SessionErrors,
     ),
@@ -819,7 +819,20 @@ pub async fn show(
             r.requester_user == caller.user.id || caller.holds(&state, Action::ApprovalsDecide)
         })
         .ok_or_else(no_such_request)?;
-    Ok(Json(with_decisions(&state, &row).await?))
+    let mut answer = with_decisions(&state, &row).await?;
+    let ceremony = if row.operation == Operation::VaultUnlock.as_str()
+        && caller.holds(&state, Action::VaultUnlock)
+    {
+        state
+            .store
+            .open_ceremony_of_approval(&row.id)
+            .await
+            .map_err(ApiError::internal)?
+    } else {
+        None
+    };
+    answer["ceremony"] = ceremony.map_or(Value::Null, Value::from);
+    Ok(Json(answer))
 }
 
 /// `POST /v1/approvals/{id}/decisions` body.

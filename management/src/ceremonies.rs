@@ -79,6 +79,18 @@ impl Store {
         )
     }
 
+    /// The handle of the open ceremony an approval opened, if any.
+    pub async fn open_ceremony_of_approval(
+        &self,
+        approval: &str,
+    ) -> Result<Option<String>, StorageError> {
+        const SQL: &str = "SELECT id FROM vault_ceremonies WHERE approval_id = $1 AND finished_at_ms IS NULL AND expires_at_ms > $2 \
+             ORDER BY opened_at_ms DESC LIMIT 1";
+        Ok(
+            with_pool!(self.db(), pool => sqlx::query_scalar(SQL).bind(approval).bind(now_ms()).fetch_optional(pool).await)?,
+        )
+    }
+
     /// Mark a ceremony finished.
     pub async fn finish_ceremony(&self, id: &str) -> Result<(), StorageError> {
         const SQL: &str = "UPDATE vault_ceremonies SET finished_at_ms = $1 WHERE id = $2 AND finished_at_ms IS NULL";

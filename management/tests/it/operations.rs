@@ -192,6 +192,13 @@ async fn a_shamir_vault_is_created_then_unlocked_only_after_an_approval_with_sha
         "approval_decided",
     );
 
+    // The other holder finds the ceremony from the request (what the admin app reads).
+    let shown = m
+        .bearer(&a2.token, "GET", &format!("/v1/approvals/{id}"), None)
+        .await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    assert_eq!(shown.body["ceremony"], ceremony_id.as_str());
+
     let reply = submit_share(&m, &a1, &k1, &ceremony).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["unlocked"], false);
