@@ -55,7 +55,8 @@ pub enum CryptoError {
 }
 use CryptoError as E;
 
-fn os_random(buf: &mut [u8]) {
+/// Fill `buf` from the OS random number generator.
+pub fn os_random(buf: &mut [u8]) {
     // An OS RNG failure is unrecoverable and not caller-triggerable: the one permitted panic.
     getrandom::fill(buf).expect("OS random number generator failed");
 }
@@ -383,6 +384,21 @@ pub fn hpke_open_auth(
 ) -> Result<Plaintext, CryptoError> {
     let mode = OpModeR::Auth(public_key(sender)?);
     open_mode(&mode, recipient, info, aad, sealed)
+}
+
+/// The labels of the vault's key ceremonies, shared by the vault and the admins' tools.
+pub mod ceremony {
+    /// HPKE `info` for a passphrase sealed to a ceremony key.
+    pub const INFO_PASSPHRASE: &[u8] = b"keymesh-ceremony-passphrase-v1";
+    /// HPKE `info` for a share sealed by the vault to its holder.
+    pub const INFO_SHARE: &[u8] = b"keymesh-vault-share-v1";
+    /// HPKE `info` for a share sealed by its holder to a ceremony key.
+    pub const INFO_UNLOCK_SHARE: &[u8] = b"keymesh-ceremony-share-v1";
+
+    /// The AAD binding a share to its group and holder.
+    pub fn share_aad(group: &str, admin_id: &str) -> Vec<u8> {
+        format!("{group}\n{admin_id}").into_bytes()
+    }
 }
 
 #[cfg(test)]

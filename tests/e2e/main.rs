@@ -7,3 +7,9 @@ mod process;
 mod relay_crash;
 mod server;
 mod support;
+
+/// The `keymesh` binary under test (`process.rs` is shared with admin-app's window test, which
+/// finds the binary beside its own).
+fn keymesh_binary() -> std::path::PathBuf {
+    env!("CARGO_BIN_EXE_keymesh").into()
+}

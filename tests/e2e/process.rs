@@ -19,7 +19,7 @@ pub struct Keymesh {
 impl Keymesh {
     /// Start `keymesh ARGS` in `dir` with exactly `env` (plus PATH), capturing output.
     pub fn start(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_keymesh"));
+        let mut cmd = Command::new(crate::keymesh_binary());
         cmd.args(args)
             .current_dir(dir)
             .env_clear()

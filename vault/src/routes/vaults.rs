@@ -27,19 +27,12 @@ use crate::{
     store::{ShareRow, VaultRow},
 };
 
-/// HPKE `info` for a passphrase sealed to a ceremony key.
-pub const INFO_PASSPHRASE: &[u8] = b"keymesh-ceremony-passphrase-v1";
-/// HPKE `info` for a share sealed by the vault to its holder.
-pub const INFO_SHARE: &[u8] = b"keymesh-vault-share-v1";
-/// HPKE `info` for a share sealed by its holder to a ceremony key.
-pub const INFO_UNLOCK_SHARE: &[u8] = b"keymesh-ceremony-share-v1";
+// The ceremony's HPKE labels live in core: the admins' tools seal with them too.
+pub use keymesh_core::crypto::ceremony::{
+    INFO_PASSPHRASE, INFO_SHARE, INFO_UNLOCK_SHARE, share_aad,
+};
 const MIN_PASSPHRASE: usize = 12;
 const MAX_PASSPHRASE: usize = 1024;
-
-/// The AAD binding a share to its group and holder.
-pub fn share_aad(group: &str, admin_id: &str) -> Vec<u8> {
-    format!("{group}\n{admin_id}").into_bytes()
-}
 
 fn wrap_aad(group: &str) -> Vec<u8> {
     format!("keymesh-vault-dk-v1\n{group}").into_bytes()
