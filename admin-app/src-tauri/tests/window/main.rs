@@ -11,6 +11,7 @@
 mod process;
 
 mod driver;
+mod unlock;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -224,6 +225,60 @@ async fn an_admin_signs_in_approves_live_revokes_and_verifies_in_the_real_window
         .invoke("approval_decide", json!({ "id": own.trim_start_matches("approval-"), "decision": "approve", "reason": "self" }))
         .await;
     assert_eq!(refused["err"]["code"], "self_approval", "{refused}");
+
+    // Threshold unlock: her share key is made in the app, the owner's here; the vault is
+    // created 2-of-2; the owner asks to unlock, she approves, he executes; his test-side tool
+    // and her app each open their own share and seal it to the ceremony's key.
+    app.click("nav-account").await;
+    app.click("share-key-create").await;
+    app.wait_present("share-public-key").await;
+    let owner_key = unlock::register_key(&http, m, &owner).await;
+    let ada_id = users["users"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["email"] == ADA))
+        .and_then(|u| u["id"].as_str())
+        .expect("ada's id")
+        .to_owned();
+    let owner_id = unlock::user_id(&http, m, &owner).await;
+    unlock::create_vault(&http, m, &owner, &[&owner_id, &ada_id]).await;
+    let asked = call(
+        &http,
+        &owner,
+        format!("{m}/v1/approvals"),
+        json!({ "operation": "vault.unlock", "group": "payments",
+                "reason": "Rotate the payments database password" }),
+    )
+    .await;
+    let unlock_id = asked["approval"]["id"].as_str().expect("id").to_owned();
+    let unlock_card = format!("approval-{unlock_id}");
+    app.click("nav-approvals").await;
+    app.click_in(&unlock_card, "approve").await;
+    app.type_in(&unlock_card, "decision-reason", "Rotation ticket checked")
+        .await;
+    app.click_in(&unlock_card, "confirm-decision").await;
+    app.wait_attr(&unlock_card, "data-status", "approved").await;
+    let ceremony = call(
+        &http,
+        &owner,
+        format!("{m}/v1/approvals/{unlock_id}/execute"),
+        json!({}),
+    )
+    .await;
+    // His share first (1 of 2), then hers from the window, which completes the unlock.
+    let first = unlock::submit_share(&http, m, &owner, &owner_key, &owner_id, &ceremony).await;
+    assert_eq!(first["unlocked"], false, "{first}");
+    app.click_in(&unlock_card, "submit-share").await;
+    app.wait_text("share-result", "vault unlocked").await;
+    let vault: Value = http
+        .get(format!("{m}/v1/groups/payments/vault"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .expect("vault status")
+        .json()
+        .await
+        .expect("vault answer");
+    assert_eq!(vault["locked"], false, "{vault}");
     app.screenshot("approvals").await;
 
     // Incident response: revoke the responder's tokens, see how fast it reached the feed.
