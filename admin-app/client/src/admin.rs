@@ -66,6 +66,8 @@ pub trait EventSink: Send + Sync + 'static {
 struct Session {
     token: SecretString,
     info: Value,
+    /// Which sign-in this is: a refusal of an older session's request must not end this one.
+    generation: u64,
 }
 
 impl Session {
@@ -100,6 +102,7 @@ struct State {
     session: Option<Session>,
     login: Option<PendingLogin>,
     restored: bool,
+    generation: u64,
     emails: HashMap<String, String>,
     shares_sent: HashSet<String>,
     relay_sample: Option<Sample>,
@@ -202,8 +205,9 @@ impl Admin {
             .ok_or_else(|| AppError::new("not_configured", "set the management URL first"))
     }
 
+    /// Named by the user's id (not the server URL's spelling, which can change).
     fn share_key_name(&self, user: &str) -> Result<String, AppError> {
-        Ok(format!("share-key@{}#{user}", self.api()?.base()))
+        id(user).map(|user| format!("share-key#{user}"))
     }
 
     fn api(&self) -> Result<Api, AppError> {
@@ -215,10 +219,20 @@ impl Admin {
 
     /// The API and the session's token and user id.
     fn authed(&self) -> Result<(Api, SecretString, String), AppError> {
+        let (api, token, user, _) = self.authed_generation()?;
+        Ok((api, token, user))
+    }
+
+    fn authed_generation(&self) -> Result<(Api, SecretString, String, u64), AppError> {
         let api = self.api()?;
         let state = self.state();
         let session = state.session.as_ref().ok_or_else(AppError::not_signed_in)?;
-        Ok((api, session.token.clone(), session.user_id()))
+        Ok((
+            api,
+            session.token.clone(),
+            session.user_id(),
+            session.generation,
+        ))
     }
 
     /// A call with the session; a 401 that ends the session signs the app out.
@@ -228,19 +242,24 @@ impl Admin {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, AppError> {
-        let (api, token, _) = self.authed()?;
+        let (api, token, _, generation) = self.authed_generation()?;
         let answer = api.call(method, path, Some(&token), body).await;
         if let Err(e) = &answer
             && e.session_ended()
         {
-            self.end_session(false);
+            self.end_session(Some(generation), false);
         }
         answer
     }
 
-    fn end_session(&self, local: bool) {
+    /// Forget the session (only `generation`'s, when given) and its stored token.
+    fn end_session(&self, generation: Option<u64>, local: bool) {
         let stream = {
             let mut state = self.state();
+            let current = state.session.as_ref().map(|s| s.generation);
+            if current.is_none() || generation.is_some_and(|g| Some(g) != current) {
+                return;
+            }
             state.session = None;
             state.shares_sent.clear();
             state.stream.take()
@@ -303,19 +322,25 @@ impl Admin {
         if !ready || self.store.locked() {
             return;
         }
-        self.state().restored = true;
         let Ok(key) = self.session_key() else { return };
         match self.store.get(&key) {
-            Ok(Some(token)) => {
-                if let Err(e) = self.begin_session(token).await {
+            Ok(Some(token)) => match self.begin_session(token).await {
+                Ok(_) => self.state().restored = true,
+                // Unreachable: tried again at the next status.
+                Err(e) if e.code == "unreachable" => {}
+                Err(e) => {
                     tracing::info!(code = %e.code, "the stored session was not taken up");
+                    self.state().restored = true;
                     if e.session_ended() {
                         let _ = self.store.delete(&key);
                     }
                 }
+            },
+            Ok(None) => self.state().restored = true,
+            Err(e) => {
+                self.state().restored = true;
+                tracing::warn!(error = %e, "reading the stored session failed");
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the stored session failed"),
         }
     }
 
@@ -331,7 +356,8 @@ impl Admin {
         settings.save(&self.dir)?;
         let changed = self.state().settings.server_url != settings.server_url;
         if changed && self.state().session.is_some() {
-            self.end_session(true);
+            // Ended at the old server too, not just forgotten here.
+            self.logout().await?;
         }
         {
             let mut state = self.state();
@@ -364,6 +390,9 @@ impl Admin {
 
     /// `login_start`: ask for a sign-in link and code for `email`.
     pub async fn login_start(&self, email: &str) -> Result<Value, AppError> {
+        if self.store.locked() {
+            return Err(crate::store::StoreError::Locked.into());
+        }
         let email = email.trim();
         if email.is_empty() || email.len() > 254 || !email.contains('@') {
             return Err(AppError::invalid("enter your e-mail address"));
@@ -451,9 +480,16 @@ impl Admin {
             .map(SecretString::from)
             .ok_or_else(|| AppError::new("bad_answer", "the sign-in answer carries no token"))?;
         self.state().login = None;
-        let info = self.begin_session(token.clone()).await?;
-        self.store.set(&self.session_key()?, &token)?;
-        Ok(info)
+        // Kept first: a session this app could not keep must not run.
+        let key = self.session_key()?;
+        self.store.set(&key, &token)?;
+        match self.begin_session(token).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                let _ = self.store.delete(&key);
+                Err(e)
+            }
+        }
     }
 
     /// Check the token with `GET /v1/session`, keep it, start the event stream.
@@ -462,10 +498,16 @@ impl Admin {
             .api()?
             .call(Method::GET, "/v1/session", Some(&token), None)
             .await?;
-        self.state().session = Some(Session {
-            token,
-            info: info.clone(),
-        });
+        {
+            let mut state = self.state();
+            state.generation += 1;
+            let generation = state.generation;
+            state.session = Some(Session {
+                token,
+                info: info.clone(),
+                generation,
+            });
+        }
         self.refresh_emails().await;
         self.start_stream();
         Ok(info)
@@ -478,14 +520,29 @@ impl Admin {
         {
             tracing::info!(code = %e.code, "the server did not confirm the sign-out");
         }
-        self.end_session(true);
+        self.end_session(None, true);
         Ok(())
     }
 
+    /// Every user, page by page (by address).
+    async fn all_users(&self) -> Result<Vec<Value>, AppError> {
+        const PAGE: usize = 500;
+        let mut users: Vec<Value> = Vec::new();
+        loop {
+            let after = users.last().and_then(|u| u["email"].as_str()).unwrap_or("");
+            let path = format!("/v1/users?limit={PAGE}&after={}", url_encode(after));
+            let answer = self.call(Method::GET, &path, None).await?;
+            let page = answer["users"].as_array().cloned().unwrap_or_default();
+            let full = page.len() == PAGE;
+            users.extend(page);
+            if !full || users.len() >= 50 * PAGE {
+                return Ok(users);
+            }
+        }
+    }
+
     async fn refresh_emails(&self) {
-        if let Ok(answer) = self.call(Method::GET, "/v1/users", None).await
-            && let Some(users) = answer["users"].as_array()
-        {
+        if let Ok(users) = self.all_users().await {
             let emails = users
                 .iter()
                 .filter_map(|u| {
@@ -529,16 +586,29 @@ impl Admin {
         let list = self
             .call(Method::GET, "/v1/approvals?limit=100", None)
             .await?;
-        let ids: Vec<String> = list["approvals"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|a| a["id"].as_str().map(str::to_owned))
-                    .collect()
+        let rows = list["approvals"].as_array().cloned().unwrap_or_default();
+        let viewer = self.viewer()?;
+        // Four at a time: within the server's per-principal rate limit however long the list.
+        let mut out: Vec<Value> = futures_util::stream::iter(rows)
+            .map(|row| {
+                let viewer = &viewer;
+                async move {
+                    let id = row["id"].as_str().unwrap_or_default().to_owned();
+                    match self.approval_item(&id).await {
+                        Ok(item) => item,
+                        Err(e) => {
+                            // Shown without its decisions rather than not at all.
+                            tracing::info!(code = %e.code, "an approval's details could not be read");
+                            let mut item = approvals::item(&json!({ "approval": row, "decisions": [] }), viewer);
+                            item["decisions_unavailable"] = json!(true);
+                            item
+                        }
+                    }
+                }
             })
-            .unwrap_or_default();
-        let items = futures_util::future::join_all(ids.iter().map(|i| self.approval_item(i))).await;
-        let mut out: Vec<Value> = items.into_iter().collect::<Result<_, _>>()?;
+            .buffered(4)
+            .collect()
+            .await;
         out.sort_by_key(|a| std::cmp::Reverse(a["created_at_ms"].as_i64().unwrap_or(0)));
         Ok(out)
     }
@@ -570,6 +640,18 @@ impl Admin {
         params: &Value,
         reason: &str,
     ) -> Result<Value, AppError> {
+        const OPERATIONS: [&str; 5] = [
+            "vault.unlock",
+            "user.delete",
+            "emergency.access",
+            "group.approvals.disable",
+            "audit.export",
+        ];
+        if !OPERATIONS.contains(&operation) {
+            return Err(AppError::invalid(
+                "ask for vault.unlock, user.delete, emergency.access, group.approvals.disable or audit.export (a token is asked for by its node)",
+            ));
+        }
         let mut body = match params {
             Value::Object(_) => params.clone(),
             Value::Null => json!({}),
@@ -599,15 +681,27 @@ impl Admin {
     pub async fn share_key_create(self: &Arc<Self>) -> Result<Value, AppError> {
         let (_, _, user) = self.authed()?;
         let name = self.share_key_name(&user)?;
+        // Replacing a key strands every share sealed to the old one (a rekey is needed): not
+        // something this button does.
+        if self.store.get(&name)?.is_some() {
+            return Err(AppError::new(
+                "share_key_exists",
+                "this app already holds your share key; replacing it needs a rekey of every vault that sealed a share to it",
+            ));
+        }
         let (key, secret) = share::generate();
+        // Kept before the server learns the public half: a registered key whose secret was
+        // never stored would lose every share sealed to it. Promoted once registered.
+        let staged = format!("{name}.pending");
+        self.store.set(&staged, &secret)?;
         self.call(
             Method::PUT,
             "/v1/me/share-key",
             Some(&json!({ "public_key": hex::encode(key.public) })),
         )
         .await?;
-        // Kept only once the server took it: a key it refused must not replace a working one.
         self.store.set(&name, &secret)?;
+        self.store.delete(&staged)?;
         self.status().await
     }
 
@@ -649,7 +743,7 @@ impl Admin {
 
     /// `directory`: users, groups and nodes (without their public keys).
     pub async fn directory(&self) -> Result<Value, AppError> {
-        let users = self.call(Method::GET, "/v1/users", None).await?;
+        let users = self.all_users().await?;
         let groups = self.call(Method::GET, "/v1/groups", None).await?;
         let mut nodes = self.call(Method::GET, "/v1/nodes", None).await?;
         if let Some(list) = nodes["nodes"].as_array_mut() {
@@ -657,7 +751,7 @@ impl Admin {
                 node.remove("public_key");
             }
         }
-        Ok(json!({ "users": users["users"], "groups": groups["groups"], "nodes": nodes["nodes"] }))
+        Ok(json!({ "users": users, "groups": groups["groups"], "nodes": nodes["nodes"] }))
     }
 
     /// `revoke_tokens`: every token of a user, node or group.
@@ -765,18 +859,36 @@ impl Admin {
         let approval = id(approval)?;
         let (api, token, _) = self.authed()?;
         let path = format!("/v1/approvals/{}/export", approval);
-        let response = api.open_stream(Method::POST, &path, &token).await?;
         let file = self
             .downloads
-            .join(format!("keymesh-audit-{}.ndjson", approval));
-        let mut bytes = Vec::new();
+            .join(format!("keymesh-audit-{approval}.ndjson"));
+        let failed =
+            |e: std::io::Error| AppError::new("export_failed", format!("{}: {e}", file.display()));
+        // The file is ready before the export is claimed: the server runs an export once.
+        let mut partial = crate::store::PrivateFile::create(&file).map_err(failed)?;
+        let response = api.open_stream(Method::POST, &path, &token).await?;
+        let mut records = 0;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
-            bytes.extend_from_slice(&chunk?);
+            match chunk {
+                Ok(chunk) => {
+                    records += chunk.iter().filter(|&&b| b == b'\n').count();
+                    partial.write(&chunk).map_err(failed)?;
+                }
+                Err(e) => {
+                    // The server counts the export as run: keep what arrived, marked partial.
+                    let kept = partial.keep_partial().map_err(failed)?;
+                    return Err(AppError::new(
+                        "export_failed",
+                        format!(
+                            "the export broke off ({e}); the records that arrived are in {}",
+                            kept.display()
+                        ),
+                    ));
+                }
+            }
         }
-        let records = bytes.iter().filter(|&&b| b == b'\n').count();
-        crate::store::write_private(&file, &bytes)
-            .map_err(|e| AppError::new("export_failed", format!("{}: {e}", file.display())))?;
+        partial.finish().map_err(failed)?;
         Ok(json!({ "path": file.display().to_string(), "records": records }))
     }
 
@@ -835,15 +947,19 @@ impl Admin {
 
     async fn stream_loop(self: Arc<Self>) {
         let mut backoff = Duration::from_secs(1);
+        let generation = self.state().session.as_ref().map(|s| s.generation);
         loop {
-            let outcome = self.stream_once().await;
+            let (connected, outcome) = self.stream_once().await;
+            if connected {
+                backoff = Duration::from_secs(1);
+            }
             match outcome {
                 Err(e) if e.session_ended() => {
                     self.sink.emit(StreamEvent::Stream {
                         state: "stopped",
                         detail: Some(e.message.clone()),
                     });
-                    self.end_session(false);
+                    self.end_session(generation, false);
                     return;
                 }
                 Err(e) if e.code == "not_signed_in" => return,
@@ -852,7 +968,6 @@ impl Admin {
                     detail: Some(e.message),
                 }),
                 Ok(()) => {
-                    backoff = Duration::from_secs(1);
                     self.sink.emit(StreamEvent::Stream {
                         state: "reconnecting",
                         detail: Some("the server closed the stream".into()),
@@ -866,15 +981,27 @@ impl Admin {
         }
     }
 
-    async fn stream_once(&self) -> Result<(), AppError> {
-        let (api, token, _) = self.authed()?;
-        let response = api
+    /// One connection: whether it was established, and how it ended.
+    async fn stream_once(&self) -> (bool, Result<(), AppError>) {
+        let (api, token, _) = match self.authed() {
+            Ok(a) => a,
+            Err(e) => return (false, Err(e)),
+        };
+        let response = match api
             .open_stream(Method::GET, "/v1/approvals/events", &token)
-            .await?;
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return (false, Err(e)),
+        };
         self.sink.emit(StreamEvent::Stream {
             state: "connected",
             detail: None,
         });
+        (true, self.read_events(response).await)
+    }
+
+    async fn read_events(&self, response: reqwest::Response) -> Result<(), AppError> {
         let mut parser = SseParser::default();
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {

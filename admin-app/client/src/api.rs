@@ -154,16 +154,11 @@ mod tests {
         let e = refusal(502, "<html>nginx stack trace secret</html>");
         assert_eq!(e.code, "http_502");
         assert!(!e.message.contains("secret"));
-        assert!(
-            refusal(401, r#"{"error":{"code":"unauthenticated","message":"x"}}"#).session_ended()
-        );
-        assert!(
-            !refusal(
-                401,
-                r#"{"error":{"code":"reauthentication_required","message":"x"}}"#
-            )
-            .session_ended()
-        );
+        assert!(refusal(401, r#"{"error":{"code":"unauthorized","message":"x"}}"#).session_ended());
+        for other in ["reauthentication_required", "invalid_passphrase"] {
+            let body = format!(r#"{{"error":{{"code":"{other}","message":"x"}}}}"#);
+            assert!(!refusal(401, &body).session_ended(), "{other}");
+        }
     }
 
     #[tokio::test]

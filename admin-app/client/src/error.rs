@@ -44,9 +44,10 @@ impl AppError {
         }
     }
 
-    /// True when the server said the session is gone.
+    /// True when the server said the session is gone (`401 unauthorized`; not a re-sign-in
+    /// request, nor a 401 the vault passed through such as a wrong passphrase).
     pub fn session_ended(&self) -> bool {
-        self.status == Some(401) && self.code != "reauthentication_required"
+        self.status == Some(401) && self.code == "unauthorized"
     }
 }
 

@@ -308,12 +308,81 @@ impl SecretStore for KeyringStore {
 /// Write `bytes` to `path` readable by the owner only, atomically (a temporary file in the
 /// same directory, then a rename).
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)
+    let mut file = PrivateFile::create(path)?;
+    file.write(bytes)?;
+    file.finish()
+}
+
+/// A file written in pieces under a temporary name (owner-only), renamed to its final name
+/// only when complete; dropped unfinished, it is removed.
+#[derive(Debug)]
+pub struct PrivateFile {
+    tmp: PathBuf,
+    target: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl PrivateFile {
+    /// Start writing `target` (its folder is created if missing).
+    pub fn create(target: &Path) -> std::io::Result<Self> {
+        let dir = target.parent().unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let (tmp, file) = tempfile_in(dir)?;
+        Ok(Self {
+            tmp,
+            target: target.to_owned(),
+            file: Some(file),
+        })
+    }
+
+    /// The temporary file being written.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Append bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(bytes),
+            None => Err(std::io::Error::other("already finished")),
+        }
+    }
+
+    /// Flush to disk and move into place (and make the rename itself durable).
+    pub fn finish(mut self) -> std::io::Result<()> {
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        std::fs::rename(&self.tmp, &self.target)?;
+        if let Some(dir) = self.target.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+impl PrivateFile {
+    /// Give up but keep what was written, as `<target>.partial`.
+    pub fn keep_partial(mut self) -> std::io::Result<PathBuf> {
+        let mut name = self.target.clone().into_os_string();
+        name.push(".partial");
+        let kept = PathBuf::from(name);
+        if let Some(f) = self.file.take() {
+            f.sync_all()?;
+        }
+        std::fs::rename(&self.tmp, &kept)?;
+        Ok(kept)
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
@@ -405,6 +474,34 @@ mod tests {
                 Err(StoreError::Corrupt(_))
             ));
         }
+    }
+
+    #[test]
+    fn a_private_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("export.ndjson");
+        let mut f = PrivateFile::create(&target).unwrap();
+        f.write(b"{\"seq\":1}\n").unwrap();
+        assert!(
+            !target.exists(),
+            "nothing under the final name before it is complete"
+        );
+        f.finish().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"{\"seq\":1}\n");
+        // Abandoned: nothing left behind; kept partial: under its own name.
+        let mut f = PrivateFile::create(&dir.path().join("other")).unwrap();
+        f.write(b"x").unwrap();
+        drop(f);
+        let mut f = PrivateFile::create(&dir.path().join("broken")).unwrap();
+        f.write(b"half").unwrap();
+        let kept = f.keep_partial().unwrap();
+        assert!(kept.ends_with("broken.partial"));
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["broken.partial", "export.ndjson"]);
     }
 
     #[test]
