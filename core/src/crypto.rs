@@ -55,8 +55,7 @@ pub enum CryptoError {
 }
 use CryptoError as E;
 
-/// Fill `buf` from the OS random number generator.
-pub fn os_random(buf: &mut [u8]) {
+fn os_random(buf: &mut [u8]) {
     // An OS RNG failure is unrecoverable and not caller-triggerable: the one permitted panic.
     getrandom::fill(buf).expect("OS random number generator failed");
 }

@@ -99,6 +99,9 @@ struct PendingLogin {
 struct State {
     settings: Settings,
     api: Option<Api>,
+    /// Clients for the vault's and relay's health (built once per configuration).
+    vault_probe: Option<Api>,
+    relay_probe: Option<Api>,
     session: Option<Session>,
     login: Option<PendingLogin>,
     restored: bool,
@@ -181,6 +184,7 @@ impl Admin {
     ) -> Result<Arc<Self>, AppError> {
         let settings = Settings::load(dir)?;
         let api = settings.server_url.as_deref().map(Api::new).transpose()?;
+        let (vault_probe, relay_probe) = probes(&settings)?;
         Ok(Arc::new(Self {
             dir: dir.to_owned(),
             downloads: downloads.to_owned(),
@@ -189,6 +193,8 @@ impl Admin {
             state: Mutex::new(State {
                 settings,
                 api,
+                vault_probe,
+                relay_probe,
                 ..State::default()
             }),
         }))
@@ -353,6 +359,7 @@ impl Admin {
     ) -> Result<Value, AppError> {
         let settings = Settings::from_form(server_url, vault_url, relay_url)?;
         let api = Api::new(settings.server_url.as_deref().unwrap_or_default())?;
+        let (vault_probe, relay_probe) = probes(&settings)?;
         settings.save(&self.dir)?;
         let changed = self.state().settings.server_url != settings.server_url;
         if changed && self.state().session.is_some() {
@@ -363,6 +370,8 @@ impl Admin {
             let mut state = self.state();
             state.settings = settings;
             state.api = Some(api);
+            state.vault_probe = vault_probe;
+            state.relay_probe = relay_probe;
             state.relay_sample = None;
             if changed {
                 state.restored = false;
@@ -768,45 +777,31 @@ impl Admin {
             _ => return Err(AppError::invalid("scope is user, node or group")),
         };
         let path = format!("/v1/{collection}/{}/revoke-tokens", id(subject)?);
-        self.call(
-            Method::POST,
-            &path,
-            Some(&json!({ "reason": reason_checked(reason)? })),
-        )
-        .await
+        self.post_reason(&path, reason).await
+    }
+
+    /// An incident-response action: POST `{reason}` (1 to 500 characters) to `path`.
+    async fn post_reason(&self, path: &str, reason: &str) -> Result<Value, AppError> {
+        let body = json!({ "reason": reason_checked(reason)? });
+        self.call(Method::POST, path, Some(&body)).await
     }
 
     /// `disable_node`.
     pub async fn disable_node(&self, node: &str, reason: &str) -> Result<Value, AppError> {
         let path = format!("/v1/nodes/{}/disable", id(node)?);
-        self.call(
-            Method::POST,
-            &path,
-            Some(&json!({ "reason": reason_checked(reason)? })),
-        )
-        .await
+        self.post_reason(&path, reason).await
     }
 
     /// `disable_user`.
     pub async fn disable_user(&self, user: &str, reason: &str) -> Result<Value, AppError> {
         let path = format!("/v1/users/{}/disable", id(user)?);
-        self.call(
-            Method::POST,
-            &path,
-            Some(&json!({ "reason": reason_checked(reason)? })),
-        )
-        .await
+        self.post_reason(&path, reason).await
     }
 
     /// `lock_vault`.
     pub async fn lock_vault(&self, group: &str, reason: &str) -> Result<Value, AppError> {
         let path = format!("/v1/vaults/{}/lock", id(group)?);
-        self.call(
-            Method::POST,
-            &path,
-            Some(&json!({ "reason": reason_checked(reason)? })),
-        )
-        .await
+        self.post_reason(&path, reason).await
     }
 
     // --- audit -----------------------------------------------------------------------------
@@ -896,21 +891,19 @@ impl Admin {
 
     /// `health`: every configured service's readiness and the relay's statistics.
     pub async fn health(&self) -> Result<Value, AppError> {
-        let settings = self.state().settings.clone();
-        let targets = [
-            ("management", settings.server_url),
-            ("vault", settings.vault_url),
-            ("relay", settings.relay_url.clone()),
-        ];
-        let services = futures_util::future::join_all(
-            targets
-                .into_iter()
-                .map(|(name, url)| async move { readiness(name, url).await }),
-        )
+        let (management, vault, relay_api) = {
+            let s = self.state();
+            (s.api.clone(), s.vault_probe.clone(), s.relay_probe.clone())
+        };
+        let services = futures_util::future::join_all([
+            readiness("management", management.as_ref()),
+            readiness("vault", vault.as_ref()),
+            readiness("relay", relay_api.as_ref()),
+        ])
         .await;
         let (mut relay, mut relay_error) = (Value::Null, Value::Null);
-        if let Some(url) = settings.relay_url {
-            match Api::new(&url)?.probe("/metrics").await {
+        if let Some(api) = relay_api {
+            match api.probe("/metrics").await {
                 Ok((200, text)) => {
                     let previous = self.state().relay_sample.clone();
                     match health::relay_stats(&text, previous.as_ref(), Instant::now()) {
@@ -1056,22 +1049,27 @@ impl Admin {
     }
 }
 
-async fn readiness(name: &'static str, url: Option<String>) -> ServiceHealth {
+/// Clients for the optional vault and relay URLs.
+fn probes(settings: &Settings) -> Result<(Option<Api>, Option<Api>), AppError> {
+    Ok((
+        settings.vault_url.as_deref().map(Api::new).transpose()?,
+        settings.relay_url.as_deref().map(Api::new).transpose()?,
+    ))
+}
+
+async fn readiness(name: &'static str, api: Option<&Api>) -> ServiceHealth {
     let mut h = ServiceHealth {
         name,
-        url: url.clone(),
+        url: api.map(|a| a.base().to_owned()),
         ready: None,
         status: None,
         latency_ms: None,
         checks: Value::Null,
         error: None,
     };
-    let Some(url) = url else { return h };
+    let Some(api) = api else { return h };
     let started = Instant::now();
-    let answer = match Api::new(&url) {
-        Ok(api) => api.probe("/health/ready").await,
-        Err(e) => Err(e),
-    };
+    let answer = api.probe("/health/ready").await;
     h.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     match answer {
         Ok((status, body)) => {
@@ -1102,22 +1100,57 @@ fn now_ms() -> u128 {
         .map_or(0, |d| d.as_millis())
 }
 
-/// Percent-encode a query value (everything but unreserved characters).
+/// A query value, form-encoded.
 fn url_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Nowhere;
+    impl EventSink for Nowhere {
+        fn emit(&self, _: StreamEvent) {}
+    }
+
+    /// An app configured for a server that is never reached, with a locked file store.
+    fn offline_app(dir: &Path) -> Arc<Admin> {
+        Settings::from_form("https://keymesh.invalid", None, None)
+            .unwrap()
+            .save(dir)
+            .unwrap();
+        let store = FileStore::with_cost(dir.join("secrets.json"), (64, 1, 1));
+        Admin::with_store(dir, dir, Box::new(store), Arc::new(Nowhere)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn refused_before_anything_is_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = offline_app(dir.path());
+        // No sign-in while the token would have nowhere to go.
+        assert_eq!(
+            app.login_start("a@example.com").await.unwrap_err().code,
+            "store_locked"
+        );
+        // A token is asked for by its node, never from here; unknown operations neither.
+        for op in ["token.mint", "anything", ""] {
+            let e = app
+                .approval_create(op, &json!({}), "because")
+                .await
+                .unwrap_err();
+            assert_eq!(e.code, "invalid_input", "{op}");
+        }
+        // A permitted one gets as far as needing a session.
+        let e = app
+            .approval_create("vault.unlock", &json!({ "group": "g" }), "because")
+            .await;
+        assert_eq!(e.unwrap_err().code, "not_signed_in");
+        let e = app
+            .approval_create("vault.unlock", &json!(["g"]), "because")
+            .await;
+        assert_eq!(e.unwrap_err().code, "invalid_input");
+    }
 
     #[test]
     fn ids_that_could_leave_their_path_segment_are_refused() {
@@ -1125,7 +1158,7 @@ mod tests {
             assert_eq!(id(bad).unwrap_err().code, "invalid_input", "{bad}");
         }
         assert!(id("user-1.x_Y").is_ok());
-        assert_eq!(url_encode("user:abc def&x=1"), "user%3Aabc%20def%26x%3D1");
+        assert_eq!(url_encode("user:abc def&x=1"), "user%3Aabc+def%26x%3D1");
         assert!(reason_checked("  ").is_err());
         assert!(reason_checked(&"r".repeat(501)).is_err());
         assert_eq!(reason_checked(" incident 7 ").unwrap(), "incident 7");

@@ -313,13 +313,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.finish()
 }
 
-/// A file written in pieces under a temporary name (owner-only), renamed to its final name
-/// only when complete; dropped unfinished, it is removed.
+/// A file written in pieces under a temporary name (owner-only: `tempfile` creates it 0600),
+/// renamed to its final name only when complete; dropped unfinished, it is removed.
 #[derive(Debug)]
 pub struct PrivateFile {
-    tmp: PathBuf,
+    tmp: tempfile::NamedTempFile,
     target: PathBuf,
-    file: Option<std::fs::File>,
 }
 
 impl PrivateFile {
@@ -327,73 +326,42 @@ impl PrivateFile {
     pub fn create(target: &Path) -> std::io::Result<Self> {
         let dir = target.parent().unwrap_or_else(|| Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let (tmp, file) = tempfile_in(dir)?;
         Ok(Self {
-            tmp,
+            tmp: tempfile::NamedTempFile::new_in(dir)?,
             target: target.to_owned(),
-            file: Some(file),
         })
-    }
-
-    /// The temporary file being written.
-    pub fn path(&self) -> &Path {
-        &self.tmp
     }
 
     /// Append bytes.
     pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.write_all(bytes),
-            None => Err(std::io::Error::other("already finished")),
-        }
+        self.tmp.as_file_mut().write_all(bytes)
     }
 
     /// Flush to disk and move into place (and make the rename itself durable).
-    pub fn finish(mut self) -> std::io::Result<()> {
-        if let Some(f) = self.file.take() {
-            f.sync_all()?;
-        }
-        std::fs::rename(&self.tmp, &self.target)?;
-        if let Some(dir) = self.target.parent()
+    pub fn finish(self) -> std::io::Result<()> {
+        let target = self.target.clone();
+        self.persist(&target)?;
+        if let Some(dir) = target.parent()
             && let Ok(d) = std::fs::File::open(dir)
         {
             let _ = d.sync_all();
         }
         Ok(())
     }
-}
 
-impl PrivateFile {
     /// Give up but keep what was written, as `<target>.partial`.
-    pub fn keep_partial(mut self) -> std::io::Result<PathBuf> {
+    pub fn keep_partial(self) -> std::io::Result<PathBuf> {
         let mut name = self.target.clone().into_os_string();
         name.push(".partial");
         let kept = PathBuf::from(name);
-        if let Some(f) = self.file.take() {
-            f.sync_all()?;
-        }
-        std::fs::rename(&self.tmp, &kept)?;
+        self.persist(&kept)?;
         Ok(kept)
     }
-}
 
-impl Drop for PrivateFile {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+    fn persist(self, to: &Path) -> std::io::Result<()> {
+        self.tmp.as_file().sync_all()?;
+        self.tmp.persist(to).map(drop).map_err(|e| e.error)
     }
-}
-
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut suffix = [0u8; 8];
-    crypto::os_random(&mut suffix);
-    let path = dir.join(format!(".tmp-{}", hex::encode(suffix)));
-    options.open(&path).map(|f| (path, f))
 }
 
 #[cfg(test)]
