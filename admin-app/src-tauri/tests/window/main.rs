@@ -65,18 +65,31 @@ async fn bearer(http: &reqwest::Client, smtp: &Smtp, m: &str, email: &str) -> St
         .to_owned()
 }
 
-async fn call(http: &reqwest::Client, token: &str, url: String, body: Value) -> Value {
-    let reply = http
-        .post(&url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("call");
+/// A request with a bearer session that must succeed: its JSON answer.
+pub async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = http.request(method, &url).bearer_auth(token);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let reply = req.send().await.expect("call");
     let status = reply.status();
     let body: Value = reply.json().await.unwrap_or(Value::Null);
     assert!(status.is_success(), "{url}: {status} {body}");
     body
+}
+
+async fn call(http: &reqwest::Client, token: &str, url: String, body: Value) -> Value {
+    send(http, reqwest::Method::POST, url, token, Some(body)).await
+}
+
+async fn get(http: &reqwest::Client, token: &str, url: String) -> Value {
+    send(http, reqwest::Method::GET, url, token, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,15 +131,7 @@ async fn an_admin_signs_in_approves_live_revokes_and_verifies_in_the_real_window
         json!({ "id": "payments" }),
     )
     .await;
-    let users: Value = http
-        .get(format!("{m}/v1/users"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("users")
-        .json()
-        .await
-        .expect("users answer");
+    let users = get(&http, &owner, format!("{m}/v1/users")).await;
     let responder_id = users["users"]
         .as_array()
         .and_then(|u| u.iter().find(|u| u["email"] == RESPONDER))
@@ -269,15 +274,7 @@ async fn an_admin_signs_in_approves_live_revokes_and_verifies_in_the_real_window
     assert_eq!(first["unlocked"], false, "{first}");
     app.click_in(&unlock_card, "submit-share").await;
     app.wait_text("share-result", "vault unlocked").await;
-    let vault: Value = http
-        .get(format!("{m}/v1/groups/payments/vault"))
-        .bearer_auth(&owner)
-        .send()
-        .await
-        .expect("vault status")
-        .json()
-        .await
-        .expect("vault answer");
+    let vault = get(&http, &owner, format!("{m}/v1/groups/payments/vault")).await;
     assert_eq!(vault["locked"], false, "{vault}");
     app.screenshot("approvals").await;
 

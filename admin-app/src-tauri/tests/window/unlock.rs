@@ -1,29 +1,10 @@
 //! The other holder's side of a threshold unlock, done by the test as an admin's tool does it.
 
-use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_core::crypto::{
-    self, HpkeKeyPair,
-    ceremony::{INFO_SHARE, INFO_UNLOCK_SHARE, share_aad},
-};
+use keymesh_admin_client::share;
+use keymesh_core::crypto::HpkeKeyPair;
 use serde_json::{Value, json};
 
-async fn send(
-    http: &reqwest::Client,
-    method: reqwest::Method,
-    url: String,
-    token: &str,
-    body: Option<Value>,
-) -> Value {
-    let mut req = http.request(method, &url).bearer_auth(token);
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let reply = req.send().await.expect("call");
-    let status = reply.status();
-    let body: Value = reply.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{url}: {status} {body}");
-    body
-}
+use crate::send;
 
 /// The signed-in user's id.
 pub async fn user_id(http: &reqwest::Client, m: &str, token: &str) -> String {
@@ -74,7 +55,8 @@ pub async fn create_vault(http: &reqwest::Client, m: &str, token: &str, holders:
     .await;
 }
 
-/// Open `me`'s sealed share of `ceremony` and submit it sealed to the ceremony's key.
+/// Open `me`'s sealed share of `ceremony` and submit it sealed to the ceremony's key (the same
+/// resealing the app does; the vault checks the result).
 pub async fn submit_share(
     http: &reqwest::Client,
     m: &str,
@@ -83,30 +65,14 @@ pub async fn submit_share(
     me: &str,
     ceremony: &Value,
 ) -> Value {
-    let c = &ceremony["ceremony"];
-    let aad = share_aad(c["group_id"].as_str().expect("group"), me);
-    let sealed = ceremony["shares"][0]["sealed_share"]
-        .as_str()
-        .expect("own share");
-    let share = crypto::hpke_open(
-        key,
-        INFO_SHARE,
-        &aad,
-        &STANDARD.decode(sealed).expect("b64"),
-    )
-    .expect("own share opens");
-    let to: [u8; 32] = hex::decode(c["public_key"].as_str().expect("key"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
-    let resealed = crypto::hpke_seal_auth(key, &to, INFO_UNLOCK_SHARE, &aad, &share).expect("seal");
-    let id = c["id"].as_str().expect("id");
+    let sealed = share::reseal_for_ceremony(key, ceremony, me).expect("own share reseals");
+    let id = ceremony["ceremony"]["id"].as_str().expect("id");
     send(
         http,
         reqwest::Method::POST,
         format!("{m}/v1/ceremonies/{id}/shares"),
         token,
-        Some(json!({ "sealed_share": STANDARD.encode(resealed) })),
+        Some(json!({ "sealed_share": sealed })),
     )
     .await
 }
