@@ -27,6 +27,8 @@ pub struct Enrolled {
     pub token: SecretString,
     /// The token's id.
     pub token_id: String,
+    /// The token's grant: what revoking it names at the vault (`POST /v1/tokens/revoke`).
+    pub grant: String,
     /// Unix seconds.
     pub expires_at: u64,
     /// The relay management suggests, if any.
@@ -38,6 +40,7 @@ struct Answer {
     node: NodeDoc,
     token: String,
     token_id: String,
+    grant: String,
     expires_at: u64,
     relay_url: Option<String>,
 }
@@ -75,6 +78,7 @@ pub async fn enroll(service: &Service, code: &str, keys: &NodeKeys) -> Result<En
         ceiling: answer.node.ceiling,
         token: SecretString::from(answer.token),
         token_id: answer.token_id,
+        grant: answer.grant,
         expires_at: answer.expires_at,
         relay_url: answer.relay_url,
     })
@@ -83,7 +87,8 @@ pub async fn enroll(service: &Service, code: &str, keys: &NodeKeys) -> Result<En
 /// The answer to a token request.
 #[derive(Debug)]
 pub enum TokenAnswer {
-    /// Within the ceiling: the vault's token document (`token`, `token_id`, `expires_at`).
+    /// Within the ceiling: the token document (`token`, `token_id`, `grant`, `expires_at`;
+    /// `approval` when a waiver approved it).
     Token(Value),
     /// Above it: the approval request to follow (`id`, `status`, ...).
     Approval(Value),
@@ -102,7 +107,7 @@ pub async fn request_token(
         .node_call(keys, token, Method::POST, "/v1/token-requests", Some(&body))
         .await?;
     match (answer.get("token"), answer.get("approval")) {
-        (Some(t), _) => Ok(TokenAnswer::Token(t.clone())),
+        (Some(Value::String(_)), _) => Ok(TokenAnswer::Token(answer)),
         (None, Some(a)) => Ok(TokenAnswer::Approval(a.clone())),
         _ => Err(CallError::Protocol("not a token request answer".into())),
     }
@@ -126,7 +131,8 @@ pub async fn token_request(
         .await
 }
 
-/// Execute an approved token request (once): the new token document.
+/// Execute an approved token request (once): the new token document (`token`, `token_id`,
+/// `grant`, `expires_at`, and the executed `approval`).
 pub async fn redeem(
     service: &Service,
     keys: &NodeKeys,
@@ -142,10 +148,13 @@ pub async fn redeem(
             None,
         )
         .await?;
-    answer
-        .get("token")
-        .cloned()
-        .ok_or_else(|| CallError::Protocol("a redeem answer without a token".into()))
+    if answer.get("token").is_some_and(Value::is_string) {
+        Ok(answer)
+    } else {
+        Err(CallError::Protocol(
+            "a redeem answer without a token".into(),
+        ))
+    }
 }
 
 /// Read a secret from the vault (`{path, version, value, ...}`).

@@ -11,6 +11,9 @@
 //! `feed_key`, `node_token` + `node_proof` (always together), `metrics_token`. [`problems`]
 //! rejects any other name.
 
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use utoipa::{

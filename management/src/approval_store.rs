@@ -10,15 +10,17 @@ use serde::Serialize;
 
 use crate::store::{Store, new_id, now_ms};
 
-/// A request as stored.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+/// A request as stored (and, with its effective `status`, as callers see it).
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApprovalRow {
     /// Id.
     pub id: String,
     /// Operation name.
     pub operation: String,
-    /// Parameters, JSON.
+    /// The operation's parameters (`token.mint`: `node_id`, `group`, `rights`, `ttl_secs`,
+    /// `excess`; other operations: docs/management.md).
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Object)]
     pub params: String,
     /// Why the requester asks.
     pub reason: String,
@@ -26,15 +28,16 @@ pub struct ApprovalRow {
     pub requester: String,
     /// The user behind the request (a node's owner for node requests): never a reviewer of it.
     pub requester_user: String,
-    /// `pending`, `approved`, `denied` or `executed` (a pending request past its expiry is
-    /// reported as `expired`).
+    /// `pending`, `approved`, `denied` or `executed`; a pending or approved request past its
+    /// deadline is reported as `expired`.
     pub status: String,
     /// Approvals that approve.
     pub approvals_needed: i64,
     /// Denials that deny.
     pub denials_needed: i64,
-    /// Reviewer roles, JSON list.
+    /// The roles that may decide it.
     #[serde(serialize_with = "raw_json")]
+    #[schema(value_type = Vec<String>)]
     pub reviewer_roles: String,
     /// Made.
     pub created_at_ms: i64,
@@ -63,7 +66,7 @@ impl ApprovalRow {
 }
 
 /// One reviewer's decision.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DecisionRow {
     /// `user:ID`.
     pub reviewer: String,

@@ -9,7 +9,10 @@ use std::{convert::Infallible, time::Duration};
 use axum::{
     Json,
     extract::{Path, Query, State},
-    response::sse::{Event, KeepAlive, Sse},
+    response::{
+        IntoResponse, Response,
+        sse::{Event, KeepAlive, Sse},
+    },
 };
 use futures_util::stream::{self, Stream};
 use http::StatusCode;
@@ -21,12 +24,12 @@ use keymesh_core::{
     ident::Ident,
 };
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
-    approval_store::{ApprovalRow, NewApproval, Vote},
+    approval_store::{ApprovalRow, DecisionRow, NewApproval, Vote},
     auth::{Caller, NodeCaller},
     directory::NodeRow,
     mail::Mail,
@@ -34,6 +37,7 @@ use crate::{
     rbac::{Action, Role},
     state::{ApprovalEvent, ManagementState, page_limit},
     store::now_ms,
+    vault::IssuedToken,
 };
 
 /// Longest reason accepted, in characters.
@@ -63,11 +67,140 @@ fn check_rights(rights: &[Right]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// What a request looks like to its reader.
-fn view(row: &ApprovalRow) -> Value {
-    let mut v = json!(row);
-    v["status"] = json!(row.effective_status(now_ms()));
-    v
+/// What a request looks like to its reader: its effective status (`expired` past its
+/// deadline).
+fn view(row: &ApprovalRow) -> ApprovalRow {
+    let mut shown = row.clone();
+    shown.status = row.effective_status(now_ms()).to_owned();
+    shown
+}
+
+/// A token minted for a node (within its ceiling, under a waiver, or redeemed), as the vault
+/// issued it; with the approval request it executed, if any.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MintedToken {
+    /// The token, URL-safe base64 (secret: shown once).
+    pub token: String,
+    /// The token's own id.
+    pub token_id: String,
+    /// The grant it belongs to: what `POST /v1/tokens/revoke` at the vault names.
+    pub grant: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    /// The approval request it executed (redeemed, or approved by a waiver).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRow>,
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("token_id", &self.token_id)
+            .field("grant", &self.grant)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MintedToken {
+    fn new(token: IssuedToken, approval: Option<ApprovalRow>) -> Self {
+        Self {
+            token: token.token,
+            token_id: token.token_id,
+            grant: token.grant,
+            expires_at: token.expires_at,
+            approval,
+        }
+    }
+}
+
+/// An approval request that now waits for reviewers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PendingRequest {
+    /// The request (`pending`).
+    pub approval: ApprovalRow,
+}
+
+/// The answer to a token request, or to any approval request: a token at once (`200`), or the
+/// request to follow (`202`).
+#[derive(Debug)]
+pub enum RequestAnswer {
+    /// `200`: minted now.
+    Token(MintedToken),
+    /// `202`: waiting for reviewers.
+    Pending(PendingRequest),
+}
+
+impl IntoResponse for RequestAnswer {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Token(t) => (StatusCode::OK, Json(t)).into_response(),
+            Self::Pending(p) => (StatusCode::ACCEPTED, Json(p)).into_response(),
+        }
+    }
+}
+
+/// `GET /v1/approvals`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalList {
+    /// Newest first.
+    pub approvals: Vec<ApprovalRow>,
+}
+
+/// A request and its reviewers' decisions.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalDecisions {
+    /// The request.
+    pub approval: ApprovalRow,
+    /// Its decisions so far, oldest first.
+    pub decisions: Vec<DecisionRow>,
+}
+
+/// `GET /v1/approvals/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ApprovalShown {
+    /// The request.
+    pub approval: ApprovalRow,
+    /// Its decisions so far, oldest first.
+    pub decisions: Vec<DecisionRow>,
+    /// The open unlock ceremony an executed `vault.unlock` request opened, for callers with
+    /// vault:unlock (`null` otherwise), so share holders find it.
+    pub ceremony: Option<String>,
+}
+
+/// What executing an approved request did, by operation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Execution {
+    /// `user.delete`.
+    UserDeleted(UserDeleted),
+    /// `vault.unlock`: the unlock ceremony it opened.
+    UnlockOpened(crate::ceremonies::CeremonyView),
+    /// `emergency.access`: the grant, started now.
+    EmergencyStarted(crate::emergency::GrantAnswer),
+    /// `group.approvals.disable`: the waiver, started now.
+    ApprovalsWaived(crate::waivers::Waiver),
+}
+
+/// A deleted user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserDeleted {
+    /// The user.
+    pub user_id: String,
+    /// `false`: they were deleted already.
+    pub deleted: bool,
+    /// Their nodes, disabled now.
+    pub nodes_disabled: Vec<String>,
+}
+
+/// `POST /v1/approvals/{id}/execute`: the request (now `executed`) and what it did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Executed {
+    /// The request.
+    pub approval: ApprovalRow,
+    /// What the operation did.
+    #[serde(flatten)]
+    pub result: Execution,
 }
 
 fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
@@ -84,7 +217,7 @@ async fn token_or_request(
     node: &NodeRow,
     requester: String,
     body: TokenRequest,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<RequestAnswer, ApiError> {
     check_rights(&body.rights)?;
     check_reason(&body.reason)?;
     let excess = above_ceiling(&body.rights, node_ceiling(node)?);
@@ -104,7 +237,7 @@ async fn token_or_request(
             .vault
             .mint(&node.id, &json!(body.rights), body.ttl_secs, None)
             .await?;
-        return Ok((StatusCode::OK, Json(json!({ "token": token }))));
+        return Ok(RequestAnswer::Token(MintedToken::new(token, None)));
     }
     let params = json!({
         "node_id": node.id, "group": node.group_id, "rights": body.rights,
@@ -141,7 +274,7 @@ async fn waived_mint(
     body: &TokenRequest,
     params: &Value,
     waiver: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<RequestAnswer, ApiError> {
     state
         .audit(
             AuditEvent::new(
@@ -195,10 +328,10 @@ async fn waived_mint(
         .map_err(ApiError::internal)?
         .ok_or_else(no_such_request)?;
     announce(state, "approval.executed", &row);
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "token": token, "approval": view(&row) })),
-    ))
+    Ok(RequestAnswer::Token(MintedToken::new(
+        token,
+        Some(view(&row)),
+    )))
 }
 
 /// Record a request under its operation's policy, then tell reviewers.
@@ -345,8 +478,8 @@ pub struct TokenRequest {
     tag = "approvals",
     request_body = TokenRequest,
     responses(
-        (status = 200, body = Object, description = "`{token}` within the ceiling (or waived: `{token, approval}`)."),
-        (status = 202, body = Object, description = "`{approval}`: pending."),
+        (status = 200, body = MintedToken, description = "Within the ceiling: the token, minted now (under a waiver, with the request the waiver approved)."),
+        (status = 202, body = PendingRequest, description = "Above the ceiling: the approval request, pending."),
         (status = 403, body = ErrorBody, description = "`forbidden`: the node is disabled."),
         NodeErrors,
     ),
@@ -355,7 +488,7 @@ pub struct TokenRequest {
 pub async fn node_token_request(
     State(state): State<ManagementState>,
     caller: NodeCaller,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<RequestAnswer, ApiError> {
     let body: TokenRequest = caller.json()?;
     token_or_request(&state, &caller.node, caller.actor(), body).await
 }
@@ -407,8 +540,8 @@ fn missing(what: &str) -> ApiError {
     tag = "approvals",
     request_body = UserRequest,
     responses(
-        (status = 202, body = Object, description = "`{approval}`: pending."),
-        (status = 200, body = Object, description = "`{token}`: a `token.mint` within the ceiling (or waived), minted at once."),
+        (status = 202, body = PendingRequest, description = "The request, pending."),
+        (status = 200, body = MintedToken, description = "A `token.mint` within the ceiling (or waived), minted at once."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such node, user or group of the caller."),
         (status = 409, body = ErrorBody, description = "`conflict`: e.g. the last enabled admin."),
         SessionErrors,
@@ -419,7 +552,7 @@ pub async fn user_request(
     State(state): State<ManagementState>,
     caller: Caller,
     JsonBody(body): JsonBody<UserRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<RequestAnswer, ApiError> {
     caller.require(&state, Action::ApprovalsRequest)?;
     let operation: Operation = body
         .operation
@@ -490,8 +623,10 @@ pub async fn user_request(
 }
 
 /// The answer to a request that now waits for reviewers.
-fn pending(row: &ApprovalRow) -> (StatusCode, Json<Value>) {
-    (StatusCode::ACCEPTED, Json(json!({ "approval": view(row) })))
+fn pending(row: &ApprovalRow) -> RequestAnswer {
+    RequestAnswer::Pending(PendingRequest {
+        approval: view(row),
+    })
 }
 
 /// A user that may be deleted: exists, not deleted yet, and not the last enabled admin (nobody
@@ -514,7 +649,7 @@ async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::Us
     tag = "approvals",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = Object, description = "`{approval, ...}` with the operation's result (`ceremony`, `grant`, `deleted`, `approvals_waived_until_ms`)."),
+        (status = 200, body = Executed, description = "The request (`executed`) and the operation's result."),
         (status = 404, body = ErrorBody, description = "`not_found`: not the caller's request."),
         (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`; `conflict`."),
         (status = 410, body = ErrorBody, description = "`approval_expired`."),
@@ -526,7 +661,7 @@ pub async fn execute(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Executed>, ApiError> {
     let row = state
         .store
         .approval(&id)
@@ -573,20 +708,26 @@ pub async fn execute(
     }
     let (claimed, params) = claim(&state, caller.actor(), &row).await?;
     let result = match operation {
-        Operation::UserDelete => delete_user(&state, &caller, &id, &params).await,
-        Operation::VaultUnlock => {
-            crate::ceremonies::execute_unlock(&state, &caller, &id, &params).await
-        }
-        Operation::EmergencyAccess => {
-            crate::emergency::execute(&state, &caller, &id, &params).await
-        }
-        _ => crate::waivers::execute(&state, &caller, &id, &params).await,
+        Operation::UserDelete => delete_user(&state, &caller, &id, &params)
+            .await
+            .map(Execution::UserDeleted),
+        Operation::VaultUnlock => crate::ceremonies::execute_unlock(&state, &caller, &id, &params)
+            .await
+            .map(Execution::UnlockOpened),
+        Operation::EmergencyAccess => crate::emergency::execute(&state, &caller, &id, &params)
+            .await
+            .map(Execution::EmergencyStarted),
+        _ => crate::waivers::execute(&state, &caller, &id, &params)
+            .await
+            .map(Execution::ApprovalsWaived),
     };
     match result {
-        Ok(mut answer) => {
-            answer["approval"] = view(&claimed);
+        Ok(result) => {
             announce(&state, "approval.executed", &claimed);
-            Ok(Json(answer))
+            Ok(Json(Executed {
+                approval: view(&claimed),
+                result,
+            }))
         }
         Err(e) => {
             if let Err(undo) = state.store.release_execution(&id).await {
@@ -618,7 +759,7 @@ async fn delete_user(
     caller: &Caller,
     id: &str,
     params: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<UserDeleted, ApiError> {
     let user_id = params["user_id"].as_str().unwrap_or_default().to_owned();
     let nodes = state
         .store
@@ -655,11 +796,11 @@ async fn delete_user(
             ),
         )
         .await;
-    Ok(json!({
-        "user_id": user_id,
-        "deleted": deleted,
-        "nodes_disabled": nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(),
-    }))
+    Ok(UserDeleted {
+        user_id,
+        deleted,
+        nodes_disabled: nodes.into_iter().map(|n| n.id).collect(),
+    })
 }
 
 /// Claim an approved request for execution, once: audited first (fail closed); the claimed
@@ -743,7 +884,7 @@ pub struct ListQuery {
     tag = "approvals",
     params(ListQuery),
     responses(
-        (status = 200, body = Object, description = "`{approvals: [...]}`: all for reviewers, else the caller's own."),
+        (status = 200, body = ApprovalList, description = "All for reviewers, else the caller's own."),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -752,7 +893,7 @@ pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApprovalList>, ApiError> {
     let limit = page_limit(q.limit, 500)?;
     if !matches!(
         q.status.as_str(),
@@ -773,18 +914,24 @@ pub async fn list(
         .approvals(own, &q.status, limit)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "approvals": rows.iter().map(view).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(ApprovalList {
+        approvals: rows.iter().map(view).collect(),
+    }))
 }
 
-async fn with_decisions(state: &ManagementState, row: &ApprovalRow) -> Result<Value, ApiError> {
+async fn with_decisions(
+    state: &ManagementState,
+    row: &ApprovalRow,
+) -> Result<ApprovalDecisions, ApiError> {
     let decisions = state
         .store
         .decisions(&row.id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(json!({ "approval": view(row), "decisions": decisions }))
+    Ok(ApprovalDecisions {
+        approval: view(row),
+        decisions,
+    })
 }
 
 fn no_such_request() -> ApiError {
@@ -799,7 +946,7 @@ fn no_such_request() -> ApiError {
     tag = "approvals",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = Object, description = "`{approval, decisions, ceremony}`: `ceremony` is the handle of the open unlock ceremony an executed `vault.unlock` request opened, for callers with `vault:unlock` (`null` otherwise), so share holders find it."),
+        (status = 200, body = ApprovalShown, description = "`ceremony` is the handle of the open unlock ceremony an executed `vault.unlock` request opened, for callers with `vault:unlock` (`null` otherwise), so share holders find it."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such request for the caller."),
         SessionErrors,
     ),
@@ -809,7 +956,7 @@ pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApprovalShown>, ApiError> {
     let row = state
         .store
         .approval(&id)
@@ -819,7 +966,7 @@ pub async fn show(
             r.requester_user == caller.user.id || caller.holds(&state, Action::ApprovalsDecide)
         })
         .ok_or_else(no_such_request)?;
-    let mut answer = with_decisions(&state, &row).await?;
+    let answer = with_decisions(&state, &row).await?;
     let ceremony = if row.operation == Operation::VaultUnlock.as_str()
         && caller.holds(&state, Action::VaultUnlock)
     {
@@ -831,8 +978,11 @@ pub async fn show(
     } else {
         None
     };
-    answer["ceremony"] = ceremony.map_or(Value::Null, Value::from);
-    Ok(Json(answer))
+    Ok(Json(ApprovalShown {
+        approval: answer.approval,
+        decisions: answer.decisions,
+        ceremony,
+    }))
 }
 
 /// `POST /v1/approvals/{id}/decisions` body.
@@ -854,7 +1004,8 @@ pub struct DecisionBody {
     params(("id" = String, Path, description = "The approval request's id.")),
     request_body = DecisionBody,
     responses(
-        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 200, body = ApprovalDecisions),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such request."),
         (status = 409, body = ErrorBody, description = "`approval_decided`: already decided or already voted."),
         (status = 410, body = ErrorBody, description = "`approval_expired`."),
         SessionErrors,
@@ -866,7 +1017,7 @@ pub async fn decide(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<DecisionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApprovalDecisions>, ApiError> {
     caller.require(&state, Action::ApprovalsDecide)?;
     let approve = match body.decision.as_str() {
         "approve" => true,
@@ -987,7 +1138,7 @@ async fn own_request(
     tag = "approvals",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = Object, description = "`{approval, decisions}`."),
+        (status = 200, body = ApprovalDecisions),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         NodeErrors,
     ),
@@ -997,7 +1148,7 @@ pub async fn node_show(
     State(state): State<ManagementState>,
     Path(id): Path<String>,
     caller: NodeCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApprovalDecisions>, ApiError> {
     let row = own_request(&state, &caller, &id).await?;
     Ok(Json(with_decisions(&state, &row).await?))
 }
@@ -1011,7 +1162,8 @@ pub async fn node_show(
     tag = "approvals",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = Object, description = "`{approval, token}`."),
+        (status = 200, body = MintedToken, description = "The token, with the request (now `executed`)."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such request of this node."),
         (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`."),
         (status = 410, body = ErrorBody, description = "`approval_expired`."),
         NodeErrors,
@@ -1022,7 +1174,7 @@ pub async fn node_redeem(
     State(state): State<ManagementState>,
     Path(id): Path<String>,
     caller: NodeCaller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MintedToken>, ApiError> {
     let row = own_request(&state, &caller, &id).await?;
     let (claimed, params) = claim(&state, caller.actor(), &row).await?;
     let failed = || {
@@ -1042,7 +1194,7 @@ pub async fn node_redeem(
     {
         Ok(token) => {
             announce(&state, "approval.executed", &claimed);
-            Ok(Json(json!({ "approval": view(&claimed), "token": token })))
+            Ok(Json(MintedToken::new(token, Some(view(&claimed)))))
         }
         // The vault has seen this approval mint already (an earlier attempt whose answer was
         // lost): it stays used; the vault never mints twice for one approval.
@@ -1094,7 +1246,7 @@ async fn stream_scope(state: &ManagementState, session_id: &str) -> Option<bool>
     operation_id = "approvals_events",
     tag = "approvals",
     responses(
-        (status = 200, body = String, description = "`text/event-stream`: `approval.created`, `approval.vote`, `approval.decided`, `approval.executed`, `lagged`."),
+        (status = 200, body = String, content_type = "text/event-stream", description = "Server-sent events: `approval.created`, `approval.vote`, `approval.decided`, `approval.executed` (each `{type, approval}`), `lagged`."),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),

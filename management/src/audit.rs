@@ -15,7 +15,7 @@ use keymesh_core::{
     ApiError, ErrorCode,
     audit::{self, AuditEvent, AuditQuery, AuditRecord, Outcome},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
@@ -30,9 +30,81 @@ const EXPORT_PAGE: i64 = 1000;
 
 /// A record as the API shows it: `details` as JSON, not text.
 pub fn record_json(r: &AuditRecord) -> Value {
-    let mut v = json!(r);
-    v["details"] = serde_json::from_str(&r.details).unwrap_or(Value::String(r.details.clone()));
-    v
+    json!(RecordView::from(r))
+}
+
+/// An audit record as readers get it: `details` as JSON rather than the text the hash covers.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordView {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// Unix time in milliseconds.
+    pub at_ms: i64,
+    /// Who (`user:ID`, `node:ID`, `ip:…`, `service:…`).
+    pub actor: String,
+    /// What (e.g. `node.enroll`).
+    pub action: String,
+    /// On what.
+    pub target: String,
+    /// `success`, `denied` or `failure`.
+    pub outcome: String,
+    /// The details object (text when it is not JSON).
+    #[schema(value_type = Object)]
+    pub details: Value,
+    /// The previous record's hash (hex).
+    pub prev_hash: String,
+    /// This record's hash (hex).
+    pub hash: String,
+}
+
+impl From<&AuditRecord> for RecordView {
+    fn from(r: &AuditRecord) -> Self {
+        Self {
+            seq: r.seq,
+            at_ms: r.at_ms,
+            actor: r.actor.clone(),
+            action: r.action.clone(),
+            target: r.target.clone(),
+            outcome: r.outcome.clone(),
+            details: serde_json::from_str(&r.details)
+                .unwrap_or_else(|_| Value::String(r.details.clone())),
+            prev_hash: r.prev_hash.clone(),
+            hash: r.hash.clone(),
+        }
+    }
+}
+
+/// `GET /v1/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordPage {
+    /// Oldest first.
+    pub records: Vec<RecordView>,
+    /// Ask for the next page with `after_seq` = this; `null`: this was the last page.
+    pub next_after_seq: Option<i64>,
+}
+
+/// `GET /v1/audit/verify`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Verified {
+    /// Records checked.
+    pub checked: u64,
+    /// The first record whose link is broken, if any.
+    pub first_broken: Option<i64>,
+    /// Why it is broken.
+    pub reason: Option<String>,
+    /// The signed checkpoints against the chain.
+    pub checkpoints: crate::checkpoints::CheckpointReport,
+}
+
+/// `GET /v1/audit/checkpoints`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckpointList {
+    /// The checkpoint signing key (Ed25519, hex).
+    pub public_key: String,
+    /// Its id.
+    pub key_id: String,
+    /// Newest first.
+    pub checkpoints: Vec<crate::checkpoints::Checkpoint>,
 }
 
 /// `GET /v1/audit` query.
@@ -79,7 +151,7 @@ fn check_filters(q: &AuditQuery) -> Result<(), ApiError> {
     tag = "audit",
     params(SearchQuery),
     responses(
-        (status = 200, body = Object, description = "`{records: [...], next_after_seq}`."),
+        (status = 200, body = RecordPage),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -88,7 +160,7 @@ pub async fn search(
     State(state): State<ManagementState>,
     caller: Caller,
     Query(q): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RecordPage>, ApiError> {
     caller.require(&state, Action::AuditRead)?;
     let limit = page_limit(q.limit, 1000)?;
     let filters = AuditQuery {
@@ -106,10 +178,10 @@ pub async fn search(
     let next = (i64::try_from(records.len()).unwrap_or(i64::MAX) == limit)
         .then(|| records.last().map(|r| r.seq))
         .flatten();
-    Ok(Json(json!({
-        "records": records.iter().map(record_json).collect::<Vec<_>>(),
-        "next_after_seq": next,
-    })))
+    Ok(Json(RecordPage {
+        records: records.iter().map(RecordView::from).collect(),
+        next_after_seq: next,
+    }))
 }
 
 /// `GET /v1/audit/verify` (audit:read): walk the chain; the first broken link, if any; and
@@ -120,7 +192,7 @@ pub async fn search(
     operation_id = "audit_verify",
     tag = "audit",
     responses(
-        (status = 200, body = Object, description = "`{checked, first_broken, reason, checkpoints}`."),
+        (status = 200, body = Verified),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -128,7 +200,7 @@ pub async fn search(
 pub async fn verify(
     State(state): State<ManagementState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Verified>, ApiError> {
     caller.require(&state, Action::AuditRead)?;
     let report = audit::verify(state.store.db())
         .await
@@ -136,9 +208,12 @@ pub async fn verify(
     let checkpoints = crate::checkpoints::verify(state.store.db(), &state.checkpoints.public())
         .await
         .map_err(ApiError::internal)?;
-    let mut body = json!(report);
-    body["checkpoints"] = json!(checkpoints);
-    Ok(Json(body))
+    Ok(Json(Verified {
+        checked: report.checked,
+        first_broken: report.first_broken,
+        reason: report.reason,
+        checkpoints,
+    }))
 }
 
 /// `GET /v1/audit/checkpoints?limit=` (audit:read): the checkpoint key and the newest
@@ -150,7 +225,7 @@ pub async fn verify(
     tag = "audit",
     params(CheckpointQuery),
     responses(
-        (status = 200, body = Object, description = "`{checkpoints: [...]}`."),
+        (status = 200, body = CheckpointList),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -159,17 +234,17 @@ pub async fn checkpoints(
     State(state): State<ManagementState>,
     caller: Caller,
     Query(q): Query<CheckpointQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CheckpointList>, ApiError> {
     caller.require(&state, Action::AuditRead)?;
     let limit = page_limit(q.limit, 1000)?;
     let list = crate::checkpoints::list(state.store.db(), limit)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "public_key": hex::encode(state.checkpoints.public().as_bytes()),
-        "key_id": state.checkpoints.key_id(),
-        "checkpoints": list,
-    })))
+    Ok(Json(CheckpointList {
+        public_key: hex::encode(state.checkpoints.public().as_bytes()),
+        key_id: state.checkpoints.key_id(),
+        checkpoints: list,
+    }))
 }
 
 /// `GET /v1/audit/checkpoints` query.
@@ -197,7 +272,7 @@ pub fn export_params(filters: Option<AuditQuery>) -> Result<Value, ApiError> {
     tag = "audit",
     params(("id" = String, Path, description = "The approval request's id.")),
     responses(
-        (status = 200, body = String, description = "`application/x-ndjson`: one audit record per line."),
+        (status = 200, body = String, content_type = "application/x-ndjson", description = "One audit record (as `GET /v1/audit` gives them) per line."),
         (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`."),
         (status = 410, body = ErrorBody, description = "`approval_expired`."),
         SessionErrors,

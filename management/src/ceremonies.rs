@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// A ceremony as management recorded it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CeremonyRow {
     /// Management's handle for the ceremony (what parties and audit records see).
     pub id: String,
@@ -131,7 +131,7 @@ pub struct ShareKeyBody {
     tag = "vault ceremonies",
     request_body = ShareKeyBody,
     responses(
-        (status = 200, body = Object, description = "`{user_id, public_key}`."),
+        (status = 200, body = ShareKey),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -140,7 +140,7 @@ pub async fn set_share_key(
     State(state): State<ManagementState>,
     caller: Caller,
     JsonBody(body): JsonBody<ShareKeyBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ShareKey>, ApiError> {
     caller.require(&state, Action::VaultUnlock)?;
     let replacing = state
         .store
@@ -185,9 +185,10 @@ pub async fn set_share_key(
             "The X25519 key to which vault shares are sealed for you is now {key_hex}.\nIf you did not do this, tell an admin now: shares sealed to it could be read by whoever did.\n"
         )),
     });
-    Ok(Json(
-        json!({ "user_id": caller.user.id, "public_key": key_hex }),
-    ))
+    Ok(Json(ShareKey {
+        user_id: caller.user.id.clone(),
+        public_key: key_hex,
+    }))
 }
 
 /// May the caller take part in `group`'s ceremonies? vault:unlock, and a member of the group
@@ -283,25 +284,62 @@ async fn open(
     Ok(row)
 }
 
+/// One holder's share, sealed to their key by the vault.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct SealedShare {
+    /// The holder.
+    pub admin_id: String,
+    /// The share, sealed to the holder's X25519 key (base64).
+    pub sealed_share: String,
+}
+
+/// What the vault said of a ceremony when it opened (kept in `CeremonyRow::info`).
+#[derive(Debug, Default, Deserialize)]
+struct OpenedInfo {
+    mode: Option<String>,
+    threshold: Option<i64>,
+    #[serde(default)]
+    shares: Option<Vec<SealedShare>>,
+}
+
+/// A ceremony as a party sees it: its key and, of the sealed shares, only their own.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CeremonyView {
+    /// The ceremony (its `public_key` is what passphrases and shares are sealed to).
+    pub ceremony: CeremonyRow,
+    /// The vault's protection: `passphrase` or `shamir` (`null` before init).
+    pub mode: Option<String>,
+    /// Shares needed to unlock (Shamir vaults).
+    pub threshold: Option<i64>,
+    /// Every share holder's id (Shamir vaults).
+    pub holders: Vec<String>,
+    /// The caller's own sealed share, if they hold one.
+    pub shares: Vec<SealedShare>,
+}
+
 /// What a party sees of a ceremony: its key and, of the sealed shares, only their own.
-fn view(row: &CeremonyRow, caller: &Caller) -> Value {
-    let info: Value = serde_json::from_str(&row.info).unwrap_or(Value::Null);
-    let shares: Vec<&Value> = info["shares"]
-        .as_array()
-        .map(|all| {
-            all.iter()
-                .filter(|s| s["admin_id"] == caller.user.id.as_str())
-                .collect()
-        })
-        .unwrap_or_default();
-    let holders: Vec<&Value> = info["shares"]
-        .as_array()
-        .map(|all| all.iter().map(|s| &s["admin_id"]).collect())
-        .unwrap_or_default();
-    json!({
-        "ceremony": row, "mode": info["mode"], "threshold": info["threshold"],
-        "holders": holders, "shares": shares,
-    })
+fn view(row: &CeremonyRow, caller: &Caller) -> CeremonyView {
+    let info: OpenedInfo = serde_json::from_str(&row.info).unwrap_or_default();
+    let all = info.shares.unwrap_or_default();
+    CeremonyView {
+        ceremony: row.clone(),
+        mode: info.mode,
+        threshold: info.threshold,
+        holders: all.iter().map(|s| s.admin_id.clone()).collect(),
+        shares: all
+            .into_iter()
+            .filter(|s| s.admin_id == caller.user.id)
+            .collect(),
+    }
+}
+
+/// `PUT /v1/me/share-key`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ShareKey {
+    /// The caller.
+    pub user_id: String,
+    /// Their X25519 share key, hex.
+    pub public_key: String,
 }
 
 /// Execute an approved `vault.unlock` request (its requester): open the unlock ceremony.
@@ -310,7 +348,7 @@ pub(crate) async fn execute_unlock(
     caller: &Caller,
     approval: &str,
     params: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<CeremonyView, ApiError> {
     let group = params["group"].as_str().unwrap_or_default();
     let row = open(state, caller, group, "unlock", Some(approval)).await?;
     Ok(view(&row, caller))
@@ -334,7 +372,7 @@ pub struct OpenBody {
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     request_body = OpenBody,
     responses(
-        (status = 200, body = Object, description = "`{ceremony, mode, threshold, holders, shares}`."),
+        (status = 200, body = CeremonyView),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
         (status = 409, body = ErrorBody, description = "`conflict`: init of a group that has a vault."),
         SessionErrors,
@@ -346,7 +384,7 @@ pub async fn open_ceremony(
     caller: Caller,
     Path(group): Path<Ident>,
     JsonBody(body): JsonBody<OpenBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CeremonyView>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     if !matches!(body.kind.as_str(), "init" | "rekey") {
         return Err(ApiError::with_message(
@@ -421,7 +459,7 @@ fn no_such_ceremony() -> ApiError {
     tag = "vault ceremonies",
     params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     responses(
-        (status = 200, body = Object, description = "`{ceremony, mode, threshold, holders, shares}` (only the caller's own sealed share)."),
+        (status = 200, body = CeremonyView, description = "Only the caller's own sealed share."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony for the caller."),
         SessionErrors,
     ),
@@ -431,7 +469,7 @@ pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CeremonyView>, ApiError> {
     let row = participation(&state, &caller, &id).await?;
     Ok(Json(view(&row, &caller)))
 }

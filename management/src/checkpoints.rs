@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::{secrets::Keyed, store::now_ms};
 
 /// A stored checkpoint.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Checkpoint {
     /// The chain's head sequence number when signed.
     pub seq: i64,
@@ -33,7 +33,7 @@ pub struct Checkpoint {
 }
 
 /// What checking the checkpoints found.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CheckpointReport {
     /// Checkpoints checked.
     pub checked: u64,

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::store::{Store, new_id, now_ms};
 
 /// A group.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct GroupRow {
     /// Id (also the vault's group id).
     pub id: String,
@@ -24,7 +24,7 @@ pub struct GroupRow {
 }
 
 /// A node.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NodeRow {
     /// Id (chosen by the node; also its id at the vault and the relay).
     pub id: String,
@@ -32,8 +32,9 @@ pub struct NodeRow {
     pub group_id: String,
     /// The user it belongs to (who created its enrollment code).
     pub user_id: String,
-    /// Ed25519 identity key.
+    /// Ed25519 identity key, hex.
     #[serde(serialize_with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub public_key: Vec<u8>,
     /// Highest secret operation without an approval.
     pub ceiling: String,

@@ -30,7 +30,7 @@ use crate::{
 const DEFAULT_SECS: u64 = 3600;
 
 /// A grant as stored.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct GrantRow {
     /// Id.
     pub id: String,
@@ -169,13 +169,37 @@ pub(crate) async fn check_still(state: &ManagementState, params: &Value) -> Resu
     beneficiary(state, params["user_id"].as_str().unwrap_or_default()).await
 }
 
+/// One grant.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantAnswer {
+    /// The grant.
+    pub grant: GrantRow,
+}
+
+/// A grant as listed: whether it is in force now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantView {
+    /// The grant.
+    #[serde(flatten)]
+    pub grant: GrantRow,
+    /// Started, not ended and not expired.
+    pub active: bool,
+}
+
+/// `GET /v1/emergency-grants`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantList {
+    /// Newest first.
+    pub grants: Vec<GrantView>,
+}
+
 /// Execute an approved `emergency.access` request: the grant starts now.
 pub(crate) async fn execute(
     state: &ManagementState,
     caller: &Caller,
     approval: &str,
     params: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<GrantAnswer, ApiError> {
     let user = params["user_id"].as_str().unwrap_or_default();
     let role = params["role"].as_str().unwrap_or_default();
     let ms = params["duration_secs"]
@@ -206,7 +230,7 @@ pub(crate) async fn execute(
             })),
         )
         .await;
-    Ok(json!({ "grant": grant }))
+    Ok(GrantAnswer { grant })
 }
 
 /// `GET /v1/emergency-grants`: every grant for holders of users:read or emergency:access,
@@ -217,7 +241,7 @@ pub(crate) async fn execute(
     operation_id = "emergency_list",
     tag = "emergency access",
     responses(
-        (status = 200, body = Object, description = "`{grants: [...]}` with `active`."),
+        (status = 200, body = GrantList),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -225,7 +249,7 @@ pub(crate) async fn execute(
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GrantList>, ApiError> {
     let all =
         caller.holds(&state, Action::UsersRead) || caller.holds(&state, Action::EmergencyAccess);
     let grants = state
@@ -234,15 +258,14 @@ pub async fn list(
         .await
         .map_err(ApiError::internal)?;
     let now = now_ms();
-    let grants: Vec<Value> = grants
-        .iter()
-        .map(|g| {
-            let mut v = json!(g);
-            v["active"] = json!(g.ended_at_ms.is_none() && g.expires_at_ms > now);
-            v
+    let grants = grants
+        .into_iter()
+        .map(|grant| GrantView {
+            active: grant.ended_at_ms.is_none() && grant.expires_at_ms > now,
+            grant,
         })
         .collect();
-    Ok(Json(json!({ "grants": grants })))
+    Ok(Json(GrantList { grants }))
 }
 
 /// `POST /v1/emergency-grants/{id}/end` (tokens:revoke, emergency:access, or the
@@ -254,7 +277,7 @@ pub async fn list(
     tag = "emergency access",
     params(("id" = String, Path, description = "The grant's id.")),
     responses(
-        (status = 200, body = Object, description = "`{grant}`."),
+        (status = 200, body = GrantAnswer),
         (status = 404, body = ErrorBody, description = "`not_found`: no such active grant."),
         SessionErrors,
     ),
@@ -264,7 +287,7 @@ pub async fn end(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GrantAnswer>, ApiError> {
     let own = caller.emergency.as_ref().is_some_and(|(g, _)| *g == id);
     if !own {
         if caller.holds(&state, Action::TokensRevoke) {
@@ -300,5 +323,5 @@ pub async fn end(
             "no such active grant",
         ));
     };
-    Ok(Json(json!({ "grant": grant })))
+    Ok(Json(GrantAnswer { grant }))
 }

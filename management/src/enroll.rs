@@ -14,15 +14,15 @@ use keymesh_core::{
     http::{client_ip::ClientIp, extract::Json as JsonBody},
     ident::Ident,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    directory::{Claim, CodeRow},
+    directory::{Claim, CodeRow, NodeRow},
     rbac::{Action, Role},
     secrets::{Kind, token_hash, well_formed_token},
     state::ManagementState,
-    vault::Registration,
+    vault::{IssuedToken, Registration},
 };
 
 /// `POST /v1/enroll` body.
@@ -37,6 +37,33 @@ pub struct EnrollBody {
     signature: String,
 }
 
+/// The answer to `POST /v1/enroll`: the node as recorded and its first token.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Enrolled {
+    /// The node: its id, group, owner, identity key and ceiling.
+    pub node: NodeRow,
+    /// The first token, URL-safe base64 (secret: shown once).
+    pub token: String,
+    /// The token's own id.
+    pub token_id: String,
+    /// The token's grant: what the node names to revoke this token (and everything delegated
+    /// from it) at the vault, `POST /v1/tokens/revoke` `{grant}`.
+    pub grant: String,
+    /// When the token expires (unix seconds); refresh it at the vault before then.
+    pub expires_at: u64,
+    /// The relay management suggests (`MANAGEMENT_RELAY_URL`), if one is configured.
+    pub relay_url: Option<String>,
+}
+
+impl std::fmt::Debug for Enrolled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrolled")
+            .field("node", &self.node.id)
+            .field("grant", &self.grant)
+            .finish_non_exhaustive()
+    }
+}
+
 fn code_invalid() -> ApiError {
     ApiError::new(ErrorCode::EnrollmentCodeInvalid)
 }
@@ -49,8 +76,8 @@ fn code_invalid() -> ApiError {
     tag = "enrollment",
     request_body = EnrollBody,
     responses(
-        (status = 201, body = Object, description = "`{node, group, ceiling, token, token_id, expires_at, relay_url}`."),
-        (status = 401, body = ErrorBody, description = "`enrollment_code_invalid`: unknown, used or expired code, or a bad signature."),
+        (status = 201, body = Enrolled, description = "Enrolled: the node and its first token. `grant` names the token at the vault (to revoke it)."),
+        (status = 401, body = ErrorBody, description = "`enrollment_code_invalid`: an unknown, used or expired code. `proof_invalid`: the signature does not verify."),
         (status = 409, body = ErrorBody, description = "`node_exists`: the node id is enrolled with another key."),
         Errors,
     ),
@@ -59,7 +86,7 @@ pub async fn enroll(
     State(state): State<ManagementState>,
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<EnrollBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
     state.login_by_ip.check(&ip)?;
     if !well_formed_token(Kind::Enroll, &body.code) {
         return Err(code_invalid());
@@ -122,13 +149,14 @@ pub async fn enroll(
     match register(&state, &code, &node_id, &body.public_key).await {
         Ok(token) => Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "node": node,
-                "token": token["token"],
-                "token_id": token["token_id"],
-                "expires_at": token["expires_at"],
-                "relay_url": state.config.relay_url,
-            })),
+            Json(Enrolled {
+                node,
+                token: token.token,
+                token_id: token.token_id,
+                grant: token.grant,
+                expires_at: token.expires_at,
+                relay_url: state.config.relay_url.clone(),
+            }),
         )),
         Err(e) => {
             // Undo, so the code works again for a retry; the vault keeps an idempotent
@@ -185,7 +213,7 @@ async fn register(
     code: &CodeRow,
     node_id: &str,
     public_key: &str,
-) -> Result<Value, ApiError> {
+) -> Result<IssuedToken, ApiError> {
     let rights: Value = serde_json::from_str(&code.rights).map_err(ApiError::internal)?;
     let registered = state
         .vault

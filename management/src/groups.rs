@@ -14,18 +14,98 @@ use keymesh_core::{
     http::extract::Json as JsonBody,
     ident::Ident,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::{
     auth::Caller,
-    directory::{GroupRow, NewCode},
+    directory::{GroupRow, NewCode, NodeRow},
     rbac::Action,
     secrets::{Kind, NewToken},
     state::ManagementState,
     store::now_ms,
     vault::Registration,
 };
+
+/// `POST /v1/groups`: the new group.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GroupAnswer {
+    /// The group.
+    pub group: GroupRow,
+}
+
+/// `GET /v1/groups`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GroupList {
+    /// By id: all for holders of users:read, else the caller's.
+    pub groups: Vec<GroupRow>,
+}
+
+/// `GET /v1/groups/{id}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GroupDetail {
+    /// The group.
+    pub group: GroupRow,
+    /// Its members' user ids, in the order they were added.
+    pub members: Vec<String>,
+    /// Its nodes.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// `PUT /v1/groups/{id}/members/{user}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Membership {
+    /// The group.
+    pub group: String,
+    /// The user.
+    pub user: String,
+    /// `false`: they were a member already.
+    pub added: bool,
+}
+
+/// `POST /v1/groups/{id}/enrollment-codes`: the code, shown once.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct EnrollmentCode {
+    /// The one-time code (`kme_…`): never shown again.
+    pub code: String,
+    /// Its public id (in the audit log).
+    pub code_id: String,
+    /// The group the node joins.
+    pub group: String,
+    /// The node's ceiling.
+    pub ceiling: Op,
+    /// The rights of the node's first token.
+    pub rights: Vec<Right>,
+    /// The code expires then (unix ms).
+    pub expires_at_ms: i64,
+}
+
+impl std::fmt::Debug for EnrollmentCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentCode")
+            .field("code_id", &self.code_id)
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeList {
+    /// The nodes.
+    pub nodes: Vec<NodeRow>,
+}
+
+/// `PUT /v1/nodes/{id}/ceiling`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CeilingSet {
+    /// The node.
+    pub node: String,
+    /// Its ceiling now.
+    pub ceiling: Op,
+    /// The vault revoked the node's tokens (the ceiling went down).
+    pub tokens_revoked: bool,
+}
 
 /// `POST /v1/groups` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -45,7 +125,7 @@ pub struct CreateGroup {
     tag = "groups",
     request_body = CreateGroup,
     responses(
-        (status = 201, body = Object, description = "`{group}`."),
+        (status = 201, body = GroupAnswer),
         (status = 409, body = ErrorBody, description = "`conflict`: the group exists."),
         SessionErrors,
     ),
@@ -55,7 +135,7 @@ pub async fn create(
     State(state): State<ManagementState>,
     caller: Caller,
     JsonBody(body): JsonBody<CreateGroup>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<GroupAnswer>), ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     let ceiling = body.node_ceiling.unwrap_or(Ceiling::AGENT.0);
     state
@@ -75,7 +155,7 @@ pub async fn create(
         .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::with_message(ErrorCode::Conflict, "this group exists"))?;
-    Ok((StatusCode::CREATED, Json(json!({ "group": group }))))
+    Ok((StatusCode::CREATED, Json(GroupAnswer { group })))
 }
 
 /// `GET /v1/groups`: every group for holders of users:read, else the caller's own.
@@ -85,7 +165,7 @@ pub async fn create(
     operation_id = "groups_list",
     tag = "groups",
     responses(
-        (status = 200, body = Object, description = "`{groups: [...]}`: all for users:read, else the caller's."),
+        (status = 200, body = GroupList, description = "All for users:read, else the caller's."),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -93,14 +173,14 @@ pub async fn create(
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupList>, ApiError> {
     let member = (!caller.holds(&state, Action::UsersRead)).then_some(caller.user.id.as_str());
     let groups = state
         .store
         .groups(member)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "groups": groups })))
+    Ok(Json(GroupList { groups }))
 }
 
 /// The group, if the caller may see it: holders of users:read see every group, members their
@@ -133,7 +213,7 @@ pub(crate) async fn visible_group(
     tag = "groups",
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     responses(
-        (status = 200, body = Object, description = "`{group, members, nodes}`."),
+        (status = 200, body = GroupDetail),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group, or not visible to the caller."),
         SessionErrors,
     ),
@@ -143,7 +223,7 @@ pub async fn show(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(id): Path<Ident>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<GroupDetail>, ApiError> {
     let group = visible_group(&state, &caller, &id).await?;
     let members = state.store.members(&id).await.map_err(ApiError::internal)?;
     let nodes = state
@@ -151,9 +231,11 @@ pub async fn show(
         .nodes(Some(&id), None)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "group": group, "members": members, "nodes": nodes }),
-    ))
+    Ok(Json(GroupDetail {
+        group,
+        members,
+        nodes,
+    }))
 }
 
 /// `PUT /v1/groups/{id}/members/{user}` (groups:manage).
@@ -164,7 +246,7 @@ pub async fn show(
     tag = "groups",
     params(("id" = inline(Ident), Path, description = "The group's id."), ("user" = String, Path, description = "The user's id.")),
     responses(
-        (status = 200, body = Object, description = "`{group, user, added}`."),
+        (status = 200, body = Membership),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group or user."),
         SessionErrors,
     ),
@@ -174,7 +256,7 @@ pub async fn add_member(
     State(state): State<ManagementState>,
     caller: Caller,
     Path((id, user)): Path<(Ident, Ident)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Membership>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     existing_group(&state, &id).await?;
     if state
@@ -202,7 +284,11 @@ pub async fn add_member(
         .add_member(&id, &user)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "group": id, "user": user, "added": added })))
+    Ok(Json(Membership {
+        group: id.to_string(),
+        user: user.to_string(),
+        added,
+    }))
 }
 
 /// `DELETE /v1/groups/{id}/members/{user}` (groups:manage). Refused while the user still has
@@ -312,7 +398,8 @@ pub struct CreateCode {
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     request_body = CreateCode,
     responses(
-        (status = 201, body = Object, description = "`{code, expires_at_ms, ceiling, rights}`: shown once."),
+        (status = 201, body = EnrollmentCode, description = "The code, shown once."),
+        (status = 403, body = ErrorBody, description = "`approval_required` (`details.excess`): the first token's rights exceed the node's ceiling; `forbidden`: the caller's role does not allow this."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group or not a member."),
         SessionErrors,
     ),
@@ -323,7 +410,7 @@ pub async fn create_code(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<CreateCode>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<EnrollmentCode>), ApiError> {
     caller.require(&state, Action::NodesEnroll)?;
     // Members, and holders of groups:manage (with a recent sign-in), enroll into a group;
     // anyone else gets the same answer as for a group that does not exist.
@@ -398,14 +485,14 @@ pub async fn create_code(
         .map_err(ApiError::internal)?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "code": secrecy::ExposeSecret::expose_secret(&code.token),
-            "code_id": code_id,
-            "group": id,
-            "ceiling": ceiling,
-            "rights": rights,
-            "expires_at_ms": expires_at_ms,
-        })),
+        Json(EnrollmentCode {
+            code: secrecy::ExposeSecret::expose_secret(&code.token).to_owned(),
+            code_id,
+            group: id.to_string(),
+            ceiling,
+            rights,
+            expires_at_ms,
+        }),
     ))
 }
 
@@ -426,7 +513,7 @@ pub struct NodesQuery {
     tag = "nodes",
     params(NodesQuery),
     responses(
-        (status = 200, body = Object, description = "`{nodes: [...]}`."),
+        (status = 200, body = NodeList),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -435,7 +522,7 @@ pub async fn nodes(
     State(state): State<ManagementState>,
     caller: Caller,
     Query(q): Query<NodesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeList>, ApiError> {
     let user = if caller.holds(&state, Action::UsersRead) {
         q.user.map(String::from)
     } else {
@@ -446,7 +533,7 @@ pub async fn nodes(
         .nodes(q.group.as_deref(), user.as_deref())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "nodes": nodes })))
+    Ok(Json(NodeList { nodes }))
 }
 
 /// `PUT /v1/nodes/{id}/ceiling` body.
@@ -466,7 +553,7 @@ pub struct SetCeiling {
     params(("id" = inline(Ident), Path, description = "The node's id.")),
     request_body = SetCeiling,
     responses(
-        (status = 200, body = Object, description = "`{node}`; lowering it revokes the node's tokens."),
+        (status = 200, body = CeilingSet, description = "Lowering it revokes the node's tokens."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such node."),
         SessionErrors,
     ),
@@ -477,7 +564,7 @@ pub async fn set_ceiling(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<SetCeiling>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CeilingSet>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     let node = state.known_node(&id).await?;
     state
@@ -501,9 +588,9 @@ pub async fn set_ceiling(
         .set_node_ceiling(&id, body.ceiling.as_str())
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({
-        "node": id,
-        "ceiling": body.ceiling,
-        "tokens_revoked": vault["tokens_revoked"],
-    })))
+    Ok(Json(CeilingSet {
+        node: id.to_string(),
+        ceiling: body.ceiling,
+        tokens_revoked: vault.tokens_revoked,
+    }))
 }

@@ -177,7 +177,7 @@ pub fn invite_mail(state: &ManagementState, user: &UserRow, issued: &Issued) -> 
 }
 
 /// A session handed to a client (the token is shown once).
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionGrant {
     /// Bearer token (absent for cookie sessions: it travels in `Set-Cookie`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -191,7 +191,7 @@ pub struct SessionGrant {
 }
 
 /// A user as clients see them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserSummary {
     /// Id.
     pub id: String,
@@ -421,10 +421,7 @@ impl std::fmt::Debug for TokenQuery {
     operation_id = "login_confirm_page",
     tag = "sign-in",
     params(TokenQuery),
-    responses(
-        (status = 200, body = String, description = "The confirm page (HTML); uses nothing up."),
-        Errors,
-    ),
+    responses(ConfirmPageResponses)
 )]
 pub async fn confirm_page(
     State(state): State<ManagementState>,
@@ -445,21 +442,149 @@ pub async fn confirm_page(
 }
 
 fn link_invalid() -> Response {
-    let code = ErrorCode::LoginLinkInvalid;
-    pages::refused(code.status(), code.as_str(), code.description())
+    pages::refused(ErrorCode::LoginLinkInvalid)
 }
 
 /// An error as a page, keeping `Retry-After` and the `RateLimit-*` headers.
 fn page_error(err: ApiError) -> Response {
     let code = err.code();
     let coded = err.into_response();
-    let mut page = pages::refused(code.status(), code.as_str(), code.description());
+    let mut page = pages::refused(code);
     for (name, value) in coded.headers() {
         if name == header::RETRY_AFTER || name.as_str().starts_with("ratelimit-") {
             page.headers_mut().insert(name.clone(), value.clone());
         }
     }
     page
+}
+
+/// What the confirm page answers besides `200`: a page saying why (HTML, the stable code in
+/// `Keymesh-Error-Code`), or the coded JSON body for what the HTTP stack refuses before the
+/// page is reached (rate limits, deadlines) and for internal errors.
+fn page_refusal(description: &str, json_too: bool) -> utoipa::openapi::Response {
+    use utoipa::{
+        PartialSchema,
+        openapi::{ContentBuilder, ResponseBuilder, header::Header, schema::Ref},
+    };
+    let mut code = Header::new(String::schema());
+    code.description = Some(
+        "The stable error code (docs/errors.md) of a refusal shown as a page: what the `code` \
+         of the JSON error body says elsewhere."
+            .to_owned(),
+    );
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content(
+            "text/html",
+            ContentBuilder::new().schema(Some(String::schema())).build(),
+        )
+        .header(pages::ERROR_CODE_HEADER_NAME, code);
+    if json_too {
+        response = response.content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        );
+    }
+    response.build()
+}
+
+fn html_page(description: &str) -> utoipa::openapi::Response {
+    use utoipa::{
+        PartialSchema,
+        openapi::{ContentBuilder, ResponseBuilder},
+    };
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "text/html",
+            ContentBuilder::new().schema(Some(String::schema())).build(),
+        )
+        .build()
+}
+
+/// The responses of `GET /login/confirm`.
+#[derive(Debug)]
+pub struct ConfirmPageResponses;
+
+impl utoipa::IntoResponses for ConfirmPageResponses {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        let mut out = <keymesh_core::openapi::Errors as utoipa::IntoResponses>::responses();
+        out.insert(
+            "200".into(),
+            html_page("The confirm page (HTML) with its button; uses nothing up.").into(),
+        );
+        out.insert(
+            "400".into(),
+            page_refusal(
+                "HTML, `Keymesh-Error-Code: login_link_invalid`: the link is unknown, expired or \
+                 used; the page says to ask for a new one.",
+                false,
+            )
+            .into(),
+        );
+        out
+    }
+}
+
+/// The responses of `POST /login/confirm`.
+#[derive(Debug)]
+pub struct ConfirmResponses;
+
+impl utoipa::IntoResponses for ConfirmResponses {
+    fn responses()
+    -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+        let mut out = <keymesh_core::openapi::Errors as utoipa::IntoResponses>::responses();
+        out.insert(
+            "200".into(),
+            html_page(
+                "HTML: signed in (a browser session cookie is set), or the page saying the app \
+                 may continue.",
+            )
+            .into(),
+        );
+        for (status, description, json_too) in [
+            (
+                "400",
+                "HTML, `Keymesh-Error-Code: login_link_invalid`: the link is unknown, expired or \
+                 used; the page says to ask for a new one.",
+                false,
+            ),
+            (
+                "403",
+                "HTML, `Keymesh-Error-Code: csrf_failed`: the form came from another site.",
+                false,
+            ),
+            (
+                "429",
+                "`rate_limited`: too many sign-in attempts from this client IP. HTML (with \
+                 `Keymesh-Error-Code`) when the sign-in limit refuses, the coded JSON body when \
+                 the service-wide limit does; both with `Retry-After`.",
+                true,
+            ),
+            (
+                "503",
+                "`audit_unavailable`, `unavailable` or `timeout`: HTML (with \
+                 `Keymesh-Error-Code`) from the page, the coded JSON body from the HTTP stack.",
+                true,
+            ),
+        ] {
+            let mut response = page_refusal(description, json_too);
+            if status == "429" {
+                let mut retry = utoipa::openapi::header::Header::new(
+                    utoipa::openapi::schema::Object::with_type(
+                        utoipa::openapi::schema::Type::Integer,
+                    ),
+                );
+                retry.description = Some("Seconds to wait before retrying.".to_owned());
+                response.headers.insert("Retry-After".into(), retry);
+            }
+            out.insert(status.into(), response.into());
+        }
+        out
+    }
 }
 
 /// The confirm form's token (`application/x-www-form-urlencoded`). A prefixed base64url token
@@ -479,10 +604,7 @@ fn form_token(body: &[u8]) -> Option<String> {
     operation_id = "login_confirm",
     tag = "sign-in",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token=<the link token>`."),
-    responses(
-        (status = 200, body = String, description = "HTML: signed in (a browser session cookie is set), or the page saying the app may continue."),
-        Errors,
-    ),
+    responses(ConfirmResponses),
 )]
 pub async fn confirm(
     State(state): State<ManagementState>,
@@ -564,6 +686,39 @@ async fn confirm_inner(
     Ok(response)
 }
 
+/// The answer to `POST /v1/login/poll`, by `status`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum PollAnswer {
+    /// The link is not confirmed yet: poll again.
+    Pending {
+        /// Seconds until the request expires.
+        expires_in_secs: i64,
+    },
+    /// Confirmed: the bearer session, handed out once.
+    Complete {
+        /// The new session and its token.
+        session: SessionGrant,
+    },
+}
+
+/// `complete`: the only status of a sign-in finished with the mailed code.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Completed {
+    /// The session is issued.
+    Complete,
+}
+
+/// The answer to `POST /v1/login/code`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SignedIn {
+    /// Always `complete`.
+    pub status: Completed,
+    /// The new bearer session and its token.
+    pub session: SessionGrant,
+}
+
 /// `POST /v1/login/poll` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -629,7 +784,9 @@ async fn owned_request(
     tag = "sign-in",
     request_body = PollBody,
     responses(
-        (status = 200, body = Object, description = "`{status: pending}` or, once, `{status: confirmed, session}`."),
+        (status = 200, body = PollAnswer, description = "`pending` (poll again) or, once, `complete` with the session."),
+        (status = 401, body = ErrorBody, description = "`unauthorized`: an unknown request or a wrong poll secret."),
+        (status = 410, body = ErrorBody, description = "`login_request_expired`: the request expired or its session was already taken."),
         Errors,
     ),
 )]
@@ -638,13 +795,13 @@ pub async fn poll(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     JsonBody(body): JsonBody<PollBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PollAnswer>, ApiError> {
     let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
     if row.confirmed_at_ms.is_none() {
         let left = (row.expires_at_ms - now_ms()).max(0) / 1000;
-        return Ok(Json(
-            json!({ "status": "pending", "expires_in_secs": left }),
-        ));
+        return Ok(Json(PollAnswer::Pending {
+            expires_in_secs: left,
+        }));
     }
     let user_id = state
         .store
@@ -653,7 +810,7 @@ pub async fn poll(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
     let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
-    Ok(Json(json!({ "status": "complete", "session": grant })))
+    Ok(Json(PollAnswer::Complete { session: grant }))
 }
 
 /// `POST /v1/login/code`: finish the request with the mailed code.
@@ -664,8 +821,10 @@ pub async fn poll(
     tag = "sign-in",
     request_body = CodeBody,
     responses(
-        (status = 200, body = Object, description = "`{session}`: a bearer session for the app."),
-        (status = 401, body = ErrorBody, description = "`invalid_code`: wrong, used or expired code (attempts are limited)."),
+        (status = 200, body = SignedIn, description = "A bearer session for the app."),
+        (status = 401, body = ErrorBody, description = "`login_code_invalid` (with `details.attempts_left`): a wrong code; `unauthorized`: an unknown request or a wrong poll secret."),
+        (status = 403, body = ErrorBody, description = "`login_attempts_exhausted`: too many wrong codes for this request."),
+        (status = 410, body = ErrorBody, description = "`login_request_expired`: the request expired or was already completed."),
         Errors,
     ),
 )]
@@ -674,7 +833,7 @@ pub async fn code(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     JsonBody(body): JsonBody<CodeBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<SignedIn>, ApiError> {
     state.login_by_ip.check(&ip)?;
     let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
     let max = state.config.code_attempts;
@@ -715,5 +874,8 @@ pub async fn code(
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::new(ErrorCode::LoginRequestExpired))?;
     let (_, grant) = start_session(&state, &user_id, "bearer", ip, &headers).await?;
-    Ok(Json(json!({ "status": "complete", "session": grant })))
+    Ok(Json(SignedIn {
+        status: Completed::Complete,
+        session: grant,
+    }))
 }

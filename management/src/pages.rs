@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use axum::response::{IntoResponse, Response};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use http::{HeaderValue, StatusCode, header};
-use keymesh_core::http::errors::ERROR_CODE_HEADER;
+use keymesh_core::{ErrorCode, http::errors::ERROR_CODE_HEADER};
 use sha2::{Digest, Sha256};
 
 const STYLE: &str = "body{font:16px/1.5 system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;color:#1b1f24}\
@@ -106,26 +106,76 @@ pub fn confirm_app(token: &str, ip: &str, minutes_ago: i64, match_code: &str) ->
     )
 }
 
-/// A refusal with its error code (shown, and in the `Keymesh-Error-Code` header).
-pub fn refused(status: StatusCode, code: &'static str, message: &str) -> Response {
+/// The header that carries a refused page's stable error code, as the OpenAPI document and
+/// docs/management.md name it.
+pub const ERROR_CODE_HEADER_NAME: &str = "Keymesh-Error-Code";
+
+/// What a person is told when signing in is refused: plain words and what to do next, never a
+/// setting name or an internal detail (the stable code is shown beneath, for support).
+pub fn refusal_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::LoginLinkInvalid => {
+            "This sign-in link has expired or was already used: each link works once, for a \
+             short time. Ask for a new one from the sign-in page."
+        }
+        ErrorCode::RateLimited => {
+            "There were too many sign-in attempts from your network. Wait a minute, then open \
+             the link again."
+        }
+        ErrorCode::CsrfFailed => {
+            "This sign-in was sent from another website, so it was refused. Open the link from \
+             your email again."
+        }
+        ErrorCode::AuditUnavailable | ErrorCode::Unavailable | ErrorCode::Timeout => {
+            "Keymesh cannot finish signing you in right now. Try the link again in a few \
+             minutes; if it has expired by then, ask for a new one."
+        }
+        _ => {
+            "Keymesh could not sign you in with this link. Ask for a new one from the sign-in \
+             page; if that fails too, contact your Keymesh administrator."
+        }
+    }
+}
+
+/// A refusal: its message for a person and its stable code (shown, and in the
+/// `Keymesh-Error-Code` header), with the code's status.
+pub fn refused(code: ErrorCode) -> Response {
     let mut response = page(
-        status,
+        code.status(),
         "Cannot sign in",
         &format!(
             "<p>{}</p><p class=\"muted\">Error code: <code>{}</code></p>",
-            escape(message),
-            escape(code)
+            escape(refusal_message(code)),
+            escape(code.as_str())
         ),
     );
     response
         .headers_mut()
-        .insert(ERROR_CODE_HEADER, HeaderValue::from_static(code));
+        .insert(ERROR_CODE_HEADER, HeaderValue::from_static(code.as_str()));
     response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_speak_to_people_not_operators() {
+        for code in ErrorCode::ALL {
+            let message = refusal_message(*code);
+            assert!(
+                !message.contains('`')
+                    && !message.contains("_SECS")
+                    && !message.contains("MANAGEMENT_"),
+                "{code}: {message}"
+            );
+        }
+        assert!(refusal_message(ErrorCode::LoginLinkInvalid).contains("Ask for a new one"));
+        assert_eq!(
+            ERROR_CODE_HEADER.as_str(),
+            ERROR_CODE_HEADER_NAME.to_lowercase()
+        );
+    }
 
     #[test]
     fn escaping_covers_markup_and_quotes() {

@@ -16,10 +16,15 @@ use keymesh_core::{
     http::extract::Json as JsonBody,
     ident::Ident,
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
-use crate::{auth::Caller, rbac::Action, state::ManagementState, vault::Registration};
+use crate::{
+    auth::Caller,
+    rbac::Action,
+    state::ManagementState,
+    vault::{Locked, Registration},
+};
 
 /// How long a revocation waits to see its own feed entry applied before answering.
 const PROPAGATION_WAIT: Duration = Duration::from_secs(5);
@@ -42,6 +47,43 @@ impl ReasonBody {
     }
 }
 
+/// Every token of a user, node or group revoked.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// `user`, `node` or `group`.
+    pub scope: String,
+    /// Its id.
+    pub subject: String,
+    /// The revocation's position in the vault's feed.
+    pub feed_seq: i64,
+    /// The new epoch: tokens of an older one are dead.
+    pub epoch: Option<i64>,
+    /// How long management's own copy of the feed took to apply it (relays follow the same
+    /// feed); `null` when it had not within 5 s.
+    pub propagated_ms: Option<u64>,
+}
+
+/// `POST /v1/nodes/{id}/disable`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeDisabled {
+    /// The revocation of the node's tokens.
+    #[serde(flatten)]
+    pub revoked: Revoked,
+    /// Always `true`.
+    pub disabled: bool,
+    /// It was disabled before this call (the revocation is repeated).
+    pub already_disabled: bool,
+}
+
+/// `POST /v1/vaults/{group}/lock`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VaultLocked {
+    /// The group.
+    pub group: String,
+    /// The vault's answer.
+    pub vault: Locked,
+}
+
 /// Bump the epoch of `scope:subject` at the vault, then wait (bounded) until management's own
 /// copy of the feed has applied the entry: the elapsed time is what a follower of the feed
 /// took to learn of it (relays follow the same feed the same way).
@@ -51,10 +93,10 @@ async fn revoke(
     scope: &str,
     subject: &str,
     reason: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Revoked, ApiError> {
     let started = Instant::now();
     let entry = state.vault.revoke_epoch(scope, subject, reason).await?;
-    let seq = entry["seq"].as_i64().unwrap_or(i64::MAX);
+    let seq = entry.seq;
     let deadline = started + PROPAGATION_WAIT;
     let mut propagated_ms = None;
     while Instant::now() < deadline {
@@ -72,16 +114,16 @@ async fn revoke(
                 format!("{scope}:{subject}"),
                 Outcome::Success,
             )
-            .with_details(json!({ "feed_seq": entry["seq"], "epoch": entry["epoch"], "propagated_ms": propagated_ms })),
+            .with_details(json!({ "feed_seq": entry.seq, "epoch": entry.epoch, "propagated_ms": propagated_ms })),
         )
         .await;
-    Ok(json!({
-        "scope": scope,
-        "subject": subject,
-        "feed_seq": entry["seq"],
-        "epoch": entry["epoch"],
-        "propagated_ms": propagated_ms,
-    }))
+    Ok(Revoked {
+        scope: scope.to_owned(),
+        subject: subject.to_owned(),
+        feed_seq: entry.seq,
+        epoch: entry.epoch,
+        propagated_ms,
+    })
 }
 
 /// Audit the intent first (fail closed), then act.
@@ -125,7 +167,7 @@ async fn revoke_tokens(
     subject: Subject,
     id: &str,
     body: &ReasonBody,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     caller.require(state, Action::TokensRevoke)?;
     let reason = check_reason(&body.reason)?;
     let exists = match subject {
@@ -161,7 +203,7 @@ async fn revoke_tokens(
     params(("id" = inline(Ident), Path, description = "The user's id.")),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 200, body = Revoked),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         SessionErrors,
     ),
@@ -172,7 +214,7 @@ pub async fn revoke_user(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     revoke_tokens(&state, &caller, Subject::User, &id, &body).await
 }
 
@@ -185,7 +227,7 @@ pub async fn revoke_user(
     params(("id" = inline(Ident), Path, description = "The node's id.")),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 200, body = Revoked),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         SessionErrors,
     ),
@@ -196,7 +238,7 @@ pub async fn revoke_node(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     revoke_tokens(&state, &caller, Subject::Node, &id, &body).await
 }
 
@@ -209,7 +251,7 @@ pub async fn revoke_node(
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{revoked, propagated_ms}`."),
+        (status = 200, body = Revoked),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         SessionErrors,
     ),
@@ -220,7 +262,7 @@ pub async fn revoke_group(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     revoke_tokens(&state, &caller, Subject::Group, &id, &body).await
 }
 
@@ -235,7 +277,7 @@ pub async fn revoke_group(
     params(("id" = inline(Ident), Path, description = "The node's id.")),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{node, disabled}`."),
+        (status = 200, body = NodeDisabled),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         SessionErrors,
     ),
@@ -246,7 +288,7 @@ pub async fn disable_node(
     caller: Caller,
     Path(id): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeDisabled>, ApiError> {
     caller.require(&state, Action::NodesDisable)?;
     let reason = check_reason(&body.reason)?;
     let node = state.known_node(&id).await?;
@@ -268,10 +310,12 @@ pub async fn disable_node(
     let mut registration = Registration::of(&node, &key, &node.ceiling);
     registration.disabled = true;
     state.vault.put_node(&registration).await?;
-    let mut out = revoke(&state, &caller, "node", &id, reason).await?;
-    out["disabled"] = json!(true);
-    out["already_disabled"] = json!(!newly);
-    Ok(Json(out))
+    let revoked = revoke(&state, &caller, "node", &id, reason).await?;
+    Ok(Json(NodeDisabled {
+        revoked,
+        disabled: true,
+        already_disabled: !newly,
+    }))
 }
 
 /// `POST /v1/vaults/{group}/lock` (vault:lock): the vault wipes the group's data key now.
@@ -283,7 +327,7 @@ pub async fn disable_node(
     params(("group" = inline(Ident), Path, description = "The group.")),
     request_body = ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{locked, was_unlocked}`."),
+        (status = 200, body = VaultLocked),
         (status = 404, body = ErrorBody, description = "`not_found`."),
         SessionErrors,
     ),
@@ -294,7 +338,7 @@ pub async fn lock_vault(
     caller: Caller,
     Path(group): Path<Ident>,
     JsonBody(body): JsonBody<ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VaultLocked>, ApiError> {
     caller.require(&state, Action::VaultLock)?;
     let reason = check_reason(&body.reason)?;
     intent(
@@ -305,6 +349,9 @@ pub async fn lock_vault(
         reason,
     )
     .await?;
-    let answer = state.vault.lock(&group).await?;
-    Ok(Json(json!({ "group": group, "vault": answer })))
+    let vault = state.vault.lock(&group).await?;
+    Ok(Json(VaultLocked {
+        group: group.to_string(),
+        vault,
+    }))
 }

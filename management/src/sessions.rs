@@ -12,7 +12,7 @@ use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
 };
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::{
     auth::{Caller, clear_session_cookie},
@@ -21,17 +21,81 @@ use crate::{
     store::SessionRow,
 };
 
-fn session_json(s: &SessionRow, current: &str) -> Value {
-    json!({
-        "id": s.id,
-        "kind": s.kind,
-        "created_at_ms": s.created_at_ms,
-        "last_seen_ms": s.last_seen_ms,
-        "expires_at_ms": s.expires_at_ms,
-        "ip": s.ip,
-        "user_agent": s.user_agent,
-        "current": s.id == current,
-    })
+/// A session as its owner sees it (never its token).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    /// Id (to revoke it).
+    pub id: String,
+    /// `cookie` or `bearer`.
+    pub kind: String,
+    /// Signed in at (the re-authentication clock).
+    pub created_at_ms: i64,
+    /// Last use (to within a minute).
+    pub last_seen_ms: i64,
+    /// Absolute expiry.
+    pub expires_at_ms: i64,
+    /// Client address at sign-in.
+    pub ip: String,
+    /// Client software at sign-in (truncated).
+    pub user_agent: String,
+    /// The session of this request.
+    pub current: bool,
+}
+
+fn session_view(s: &SessionRow, current: &str) -> SessionView {
+    SessionView {
+        id: s.id.clone(),
+        kind: s.kind.clone(),
+        created_at_ms: s.created_at_ms,
+        last_seen_ms: s.last_seen_ms,
+        expires_at_ms: s.expires_at_ms,
+        ip: s.ip.clone(),
+        user_agent: s.user_agent.clone(),
+        current: s.id == current,
+    }
+}
+
+/// An emergency grant the caller holds now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EmergencyRole {
+    /// The grant's id.
+    pub grant: String,
+    /// The role it grants.
+    pub role: String,
+}
+
+/// `GET /v1/session`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CurrentSession {
+    /// The caller.
+    pub user: UserSummary,
+    /// Every action the caller may take now (their role's, plus an emergency grant's).
+    pub actions: Vec<String>,
+    /// The emergency grant in force, if any.
+    pub emergency: Option<EmergencyRole>,
+    /// This session.
+    pub session: SessionView,
+    /// Admin actions need a sign-in younger than this (unix ms).
+    pub reauth_until_ms: i64,
+    /// Cookie sessions only: the `X-CSRF-Token` every change must carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+impl std::fmt::Debug for CurrentSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CurrentSession")
+            .field("user", &self.user)
+            .field("session", &self.session.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /v1/sessions`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    /// The caller's live sessions, newest first.
+    pub sessions: Vec<SessionView>,
 }
 
 /// `GET /v1/session`: the caller, their role's actions, and (cookie sessions) the CSRF token.
@@ -41,28 +105,30 @@ fn session_json(s: &SessionRow, current: &str) -> Value {
     operation_id = "sessions_current",
     tag = "sessions",
     responses(
-        (status = 200, body = Object, description = "`{user, actions, emergency, session, reauth_until_ms, csrf_token?}`."),
+        (status = 200, body = CurrentSession),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
 )]
-pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Json<Value> {
-    let actions: Vec<&str> = crate::rbac::Action::ALL
+pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Json<CurrentSession> {
+    let actions = crate::rbac::Action::ALL
         .into_iter()
         .filter(|a| caller.holds(&state, *a))
-        .map(|a| a.as_str())
+        .map(|a| a.as_str().to_owned())
         .collect();
-    let mut body = json!({
-        "user": UserSummary::from(&caller.user),
-        "actions": actions,
-        "emergency": caller.emergency.as_ref().map(|(id, role)| json!({ "grant": id, "role": role.as_str() })),
-        "session": session_json(&caller.session, &caller.session.id),
-        "reauth_until_ms": caller.reauth_until_ms(&state),
-    });
-    if caller.via_cookie {
-        body["csrf_token"] = Value::from(state.keyed.csrf_token(&caller.session.id));
-    }
-    Json(body)
+    Json(CurrentSession {
+        user: UserSummary::from(&caller.user),
+        actions,
+        emergency: caller.emergency.as_ref().map(|(id, role)| EmergencyRole {
+            grant: id.clone(),
+            role: role.as_str().to_owned(),
+        }),
+        session: session_view(&caller.session, &caller.session.id),
+        reauth_until_ms: caller.reauth_until_ms(&state),
+        csrf_token: caller
+            .via_cookie
+            .then(|| state.keyed.csrf_token(&caller.session.id)),
+    })
 }
 
 /// `GET /v1/sessions`: the caller's live sessions, newest first.
@@ -72,7 +138,7 @@ pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Js
     operation_id = "sessions_list",
     tag = "sessions",
     responses(
-        (status = 200, body = Object, description = "`{sessions: [...]}`, newest first."),
+        (status = 200, body = SessionList),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -80,18 +146,19 @@ pub async fn current(State(state): State<ManagementState>, caller: Caller) -> Js
 pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SessionList>, ApiError> {
     let idle = i64::try_from(state.config.session_idle.as_millis()).unwrap_or(i64::MAX);
     let sessions = state
         .store
         .sessions_of(&caller.user.id, idle)
         .await
         .map_err(ApiError::internal)?;
-    let items: Vec<Value> = sessions
-        .iter()
-        .map(|s| session_json(s, &caller.session.id))
-        .collect();
-    Ok(Json(json!({ "sessions": items })))
+    Ok(Json(SessionList {
+        sessions: sessions
+            .iter()
+            .map(|s| session_view(s, &caller.session.id))
+            .collect(),
+    }))
 }
 
 async fn end(state: &ManagementState, caller: &Caller, id: &str) -> Result<(), ApiError> {

@@ -25,7 +25,7 @@ pub fn new_id() -> String {
 pub const DELETED_DOMAIN: &str = "@deleted.invalid";
 
 /// A user.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserRow {
     /// Id.
     pub id: String,

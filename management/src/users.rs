@@ -12,8 +12,8 @@ use keymesh_core::{
     audit::{AuditEvent, Outcome},
     http::{client_ip::ClientIp, extract::Json as JsonBody},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 
 use crate::{
     auth::Caller,
@@ -22,6 +22,32 @@ use crate::{
     state::{ManagementState, page_limit},
     store::{Client, Purpose, UserRow},
 };
+
+/// `POST /v1/users`: the new user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Invited {
+    /// The user, enabled; the invitation mail is on its way.
+    pub user: UserRow,
+}
+
+/// `GET /v1/users`: a page of users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserList {
+    /// By address; ask for the next page with `after` = the last address.
+    pub users: Vec<UserRow>,
+}
+
+/// `POST /v1/users/{id}/disable` and `/enable`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserEnabled {
+    /// The user.
+    pub user_id: String,
+    /// Whether they are disabled now.
+    pub disabled: bool,
+    /// Disabling only: how many of their sessions ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sessions_ended: Option<u64>,
+}
 
 /// `POST /v1/users` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -39,7 +65,7 @@ pub struct InviteBody {
     tag = "users",
     request_body = InviteBody,
     responses(
-        (status = 201, body = Object, description = "`{user}`; an invitation mail is sent."),
+        (status = 201, body = Invited, description = "The new user; an invitation mail is sent."),
         (status = 409, body = ErrorBody, description = "`conflict`: the address has an account."),
         SessionErrors,
     ),
@@ -50,7 +76,7 @@ pub async fn invite(
     ClientIp(ip): ClientIp,
     caller: Caller,
     JsonBody(body): JsonBody<InviteBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Invited>), ApiError> {
     caller.require(&state, Action::UsersManage)?;
     let email = normalize_email(&body.email)?;
     let role: Role = body.role.parse().map_err(|_| {
@@ -94,7 +120,7 @@ pub async fn invite(
     };
     let issued = issue(&state, Some(&user), Purpose::Invite, Client::Browser, ip).await?;
     state.mailer.send_later(invite_mail(&state, &user, &issued));
-    Ok((StatusCode::CREATED, Json(json!({ "user": user }))))
+    Ok((StatusCode::CREATED, Json(Invited { user })))
 }
 
 /// `GET /v1/users` query.
@@ -117,7 +143,7 @@ pub struct ListQuery {
     tag = "users",
     params(ListQuery),
     responses(
-        (status = 200, body = Object, description = "`{users: [...]}`."),
+        (status = 200, body = UserList),
         SessionErrors,
     ),
     security(("session" = []), ("session_cookie" = [], "csrf" = [])),
@@ -126,7 +152,7 @@ pub async fn list(
     State(state): State<ManagementState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserList>, ApiError> {
     caller.require(&state, Action::UsersRead)?;
     let limit = page_limit(q.limit, 500)?;
     let users = state
@@ -134,7 +160,7 @@ pub async fn list(
         .users(&q.after, limit)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "users": users })))
+    Ok(Json(UserList { users }))
 }
 
 /// `POST /v1/users/{id}/disable` (users:manage, a recent sign-in): the user can no longer sign
@@ -149,7 +175,7 @@ pub async fn list(
     params(("id" = String, Path, description = "The user's id.")),
     request_body = crate::responders::ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{user_id, disabled: true, sessions_ended}`."),
+        (status = 200, body = UserEnabled, description = "`disabled: true`, with `sessions_ended`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such enabled user."),
         (status = 409, body = ErrorBody, description = "`conflict`: the last enabled admin."),
         SessionErrors,
@@ -161,7 +187,7 @@ pub async fn disable(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<crate::responders::ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEnabled>, ApiError> {
     set_enabled(&state, &caller, &id, &body, false).await
 }
 
@@ -175,7 +201,7 @@ pub async fn disable(
     params(("id" = String, Path, description = "The user's id.")),
     request_body = crate::responders::ReasonBody,
     responses(
-        (status = 200, body = Object, description = "`{user_id, disabled: false}`."),
+        (status = 200, body = UserEnabled, description = "`disabled: false`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such disabled user."),
         SessionErrors,
     ),
@@ -186,7 +212,7 @@ pub async fn enable(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<crate::responders::ReasonBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEnabled>, ApiError> {
     set_enabled(&state, &caller, &id, &body, true).await
 }
 
@@ -196,7 +222,7 @@ async fn set_enabled(
     id: &str,
     body: &crate::responders::ReasonBody,
     enable: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserEnabled>, ApiError> {
     caller.require(state, Action::UsersManage)?;
     let reason = body.reason()?;
     let user = existing(state, id).await?;
@@ -226,11 +252,11 @@ async fn set_enabled(
             format!("no such {state_now} user"),
         ));
     };
-    let mut answer = json!({ "user_id": id, "disabled": !enable });
-    if !enable {
-        answer["sessions_ended"] = json!(sessions_ended);
-    }
-    Ok(Json(answer))
+    Ok(Json(UserEnabled {
+        user_id: id.to_owned(),
+        disabled: !enable,
+        sessions_ended: (!enable).then_some(sessions_ended),
+    }))
 }
 
 /// A user who exists and is not deleted (disabled or not); `not_found` otherwise.

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use keymesh_core::capability::revocation::FeedEntry;
 use keymesh_core::{ApiError, ErrorCode};
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::config::VaultLink;
@@ -89,6 +91,49 @@ const PASSED_THROUGH: &[&str] = &[
     "invalid_share",
     "forbidden",
 ];
+
+/// A token the vault minted, as management hands it on (enrollment, token requests).
+#[derive(Clone, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    /// The token, URL-safe base64 (secret: shown once).
+    pub token: String,
+    /// The token's own id.
+    pub token_id: String,
+    /// The grant it belongs to: what `POST /v1/tokens/revoke` at the vault names to revoke it
+    /// (and everything derived from it).
+    pub grant: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("token_id", &self.token_id)
+            .field("grant", &self.grant)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The vault's answer to a registration.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Registered {
+    /// The node's existing tokens were revoked (new key, group or user, lower ceiling, or
+    /// disabled).
+    pub tokens_revoked: bool,
+}
+
+/// The vault's answer to a lock.
+#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
+pub struct Locked {
+    /// The group.
+    pub group: String,
+    /// Always `true`: the data key is not in memory.
+    pub locked: bool,
+    /// Whether it was unlocked until now.
+    pub was_unlocked: bool,
+}
 
 /// A node as the vault registers it.
 #[derive(Debug)]
@@ -184,9 +229,21 @@ impl VaultClient {
         })
     }
 
+    /// A call whose answer has a known shape.
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, VaultError> {
+        let value = self.call(method, path, body).await?;
+        serde_json::from_value(value)
+            .map_err(|e| VaultError::Unreachable(format!("an unreadable answer to {path}: {e}")))
+    }
+
     /// `PUT /v1/nodes/{id}`: register or update a node.
-    pub async fn put_node(&self, node: &Registration<'_>) -> Result<Value, VaultError> {
-        self.call(
+    pub async fn put_node(&self, node: &Registration<'_>) -> Result<Registered, VaultError> {
+        self.call_as(
             reqwest::Method::PUT,
             &format!("/v1/nodes/{}", node.node_id),
             Some(json!({
@@ -205,7 +262,7 @@ impl VaultClient {
         rights: &Value,
         ttl_secs: Option<u64>,
         approval: Option<&str>,
-    ) -> Result<Value, VaultError> {
+    ) -> Result<IssuedToken, VaultError> {
         let mut body = json!({ "node_id": node_id, "rights": rights });
         if let Some(ttl) = ttl_secs {
             body["ttl_secs"] = json!(ttl);
@@ -213,7 +270,7 @@ impl VaultClient {
         if let Some(id) = approval {
             body["approval"] = json!(id);
         }
-        self.call(reqwest::Method::POST, "/v1/tokens", Some(body))
+        self.call_as(reqwest::Method::POST, "/v1/tokens", Some(body))
             .await
     }
 
@@ -223,8 +280,8 @@ impl VaultClient {
         scope: &str,
         subject: &str,
         reason: &str,
-    ) -> Result<Value, VaultError> {
-        self.call(
+    ) -> Result<FeedEntry, VaultError> {
+        self.call_as(
             reqwest::Method::POST,
             "/v1/revocations",
             Some(json!({ "kind": "epoch", "scope": scope, "subject": subject, "reason": reason })),
@@ -275,8 +332,8 @@ impl VaultClient {
     }
 
     /// `POST /v1/vaults/{group}/lock`: wipe the group's data key now.
-    pub async fn lock(&self, group: &str) -> Result<Value, VaultError> {
-        self.call(
+    pub async fn lock(&self, group: &str) -> Result<Locked, VaultError> {
+        self.call_as(
             reqwest::Method::POST,
             &format!("/v1/vaults/{group}/lock"),
             None,

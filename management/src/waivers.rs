@@ -18,6 +18,7 @@ use keymesh_core::{
     storage::StorageError,
     with_pool,
 };
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::{
@@ -107,13 +108,22 @@ pub(crate) async fn params(
     Ok(json!({ "group": group, "duration_secs": secs, "covers": ["token.mint"] }))
 }
 
+/// A group's token-approval waiver.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Waiver {
+    /// The group.
+    pub group: String,
+    /// Token approvals are waived until then (unix ms); `null`: they are required.
+    pub approvals_waived_until_ms: Option<i64>,
+}
+
 /// Execute an approved `group.approvals.disable` request: the waiver starts now.
 pub(crate) async fn execute(
     state: &ManagementState,
     caller: &Caller,
     approval: &str,
     params: &Value,
-) -> Result<Value, ApiError> {
+) -> Result<Waiver, ApiError> {
     let group = params["group"].as_str().unwrap_or_default();
     let until = now_ms().saturating_add(
         params["duration_secs"]
@@ -142,7 +152,10 @@ pub(crate) async fn execute(
             ),
         )
         .await;
-    Ok(json!({ "group": group, "approvals_waived_until_ms": until }))
+    Ok(Waiver {
+        group: group.to_owned(),
+        approvals_waived_until_ms: Some(until),
+    })
 }
 
 /// `POST /v1/groups/{id}/approvals/enable` (groups:manage): end a waiver now. Making things
@@ -154,7 +167,7 @@ pub(crate) async fn execute(
     tag = "approvals",
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     responses(
-        (status = 200, body = Object, description = "`{group, approvals_waived_until_ms: null}`."),
+        (status = 200, body = Waiver, description = "`approvals_waived_until_ms: null`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
         SessionErrors,
     ),
@@ -164,7 +177,7 @@ pub async fn enable(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(group): Path<Ident>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Waiver>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     existing_group(&state, &group).await?;
     state
@@ -180,7 +193,8 @@ pub async fn enable(
         .set_waiver(&group, None)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "group": group, "approvals_waived_until_ms": null }),
-    ))
+    Ok(Json(Waiver {
+        group: group.to_string(),
+        approvals_waived_until_ms: None,
+    }))
 }

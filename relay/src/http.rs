@@ -15,8 +15,8 @@ use keymesh_core::{
     ident::Ident,
     openapi::{NodeErrors, ServiceErrors},
 };
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -123,7 +123,7 @@ struct SendBody {
     tag = "messages",
     request_body = SendBody,
     responses(
-        (status = 200, body = Object, description = "`{accepted: true, duplicate}`."),
+        (status = 200, body = Accepted),
         (status = 403, body = ErrorBody, description = "`forbidden`: no send right for this recipient."),
         (status = 404, body = ErrorBody, description = "`unknown_recipient`: no node of the sender's group has published a key under this id."),
         (status = 413, body = ErrorBody, description = "`too_large`: the ciphertext is over `RELAY_MAX_MESSAGE_BYTES`."),
@@ -132,7 +132,7 @@ struct SendBody {
     ),
     security(("node_token" = [], "node_proof" = [])),
 )]
-async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
+async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Accepted>, ApiError> {
     let body: SendBody = call.json()?;
     let id: MessageId = hex::decode(&body.id)
         .ok()
@@ -161,7 +161,87 @@ async fn send(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Va
         .await
         .map_err(|_| ApiError::new(ErrorCode::Unavailable))?;
     let duplicate = state.outcome(&outcome)?;
-    Ok(Json(json!({ "accepted": true, "duplicate": duplicate })))
+    Ok(Json(Accepted {
+        accepted: true,
+        duplicate,
+    }))
+}
+
+/// A message stored (durably) for its recipient.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Accepted {
+    /// Always `true`: stored before this answer.
+    accepted: bool,
+    /// The relay had this message id from this sender already (a retry): stored once.
+    duplicate: bool,
+}
+
+/// A message in the caller's mailbox.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Delivered {
+    /// Its sequence number in the mailbox.
+    seq: i64,
+    /// The sender's message id (16 bytes, hex).
+    id: String,
+    /// The sender node.
+    from: String,
+    /// Stored at (unix ms).
+    created_ms: i64,
+    /// Deleted unacknowledged then (unix ms).
+    expires_ms: i64,
+    /// The HPKE encapsulated key (base64).
+    enc: String,
+    /// The ciphertext (base64).
+    payload: String,
+}
+
+/// Messages that expired unacknowledged.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct ExpiredRange {
+    /// After this sequence number (exclusive)…
+    after: i64,
+    /// …through this one (inclusive).
+    through: i64,
+    /// How many.
+    count: i64,
+}
+
+/// `GET /v1/relay/messages`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Mailbox {
+    /// The caller.
+    node: String,
+    /// The mailbox's epoch: it changes when the mailbox is recreated (sequence numbers restart).
+    epoch: i64,
+    /// After `after`, oldest first.
+    messages: Vec<Delivered>,
+    /// Ranges after `after` that expired unacknowledged.
+    expired: Vec<ExpiredRange>,
+}
+
+/// `POST /v1/relay/ack`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Acked {
+    /// How many messages were deleted.
+    deleted: i64,
+}
+
+/// `PUT /v1/relay/keys`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Published {
+    /// The caller.
+    node: String,
+    /// The version now current.
+    version: u32,
+}
+
+/// `GET /v1/relay/keys/{node}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct NodeKeys {
+    /// The node.
+    node: String,
+    /// Its current key and those still in their grace window, newest first.
+    keys: Vec<crate::registry::KeyRow>,
 }
 
 /// `GET /v1/relay/messages` query.
@@ -187,7 +267,7 @@ struct FetchQuery {
     tag = "messages",
     params(FetchQuery),
     responses(
-        (status = 200, body = Object, description = "`{node, epoch, messages: [{seq, id, from, created_ms, expires_ms, enc (base64), payload (base64)}], expired: [{after, through, count}]}`."),
+        (status = 200, body = Mailbox),
         NodeErrors,
     ),
     security(("node_token" = [], "node_proof" = [])),
@@ -196,7 +276,7 @@ async fn fetch(
     State(state): State<RelayState>,
     Query(q): Query<FetchQuery>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Mailbox>, ApiError> {
     let node = &call.token.claims.node;
     let window = i64::from(state.config.window);
     let limit = q.limit.unwrap_or(window).clamp(1, window);
@@ -216,23 +296,32 @@ async fn fetch(
         .await
         .map_err(ApiError::internal)?;
     state.metrics.delivered.inc_by(messages.len() as u64);
-    let messages: Vec<Value> = messages
+    let messages = messages
         .iter()
-        .map(|m| {
-            json!({
-                "seq": m.seq, "id": hex::encode(&m.client_id), "from": m.sender,
-                "created_ms": m.created_ms, "expires_ms": m.expires_ms,
-                "enc": STANDARD.encode(&m.enc), "payload": STANDARD.encode(&m.payload),
-            })
+        .map(|m| Delivered {
+            seq: m.seq,
+            id: hex::encode(&m.client_id),
+            from: m.sender.clone(),
+            created_ms: m.created_ms,
+            expires_ms: m.expires_ms,
+            enc: STANDARD.encode(&m.enc),
+            payload: STANDARD.encode(&m.payload),
         })
         .collect();
-    let expired: Vec<Value> = expired
+    let expired = expired
         .iter()
-        .map(|e| json!({ "after": e.after_seq, "through": e.through_seq, "count": e.count }))
+        .map(|e| ExpiredRange {
+            after: e.after_seq,
+            through: e.through_seq,
+            count: e.count,
+        })
         .collect();
-    Ok(Json(
-        json!({ "node": node, "epoch": epoch, "messages": messages, "expired": expired }),
-    ))
+    Ok(Json(Mailbox {
+        node: node.clone(),
+        epoch,
+        messages,
+        expired,
+    }))
 }
 
 /// An acknowledgement.
@@ -251,13 +340,13 @@ struct AckBody {
     tag = "messages",
     request_body = AckBody,
     responses(
-        (status = 200, body = Object, description = "`{deleted}`: how many messages were deleted."),
+        (status = 200, body = Acked),
         (status = 400, body = ErrorBody, description = "`protocol_error`: past the mailbox's last sequence number."),
         NodeErrors,
     ),
     security(("node_token" = [], "node_proof" = [])),
 )]
-async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Value>, ApiError> {
+async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Acked>, ApiError> {
     let body: AckBody = call.json()?;
     if body.through < 0 {
         return Err(invalid("through must not be negative"));
@@ -297,7 +386,7 @@ async fn ack(State(state): State<RelayState>, call: NodeCall) -> Result<Json<Val
         .metrics
         .acked
         .inc_by(u64::try_from(deleted).unwrap_or(0));
-    Ok(Json(json!({ "deleted": deleted })))
+    Ok(Json(Acked { deleted }))
 }
 
 /// An encryption key to publish.
@@ -324,7 +413,7 @@ struct KeyBody {
     tag = "keys",
     request_body = KeyBody,
     responses(
-        (status = 200, body = Object, description = "`{node, version}`."),
+        (status = 200, body = Published),
         (status = 409, body = ErrorBody, description = "`conflict`: a version at or below the current one, with another key."),
         NodeErrors,
     ),
@@ -333,7 +422,7 @@ struct KeyBody {
 async fn publish_key(
     State(state): State<RelayState>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Published>, ApiError> {
     let body: KeyBody = call.json()?;
     if body.version == 0 {
         return Err(invalid("version starts at 1"));
@@ -398,9 +487,10 @@ async fn publish_key(
         return Err(ApiError::with_message(ErrorCode::Conflict, e.to_string()));
     }
     tracing::info!(node = %claims.node, version = body.version, "relay: encryption key published");
-    Ok(Json(
-        json!({ "node": claims.node, "version": body.version }),
-    ))
+    Ok(Json(Published {
+        node: claims.node.clone(),
+        version: body.version,
+    }))
 }
 
 /// A node's current encryption key and those still within the grace window, newest first.
@@ -414,7 +504,7 @@ async fn publish_key(
     tag = "keys",
     params(("node" = inline(Ident), Path, description = "A node of the caller's group.")),
     responses(
-        (status = 200, body = Object, description = "`{node, keys: [{node, version, group_id, identity_key, enc_key, signature (hex), created_ms, retired_ms}]}`."),
+        (status = 200, body = NodeKeys),
         (status = 404, body = ErrorBody, description = "`unknown_recipient`: no such node in the caller's group."),
         NodeErrors,
     ),
@@ -424,7 +514,7 @@ async fn lookup_keys(
     State(state): State<RelayState>,
     Path(node): Path<Ident>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NodeKeys>, ApiError> {
     if state.registry.group_of(&node).as_deref() != Some(call.token.claims.group.as_str()) {
         return Err(ApiError::new(ErrorCode::UnknownRecipient));
     }
@@ -434,7 +524,10 @@ async fn lookup_keys(
         .keys(&node, now_ms(), grace)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "node": &*node, "keys": keys })))
+    Ok(Json(NodeKeys {
+        node: node.to_string(),
+        keys,
+    }))
 }
 
 /// Management, authenticated by `RELAY_MANAGEMENT_API_KEY` (refused when it is unset).
@@ -479,6 +572,15 @@ pub struct AuditPage {
     limit: Option<i64>,
 }
 
+/// `GET /v1/audit`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct AuditRecords {
+    /// Oldest first, at most `limit`: `{seq, at_ms, actor, action, target, outcome, details
+    /// (JSON text), prev_hash, hash}` each.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<audit::AuditRecord>,
+}
+
 /// The relay's audit records after a sequence number, oldest first (management copies them
 /// into the central log).
 #[utoipa::path(
@@ -487,7 +589,7 @@ pub struct AuditPage {
     tag = "audit",
     params(AuditPage),
     responses(
-        (status = 200, body = Object, description = "`{records: [...]}`, at most `limit`."),
+        (status = 200, body = AuditRecords),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -496,7 +598,7 @@ async fn audit_records(
     State(state): State<RelayState>,
     _: Management,
     Query(q): Query<AuditPage>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditRecords>, ApiError> {
     let limit = q.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) {
         return Err(invalid("limit must be between 1 and 1000"));
@@ -509,7 +611,7 @@ async fn audit_records(
     )
     .await
     .map_err(ApiError::internal)?;
-    Ok(Json(json!({ "records": records })))
+    Ok(Json(AuditRecords { records }))
 }
 
 /// Walk the relay's audit chain.

@@ -39,7 +39,7 @@ pub enum KeyError {
 }
 
 /// One published key version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct KeyRow {
     /// The node.
     pub node: String,
@@ -47,14 +47,17 @@ pub struct KeyRow {
     pub version: i64,
     /// The node's group when it registered.
     pub group_id: String,
-    /// Ed25519 identity key that signed it.
+    /// Ed25519 identity key that signed it, hex.
     #[serde(with = "hex::serde")]
+    #[schema(value_type = String)]
     pub identity_key: Vec<u8>,
-    /// X25519 public key.
+    /// X25519 public key, hex.
     #[serde(with = "hex::serde")]
+    #[schema(value_type = String)]
     pub enc_key: Vec<u8>,
-    /// Signature over [`key_statement`].
+    /// The identity key's signature over the key statement (docs/protocol/relay.md), hex.
     #[serde(with = "hex::serde")]
+    #[schema(value_type = String)]
     pub signature: Vec<u8>,
     /// Registered at, unix ms.
     pub created_ms: i64,

@@ -114,7 +114,7 @@ pub struct SecretRow {
 }
 
 /// A listing entry.
-#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SecretListing {
     /// Path.
     pub path: String,

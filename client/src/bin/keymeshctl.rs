@@ -434,10 +434,15 @@ impl From<CallError> for Failure {
             CallError::Unreachable(_) => 5,
             _ => 1,
         };
+        // A refusal's Display already ends with its code, which the error line appends.
+        let message = match &e {
+            CallError::Refused { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
         Self {
             exit,
             code: e.code().to_owned(),
-            message: e.to_string(),
+            message,
         }
     }
 }
@@ -480,7 +485,7 @@ fn save_token(s: &Settings, m: &ArgMatches, doc: &Value) -> Result<(), Failure> 
     })?;
     keyfile::write_atomic(&out, token.as_bytes(), true)?;
     let value = json!({
-        "token_file": out.display().to_string(), "token_id": doc["token_id"], "expires_at": doc["expires_at"],
+        "token_file": out.display().to_string(), "token_id": doc["token_id"], "grant": doc["grant"], "expires_at": doc["expires_at"],
     });
     let text = format!(
         "token saved to {} (expires {})",
@@ -633,6 +638,7 @@ async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
         "group": enrolled.group,
         "ceiling": enrolled.ceiling,
         "token_id": enrolled.token_id,
+        "grant": enrolled.grant,
         "expires_at": enrolled.expires_at,
         "token_file": token_path.display().to_string(),
         "key_file_created": created,

@@ -1,9 +1,16 @@
 //! A management server over its own test database, mailing through a real SMTP server
 //! (aiosmtpd from Debian's python3-aiosmtpd, on loopback, writing a Maildir), driven through
 //! its real router.
+//!
+//! Every response the helpers receive is checked against `docs/openapi/management.json`
+//! (status documented for the operation, content type, body against its schema; see
+//! `keymesh_core::openapi::conformance`): a response the document does not describe fails the
+//! test that received it, naming the route, the status and what does not match.
 
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
+    sync::{Arc, LazyLock, Mutex},
     time::{Duration, Instant},
 };
 
@@ -20,6 +27,7 @@ pub use keymesh_core::smtp_testing::{Smtp, link_token, mail_code};
 use keymesh_core::{
     ServiceContext,
     config::{Environment, ServiceName, Source},
+    openapi::conformance::{Conformance, Operation},
     storage::{Db, testing::TestDb},
 };
 use keymesh_management::{ManagementConfig, ManagementState};
@@ -30,6 +38,38 @@ use tower::ServiceExt;
 
 pub const PUBLIC_URL: &str = "http://127.0.0.1:7800";
 
+/// The published document every response is checked against.
+pub static DOCUMENT: LazyLock<Conformance> = LazyLock::new(|| {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/management.json");
+    Conformance::from_file(&path).unwrap_or_else(|e| panic!("the OpenAPI document: {e}"))
+});
+
+/// Check a response against [`DOCUMENT`] (body `None`: streamed, not read) and note the
+/// operation and status in `seen`.
+pub fn conforms(
+    seen: &Mutex<BTreeSet<(Operation, u16)>>,
+    method: &str,
+    uri: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) {
+    let checked = match body {
+        Some(body) => DOCUMENT.check(method, uri, status.as_u16(), headers, body),
+        None => DOCUMENT.check_head(method, uri, status.as_u16(), headers),
+    };
+    match checked {
+        Ok(Some(operation)) => {
+            seen.lock()
+                .expect("coverage")
+                .insert((operation, status.as_u16()));
+        }
+        Ok(None) => {}
+        Err(e) => panic!("the response does not match docs/openapi/management.json: {e}"),
+    }
+}
+
 /// A running management server.
 pub struct Management {
     pub router: Router,
@@ -39,6 +79,8 @@ pub struct Management {
     pub db: TestDb,
     /// The vault it calls, when started with one.
     pub vault: Option<VaultServer>,
+    /// Every documented operation answered so far, with its status.
+    pub seen: Arc<Mutex<BTreeSet<(Operation, u16)>>>,
 }
 
 /// The vault's management credential in tests.
@@ -227,6 +269,7 @@ pub async fn management_with(extra: &[(&'static str, &str)]) -> Management {
         smtp,
         db,
         vault: None,
+        seen: Arc::default(),
     }
 }
 
@@ -340,8 +383,23 @@ impl Management {
         self.send(req).await
     }
 
-    /// The response itself (for streamed bodies), from a fixed client address.
-    pub async fn raw(&self, mut req: Request<Body>) -> axum::response::Response {
+    /// The response itself (for streamed bodies), from a fixed client address; its status,
+    /// content type and headers are checked against the document.
+    pub async fn raw(&self, req: Request<Body>) -> axum::response::Response {
+        let (method, uri) = (req.method().to_string(), req.uri().to_string());
+        let response = self.unchecked(req).await;
+        conforms(
+            &self.seen,
+            &method,
+            &uri,
+            response.status(),
+            response.headers(),
+            None,
+        );
+        response
+    }
+
+    async fn unchecked(&self, mut req: Request<Body>) -> axum::response::Response {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(
             "192.0.2.1:5000".parse().expect("addr"),
         ));
@@ -349,7 +407,8 @@ impl Management {
     }
 
     pub async fn send(&self, req: Request<Body>) -> Reply {
-        let response = self.raw(req).await;
+        let (method, uri) = (req.method().to_string(), req.uri().to_string());
+        let response = self.unchecked(req).await;
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response
@@ -358,6 +417,7 @@ impl Management {
             .await
             .expect("body")
             .to_bytes();
+        conforms(&self.seen, &method, &uri, status, &headers, Some(&bytes));
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| json!({ "text": String::from_utf8_lossy(&bytes).into_owned() }));
         Reply {

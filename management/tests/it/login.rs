@@ -161,6 +161,15 @@ async fn an_expired_link_and_code_are_refused() {
     let link = m.confirm(&link_token(&mail), &[]).await;
     assert_eq!(link.status, StatusCode::BAD_REQUEST);
     assert!(link.text().contains("login_link_invalid"));
+    assert_eq!(link.headers["keymesh-error-code"], "login_link_invalid");
+    // Words for a person, never a setting name.
+    assert!(
+        link.text()
+            .contains("This sign-in link has expired or was already used"),
+        "{}",
+        link.text()
+    );
+    assert!(!link.text().contains("MANAGEMENT_"), "{}", link.text());
     let code = m.submit_code(&request, &mail_code(&mail)).await;
     assert_eq!(code.status, StatusCode::GONE);
     assert_eq!(code.code(), "login_request_expired");

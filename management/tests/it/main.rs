@@ -3,6 +3,7 @@
 
 mod approvals;
 mod audit;
+mod conformance;
 mod enroll;
 mod harness;
 mod login;

@@ -40,6 +40,15 @@ struct AuditPage {
     limit: Option<i64>,
 }
 
+/// `GET /v1/audit`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct AuditRecords {
+    /// Oldest first, at most `limit`: `{seq, at_ms, actor, action, target, outcome, details
+    /// (JSON text), prev_hash, hash}` each.
+    #[schema(value_type = Vec<Object>)]
+    records: Vec<audit::AuditRecord>,
+}
+
 /// The vault's audit records after a sequence number, oldest first.
 ///
 /// At most 1000 a page; management copies them into the central log.
@@ -49,7 +58,7 @@ struct AuditPage {
     tag = "audit",
     params(AuditPage),
     responses(
-        (status = 200, body = Object, description = "`{records: [AuditRecord]}`."),
+        (status = 200, body = AuditRecords),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -58,7 +67,7 @@ async fn audit_records(
     State(state): State<VaultState>,
     _: Management,
     axum::extract::Query(q): axum::extract::Query<AuditPage>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<AuditRecords>, ApiError> {
     let limit = q.limit.unwrap_or(500);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::with_message(
@@ -74,7 +83,7 @@ async fn audit_records(
     )
     .await
     .map_err(ApiError::internal)?;
-    Ok(Json(serde_json::json!({ "records": records })))
+    Ok(Json(AuditRecords { records }))
 }
 
 /// Every vault route with its documentation: `routes!` takes handlers annotated with

@@ -13,7 +13,7 @@ use keymesh_core::{
     error::ErrorBody,
     openapi::NodeErrors,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{auth::NodeCall, ident::Ident, state::VaultState};
@@ -79,7 +79,7 @@ fn parse_path(raw: &str) -> Result<SecretPath, ApiError> {
         ("path" = String, Path, description = "The secret path: 1 to 8 segments joined by `/` (the slashes are not escaped), at most 256 bytes; a segment is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`. The top-level name `relay` is reserved."),
     ),
     responses(
-        (status = 200, body = Object, description = "`{path, version, value, metadata (object), updated_at_ms, updated_by}`."),
+        (status = 200, body = SecretValue),
         (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
         (status = 404, body = ErrorBody, description = "`not_found`: no secret at this path."),
         (status = 423, body = ErrorBody, description = "`vault_locked`."),
@@ -91,7 +91,7 @@ pub async fn read(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretValue>, ApiError> {
     let path = parse_path(&raw)?;
     allow(&state, &call, &group, Op::Read, path.as_str()).await?;
     let row = state
@@ -143,9 +143,59 @@ pub async fn read(
         .await?;
     let value = String::from_utf8(value.to_vec()).map_err(ApiError::internal)?;
     let metadata: Value = serde_json::from_slice(&metadata).map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "path": path, "version": row.version, "value": value, "metadata": metadata, "updated_at_ms": row.updated_at_ms, "updated_by": row.updated_by }),
-    ))
+    Ok(Json(SecretValue {
+        path: path.as_str().to_owned(),
+        version: row.version,
+        value,
+        metadata,
+        updated_at_ms: row.updated_at_ms,
+        updated_by: row.updated_by,
+    }))
+}
+
+/// A secret as read.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretValue {
+    /// Its path.
+    pub path: String,
+    /// Its version, from 1.
+    pub version: i64,
+    /// The value.
+    pub value: String,
+    /// Its metadata (a JSON object, `{}` when none was written).
+    #[schema(value_type = Object)]
+    pub metadata: Value,
+    /// Last change (unix ms).
+    pub updated_at_ms: i64,
+    /// Who changed it last (`node:ID`).
+    pub updated_by: String,
+}
+
+/// A secret written.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretWritten {
+    /// Its path.
+    pub path: String,
+    /// The version written.
+    pub version: i64,
+}
+
+/// A secret deleted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretDeleted {
+    /// Its path.
+    pub path: String,
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+/// The secrets under a prefix.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SecretList {
+    /// The prefix asked for (`""`: the whole group).
+    pub prefix: String,
+    /// By path, at most 1000.
+    pub secrets: Vec<crate::store::SecretListing>,
 }
 
 /// Write request.
@@ -171,7 +221,7 @@ pub struct WriteBody {
     ),
     request_body = WriteBody,
     responses(
-        (status = 200, body = Object, description = "`{path, version}`."),
+        (status = 200, body = SecretWritten),
         (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
         (status = 409, body = ErrorBody, description = "`conflict`: the secret changed meanwhile; retry."),
         (status = 413, body = ErrorBody, description = "`payload_too_large`: the value or metadata is over its limit."),
@@ -184,7 +234,7 @@ pub async fn write(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretWritten>, ApiError> {
     let path = parse_path(&raw)?;
     allow(&state, &call, &group, Op::Write, path.as_str()).await?;
     let body: WriteBody = call.json()?;
@@ -251,7 +301,10 @@ pub async fn write(
             "the secret changed meanwhile; retry",
         ));
     }
-    Ok(Json(json!({ "path": path, "version": version })))
+    Ok(Json(SecretWritten {
+        path: path.as_str().to_owned(),
+        version,
+    }))
 }
 
 /// Delete a secret (needs `delete` on its path).
@@ -265,7 +318,7 @@ pub async fn write(
         ("path" = String, Path, description = "The secret path: 1 to 8 segments joined by `/` (the slashes are not escaped), at most 256 bytes; a segment is 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`. The top-level name `relay` is reserved."),
     ),
     responses(
-        (status = 200, body = Object, description = "`{path, deleted: true}`."),
+        (status = 200, body = SecretDeleted),
         (status = 403, body = ErrorBody, description = "`forbidden`: no right on this path, or a token of another group."),
         (status = 404, body = ErrorBody, description = "`not_found`: no secret at this path."),
         (status = 423, body = ErrorBody, description = "`vault_locked`."),
@@ -277,7 +330,7 @@ pub async fn delete(
     State(state): State<VaultState>,
     Path((group, raw)): Path<(Ident, String)>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretDeleted>, ApiError> {
     let path = parse_path(&raw)?;
     allow(&state, &call, &group, Op::Delete, path.as_str()).await?;
     if state.sessions.status(&group).is_none() {
@@ -302,7 +355,10 @@ pub async fn delete(
             "no secret at this path",
         ));
     }
-    Ok(Json(json!({ "path": path, "deleted": true })))
+    Ok(Json(SecretDeleted {
+        path: path.as_str().to_owned(),
+        deleted: true,
+    }))
 }
 
 /// List query.
@@ -324,7 +380,7 @@ pub struct ListQuery {
     tag = "secrets",
     params(("group" = inline(Ident), Path, description = "The group."), ListQuery),
     responses(
-        (status = 200, body = Object, description = "`{prefix, secrets: [{path, version, updated_at_ms}]}`."),
+        (status = 200, body = SecretList),
         (status = 403, body = ErrorBody, description = "`forbidden`: no `list` right covering the prefix, or a token of another group."),
         (status = 423, body = ErrorBody, description = "`vault_locked`."),
         NodeErrors,
@@ -336,7 +392,7 @@ pub async fn list(
     Path(group): Path<Ident>,
     Query(q): Query<ListQuery>,
     call: NodeCall,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretList>, ApiError> {
     if !q.prefix.is_empty() {
         let body = q.prefix.strip_suffix('/').ok_or_else(|| {
             ApiError::with_message(ErrorCode::InvalidRequest, "a prefix ends with /")
@@ -363,5 +419,8 @@ pub async fn list(
             .with_details(json!({ "count": entries.len() })),
         )
         .await?;
-    Ok(Json(json!({ "prefix": q.prefix, "secrets": entries })))
+    Ok(Json(SecretList {
+        prefix: q.prefix,
+        secrets: entries,
+    }))
 }

@@ -57,6 +57,37 @@ fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
         .map_err(|reason| ApiError::with_message(ErrorCode::InvalidRequest, reason))
 }
 
+/// `PUT /v1/nodes/{node_id}`: the node as registered now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NodeRegistered {
+    /// The node.
+    pub node_id: String,
+    /// Its ceiling.
+    pub ceiling: Op,
+    /// Its earlier tokens were revoked (new key, group or user, lower ceiling, or disabled).
+    pub tokens_revoked: bool,
+}
+
+/// A root public key that verifies tokens.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RootKey {
+    /// Its key id (in every token it signed).
+    pub kid: i64,
+    /// Ed25519 public key, hex.
+    pub public_key: String,
+    /// Whether new tokens are signed with it.
+    pub current: bool,
+    /// Retired then (unix ms): it verifies until `VAULT_TOKEN_MAX_TTL_SECS` later.
+    pub retired_at_ms: Option<i64>,
+}
+
+/// `GET /v1/tokens/keys`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RootKeys {
+    /// Every key that still verifies.
+    pub keys: Vec<RootKey>,
+}
+
 /// Register or update a node and its ceiling.
 ///
 /// Changing the key, group or user, lowering the ceiling or disabling revokes the node's
@@ -69,7 +100,7 @@ fn ed25519_key(hex_key: &str) -> Result<[u8; 32], ApiError> {
     params(("node_id" = inline(Ident), Path, description = "The node's id.")),
     request_body = NodeBody,
     responses(
-        (status = 200, body = Object, description = "`{node_id, ceiling, tokens_revoked}`."),
+        (status = 200, body = NodeRegistered),
         (status = 409, body = ErrorBody, description = "`conflict`: `create_only` and the node exists with another key, group or user."),
         ServiceErrors,
     ),
@@ -80,7 +111,7 @@ pub async fn put_node(
     _: Management,
     Path(node_id): Path<Ident>,
     JsonBody(body): JsonBody<NodeBody>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<NodeRegistered>, ApiError> {
     let key = ed25519_key(&body.public_key)?;
     let ceiling = body.ceiling.unwrap_or(Ceiling::AGENT.0);
     // A new key, group or user, or a lower ceiling, must not leave old tokens working.
@@ -138,9 +169,11 @@ pub async fn put_node(
         )
         .await?;
     }
-    Ok(Json(
-        json!({ "node_id": node_id, "ceiling": ceiling, "tokens_revoked": invalidates }),
-    ))
+    Ok(Json(NodeRegistered {
+        node_id: node_id.to_string(),
+        ceiling,
+        tokens_revoked: invalidates,
+    }))
 }
 
 /// What a new token carries besides its node and grant.
@@ -793,15 +826,23 @@ pub async fn revoke_own(
     path = "/v1/tokens/keys",
     tag = "tokens",
     responses(
-        (status = 200, body = Object, description = "`{keys: [{kid, public_key (Ed25519, hex), current, retired_at_ms}]}`."),
+        (status = 200, body = RootKeys),
         Errors,
     ),
 )]
-pub async fn keys(State(state): State<VaultState>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn keys(State(state): State<VaultState>) -> Result<Json<RootKeys>, ApiError> {
     let rows = state.store.token_keys().await.map_err(ApiError::internal)?;
     let ring = state.ring();
-    let keys: Vec<_> = rows.iter().map(|r| json!({ "kid": r.kid, "public_key": hex::encode(&r.public_key), "current": r.kid == i64::from(ring.current_id()), "retired_at_ms": r.retired_at_ms })).collect();
-    Ok(Json(json!({ "keys": keys })))
+    let keys = rows
+        .iter()
+        .map(|r| RootKey {
+            kid: r.kid,
+            public_key: hex::encode(&r.public_key),
+            current: r.kid == i64::from(ring.current_id()),
+            retired_at_ms: r.retired_at_ms,
+        })
+        .collect();
+    Ok(Json(RootKeys { keys }))
 }
 
 /// Start signing with a new root key.

@@ -16,7 +16,7 @@ use keymesh_core::{
     http::{client_ip::ClientIp, extract::Json as JsonBody},
     openapi::ServiceErrors,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
@@ -116,6 +116,17 @@ pub async fn status(
     })))
 }
 
+/// `POST /v1/vaults/{group}/lock`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Locked {
+    /// The group.
+    pub group: String,
+    /// Always `true`: the data key is not in memory.
+    pub locked: bool,
+    /// Whether it was unlocked until now.
+    pub was_unlocked: bool,
+}
+
 /// Lock a group vault now: its data key is wiped from memory.
 #[utoipa::path(
     post,
@@ -123,7 +134,7 @@ pub async fn status(
     tag = "vaults",
     params(("group" = inline(Ident), Path, description = "The group.")),
     responses(
-        (status = 200, body = Object, description = "`{group, locked: true, was_unlocked}`."),
+        (status = 200, body = Locked),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -132,7 +143,7 @@ pub async fn lock(
     State(state): State<VaultState>,
     _: Management,
     Path(group): Path<Ident>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Locked>, ApiError> {
     let was_open = state.sessions.lock(&group);
     state
         .audit_quiet(
@@ -145,9 +156,11 @@ pub async fn lock(
             .with_details(json!({ "was_unlocked": was_open })),
         )
         .await;
-    Ok(Json(
-        json!({ "group": group, "locked": true, "was_unlocked": was_open }),
-    ))
+    Ok(Json(Locked {
+        group: group.to_string(),
+        locked: true,
+        was_unlocked: was_open,
+    }))
 }
 
 /// Extension request.

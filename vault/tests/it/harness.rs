@@ -1,6 +1,8 @@
-//! Starting a vault and talking to it like management, admins and nodes do.
+//! Starting a vault and talking to it like management, admins and nodes do. Every response
+//! [`Vault::send`] receives is checked against `docs/openapi/vault.json` (status documented for
+//! the operation, content type, body against its schema; `keymesh_core::openapi::conformance`).
 
-use std::{net::SocketAddr, time::SystemTime};
+use std::{net::SocketAddr, sync::LazyLock, time::SystemTime};
 
 use axum::{Router, body::Body, extract::ConnectInfo};
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -12,12 +14,19 @@ use keymesh_core::{
     capability::{pop::sign_http, token::random_key},
     config::{Environment, Source},
     crypto::{self, HpkeKeyPair},
+    openapi::conformance::Conformance,
     storage::{Db, testing::TestDb},
 };
 use keymesh_vault::{VaultConfig, VaultState, auth::TOKEN_B64, routes::vaults};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+/// The published document every response is checked against.
+static DOCUMENT: LazyLock<Conformance> = LazyLock::new(|| {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/vault.json");
+    Conformance::from_file(&path).unwrap_or_else(|e| panic!("the OpenAPI document: {e}"))
+});
 
 pub const MGMT_KEY: &str = "management-key-0123456789abcdef0123456789";
 /// Unlock attempts per minute in tests (per group and per client).
@@ -99,14 +108,19 @@ impl Vault {
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(
             "192.0.2.1:5000".parse().expect("addr"),
         ));
+        let (method, uri) = (req.method().to_string(), req.uri().to_string());
         let response = self.router.clone().oneshot(req).await.expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
             .await
             .expect("body")
             .to_bytes();
+        if let Err(e) = DOCUMENT.check(&method, &uri, status.as_u16(), &headers, &bytes) {
+            panic!("the response does not match docs/openapi/vault.json: {e}");
+        }
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
