@@ -6,6 +6,8 @@ mod bench;
 mod cli;
 mod services;
 mod signals;
+#[cfg(test)]
+mod test_vectors;
 
 use std::process::ExitCode;
 

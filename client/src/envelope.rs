@@ -5,8 +5,9 @@
 //! - `payload` = the HPKE ciphertext with its tag.
 //!
 //! HPKE auth mode (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305) with info
-//! `keymesh-relay-v1` and AAD `keymesh-msg-v1 \n SENDER \n RECIPIENT \n hex(id) \n
-//! sender_key_version \n recipient_key_version`: a ciphertext moved to another sender,
+//! `keymesh-relay-v1` and AAD `keymesh-msg-v1`, SENDER, RECIPIENT, hex(id),
+//! sender_key_version, recipient_key_version joined by single `\n` bytes
+//! (docs/protocol/test-vectors/envelope.json): a ciphertext moved to another sender,
 //! recipient, message id or key version does not open, and only the sender's key can seal it.
 
 use keymesh_core::crypto::{self, CryptoError, Plaintext};

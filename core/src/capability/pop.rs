@@ -2,7 +2,9 @@
 //!
 //! Over HTTP, every request carries `Keymesh-Proof: v1;ts=UNIX;nonce=B64;sig=B64`, an Ed25519
 //! signature by the node key (the `node_key` in the token) over
-//! `keymesh-pop-v1 \n METHOD \n PATH?QUERY \n TS \n NONCE \n SHA256(body) \n SHA256(token)`.
+//! `keymesh-pop-v1`, METHOD, PATH[?QUERY], TS, hex(NONCE), hex(SHA256(body)), hex(SHA256(token))
+//! joined by single `\n` bytes, nothing else between (docs/protocol/tokens.md; test vectors in
+//! docs/protocol/test-vectors/pop.json).
 //! The verifier accepts a timestamp within ±60 s and each nonce once (replay cache), so a proof
 //! cannot be replayed, moved to another request, another body or another token. Over the
 //! WebSocket the node signs the server's challenge the same way (`keymesh-ws-v1`).
