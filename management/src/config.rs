@@ -408,15 +408,10 @@ impl ManagementConfig {
             waiver_max: source.require_secs(&APPROVAL_WAIVER_MAX_SECS)?,
             service,
         };
-        if config.feed_max_age.as_secs() <= keymesh_core::capability::follower::LONG_POLL_SECS {
-            return Err(ConfigError::Invalid {
-                setting: FEED_MAX_AGE_SECS.name,
-                reason: format!(
-                    "must be more than {} s (the feed's long poll): a quiet feed would refuse every node",
-                    keymesh_core::capability::follower::LONG_POLL_SECS
-                ),
-            });
-        }
+        keymesh_core::capability::follower::check_max_age(
+            FEED_MAX_AGE_SECS.name,
+            config.feed_max_age,
+        )?;
         if config.session_idle > config.session_max {
             return Err(ConfigError::Invalid {
                 setting: SESSION_IDLE_SECS.name,

@@ -27,7 +27,7 @@ pub const MANAGEMENT_API_KEY: Setting = Setting::secret(
 /// `RELAY_FEED_MAX_AGE_SECS`.
 pub const FEED_MAX_AGE_SECS: Setting = Setting::value(
     "RELAY_FEED_MAX_AGE_SECS",
-    "When the relay's copy of the revocation feed is older than this, every token is refused (fail closed).",
+    "When the relay's copy of the revocation feed is older than this, every token is refused (fail closed). More than 5 s: a quiet feed is long-polled for 5 s, and the copy is as old as the poll's start when it returns.",
 )
 .default("15");
 /// `RELAY_MAX_MESSAGE_BYTES`.
@@ -192,6 +192,10 @@ impl RelayConfig {
                 reason: "must be at most 16 MiB".into(),
             });
         }
+        keymesh_core::capability::follower::check_max_age(
+            FEED_MAX_AGE_SECS.name,
+            config.feed_max_age,
+        )?;
         if config.idle_timeout <= config.ping {
             return Err(ConfigError::Invalid {
                 setting: IDLE_TIMEOUT_SECS.name,

@@ -18,7 +18,10 @@ use super::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::error::{ApiError, ErrorCode};
+use crate::{
+    config::ConfigError,
+    error::{ApiError, ErrorCode},
+};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +33,23 @@ fn now_ms() -> i64 {
 
 /// How long one long poll of the feed waits at the vault when nothing is new.
 pub const LONG_POLL_SECS: u64 = 5;
+/// Refuse a feed age bound the follower cannot keep: a quiet feed is long-polled for
+/// [`LONG_POLL_SECS`], and the copy is as old as the poll's start when the poll returns, so a
+/// bound of that or less would go stale on every quiet poll and refuse every token while the
+/// vault is healthy.
+pub fn check_max_age(setting: &'static str, max_age: Duration) -> Result<(), ConfigError> {
+    if max_age.as_secs() <= LONG_POLL_SECS {
+        return Err(ConfigError::Invalid {
+            setting,
+            reason: format!(
+                "must be more than {LONG_POLL_SECS} s (the revocation feed's long poll): with a quiet \
+                 feed the copy would go stale between polls and every token would be refused"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// How often the root keys are read again (a rotation adds one).
 const KEYS_EVERY: Duration = Duration::from_secs(30);
 
