@@ -42,14 +42,58 @@ pub const DEV_ADMIN_EMAIL: Setting = Setting::value(
 )
 .default("admin@localhost");
 
+/// `KEYMESH_DEV_DEMO`: whether `keymesh dev` prepares the quickstart's demo.
+pub const DEV_DEMO: Setting = Setting::value(
+    "KEYMESH_DEV_DEMO",
+    "Whether `keymesh dev` prepares the quickstart's demo (docs/quickstart.md): a second admin and a responder signed in, a group `demo` with its vault created and unlocked through a real `vault.unlock` approval, and `.keymesh/env` holding the URLs and their sessions.",
+)
+.default("true");
+
 #[cfg(test)]
-const DEV_SETTINGS: &[&Setting] = &[&DEV_ADMIN_EMAIL];
+const DEV_SETTINGS: &[&Setting] = &[&DEV_ADMIN_EMAIL, &DEV_DEMO];
+
+/// Limits `keymesh dev` relaxes so a scripted trial is not stopped by them, with why; a value
+/// set in the environment or by a flag still wins, and production defaults are unchanged.
+/// docs/quickstart.md lists them (a test keeps the list and the page in step).
+pub const TRIAL_DEFAULTS: &[(&Setting, &str, &str)] = &[
+    (
+        &keymesh_management::config::REAUTH_SECS,
+        "43200",
+        "admin actions stay allowed for 12 h after sign-in, not 15 min",
+    ),
+    (
+        &keymesh_management::config::ENROLL_TTL_SECS,
+        "3600",
+        "an enrollment code lives an hour, not 15 min",
+    ),
+    (
+        &keymesh_management::config::LOGIN_PER_EMAIL_PER_HOUR,
+        "60",
+        "sign-ins per address per hour",
+    ),
+    (
+        &keymesh_management::config::LOGIN_PER_IP_PER_MINUTE,
+        "60",
+        "sign-ins per IP per minute: every trial user is 127.0.0.1",
+    ),
+    (
+        &keymesh_management::config::AUDIT_CHECKPOINT_SECS,
+        "10",
+        "the audit chain's head is signed every 10 s, not 5 min, so a short trial sees checkpoints",
+    ),
+    (
+        &keymesh_vault::config::UNLOCK_ATTEMPTS_PER_MINUTE,
+        "60",
+        "vault unlock attempts per minute: management's calls for every group come from one address",
+    ),
+];
 
 /// Every setting `keymesh dev` reads.
 pub fn dev_settings() -> Vec<&'static Setting> {
     let mut all = DevConfig::all_settings();
     all.extend_from_slice(keymesh_management::config::SETTINGS);
     all.push(&DEV_ADMIN_EMAIL);
+    all.push(&DEV_DEMO);
     all.extend_from_slice(keymesh_vault::config::SETTINGS);
     all.extend_from_slice(keymesh_relay::config::SETTINGS);
     all
@@ -244,7 +288,7 @@ fn configuration_docs() -> String {
             ));
             sections.push((
                 "Development only",
-                "Read by `keymesh dev` alone.",
+                "Read by `keymesh dev` alone. `keymesh dev` also relaxes a few limits for a trial (the re-authentication window, enrollment code lifetime, sign-in rate limits, vault unlock attempts); docs/quickstart.md lists them, and production defaults are unchanged.",
                 DEV_SETTINGS,
             ));
         }
@@ -296,6 +340,29 @@ mod tests {
     #[test]
     fn configuration_docs_are_in_sync() {
         keymesh_core::docs::assert_doc_in_sync("docs/configuration.md", &configuration_docs());
+    }
+
+    /// docs/quickstart.md's table of the limits `keymesh dev` relaxes is this list.
+    #[test]
+    fn the_quickstart_lists_every_trial_default() {
+        let page = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/quickstart.md"),
+        )
+        .expect("docs/quickstart.md");
+        let rows: Vec<&str> = page
+            .lines()
+            .skip_while(|l| !l.starts_with("<!-- trial-defaults"))
+            .skip(3)
+            .take_while(|l| l.starts_with('|'))
+            .collect();
+        let want: Vec<String> = TRIAL_DEFAULTS
+            .iter()
+            .map(|(setting, value, why)| format!("| `{}` | `{value}` | {why} |", setting.name))
+            .collect();
+        assert_eq!(
+            rows, want,
+            "docs/quickstart.md's trial defaults table drifted"
+        );
     }
 
     #[test]

@@ -4,12 +4,13 @@
 
 mod bench;
 mod cli;
+mod demo;
 mod services;
 mod signals;
 #[cfg(test)]
 mod test_vectors;
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use keymesh_core::{
     config::{CommonConfig, ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source},
@@ -148,10 +149,13 @@ fn service_common(service: &Service) -> CommonConfig {
     service.config().common.clone()
 }
 
+/// Where `keymesh dev` keeps its databases, keys and the demo's files.
+const DEV_DIR: &str = ".keymesh";
+
 /// Development secrets for `keymesh dev`: the vault master key persists under `.keymesh/`
 /// (so tokens survive a restart); service credentials are random per run.
 fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxError> {
-    let dir = std::path::Path::new(".keymesh");
+    let dir = Path::new(DEV_DIR);
     std::fs::create_dir_all(dir)?;
     let master = dir.join("vault-master.key");
     write_new_key(&master)?;
@@ -163,7 +167,11 @@ fn dev_secrets(source: &mut Source) -> Result<Vec<(&'static str, String)>, BoxEr
         management_key.display().to_string(),
     );
     let mut shown = Vec::new();
-    for name in ["MANAGEMENT_API_KEY", "VAULT_FEED_API_KEY"] {
+    for name in [
+        keymesh_vault::config::MANAGEMENT_API_KEY.name,
+        keymesh_vault::config::FEED_API_KEY.name,
+        keymesh_relay::config::MANAGEMENT_API_KEY.name,
+    ] {
         let value = random_hex();
         source.set_env_default(name, value.clone());
         shown.push((name, value));
@@ -210,6 +218,9 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .into());
     }
     let credentials = dev_secrets(&mut source)?;
+    for (setting, value, _) in cli::TRIAL_DEFAULTS {
+        source.set_env_default(setting.name, *value);
+    }
     let mut configs = ServiceName::ALL
         .into_iter()
         .map(|name| load_service(name, &source, Environment::Development))
@@ -218,6 +229,8 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     // pointed at both (unless they were set explicitly).
     configs.sort_by_key(|c| matches!(c, Service::Management(_)));
     let vault_key = source.require_secret(&keymesh_vault::config::MANAGEMENT_API_KEY)?;
+    // Management reads the relay's audit log with the relay's own credential.
+    let relay_key = source.require_secret(&keymesh_relay::config::MANAGEMENT_API_KEY)?;
     init_logs(&service_common(&configs[0]))?;
     let shutdown = CancellationToken::new();
     signals::cancel_on_signal(shutdown.clone());
@@ -227,17 +240,11 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .is_some();
     let mut running: Vec<services::Running> = Vec::new();
     for mut config in configs {
-        if let Service::Relay(relay) = &mut config {
-            if !relay_vault_explicit
-                && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
-            {
-                relay.vault_url = Some(format!("http://{}", vault.addr));
-            }
-            // In dev, management reads the relay's audit log with the same development
-            // credential it presents to the vault.
-            if relay.management_api_key.is_none() {
-                relay.management_api_key = Some(vault_key.clone());
-            }
+        if let Service::Relay(relay) = &mut config
+            && !relay_vault_explicit
+            && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
+        {
+            relay.vault_url = Some(format!("http://{}", vault.addr));
         }
         if let Service::Management(management) = &mut config {
             let addr_of = |name| {
@@ -262,7 +269,7 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
             {
                 management.relay_audit = Some(keymesh_management::config::VaultLink {
                     url,
-                    api_key: vault_key.clone(),
+                    api_key: relay_key.clone(),
                 });
             }
         }
@@ -280,19 +287,20 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     let admin = match running.iter().find_map(|r| r.management.as_ref()) {
         Some(state) => {
             let email: String = source.require(&cli::DEV_ADMIN_EMAIL)?;
-            match keymesh_management::bootstrap::bootstrap_admin(state, &email).await {
-                Ok(done) => Some((
-                    done.user.email.clone(),
-                    done.login.link(state),
-                    done.login.ttl.as_secs().div_ceil(60),
-                )),
+            let databases = ServiceName::ALL
+                .into_iter()
+                .map(|name| Ok((name.as_str(), source.require(name.database_setting())?)))
+                .collect::<Result<Vec<_>, ConfigError>>()?;
+            let demo = source.switch(&cli::DEV_DEMO)?.then_some(databases);
+            let prepared = prepare_dev(state, &email, &running, demo).await;
+            match prepared {
+                Ok(done) => Some(done),
                 Err(e) => {
                     shutdown.cancel();
-                    return Err(format!(
-                        "bootstrapping the dev admin failed: {}",
-                        keymesh_core::error::error_chain(&e)
-                    )
-                    .into());
+                    for service in running {
+                        let _ = service.task.await;
+                    }
+                    return Err(e);
                 }
             }
         }
@@ -314,10 +322,67 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// What `keymesh dev` prepared for its banner: the admin's sign-in link, and the demo.
+struct DevAdmin {
+    email: String,
+    link: String,
+    minutes: u64,
+    demo: Option<demo::Prepared>,
+}
+
+/// Bootstrap the dev admin and, given the services' database URLs, the quickstart's demo.
+async fn prepare_dev(
+    state: &keymesh_management::ManagementState,
+    email: &str,
+    running: &[services::Running],
+    demo: Option<Vec<(&'static str, String)>>,
+) -> Result<DevAdmin, BoxError> {
+    let done = keymesh_management::bootstrap::bootstrap_admin(state, email)
+        .await
+        .map_err(|e| {
+            format!(
+                "bootstrapping the dev admin failed: {}",
+                keymesh_core::error::error_chain(&e)
+            )
+        })?;
+    let url = |name: ServiceName| {
+        running
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| format!("http://{}", r.addr))
+            .unwrap_or_default()
+    };
+    let demo = if let Some(databases) = demo {
+        let urls = demo::Urls {
+            management: url(ServiceName::Management),
+            vault: url(ServiceName::Vault),
+            relay: url(ServiceName::Relay),
+            databases,
+        };
+        let prepared = demo::prepare(state, &done.user.email, &urls, Path::new(DEV_DIR))
+            .await
+            .map_err(|e| {
+                format!(
+                    "preparing the quickstart demo failed: {e} (KEYMESH_DEV_DEMO=false skips it; \
+                     removing ./.keymesh/ starts from nothing)"
+                )
+            })?;
+        Some(prepared)
+    } else {
+        None
+    };
+    Ok(DevAdmin {
+        email: done.user.email.clone(),
+        link: done.login.link(state),
+        minutes: done.login.ttl.as_secs().div_ceil(60),
+        demo,
+    })
+}
+
 fn print_banner(
     running: &[services::Running],
     credentials: &[(&str, String)],
-    admin: Option<&(String, String, u64)>,
+    admin: Option<&DevAdmin>,
 ) {
     let mut banner = String::from(
         "\nKeymesh dev: every service in one process, SQLite files under ./.keymesh/\n\n",
@@ -329,7 +394,13 @@ fn print_banner(
             service.addr
         ));
     }
-    if let Some((email, link, minutes)) = admin {
+    if let Some(DevAdmin {
+        email,
+        link,
+        minutes,
+        ..
+    }) = admin
+    {
         banner.push_str(&format!(
             "\nAdmin {email}: sign in within {minutes} minutes (the link works once; new links: POST /v1/login):\n  {link}\n"
         ));
@@ -338,14 +409,50 @@ fn print_banner(
         "\nDevelopment credentials (random for this run; never use dev mode in production):\n",
     );
     for (name, value) in credentials {
-        banner.push_str(&format!("  {name}={value}\n"));
+        let what = match *name {
+            "MANAGEMENT_API_KEY" => "management -> vault",
+            "VAULT_FEED_API_KEY" => "relay -> vault's revocation feed",
+            "RELAY_MANAGEMENT_API_KEY" => "management -> relay's audit log",
+            _ => "",
+        };
+        banner.push_str(&format!("  {name}={value}   ({what})\n"));
+    }
+    match admin.and_then(|a| a.demo.as_ref()) {
+        Some(demo) => banner.push_str(&format!(
+            "\nDemo ready: group `{group}` with its vault unlocked; {admin_email} and {reviewer} \
+             (admins) and {responder} are signed in.\n\
+             Next, in another terminal in this directory (docs/quickstart.md walks through it):\n\
+             \x20 cargo build{release} --bin keymeshctl   # once: the node tool, beside this binary\n\
+             \x20 source {env}             # URLs, the three sessions, both tools on PATH\n",
+            release = if built_for_release() { " --release" } else { "" },
+            group = demo::GROUP,
+            admin_email = admin.map_or("", |a| a.email.as_str()),
+            reviewer = demo::REVIEWER,
+            responder = demo::RESPONDER,
+            env = demo.env_file,
+        )),
+        None => banner.push_str(
+            "\nNext: docs/quickstart.md (it needs the demo: KEYMESH_DEV_DEMO=true); \
+             `keymesh <service> --help` lists every setting (docs/configuration.md).\n",
+        ),
     }
     banner.push_str(
-        "\nNext: curl the URLs above; `keymesh <service> --help` lists every setting \
-         (docs/configuration.md).\nLogs follow as JSON lines (LOG_FORMAT=pretty for a terminal). \
-         Ctrl-C stops everything.\n",
+        "Logs follow as JSON lines (LOG_FORMAT=pretty for a terminal). Ctrl-C stops everything.\n",
     );
     eprintln!("{banner}");
+}
+
+/// Whether this binary is cargo's release build (`target/release/`), so the banner's
+/// `cargo build` puts keymeshctl beside it.
+fn built_for_release() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()
+                .and_then(Path::file_name)
+                .map(|d| d == "release")
+        })
+        .unwrap_or(false)
 }
 
 /// `keymesh migrate [SERVICE...]`: apply migrations and exit.

@@ -75,10 +75,78 @@ async fn dev_serves_every_service_and_exits_cleanly_on_ctrl_c() {
     let (status, page) = get(link).await;
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("<form method=\"post\""), "{page}");
+    check_demo(dir.path(), &urls["management"]).await;
     let status = keymesh.signal_and_wait("INT", STOP);
     assert_eq!(status.code(), Some(0), "{}", keymesh.output());
     let output = keymesh.output();
     assert!(output.contains(r#""message":"stopped""#), "{output}");
+
+    // Started again on its data: everyone is signed in anew and the vault unlocked again.
+    let mut again = Keymesh::start(dir.path(), &["dev"], &loopback_ports());
+    let urls = again.wait_for_urls(3, START);
+    check_demo(dir.path(), &urls["management"]).await;
+    assert!(again.output().contains("Demo ready"), "{}", again.output());
+    let status = again.signal_and_wait("INT", STOP);
+    assert_eq!(status.code(), Some(0), "{}", again.output());
+}
+
+/// The quickstart's demo as `keymesh dev` left it: `.keymesh/env` (owner-only) names the
+/// services and holds three working sessions, and the demo group's vault is unlocked.
+async fn check_demo(dir: &std::path::Path, management: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(".keymesh/env");
+    let mode = std::fs::metadata(&path)
+        .expect(".keymesh/env")
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the env file holds sessions: owner-only"
+    );
+    let env = std::fs::read_to_string(&path).expect(".keymesh/env");
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='")))
+            .and_then(|v| v.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} missing from .keymesh/env:\n{env}"))
+            .to_owned()
+    };
+    assert_eq!(var("KEYMESH_MANAGEMENT_URL"), management);
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: String| {
+        let request = http
+            .get(format!("{management}{path}"))
+            .bearer_auth(token)
+            .send();
+        async move {
+            let response = request.await.expect("management answers");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
+        }
+    };
+    for (token, email, role) in [
+        ("ADMIN_TOKEN", "admin@localhost", "admin"),
+        ("REVIEWER_TOKEN", "reviewer@localhost", "admin"),
+        ("RESPONDER_TOKEN", "responder@localhost", "responder"),
+    ] {
+        let (status, me) = get("/v1/session", var(token)).await;
+        assert_eq!(status, 200, "{token}: {me}");
+        assert_eq!(
+            (me["user"]["email"].as_str(), me["user"]["role"].as_str()),
+            (Some(email), Some(role)),
+            "{me}"
+        );
+    }
+    let (status, vault) = get("/v1/groups/demo/vault", var("ADMIN_TOKEN")).await;
+    assert_eq!(status, 200, "{vault}");
+    assert_eq!(
+        vault["locked"], false,
+        "the demo vault is unlocked: {vault}"
+    );
 }
 
 #[tokio::test]
@@ -199,4 +267,27 @@ fn production_guard_refuses_to_start_and_names_the_setting() {
     let mut keymesh = Keymesh::start(dir.path(), &["dev"], &env);
     assert_eq!(keymesh.wait(START).code(), Some(2));
     assert!(keymesh.output().contains("KEYMESH_ENV"));
+}
+
+#[test]
+fn a_feed_bound_the_long_poll_cannot_keep_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (service, setting) in [
+        ("relay", "RELAY_FEED_MAX_AGE_SECS"),
+        ("management", "MANAGEMENT_FEED_MAX_AGE_SECS"),
+    ] {
+        let env = vec![
+            ("KEYMESH_ENV", "development".to_owned()),
+            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
+            (setting, "5".to_owned()),
+        ];
+        let mut keymesh = Keymesh::start(dir.path(), &[service], &env);
+        let status = keymesh.wait(START);
+        let output = keymesh.output();
+        assert_eq!(status.code(), Some(2), "{service}: {output}");
+        assert!(
+            output.contains(setting) && output.contains("long poll"),
+            "{service} must name {setting} and why: {output}"
+        );
+    }
 }

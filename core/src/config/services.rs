@@ -87,7 +87,8 @@ impl ServiceName {
         self.settings()[0]
     }
 
-    fn database_setting(self) -> &'static Setting {
+    /// The service's `*_DATABASE_URL` setting.
+    pub fn database_setting(self) -> &'static Setting {
         self.settings()[1]
     }
 
