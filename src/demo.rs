@@ -18,7 +18,7 @@ use keymesh_management::{
     login::issue,
     store::{Client, Purpose},
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::{ExposeSecret, SecretString, zeroize::Zeroizing};
 use serde_json::{Value, json};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -173,17 +173,19 @@ pub async fn prepare(
     unlock_vault(&admin, &reviewer, &passphrase).await?;
 
     let env_file = dir.join("env");
-    let line = |name: &str, value: &str| format!("export {name}={}\n", shell_quote(value));
-    let mut env = String::from(
+    // The file's text holds the sessions: one buffer, sized once (no copies left behind by
+    // growing), wiped when dropped.
+    let mut env = Zeroizing::new(String::with_capacity(8192));
+    env.push_str(
         "# Written by `keymesh dev` for this run (docs/quickstart.md): source it in a shell.\n\
          # The three tokens are bearer sessions of the demo's people: development only.\n",
     );
-    env.push_str(&line("KEYMESH_MANAGEMENT_URL", &urls.management));
-    env.push_str(&line("KEYMESH_VAULT_URL", &urls.vault));
-    env.push_str(&line("KEYMESH_RELAY_URL", &urls.relay));
-    env.push_str(&line("ADMIN_TOKEN", admin.token.expose_secret()));
-    env.push_str(&line("REVIEWER_TOKEN", reviewer.token.expose_secret()));
-    env.push_str(&line("RESPONDER_TOKEN", responder.token.expose_secret()));
+    export(&mut env, "KEYMESH_MANAGEMENT_URL", &urls.management);
+    export(&mut env, "KEYMESH_VAULT_URL", &urls.vault);
+    export(&mut env, "KEYMESH_RELAY_URL", &urls.relay);
+    export(&mut env, "ADMIN_TOKEN", admin.token.expose_secret());
+    export(&mut env, "REVIEWER_TOKEN", reviewer.token.expose_secret());
+    export(&mut env, "RESPONDER_TOKEN", responder.token.expose_secret());
     // What `keymesh audit verify --service S` needs to check this instance's chains.
     let cwd = std::env::current_dir()?;
     for (name, service) in [
@@ -193,20 +195,20 @@ pub async fn prepare(
     ] {
         let url = urls.databases.iter().find(|(s, _)| *s == service);
         if let Some(url) = url.and_then(|(_, url)| absolute_sqlite(url, &cwd)) {
-            env.push_str(&line(name, &url));
+            export(&mut env, name, &url);
         }
     }
-    env.push_str(&line(
+    let key_file = cwd.join(dir).join("management-secret.key");
+    export(
+        &mut env,
         "MANAGEMENT_SECRET_KEY_FILE",
-        &cwd.join(dir)
-            .join("management-secret.key")
-            .display()
-            .to_string(),
-    ));
+        &key_file.display().to_string(),
+    );
     // The tools: keymeshctl is built beside this binary (`cargo build --bin keymeshctl`).
     if let Some(bin) = std::env::current_exe()?.parent() {
-        let bin = shell_quote(&bin.display().to_string());
-        env.push_str(&format!("export PATH={bin}:\"$PATH\"\n"));
+        env.push_str("export PATH=");
+        push_quoted(&mut env, &bin.display().to_string());
+        env.push_str(":\"$PATH\"\n");
     }
     write_private(&env_file, env.as_bytes())?;
     Ok(Prepared {
@@ -221,9 +223,26 @@ fn absolute_sqlite(url: &str, cwd: &Path) -> Option<String> {
     Some(format!("sqlite://{}", cwd.join(path).display()))
 }
 
-/// `value` as one single-quoted shell word.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
+/// `export NAME='value'` and a newline, appended to `env`.
+fn export(env: &mut String, name: &str, value: &str) {
+    env.push_str("export ");
+    env.push_str(name);
+    env.push('=');
+    push_quoted(env, value);
+    env.push('\n');
+}
+
+/// `value` as one single-quoted shell word, appended to `out` (no copy of it is made).
+fn push_quoted(out: &mut String, value: &str) {
+    out.push('\'');
+    for c in value.chars() {
+        if c == '\'' {
+            out.push_str(r"'\''");
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('\'');
 }
 
 /// The demo vault's passphrase, made once and kept (owner-only) beside the databases.
