@@ -62,6 +62,11 @@ const REGENERATE: &str = "KEYMESH_UPDATE_DOCS=1 cargo test -p keymesh --bins tes
 /// 2026-01-01T00:00:00Z, the time every vector is made at.
 const TS: i64 = 1_767_225_600;
 
+mod audit_chain;
+mod ceremonies;
+mod proofs;
+mod relay;
+
 // ---------------------------------------------------------------------------------------------
 // Rendering and the drift check.
 
@@ -356,11 +361,6 @@ fn x25519_json(secret: [u8; 32]) -> J {
         ("x25519_public_hex", hx(hpke(secret).public)),
     ])
 }
-
-mod audit_chain;
-mod ceremonies;
-mod proofs;
-mod relay;
 
 /// The pages that describe these formats name the labels the code uses (a renamed label fails
 /// here as well as in the vector files).

@@ -197,16 +197,7 @@ async fn the_quickstart_and_admin_routes_answer_as_documented() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 
     // Enrollment: the answer names the grant of the node's first token.
-    let reply = m
-        .bearer(
-            &admin.token,
-            "POST",
-            "/v1/groups/quick/enrollment-codes",
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let code = reply.body["code"].as_str().expect("code").to_owned();
+    let code = m.new_code(&admin.token, "quick", json!({})).await;
     let key = node_key();
     let reply = m
         .json(
@@ -379,24 +370,7 @@ async fn a_response_the_document_does_not_describe_fails_the_check() {
     // whose schema lacks `grant` (as the document did before) is refused, naming the field.
     let m = management_with_vault().await;
     let admin = m.person("admin").await;
-    let reply = m
-        .bearer(
-            &admin.token,
-            "POST",
-            "/v1/groups",
-            Some(json!({ "id": "strict" })),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let reply = m
-        .bearer(
-            &admin.token,
-            "POST",
-            "/v1/groups/strict/enrollment-codes",
-            Some(json!({})),
-        )
-        .await;
-    let code = reply.body["code"].as_str().expect("code").to_owned();
+    let code = m.new_code(&admin.token, "strict", json!({})).await;
     let request = Request::builder()
         .method("POST")
         .uri("/v1/enroll")

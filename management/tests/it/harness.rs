@@ -302,9 +302,9 @@ impl Management {
         Person { id, email, token }
     }
 
-    /// Enroll `node_id` into `group` (created when missing) with a code made by `session`
-    /// (code body `code`, e.g. a ceiling).
-    pub async fn enroll(&self, session: &str, group: &str, node_id: &str, code: Value) -> Node {
+    /// A new enrollment code for `group` (created when missing), made by `session` with the
+    /// code body `body` (e.g. a ceiling).
+    pub async fn new_code(&self, session: &str, group: &str, body: Value) -> String {
         let reply = self
             .bearer(session, "POST", "/v1/groups", Some(json!({ "id": group })))
             .await;
@@ -318,11 +318,17 @@ impl Management {
                 session,
                 "POST",
                 &format!("/v1/groups/{group}/enrollment-codes"),
-                Some(code),
+                Some(body),
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        let code = reply.body["code"].as_str().expect("code").to_owned();
+        reply.body["code"].as_str().expect("code").to_owned()
+    }
+
+    /// Enroll `node_id` into `group` (created when missing) with a code made by `session`
+    /// (code body `code`, e.g. a ceiling).
+    pub async fn enroll(&self, session: &str, group: &str, node_id: &str, code: Value) -> Node {
+        let code = self.new_code(session, group, code).await;
         let key = node_key();
         let reply = self
             .json(
