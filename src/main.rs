@@ -240,19 +240,14 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
         .is_some();
     let mut running: Vec<services::Running> = Vec::new();
     for mut config in configs {
+        let addr_of = |name| service_url(&running, name);
         if let Service::Relay(relay) = &mut config
             && !relay_vault_explicit
-            && let Some(vault) = running.iter().find(|r| r.name == ServiceName::Vault)
+            && let Some(url) = addr_of(ServiceName::Vault)
         {
-            relay.vault_url = Some(format!("http://{}", vault.addr));
+            relay.vault_url = Some(url);
         }
         if let Service::Management(management) = &mut config {
-            let addr_of = |name| {
-                running
-                    .iter()
-                    .find(|r| r.name == name)
-                    .map(|r| format!("http://{}", r.addr))
-            };
             if management.vault.is_none()
                 && let Some(url) = addr_of(ServiceName::Vault)
             {
@@ -322,6 +317,14 @@ async fn dev(matches: &clap::ArgMatches) -> Result<(), BoxError> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// The base URL of a service `keymesh dev` already started.
+fn service_url(running: &[services::Running], name: ServiceName) -> Option<String> {
+    running
+        .iter()
+        .find(|r| r.name == name)
+        .map(|r| format!("http://{}", r.addr))
+}
+
 /// What `keymesh dev` prepared for its banner: the admin's sign-in link, and the demo.
 struct DevAdmin {
     email: String,
@@ -345,13 +348,7 @@ async fn prepare_dev(
                 keymesh_core::error::error_chain(&e)
             )
         })?;
-    let url = |name: ServiceName| {
-        running
-            .iter()
-            .find(|r| r.name == name)
-            .map(|r| format!("http://{}", r.addr))
-            .unwrap_or_default()
-    };
+    let url = |name| service_url(running, name).unwrap_or_default();
     let demo = if let Some(databases) = demo {
         let urls = demo::Urls {
             management: url(ServiceName::Management),
