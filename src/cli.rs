@@ -126,7 +126,12 @@ pub fn openapi_json(service: &str) -> Result<String, String> {
 /// The whole CLI.
 pub fn command() -> Command {
     let mut cmd = Command::new("keymesh")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(concat!(
+            env!("CARGO_PKG_VERSION"),
+            " (",
+            env!("KEYMESH_COMMIT"),
+            ")"
+        ))
         .about("Keymesh: zero-knowledge relay, group vault and management server")
         .subcommand_required(true)
         .arg_required_else_help(true)

@@ -5,6 +5,8 @@
 mod bench;
 mod cli;
 mod demo;
+#[cfg(test)]
+mod metrics_docs;
 mod services;
 mod signals;
 #[cfg(test)]
@@ -29,6 +31,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    keymesh_core::build::set_commit(env!("KEYMESH_COMMIT"));
     let matches = cli::command().get_matches();
     let (name, sub) = matches.subcommand().expect("a subcommand is required");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -322,7 +325,7 @@ fn service_url(running: &[services::Running], name: ServiceName) -> Option<Strin
     running
         .iter()
         .find(|r| r.name == name)
-        .map(|r| format!("http://{}", r.addr))
+        .map(|r| r.url.clone())
 }
 
 /// What `keymesh dev` prepared for its banner: the admin's sign-in link, and the demo.
@@ -386,9 +389,9 @@ fn print_banner(
     );
     for service in running {
         banner.push_str(&format!(
-            "  {:<11} http://{}   /health/ready  /metrics\n",
+            "  {:<11} {}   /health/ready  /metrics\n",
             service.name.as_str(),
-            service.addr
+            service.url
         ));
     }
     if let Some(DevAdmin {

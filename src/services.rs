@@ -1,11 +1,10 @@
 //! Starting services: open the database, bind, serve until shutdown, close the pool.
 
-use std::net::SocketAddr;
-
 use keymesh_core::{
     ServiceContext,
     config::{ServiceConfig, ServiceName},
     serve,
+    tls::ServerTls,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 pub struct Running {
     /// Which service.
     pub name: ServiceName,
-    /// The bound address (the real port when configured with port 0).
-    pub addr: SocketAddr,
+    /// `http://ADDR` or, when it serves TLS itself, `https://ADDR` (the bound address: the
+    /// real port when configured with port 0).
+    pub url: String,
     /// Resolves when the server has stopped and its pool is closed.
     pub task: JoinHandle<std::io::Result<()>>,
     /// Management's state (for `keymesh dev` to bootstrap its admin).
@@ -62,13 +62,27 @@ pub async fn start(mut service: Service, shutdown: CancellationToken) -> Result<
     let addr = listener.local_addr()?;
     // A public URL derived from a port-0 listen address names the port actually bound (links
     // in mail and the banner must work).
+    let scheme = if service.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let public = &mut service.config_mut().public_url;
     if public.port_u16() == Some(0) && public.host() == Some(&addr.ip().to_string()) {
-        *public = format!("http://{addr}").parse()?;
+        *public = format!("{scheme}://{addr}").parse()?;
     }
     let config = service.config().clone();
     let grace = config.common.http.shutdown_grace;
     let ctx = ServiceContext::open(config, shutdown.clone()).await?;
+    // Read the certificate before anything is served: a bad file stops the start, named.
+    let tls = match &ctx.config.tls {
+        Some(files) => {
+            let tls = ServerTls::load(files.clone(), &ctx.metrics)?;
+            tls.watch(name.as_str(), shutdown.clone());
+            Some(tls)
+        }
+        None => None,
+    };
     let mut management = None;
     let router = match service {
         Service::Vault(vault) => keymesh_vault::router(ctx.clone(), *vault).await?.0,
@@ -79,16 +93,22 @@ pub async fn start(mut service: Service, shutdown: CancellationToken) -> Result<
             router
         }
     };
-    tracing::info!(service = name.as_str(), %addr, database = %ctx.config.database_url, "listening");
+    tracing::info!(service = name.as_str(), %addr, scheme, database = %ctx.config.database_url, "listening");
     let task = tokio::spawn(async move {
-        let result = serve(listener, router, shutdown, grace).await;
+        let result = match tls {
+            Some(tls) => {
+                let listener = tls.listen(listener, shutdown.clone());
+                serve(listener, router, shutdown, grace).await
+            }
+            None => serve(listener, router, shutdown, grace).await,
+        };
         ctx.db.close().await;
         tracing::info!(service = name.as_str(), "stopped");
         result
     });
     Ok(Running {
         name,
-        addr,
+        url: format!("{scheme}://{addr}"),
         task,
         management,
     })

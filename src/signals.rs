@@ -2,8 +2,21 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancel `token` on the first SIGINT or SIGTERM.
+/// Cancel `token` on the first SIGINT or SIGTERM. SIGHUP (`systemctl reload`) never stops the
+/// process: it is logged, and services serving TLS re-read their certificates
+/// (`keymesh_core::tls`).
 pub fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hup) => {
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!(signal = "SIGHUP", "reloading TLS certificates, if any");
+                }
+            });
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot listen for SIGHUP"),
+    }
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]

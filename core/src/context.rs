@@ -3,7 +3,11 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{
+    Router,
+    serve::{Listener, ListenerExt},
+};
+#[cfg(doc)]
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -64,15 +68,21 @@ impl ServiceContext {
 }
 
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight requests finish for
-/// at most `grace`, and return.
-pub async fn serve(
-    listener: TcpListener,
+/// at most `grace`, and return. `listener` is a [`TcpListener`] or a
+/// [`TlsListener`](crate::tls::TlsListener); handlers see the peer as `ConnectInfo<SocketAddr>`
+/// either way.
+pub async fn serve<L>(
+    listener: L,
     router: Router,
     shutdown: CancellationToken,
     grace: Duration,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    // `tap_io` gives every listener the same `ConnectInfo<SocketAddr>`.
     let server = axum::serve(
-        listener,
+        listener.tap_io(|_| ()),
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown.clone().cancelled_owned());

@@ -1,4 +1,4 @@
-//! `/health/live`, `/health/ready` and `/metrics`.
+//! `/health/live`, `/health/ready`, `/version` and `/metrics`.
 
 use std::{
     sync::{Arc, PoisonError, RwLock},
@@ -87,6 +87,35 @@ impl std::fmt::Debug for ReadyChecks {
 )]
 pub async fn live() -> Json<serde_json::Value> {
     Json(json!({ "status": "live" }))
+}
+
+/// The running build: which service, its version and the commit it was built from.
+///
+/// The same as `keymesh_build_info`; for upgrade checks and support. Not rate limited.
+#[utoipa::path(
+    get,
+    path = "/version",
+    operation_id = "version",
+    tag = "operations",
+    responses((status = 200, description = "The running build.", body = VersionBody)),
+)]
+pub async fn version(State(ctx): State<ServiceContext>) -> Json<VersionBody> {
+    Json(VersionBody {
+        service: ctx.config.name.as_str(),
+        version: crate::build::VERSION,
+        commit: crate::build::commit(),
+    })
+}
+
+/// `GET /version`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VersionBody {
+    /// `management`, `vault` or `relay`.
+    pub service: &'static str,
+    /// The Keymesh version, e.g. `0.1.0`.
+    pub version: &'static str,
+    /// The git commit the binary was built from, or `unknown`.
+    pub commit: &'static str,
 }
 
 /// Readiness: the database answers, the service's own checks pass and it is not shutting down.

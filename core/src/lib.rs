@@ -2,6 +2,7 @@
 //! telemetry, the HTTP stack, health and metrics, storage. No service logic lives here.
 
 pub mod audit;
+pub mod build;
 pub mod capability;
 pub mod config;
 pub mod context;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod smtp_testing;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 
 pub use context::{ServiceContext, serve};
 pub use error::{ApiError, ErrorCode};

@@ -35,6 +35,7 @@ pub fn ops() -> OpenApiRouter<ServiceContext> {
     OpenApiRouter::default()
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
+        .routes(routes!(health::version))
         .routes(routes!(health::metrics))
 }
 

@@ -170,6 +170,13 @@ impl Store {
         )
     }
 
+    /// Requests waiting for a decision and not expired, counted by operation.
+    pub async fn pending_approvals_by_operation(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        const SQL: &str = "SELECT operation, COUNT(*) FROM approval_requests \
+             WHERE status = 'pending' AND expires_at_ms > $1 GROUP BY operation";
+        Ok(with_pool!(self.db(), pool => sqlx::query_as(SQL).bind(now_ms()).fetch_all(pool).await)?)
+    }
+
     /// A request's decisions, oldest first.
     pub async fn decisions(&self, id: &str) -> Result<Vec<DecisionRow>, StorageError> {
         const SQL: &str = "SELECT reviewer, decision, reason, decided_at_ms FROM approval_decisions \

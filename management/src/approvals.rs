@@ -388,6 +388,16 @@ async fn create(
 }
 
 fn announce(state: &ManagementState, kind: &str, row: &ApprovalRow) {
+    let entered = match kind {
+        "approval.created" => Some("requested"),
+        "approval.executed" => Some("executed"),
+        "approval.decided" if row.status == "approved" => Some("approved"),
+        "approval.decided" if row.status == "denied" => Some("denied"),
+        _ => None,
+    };
+    if let Some(entered) = entered {
+        state.metrics.approval(&row.operation, entered);
+    }
     state.publish(ApprovalEvent {
         requester_user: row.requester_user.clone(),
         body: json!({ "type": kind, "approval": view(row) }),

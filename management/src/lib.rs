@@ -17,6 +17,7 @@ pub mod groups;
 pub mod imports;
 pub mod login;
 pub mod mail;
+pub mod metrics;
 pub mod pages;
 pub mod policy;
 pub mod rbac;

@@ -31,6 +31,7 @@ use serde_json::json;
 use crate::{
     auth::{check_same_origin, session_set_cookie},
     mail::Mail,
+    metrics::SignIn,
     pages,
     secrets::{Kind, NewToken, new_code, token_hash, well_formed_token},
     state::ManagementState,
@@ -295,6 +296,7 @@ pub async fn start_session(
         expires_at_ms,
         user: UserSummary::from(&user),
     };
+    state.metrics.sign_in(SignIn::Success);
     Ok((token.token, grant))
 }
 
@@ -355,10 +357,10 @@ pub async fn request_login(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<(StatusCode, Json<LoginAccepted>), ApiError> {
-    state.login_by_ip.check(&ip)?;
+    state.sign_in_limit(state.login_by_ip.check(&ip))?;
     let email = normalize_email(&body.email)?;
     let email_ref = state.keyed.email_ref(&email);
-    state.login_by_email.check(&email_ref)?;
+    state.sign_in_limit(state.login_by_email.check(&email_ref))?;
     let user = state
         .store
         .user_by_email(&email)
@@ -626,7 +628,7 @@ async fn confirm_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    state.login_by_ip.check(&ip)?;
+    state.sign_in_limit(state.login_by_ip.check(&ip))?;
     // Login CSRF: another site must not sign a visitor in to an account of its choosing.
     check_same_origin(headers, state)?;
     let Some(token) = form_token(body) else {
@@ -638,6 +640,7 @@ async fn confirm_inner(
         .await
         .map_err(ApiError::internal)?
     else {
+        state.metrics.sign_in(SignIn::Failure);
         state
             .audit_quiet(AuditEvent::new(
                 format!("ip:{ip}"),
@@ -834,7 +837,7 @@ pub async fn code(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<SignedIn>, ApiError> {
-    state.login_by_ip.check(&ip)?;
+    state.sign_in_limit(state.login_by_ip.check(&ip))?;
     let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
     let max = state.config.code_attempts;
     let Some(attempts) = state
@@ -848,6 +851,7 @@ pub async fn code(
     let typed: String = body.code.chars().take(64).collect();
     let matches = state.keyed.code_matches(&row.id, &typed, &row.code_hash);
     if !matches || row.user_id.is_none() {
+        state.metrics.sign_in(SignIn::Failure);
         state
             .audit_quiet(
                 AuditEvent::new(

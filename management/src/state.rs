@@ -1,6 +1,10 @@
 //! The running management server: shared state and helpers handlers use.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use keymesh_core::{
     ApiError, ServiceContext,
@@ -18,6 +22,7 @@ use crate::{
     checkpoints::CheckpointSigner,
     config::ManagementConfig,
     mail::{MailCounters, Mailer},
+    metrics::ManagementMetrics,
     secrets::Keyed,
     store::Store,
     vault::VaultClient,
@@ -68,6 +73,8 @@ pub struct Inner {
     pub login_by_email: KeyedLimit<String>,
     /// Sign-in requests, confirmations, polls and code attempts per client IP.
     pub login_by_ip: KeyedLimit<IpAddr>,
+    /// Sign-ins, approvals, event streams, audit imports.
+    pub metrics: Arc<ManagementMetrics>,
 }
 
 impl std::ops::Deref for ManagementState {
@@ -90,6 +97,9 @@ pub enum StartError {
     /// The revocation feed client.
     #[error("the vault's revocation feed cannot be followed: {0}")]
     Follower(String),
+    /// The HTTP client for calls to the vault and the relay (its TLS setup).
+    #[error("the HTTP client for the vault and the relay cannot be set up: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// Events a live stream's subscriber may see.
@@ -120,17 +130,28 @@ impl ManagementState {
         );
         let mailer = Mailer::new(&config.mail, &config.mail_from)?.with_metrics(counters);
         let keyed = Keyed::new(config.secret_key.clone());
+        let events = broadcast::channel(EVENT_BACKLOG).0;
+        let streams = events.clone();
+        let metrics = ManagementMetrics::register(&ctx.metrics, move || streams.receiver_count());
+        let audit = AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND);
+        audit.register_metrics(&ctx.metrics);
+        let followed = Arc::new(Followed::new(config.feed_max_age));
+        followed.register_metrics(&ctx.metrics);
         let state = Self(Arc::new(Inner {
             store: Store::new(ctx.db.clone()),
             checkpoints: CheckpointSigner::new(&keyed),
             import_lock: tokio::sync::Mutex::new(()),
             keyed,
-            audit: AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND),
-            vault: VaultClient::new(config.vault.clone()),
-            relay_audit: VaultClient::new(config.relay_audit.clone()),
-            followed: Arc::new(Followed::new(config.feed_max_age)),
+            audit,
+            vault: VaultClient::new(config.vault.clone(), ctx.config.common.tls_ca.as_ref())?,
+            relay_audit: VaultClient::new(
+                config.relay_audit.clone(),
+                ctx.config.common.tls_ca.as_ref(),
+            )?,
+            followed,
             replay: ReplayCache::default(),
-            events: broadcast::channel(EVENT_BACKLOG).0,
+            events,
+            metrics,
             login_by_email: KeyedLimit::per_period(
                 config.login_per_email_per_hour,
                 Duration::from_secs(3600),
@@ -145,8 +166,12 @@ impl ManagementState {
         }));
         state.spawn_janitor();
         if let Some(vault) = &state.config.vault {
-            let follower = Follower::new(&vault.url, vault.api_key.clone())
-                .map_err(|e| StartError::Follower(e.to_string()))?;
+            let follower = Follower::new(
+                &vault.url,
+                vault.api_key.clone(),
+                state.ctx.config.common.tls_ca.as_ref(),
+            )
+            .map_err(|e| StartError::Follower(e.to_string()))?;
             tokio::spawn(follower.run(
                 Arc::clone(&state.followed),
                 state.ctx.shutdown.clone(),
@@ -167,6 +192,14 @@ impl ManagementState {
             })
     }
 
+    /// A sign-in rate limit's verdict, counted as `rate_limited` when it refuses.
+    pub fn sign_in_limit<T>(&self, verdict: Result<T, ApiError>) -> Result<T, ApiError> {
+        if verdict.is_err() {
+            self.metrics.sign_in(crate::metrics::SignIn::RateLimited);
+        }
+        verdict
+    }
+
     /// Tell live streams; nobody listening is fine.
     pub fn publish(&self, event: ApprovalEvent) {
         let _ = self.events.send(event);
@@ -175,6 +208,12 @@ impl ManagementState {
     fn spawn_janitor(&self) {
         let state = self.clone();
         tokio::spawn(async move {
+            let jobs = &state.ctx.metrics;
+            let purged = jobs.task("login_purge", PURGE_EVERY);
+            let checkpointed = jobs.task("audit_checkpoint", state.config.checkpoint_every);
+            let imported = jobs.task("audit_import", IMPORT_EVERY);
+            // When each service's audit log was last copied (from the start: not yet lagging).
+            let mut last_copy = [("vault", Instant::now()), ("relay", Instant::now())];
             let mut tick = tokio::time::interval(PURGE_EVERY);
             let mut checkpoint = tokio::time::interval(state.config.checkpoint_every);
             checkpoint.tick().await;
@@ -182,21 +221,39 @@ impl ManagementState {
             loop {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
-                    _ = checkpoint.tick() => state.checkpoint().await,
+                    _ = checkpoint.tick() => if state.checkpoint().await {
+                        checkpointed.succeeded();
+                    },
                     _ = import.tick() => {
-                        for (service, client) in [("vault", &state.vault), ("relay", &state.relay_audit)] {
-                            if client.configured()
-                                && let Err(e) = crate::imports::import(&state, service, client).await
-                            {
-                                tracing::warn!(error = %e, service, "copying a service's audit log failed; retrying");
+                        let mut all = true;
+                        for ((service, copied), client) in last_copy.iter_mut().zip([&state.vault, &state.relay_audit]) {
+                            if !client.configured() {
+                                continue;
                             }
+                            match crate::imports::import(&state, service, client).await {
+                                Ok(_) => *copied = Instant::now(),
+                                Err(e) => {
+                                    all = false;
+                                    tracing::warn!(error = %e, service = *service, "copying a service's audit log failed; retrying");
+                                }
+                            }
+                            let lag = i64::try_from(copied.elapsed().as_secs()).unwrap_or(i64::MAX);
+                            state.metrics.import_lag(service, lag);
+                        }
+                        if all {
+                            imported.succeeded();
+                        }
+                        match state.store.pending_approvals_by_operation().await {
+                            Ok(counts) => state.metrics.set_pending(&counts),
+                            Err(e) => tracing::warn!(error = %keymesh_core::error::error_chain(&e), "counting pending approvals failed"),
                         }
                     }
                     _ = tick.tick() => {
                         state.login_by_email.prune();
                         state.login_by_ip.prune();
-                        if let Err(e) = state.store.purge_login_requests().await {
-                            tracing::warn!(error = %keymesh_core::error::error_chain(&e), "purging expired sign-in requests failed");
+                        match state.store.purge_login_requests().await {
+                            Ok(_) => purged.succeeded(),
+                            Err(e) => tracing::warn!(error = %keymesh_core::error::error_chain(&e), "purging expired sign-in requests failed"),
                         }
                     }
                 }
@@ -206,18 +263,22 @@ impl ManagementState {
 
     /// Sign the audit chain's head if it grew, and log the checkpoint (a copy outside the
     /// database).
-    pub async fn checkpoint(&self) {
+    pub async fn checkpoint(&self) -> bool {
         match self.checkpoints.checkpoint(self.store.db()).await {
-            Ok(Some(cp)) => tracing::info!(
-                seq = cp.seq,
-                hash = %cp.hash,
-                key_id = %cp.key_id,
-                signature = %cp.signature,
-                "audit checkpoint"
-            ),
-            Ok(None) => {}
+            Ok(Some(cp)) => {
+                tracing::info!(
+                    seq = cp.seq,
+                    hash = %cp.hash,
+                    key_id = %cp.key_id,
+                    signature = %cp.signature,
+                    "audit checkpoint"
+                );
+                true
+            }
+            Ok(None) => true,
             Err(e) => {
-                tracing::warn!(error = %keymesh_core::error::error_chain(&e), "signing an audit checkpoint failed")
+                tracing::warn!(error = %keymesh_core::error::error_chain(&e), "signing an audit checkpoint failed");
+                false
             }
         }
     }

@@ -177,14 +177,17 @@ pub struct VaultClient {
 }
 
 impl VaultClient {
-    /// Over `link` (or none: every call fails with [`VaultError::NotConfigured`]).
-    pub fn new(link: Option<VaultLink>) -> Self {
-        let http = reqwest::Client::builder()
+    /// Over `link` (or none: every call fails with [`VaultError::NotConfigured`]), trusting
+    /// `cas` for HTTPS (the platform's roots when `None`).
+    pub fn new(
+        link: Option<VaultLink>,
+        cas: Option<&keymesh_core::tls::TrustedCas>,
+    ) -> Result<Self, reqwest::Error> {
+        let http = keymesh_core::tls::client_builder(cas)
             .timeout(CALL_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { link, http }
+            .build()?;
+        Ok(Self { link, http })
     }
 
     /// Whether a vault is configured.

@@ -55,7 +55,8 @@ pub async fn router(
         }
     });
     if let (Some(url), Some(key)) = (&state.config.vault_url, &state.config.feed_api_key) {
-        let follower = follower::Follower::new(url, key.clone())?;
+        let follower =
+            follower::Follower::new(url, key.clone(), ctx.config.common.tls_ca.as_ref())?;
         let hub = Arc::clone(&state.hub);
         let followed = Arc::clone(&state.followed);
         let view = Arc::clone(&state.followed);
@@ -83,6 +84,7 @@ fn sweep(hub: &hub::Hub, followed: &follower::Followed) {
 }
 
 async fn housekeeping(state: RelayState) {
+    let expiry = state.ctx.metrics.task("message_expiry", HOUSEKEEPING);
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_fresh = false;
@@ -91,6 +93,7 @@ async fn housekeeping(state: RelayState) {
             _ = tick.tick() => {}
             () = state.ctx.shutdown.cancelled() => return,
         }
+        let mut expired_all = false;
         loop {
             let (done, rx) = oneshot::channel();
             let write = Write::Expire {
@@ -109,6 +112,7 @@ async fn housekeeping(state: RelayState) {
                         state.hub.expired(&recipient, range);
                     }
                     if n < EXPIRE_BATCH {
+                        expired_all = true;
                         break;
                     }
                 }
@@ -119,12 +123,11 @@ async fn housekeeping(state: RelayState) {
                 Err(_) => return,
             }
         }
+        if expired_all {
+            expiry.succeeded();
+        }
         sweep(&state.hub, &state.followed);
         state.metrics.mailbox_depth.set(state.writer.held());
-        state
-            .metrics
-            .revocation_age
-            .set(state.followed.age_ms().map_or(-1, |ms| ms / 1000));
         // One line when the relay starts or stops failing closed.
         let fresh = state.followed.fresh();
         if fresh != was_fresh {

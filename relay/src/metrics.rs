@@ -41,8 +41,6 @@ pub struct RelayMetrics {
     pub mailbox_depth: Gauge,
     /// From acceptance to the deliver frame being written, seconds.
     pub delivery_latency: Histogram,
-    /// Age of the revocation view, seconds (-1 before the first sync).
-    pub revocation_age: Gauge,
 }
 
 impl RelayMetrics {
@@ -59,8 +57,19 @@ impl RelayMetrics {
             mailbox_depth: Gauge::default(),
             // 100 µs .. ~26 s, doubling.
             delivery_latency: Histogram::new(exponential_buckets(0.0001, 2.0, 19)),
-            revocation_age: Gauge::default(),
         };
+        // The refusals alerts watch exist from the start, at zero.
+        for code in [
+            ErrorCode::MailboxFull,
+            ErrorCode::RateLimited,
+            ErrorCode::TooLarge,
+            ErrorCode::Unavailable,
+            ErrorCode::Unauthorized,
+        ] {
+            let _ = m.refused.get_or_create(&Reason {
+                reason: code.as_str(),
+            });
+        }
         registry.register(
             "relay_connections",
             "Open relay WebSocket connections",
@@ -105,11 +114,6 @@ impl RelayMetrics {
             "relay_delivery_latency_seconds",
             "Time from acceptance to delivery",
             m.delivery_latency.clone(),
-        );
-        registry.register(
-            "relay_revocation_view_age_seconds",
-            "Age of the relay's copy of the revocation feed (tokens are refused past RELAY_FEED_MAX_AGE_SECS)",
-            m.revocation_age.clone(),
         );
         m
     }

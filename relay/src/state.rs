@@ -136,9 +136,12 @@ impl RelayState {
         .await?;
         let registry = Registry::load(ctx.db.clone()).await?;
         let audit = AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND);
+        audit.register_metrics(&ctx.metrics);
+        let followed = Arc::new(Followed::new(config.feed_max_age));
+        followed.register_metrics(&ctx.metrics);
         Ok(Self(Arc::new(Inner {
             audit,
-            followed: Arc::new(Followed::new(config.feed_max_age)),
+            followed,
             replay: ReplayCache::default(),
             ctx,
             config,

@@ -133,6 +133,18 @@ impl Sessions {
         expired
     }
 
+    /// How many vaults are unlocked, and for how long the longest-unlocked one has been.
+    pub fn unlocked(&self) -> (usize, Duration) {
+        let now = Instant::now();
+        let sessions = self.read();
+        let open = sessions.values().filter(|s| s.expires > now);
+        open.fold((0, Duration::ZERO), |(n, longest), s| {
+            // The cap is `max` after the unlock.
+            let since = now.saturating_duration_since(s.cap.checked_sub(self.max).unwrap_or(now));
+            (n + 1, longest.max(since))
+        })
+    }
+
     /// Lock everything (shutdown).
     pub fn lock_all(&self) {
         self.write().clear();

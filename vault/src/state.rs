@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use crate::{
     ceremony::Ceremonies,
     config::VaultConfig,
+    metrics::VaultMetrics,
     revocation::Revocations,
     sessions::Sessions,
     store::{Store, TokenKeyRow, now_ms},
@@ -64,6 +65,8 @@ pub struct Inner {
     pub ceremonies: Ceremonies,
     /// Audit chain.
     pub audit: AuditLog,
+    /// Operation counters (from audited events).
+    pub metrics: VaultMetrics,
     /// Proof-of-possession nonces.
     pub replay: ReplayCache,
     /// Unlock attempts per group.
@@ -110,6 +113,8 @@ impl VaultState {
         };
         let sessions = Sessions::new(config.session, config.session_max);
         let audit = AuditLog::spawn(ctx.db.clone(), AUDIT_BOUND);
+        audit.register_metrics(&ctx.metrics);
+        let metrics = VaultMetrics::register(&ctx.metrics);
         let state = Self(Arc::new(Inner {
             verifier: RwLock::new(Arc::new(Verifier::new(ring.public_keys()))),
             keys: RwLock::new(Arc::new(ring)),
@@ -117,6 +122,7 @@ impl VaultState {
             sessions,
             ceremonies: Ceremonies::default(),
             audit,
+            metrics,
             replay: ReplayCache::default(),
             unlock_by_group: KeyedLimit::new_per_minute(per_minute),
             unlock_by_ip: KeyedLimit::new_per_minute(per_minute),
@@ -126,19 +132,53 @@ impl VaultState {
             config,
             ctx,
         }));
+        state.register_session_gauges();
         state.spawn_janitor();
         state.spawn_feed_follower();
         Ok(state)
     }
 
+    /// `vault_unlocked_vaults`, `vault_unlocked_longest_seconds` and
+    /// `vault_session_max_seconds`, read at each scrape.
+    fn register_session_gauges(&self) {
+        let metrics = &self.ctx.metrics;
+        let weak = Arc::downgrade(&self.0);
+        metrics.register_fn(
+            "vault_unlocked_vaults",
+            "Vaults unlocked now (their data key is in memory)",
+            move || {
+                weak.upgrade()
+                    .map_or(0.0, |v| v.sessions.unlocked().0 as f64)
+            },
+        );
+        let weak = Arc::downgrade(&self.0);
+        metrics.register_fn(
+            "vault_unlocked_longest_seconds",
+            "How long the longest-unlocked vault has been unlocked (0 when none is)",
+            move || {
+                weak.upgrade()
+                    .map_or(0.0, |v| v.sessions.unlocked().1.as_secs_f64())
+            },
+        );
+        let max = self.config.session_max.as_secs_f64();
+        metrics.register_fn(
+            "vault_session_max_seconds",
+            "VAULT_SESSION_MAX_SECS: no unlock lasts longer",
+            move || max,
+        );
+    }
+
     fn spawn_janitor(&self) {
         let state = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let every = Duration::from_secs(1);
+            let clock = state.ctx.metrics.task("session_sweep", every);
+            let mut tick = tokio::time::interval(every);
             loop {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
                     _ = tick.tick() => {
+                        clock.succeeded();
                         for group in state.sessions.sweep() {
                             state.audit_quiet(AuditEvent::new("service:vault", "vault.lock", format!("vault:{group}"), Outcome::Success)
                                 .with_details(serde_json::json!({ "reason": "expired" }))).await;
@@ -157,6 +197,7 @@ impl VaultState {
     fn spawn_feed_follower(&self) {
         let state = self.clone();
         tokio::spawn(async move {
+            let clock = state.ctx.metrics.task("revocation_follow", FOLLOW_INTERVAL);
             let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
             loop {
                 tokio::select! {
@@ -164,7 +205,10 @@ impl VaultState {
                     _ = tick.tick() => {
                         let _order = state.revocation_order.lock().await;
                         match state.store.feed_after(state.revocations.head(), 1000).await {
-                            Ok(entries) => entries.iter().for_each(|e| state.revocations.apply(e)),
+                            Ok(entries) => {
+                                entries.iter().for_each(|e| state.revocations.apply(e));
+                                clock.succeeded();
+                            }
                             Err(err) => tracing::warn!(error = %keymesh_core::error::error_chain(&err), "following the revocation feed failed"),
                         }
                     }
@@ -231,11 +275,20 @@ impl VaultState {
 
     /// Record an event, failing the operation (closed) if it cannot be recorded in time.
     pub async fn audit(&self, event: AuditEvent) -> Result<(), ApiError> {
-        self.audit.record_or_refuse(event).await
+        // Counted once the record is durable, i.e. when the operation goes ahead.
+        let counter = self.metrics.counter_for(&event);
+        self.audit.record_or_refuse(event).await?;
+        if let Some(counter) = counter {
+            counter.inc();
+        }
+        Ok(())
     }
 
     /// Record an event whose operation already happened (e.g. a denial); log if it fails.
     pub async fn audit_quiet(&self, event: AuditEvent) {
+        if let Some(counter) = self.metrics.counter_for(&event) {
+            counter.inc();
+        }
         self.audit.record_quiet(event).await;
     }
 }

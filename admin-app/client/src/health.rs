@@ -91,7 +91,7 @@ pub fn relay_stats(text: &str, previous: Option<&Sample>, now: Instant) -> Optio
         accepted_total: counter("relay_messages_accepted_total").unwrap_or(0.0),
         delivered_total: counter("relay_messages_delivered_total").unwrap_or(0.0),
         refused_total: counter("relay_messages_refused_total").unwrap_or(0.0),
-        revocation_view_age_seconds: counter("relay_revocation_view_age_seconds")
+        revocation_view_age_seconds: counter("keymesh_revocation_feed_age_seconds")
             .filter(|age| *age >= 0.0),
         accepted_per_sec: None,
         delivered_per_sec: None,
@@ -133,7 +133,7 @@ relay_messages_accepted_total 100
 relay_messages_delivered_total 90
 relay_messages_refused_total{reason=\"rate_limited\"} 2
 relay_messages_refused_total{reason=\"mailbox_full\"} 1
-relay_revocation_view_age_seconds 0.4
+keymesh_revocation_feed_age_seconds 0.4
 # EOF
 ";
 

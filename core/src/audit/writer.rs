@@ -8,8 +8,11 @@ use super::{
     AuditEvent,
     chain::{AuditRecord, GENESIS, record_hash},
 };
+use prometheus_client::metrics::counter::Counter;
+
 use crate::{
     error::{ApiError, ErrorCode},
+    metrics::Metrics,
     storage::Db,
     with_pool,
 };
@@ -37,6 +40,7 @@ struct Pending {
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
     bound: Duration,
+    failures: Counter,
 }
 
 impl std::fmt::Debug for Pending {
@@ -52,18 +56,34 @@ impl AuditLog {
     pub fn spawn(db: Db, bound: Duration) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(run(db, rx));
-        Self { tx, bound }
+        Self {
+            tx,
+            bound,
+            failures: Counter::default(),
+        }
+    }
+
+    /// Export `keymesh_audit_write_failures_total`: events that could not be made durable
+    /// (their operation was refused, or — for an operation already done — the record was lost
+    /// and logged).
+    pub fn register_metrics(&self, metrics: &Metrics) {
+        metrics.register(
+            "keymesh_audit_write_failures",
+            "Audit events that could not be written in time (the operation was refused: fail closed)",
+            self.failures.clone(),
+        );
     }
 
     /// Append an event and wait until it is durable; returns its sequence number.
     pub async fn record(&self, event: AuditEvent) -> Result<i64, AuditError> {
         let (done, wait) = oneshot::channel();
-        self.tx
-            .try_send(Pending { event, done })
-            .map_err(|_| AuditError::Unavailable)?;
+        let queued = self.tx.try_send(Pending { event, done }).is_ok();
         match tokio::time::timeout(self.bound, wait).await {
-            Ok(Ok(Ok(seq))) => Ok(seq),
-            _ => Err(AuditError::Unavailable),
+            Ok(Ok(Ok(seq))) if queued => Ok(seq),
+            _ => {
+                self.failures.inc();
+                Err(AuditError::Unavailable)
+            }
         }
     }
 }

@@ -146,6 +146,23 @@ impl Followed {
         (synced != i64::MIN).then(|| now_ms().saturating_sub(synced))
     }
 
+    /// Export `keymesh_revocation_feed_age_seconds` (-1 before the first sync) and
+    /// `keymesh_revocation_feed_max_age_seconds` (the bound past which every token is refused).
+    pub fn register_metrics(self: &Arc<Self>, metrics: &crate::metrics::Metrics) {
+        let followed = Arc::clone(self);
+        metrics.register_fn(
+            "keymesh_revocation_feed_age_seconds",
+            "Age of this service's copy of the vault's revocation feed (-1 before the first sync)",
+            move || followed.age_ms().map_or(-1.0, |ms| ms as f64 / 1000.0),
+        );
+        let max_age = self.max_age_ms as f64 / 1000.0;
+        metrics.register_fn(
+            "keymesh_revocation_feed_max_age_seconds",
+            "Past this age of the revocation feed copy every token is refused (fail closed)",
+            move || max_age,
+        );
+    }
+
     /// Whether the copy is recent enough to decide with.
     pub fn fresh(&self) -> bool {
         self.age_ms().is_some_and(|age| age <= self.max_age_ms)
@@ -239,9 +256,14 @@ pub struct Follower {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl Follower {
-    /// A follower of the vault at `base` presenting `credential`.
-    pub fn new(base: &str, credential: SecretString) -> Result<Self, BoxError> {
-        let http = reqwest::Client::builder()
+    /// A follower of the vault at `base` presenting `credential`, trusting `cas` for HTTPS
+    /// (the platform's roots when `None`).
+    pub fn new(
+        base: &str,
+        credential: SecretString,
+        cas: Option<&crate::tls::TrustedCas>,
+    ) -> Result<Self, BoxError> {
+        let http = crate::tls::client_builder(cas)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(LONG_POLL_SECS + 10))
             .build()?;

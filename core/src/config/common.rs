@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 
 use super::registry::{ConfigError, Setting, Source};
+use crate::tls::TrustedCas;
 
 /// Which rules apply: production refuses development shortcuts and weak secrets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +122,12 @@ pub const ALLOW_INSECURE_HTTP: Setting = Setting::switch(
 )
 .dev_only();
 
+/// `TLS_CA_FILE`.
+pub const TLS_CA_FILE: Setting = Setting::value(
+    "TLS_CA_FILE",
+    "PEM bundle of the certificate authorities that signed the other Keymesh services' certificates (a private CA). Set: calls to another service trust only these. Unset: the platform's trusted roots.",
+);
+
 /// Every shared setting, in documentation order.
 pub const COMMON_SETTINGS: &[&Setting] = &[
     &KEYMESH_ENV,
@@ -137,6 +144,7 @@ pub const COMMON_SETTINGS: &[&Setting] = &[
     &RATE_LIMIT_PRINCIPAL_BURST,
     &METRICS_TOKEN,
     &ALLOW_INSECURE_HTTP,
+    &TLS_CA_FILE,
 ];
 
 /// A rate: sustained requests per second plus a burst.
@@ -182,6 +190,8 @@ pub struct CommonConfig {
     pub allow_insecure_http: bool,
     /// HTTP stack.
     pub http: HttpConfig,
+    /// Whom to trust for calls to other services (`TLS_CA_FILE`).
+    pub tls_ca: Option<TrustedCas>,
 }
 
 impl CommonConfig {
@@ -231,6 +241,15 @@ impl CommonConfig {
                 metrics_token: source.secret(&METRICS_TOKEN)?,
                 shutdown_grace: positive_secs(source, &SHUTDOWN_GRACE_SECS)?,
             },
+            tls_ca: source
+                .get(&TLS_CA_FILE)?
+                .map(|path| {
+                    TrustedCas::load(path.as_ref()).map_err(|reason| ConfigError::Invalid {
+                        setting: TLS_CA_FILE.name,
+                        reason,
+                    })
+                })
+                .transpose()?,
         })
     }
 }

@@ -35,6 +35,9 @@ pub struct Setting {
     /// A secret whose value someone else chose (e.g. a mail server URL with the provider's
     /// password): kept secret, but not held to [`MIN_SECRET_BYTES`].
     pub issued_elsewhere: bool,
+    /// A value that may also come from the file named by `NAME_FILE` (a database URL holding
+    /// a password, mounted like a secret).
+    pub from_file: bool,
 }
 
 impl Setting {
@@ -48,6 +51,7 @@ impl Setting {
             dev_only: false,
             required_in_production: false,
             issued_elsewhere: false,
+            from_file: false,
         }
     }
 
@@ -83,6 +87,12 @@ impl Setting {
     /// Marked as required in production.
     pub const fn required_in_production(mut self) -> Self {
         self.required_in_production = true;
+        self
+    }
+
+    /// Also readable from the file named by `NAME_FILE`.
+    pub const fn from_file(mut self) -> Self {
+        self.from_file = true;
         self
     }
 
@@ -215,7 +225,7 @@ impl Source {
             return Ok(Some(v.clone()));
         }
         let direct = self.env.get(setting.name).filter(|v| !v.is_empty());
-        if setting.kind != SettingKind::Secret {
+        if setting.kind != SettingKind::Secret && !setting.from_file {
             return Ok(direct.cloned());
         }
         let file = self.env.get(&setting.file_var()).filter(|v| !v.is_empty());
@@ -440,6 +450,8 @@ pub fn render_markdown(sections: &[(&str, &str, &[&Setting])]) -> String {
                     "secret; or `{}`; ≥ 32 bytes in production",
                     s.file_var()
                 ));
+            } else if s.from_file {
+                notes.push(format!("or `{}`", s.file_var()));
             }
             if s.required_in_production {
                 notes.push("required in production".to_owned());
@@ -502,6 +514,22 @@ mod tests {
         let missing = Source::from_env([("T_SECRET_FILE", "/nonexistent/keymesh")]);
         let err = missing.get(&SECRET).expect_err("missing file");
         assert!(err.to_string().contains("T_SECRET_FILE"), "{err}");
+    }
+
+    #[test]
+    fn a_value_marked_from_file_reads_name_file_and_others_do_not() {
+        const URL: Setting = Setting::value("T_URL", "a database URL").from_file();
+        const PLAIN: Setting = Setting::value("T_PLAIN", "a plain value");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("url");
+        std::fs::write(&path, "postgres://u:p@db/x\n").expect("write");
+        let path = path.display().to_string();
+        let src = Source::from_env([("T_URL_FILE", path.clone()), ("T_PLAIN_FILE", path)]);
+        assert_eq!(
+            src.get(&URL).expect("get").as_deref(),
+            Some("postgres://u:p@db/x")
+        );
+        assert_eq!(src.get(&PLAIN).expect("get"), None);
     }
 
     #[test]

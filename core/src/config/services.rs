@@ -8,7 +8,7 @@ use super::{
     common::{COMMON_SETTINGS, CommonConfig, Environment},
     registry::{ConfigError, Setting, Source, production_guard},
 };
-use crate::storage::DatabaseUrl;
+use crate::{storage::DatabaseUrl, tls::TlsFiles};
 
 /// The three Keymesh services. Each has its own settings, port, database and metrics label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -41,6 +41,7 @@ macro_rules! service_settings {
                 ),
             )
             .default(concat!("sqlite://.keymesh/", $name, ".db"))
+            .from_file()
             .required_in_production();
             #[doc = concat!("`", $prefix, "_PUBLIC_URL`.")]
             pub const PUBLIC_URL: Setting = Setting::value(
@@ -51,8 +52,31 @@ macro_rules! service_settings {
                 ),
             )
             .required_in_production();
+            #[doc = concat!("`", $prefix, "_TLS_CERT_FILE`.")]
+            pub const TLS_CERT_FILE: Setting = Setting::value(
+                concat!($prefix, "_TLS_CERT_FILE"),
+                concat!(
+                    "PEM certificate chain (leaf first) the ", $name,
+                    " service serves HTTPS with; set together with `", $prefix,
+                    "_TLS_KEY_FILE`. Unset: plain HTTP (TLS terminated in front). Re-read on SIGHUP."
+                ),
+            );
+            #[doc = concat!("`", $prefix, "_TLS_KEY_FILE`.")]
+            pub const TLS_KEY_FILE: Setting = Setting::value(
+                concat!($prefix, "_TLS_KEY_FILE"),
+                concat!(
+                    "PEM private key of `", $prefix,
+                    "_TLS_CERT_FILE`'s leaf certificate (keep it readable by the service only). Re-read on SIGHUP."
+                ),
+            );
             /// All settings of this service, in documentation order.
-            pub const ALL: &[&Setting] = &[&LISTEN, &DATABASE_URL, &PUBLIC_URL];
+            pub const ALL: &[&Setting] = &[
+                &LISTEN,
+                &DATABASE_URL,
+                &PUBLIC_URL,
+                &TLS_CERT_FILE,
+                &TLS_KEY_FILE,
+            ];
         }
     };
 }
@@ -95,6 +119,10 @@ impl ServiceName {
     fn public_url_setting(self) -> &'static Setting {
         self.settings()[2]
     }
+
+    fn tls_settings(self) -> (&'static Setting, &'static Setting) {
+        (self.settings()[3], self.settings()[4])
+    }
 }
 
 impl fmt::Display for ServiceName {
@@ -125,6 +153,8 @@ pub struct ServiceConfig {
     pub database_url: DatabaseUrl,
     /// URL clients use.
     pub public_url: Uri,
+    /// The certificate and key it serves HTTPS with, when it terminates TLS itself.
+    pub tls: Option<TlsFiles>,
     /// Shared settings.
     pub common: CommonConfig,
 }
@@ -157,11 +187,13 @@ impl ServiceConfig {
             .get(public_setting)?
             .unwrap_or_else(|| format!("http://{listen}"));
         let public_url = parse_public_url(&raw_public, &common, public_setting)?;
+        let tls = load_tls_files(name, source)?;
         Ok(Self {
             name,
             listen,
             database_url,
             public_url,
+            tls,
             common,
         })
     }
@@ -189,6 +221,26 @@ impl ServiceConfig {
     /// `true` when clients reach this service over TLS (HSTS and `Secure` cookies follow).
     pub fn serves_tls(&self) -> bool {
         self.public_url.scheme_str() == Some("https")
+    }
+}
+
+fn load_tls_files(name: ServiceName, source: &Source) -> Result<Option<TlsFiles>, ConfigError> {
+    let (cert_setting, key_setting) = name.tls_settings();
+    match (source.get(cert_setting)?, source.get(key_setting)?) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+            settings: (cert_setting.name, key_setting.name),
+        })),
+        (Some(_), None) => Err(ConfigError::Invalid {
+            setting: key_setting.name,
+            reason: format!("must be set with {}", cert_setting.name),
+        }),
+        (None, Some(_)) => Err(ConfigError::Invalid {
+            setting: cert_setting.name,
+            reason: format!("must be set with {}", key_setting.name),
+        }),
     }
 }
 

@@ -171,7 +171,7 @@ impl RateLimits {
 
 /// Paths never rate limited: probes and scrapers must see an overloaded service as it is.
 fn exempt(path: &str) -> bool {
-    path.starts_with("/health/") || path == "/metrics"
+    path.starts_with("/health/") || path == "/metrics" || path == "/version"
 }
 
 /// Middleware: limit by client IP (needs [`ClientIp`] from the client-ip middleware).

@@ -152,7 +152,7 @@ async fn signed_checkpoints_catch_a_rewrite_that_recomputes_the_chain() {
         m.bearer(&admin, "POST", "/v1/groups", Some(json!({ "id": id })))
             .await;
     }
-    m.state.checkpoint().await;
+    assert!(m.state.checkpoint().await);
     let listed = m.bearer(&admin, "GET", "/v1/audit/checkpoints", None).await;
     assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
     let cp = &listed.body["checkpoints"][0];
