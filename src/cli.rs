@@ -242,9 +242,27 @@ pub fn command() -> Command {
                 ))
                 .help("Whose API"),
         );
+    let health = Command::new("health")
+        .about(
+            "Check a running service's health and exit 0 if it answers 2xx, else 1: a container \
+             health check for an image without a shell",
+        )
+        .arg(
+            Arg::new("url")
+                .value_name("URL")
+                .required(true)
+                .help("e.g. https://127.0.0.1:7801/health/ready"),
+        )
+        .arg(
+            Arg::new("cacert")
+                .long("cacert")
+                .value_name("FILE")
+                .help("PEM bundle of the CA to trust (default: TLS_CA_FILE if set, else the platform's roots)"),
+        );
     cmd.subcommand(bench)
         .subcommand(audit)
         .subcommand(openapi)
+        .subcommand(health)
         .subcommand(
             with_settings(
                 "migrate",

@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             "migrate" => migrate(sub).await,
             "bench" => bench(sub).await,
             "openapi" => openapi(sub),
+            "health" => health(sub).await,
             "audit" => match sub.subcommand() {
                 Some(("verify", verify)) => audit_verify(verify).await,
                 _ => Err("unknown audit command".into()),
@@ -91,6 +92,36 @@ fn load_service(
             Service::Management(Box::new(ManagementConfig::load(source, default_env)?))
         }
     })
+}
+
+/// `keymesh health URL [--cacert FILE]`: GET the URL within 5 s; success only on a 2xx answer.
+async fn health(matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    let url = matches
+        .get_one::<String>("url")
+        .ok_or("a URL is required")?;
+    let ca = matches
+        .get_one::<String>("cacert")
+        .cloned()
+        .or_else(|| std::env::var("TLS_CA_FILE").ok().filter(|v| !v.is_empty()));
+    let cas = ca
+        .map(|path| keymesh_core::tls::TrustedCas::load(Path::new(&path)))
+        .transpose()?;
+    let client = keymesh_core::tls::client_builder(cas.as_ref())
+        .timeout(std::time::Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    let status = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", keymesh_core::error::error_chain(&e)))?
+        .status();
+    if status.is_success() {
+        println!("{url}: {status}");
+        Ok(())
+    } else {
+        Err(format!("{url}: {status}").into())
+    }
 }
 
 /// `keymesh openapi SERVICE`: print the service's OpenAPI document.
