@@ -252,9 +252,14 @@ impl Driver {
             tungstenite::http::header::SEC_WEBSOCKET_PROTOCOL,
             HeaderValue::from_static(SUBPROTOCOL),
         );
+        let tls = if url.starts_with("wss://") {
+            Some(tls_connector().map_err(|e| End::Fatal(self.unreachable(e)))?)
+        } else {
+            None
+        };
         let connected = tokio::time::timeout(
             options.connect_timeout,
-            tokio_tungstenite::connect_async(request),
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls),
         )
         .await;
         let mut ws = match connected {
@@ -635,6 +640,26 @@ fn backoff(options: &super::ClientOptions, failures: u32) -> Duration {
         u64::from_le_bytes(r) % nanos
     };
     half + Duration::from_nanos(jitter)
+}
+
+/// TLS for a `wss://` relay: the same trust as the client's HTTP calls (the platform's roots,
+/// which honour `SSL_CERT_FILE` for a private CA), with the aws-lc-rs provider. Built once.
+fn tls_connector() -> Result<tokio_tungstenite::Connector, String> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .and_then(BuilderVerifierExt::with_platform_verifier)
+                .map_err(|e| format!("TLS cannot be set up: {e}"))?
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
+        .map(tokio_tungstenite::Connector::Rustls)
 }
 
 #[cfg(test)]
