@@ -9,7 +9,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::{
-    PgPool, SqlitePool,
+    Connection as _, PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
@@ -210,9 +210,15 @@ impl Db {
                     // Checkpoints run beside the writers (`checkpoint_sqlite`).
                     .pragma("wal_autocheckpoint", "0");
                 prepare_sqlite_file(options.get_filename())?;
+                // A connection still counting a transaction is closed, never handed out: after
+                // SQLITE_FULL or an I/O error SQLite rolls the transaction back itself, sqlx's
+                // own ROLLBACK then fails, and its count would refuse every later BEGIN.
                 let pool = SqlitePoolOptions::new()
                     .max_connections(8)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!conn.is_in_transaction()) })
+                    })
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
@@ -226,6 +232,9 @@ impl Db {
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .before_acquire(|conn, _| {
+                        Box::pin(async move { Ok(!conn.is_in_transaction()) })
+                    })
                     .connect_with(options)
                     .await
                     .map_err(connect_err)?;
@@ -401,6 +410,58 @@ mod tests {
         if wal.exists() {
             assert_eq!(mode(&wal), 0o600);
         }
+        db.close().await;
+    }
+
+    /// SQLite rolls a transaction back by itself on SQLITE_FULL; sqlx's own ROLLBACK then fails
+    /// and its connection kept counting a transaction forever ("begin_with at non-zero
+    /// transaction depth" on every later write, seen in the disk-full drill). Such a connection
+    /// is now closed instead of handed out again.
+    #[tokio::test]
+    async fn a_disk_full_transaction_leaves_no_poisoned_connection_in_the_pool() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = DatabaseUrl::parse(&format!(
+            "sqlite://{}",
+            dir.path().join("full.db").display()
+        ))
+        .expect("url");
+        let db = Db::connect(&url).await.expect("connect");
+        let Db::Sqlite(pool) = &db else {
+            unreachable!("a sqlite URL")
+        };
+        sqlx::query("CREATE TABLE t (b BLOB)")
+            .execute(pool)
+            .await
+            .expect("table");
+        {
+            let mut conn = pool.acquire().await.expect("conn");
+            // This connection's database cannot grow: the insert fails with SQLITE_FULL.
+            sqlx::query("PRAGMA max_page_count = 8")
+                .execute(&mut *conn)
+                .await
+                .expect("pragma");
+            let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .expect("begin");
+            let full = sqlx::query("INSERT INTO t VALUES (zeroblob(1000000))")
+                .execute(&mut *tx)
+                .await
+                .expect_err("the database is full");
+            assert!(full.to_string().contains("full"), "{full}");
+        }
+        // Every connection the pool hands out can start a transaction.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut conn = pool.acquire().await.expect("acquire");
+            sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE")
+                .await
+                .expect("a clean connection")
+                .rollback()
+                .await
+                .expect("rollback");
+            held.push(conn);
+        }
+        drop(held);
         db.close().await;
     }
 
