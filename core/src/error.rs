@@ -308,7 +308,10 @@ impl IntoResponse for ApiError {
             },
         };
         let headers = self.headers.map(|h| *h).unwrap_or_default();
-        (status, headers, Json(body)).into_response()
+        let mut response = (status, headers, Json(body)).into_response();
+        // For the request log line (`error_code`): which refusal, not only the status.
+        response.extensions_mut().insert(self.code);
+        response
     }
 }
 

@@ -59,6 +59,7 @@ pub async fn coded_errors(req: Request, next: Next) -> Response {
     let (coded_parts, body) = coded.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.extend(coded_parts.headers);
+    parts.extensions.extend(coded_parts.extensions);
     Response::from_parts(parts, body)
 }
 

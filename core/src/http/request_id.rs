@@ -56,12 +56,18 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // The refusal's code (`invalid_token`, `proof_invalid`, `revoked`...): a 401 storm's cause
+    // shows in the logs, not only its status.
+    let error_code = response
+        .extensions()
+        .get::<crate::ErrorCode>()
+        .map(|code| code.as_str());
     span.in_scope(|| {
         let route = route.as_deref().unwrap_or(crate::metrics::UNMATCHED_ROUTE);
         if status >= 500 {
-            tracing::warn!(status, latency_ms, route, "request finished");
+            tracing::warn!(status, error_code, latency_ms, route, "request finished");
         } else {
-            tracing::info!(status, latency_ms, route, "request finished");
+            tracing::info!(status, error_code, latency_ms, route, "request finished");
         }
     });
     response.headers_mut().insert(X_REQUEST_ID.clone(), header);

@@ -347,6 +347,31 @@ async fn logs_never_contain_the_bearer_token() {
     }
 }
 
+/// A refusal's line names its code: a 401 storm's cause (a stale feed, a bad proof, a revoked
+/// token) shows in the logs, not only the status.
+#[tokio::test]
+async fn the_request_line_of_a_refusal_names_its_error_code() {
+    let captured = global_log_capture();
+    let h = harness(&[]).await;
+    for (path, id, code) in [
+        ("/does-not-exist", "log-code-1", "not_found"),
+        ("/v1/echo", "log-code-2", "method_not_allowed"),
+    ] {
+        let req = request("DELETE", path)
+            .header("x-request-id", id)
+            .body(Body::empty())
+            .expect("req");
+        send(&h.router, req).await;
+        let logs = captured.text();
+        let line = logs
+            .lines()
+            .find(|l| l.contains(id) && l.contains("request finished"))
+            .unwrap_or_else(|| panic!("no request line for {id}: {logs}"));
+        let line: Value = serde_json::from_str(line).expect("json");
+        assert_eq!(line["error_code"], code, "{line}");
+    }
+}
+
 #[tokio::test]
 async fn stack_errors_are_coded_and_hide_internals() {
     let h = harness(&[("HTTP_REQUEST_TIMEOUT_SECS", "1")]).await;
