@@ -64,7 +64,9 @@ impl RelayMetrics {
             ErrorCode::RateLimited,
             ErrorCode::TooLarge,
             ErrorCode::Unavailable,
-            ErrorCode::Unauthorized,
+            ErrorCode::InvalidToken,
+            ErrorCode::TokenExpired,
+            ErrorCode::Revoked,
         ] {
             let _ = m.refused.get_or_create(&Reason {
                 reason: code.as_str(),
