@@ -368,8 +368,11 @@ pub async fn request_login(
         .map_err(ApiError::internal)?
         .filter(|u| u.disabled_at_ms.is_none());
     let issued = issue(&state, user.as_ref(), Purpose::Login, body.client, ip).await?;
+    // Recorded before any code is mailed: no sign-in path opens without its record (fail
+    // closed, `503 audit_unavailable`, the same answer whether or not the address has an
+    // account).
     state
-        .audit_quiet(
+        .audit(
             AuditEvent::new(
                 format!("ip:{ip}"),
                 "login.request",
@@ -382,7 +385,7 @@ pub async fn request_login(
                 "account": user.as_ref().map(|u| u.id.as_str()),
             })),
         )
-        .await;
+        .await?;
     if user.is_some() {
         state
             .mailer

@@ -489,6 +489,26 @@ async fn sign_in_fails_closed_when_its_audit_record_cannot_be_written() {
         sqlx::query_as("SELECT COUNT(*) FROM sessions").fetch_one(pool).await)
     .expect("count");
     assert_eq!(sessions, 0, "no session without its audit record");
+
+    // Nor is a new code mailed: asking to sign in is refused the same way, account or not.
+    for who in [email.as_str(), &address("nobody")] {
+        let reply = m
+            .json(
+                "POST",
+                "/v1/login",
+                Some(json!({ "email": who, "client": "app" })),
+                &[],
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
+            "{}",
+            reply.body
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(m.smtp.mails_to(&email).len(), 1, "no second mail");
 }
 
 #[tokio::test]
