@@ -126,7 +126,9 @@ async fn sign_in(state: &ManagementState, base: &str, email: &str) -> Result<Per
     let issued = issue(state, Some(&user), Purpose::Login, Client::App, local)
         .await
         .map_err(|e| format!("issuing a sign-in for {email}: {e}"))?;
-    let http = reqwest::Client::builder()
+    // Management's own trust for calls between services (TLS_CA_FILE): in a dev run with TLS
+    // its certificate comes from that CA.
+    let http = keymesh_core::tls::client_builder(state.ctx.config.common.tls_ca.as_ref())
         .timeout(Duration::from_secs(30))
         .build()?;
     let reply = Reply::from(

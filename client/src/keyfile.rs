@@ -1,6 +1,6 @@
 //! The node key file, encrypted at rest under a passphrase:
 //! `{"format":"keymesh-node-keys-v1","kdf":{"m_kib":…,"t":…,"p":…,"salt":"<hex>"},"sealed":"<hex>"}`
-//! where `sealed` is `keymesh_core::crypto::seal(derive_kek(passphrase, kdf), material, aad)`
+//! where `sealed` is `keymesh_proto::crypto::seal(derive_kek(passphrase, kdf), material, aad)`
 //! and the AAD binds the format and every KDF parameter.
 
 use std::{
@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use keymesh_core::crypto::{self, CryptoError, KdfParams};
+use keymesh_proto::crypto::{self, CryptoError, KdfParams};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 

@@ -3,14 +3,16 @@
 //! and the relay connection.
 
 /// HPKE envelopes: the `enc` and `payload` a node sends through the relay.
-pub mod envelope;
+pub use keymesh_proto::envelope;
 /// The node key file, encrypted at rest under a passphrase (Argon2id + XChaCha20-Poly1305).
 pub mod keyfile;
 /// A node's identity key and versioned encryption keys; rotation and signed key statements.
-pub mod keys;
+pub use keymesh_proto::keys;
 /// Enrollment and token requests at the management server; secrets at the vault.
 pub mod management;
 /// The relay client: key publication and lookup, the reconnecting connection, send and receive.
 pub mod relay;
 /// Signed JSON calls from a node to management and the vault.
 pub mod service;
+/// TLS trust (the platform's or a CA file) and the plain-HTTP rule for every connection.
+pub mod transport;

@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use keymesh_core::capability::pop::sign_enrollment;
+use keymesh_proto::pop::sign_enrollment;
 
 use crate::{
     keys::NodeKeys,

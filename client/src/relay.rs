@@ -61,8 +61,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use keymesh_core::crypto::Plaintext;
-use keymesh_relay::frame::{ClientFrame, MessageId};
+use keymesh_proto::{
+    crypto::Plaintext,
+    frame::{ClientFrame, MessageId},
+};
 use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
@@ -76,6 +78,7 @@ use self::{
 use crate::{
     envelope::{self, EnvelopeHeader},
     keys::{NodeKeys, parse_node},
+    transport::Transport,
 };
 
 /// How the client behaves; `Default` suits a long-running node.
@@ -102,6 +105,9 @@ pub struct ClientOptions {
     pub max_retry_delay: Duration,
     /// How long a peer's current key version is used before it is looked up again.
     pub current_key_ttl: Duration,
+    /// TLS trust and the plain-HTTP rule (default: the platform's trust, plain HTTP to
+    /// loopback only).
+    pub transport: Transport,
 }
 
 impl Default for ClientOptions {
@@ -117,6 +123,7 @@ impl Default for ClientOptions {
             send_retries: 5,
             max_retry_delay: Duration::from_secs(10),
             current_key_ttl: Duration::from_secs(60),
+            transport: Transport::default(),
         }
     }
 }
@@ -240,8 +247,8 @@ impl RelayClient {
         relay_url: &str,
         options: ClientOptions,
     ) -> Result<Self, RelayError> {
-        let base = BaseUrl::new(BaseUrl::parse(relay_url)?);
-        let api = Api::new(&token, options.request_timeout)?;
+        let base = BaseUrl::new(BaseUrl::parse(relay_url, &options.transport)?);
+        let api = Api::new(&token, options.request_timeout, &options.transport)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 keys,
@@ -272,7 +279,9 @@ impl RelayClient {
     /// Point the client at another relay URL (a moved relay); the connection is re-opened
     /// there at once, unanswered sends are re-sent with their ids.
     pub fn set_relay_url(&self, relay_url: &str) -> Result<(), RelayError> {
-        self.shared.base.set(BaseUrl::parse(relay_url)?);
+        self.shared
+            .base
+            .set(BaseUrl::parse(relay_url, &self.shared.options.transport)?);
         if let Some(c) = &*self
             .connection
             .lock()

@@ -4,14 +4,18 @@
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
-use keymesh_core::{
-    capability::pop::{PROOF_HEADER, sign_http},
-    http::node::TOKEN_B64,
+use keymesh_proto::{
+    WireError,
+    pop::{PROOF_HEADER, sign_http},
+    token::TOKEN_B64,
 };
 use reqwest::{Method, Url, header};
 use serde_json::Value;
 
-use crate::keys::NodeKeys;
+use crate::{
+    keys::NodeKeys,
+    transport::{Transport, TransportError, certificate_failure},
+};
 
 /// Largest answer read.
 const MAX_RESPONSE: usize = 1 << 20;
@@ -40,6 +44,13 @@ pub enum CallError {
     /// An answer that is not what the protocol says.
     #[error("unexpected answer: {0}")]
     Protocol(String),
+    /// The transport refused the URL or cannot be set up (plain HTTP off loopback, a bad CA
+    /// file).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The server's TLS certificate does not verify.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl CallError {
@@ -50,6 +61,8 @@ impl CallError {
             Self::Unreachable(_) => "unreachable",
             Self::Refused { code, .. } => code,
             Self::Protocol(_) => "protocol",
+            Self::Transport(e) => e.code(),
+            Self::Tls(_) => "tls_untrusted",
         }
     }
 
@@ -70,8 +83,18 @@ pub struct Service {
 }
 
 impl Service {
-    /// A client for the service at `base`.
+    /// A client for the service at `base`, trusting the platform's certificates and allowing
+    /// plain HTTP to loopback only.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, CallError> {
+        Self::with_transport(base, timeout, &Transport::default())
+    }
+
+    /// A client for the service at `base` over `transport`.
+    pub fn with_transport(
+        base: &str,
+        timeout: Duration,
+        transport: &Transport,
+    ) -> Result<Self, CallError> {
         let parsed = Url::parse(base).map_err(|_| CallError::InvalidUrl(base.to_owned()))?;
         if !matches!(parsed.scheme(), "http" | "https")
             || parsed.host_str().is_none()
@@ -80,9 +103,10 @@ impl Service {
         {
             return Err(CallError::InvalidUrl(base.to_owned()));
         }
-        let http = reqwest::Client::builder()
+        transport.check_url(&parsed)?;
+        let http = transport
+            .http_client()?
             .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| CallError::Unreachable(e.without_url().to_string()))?;
         Ok(Self {
@@ -157,24 +181,25 @@ impl Service {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let unreachable = |e: reqwest::Error| CallError::Unreachable(e.without_url().to_string());
+        let unreachable = |e: reqwest::Error| match certificate_failure(&e) {
+            Some(why) => CallError::Tls(why),
+            None => CallError::Unreachable(e.without_url().to_string()),
+        };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(unreachable)?;
         if bytes.len() > MAX_RESPONSE {
             return Err(CallError::Protocol("an answer over 1 MiB".into()));
         }
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
-            return Ok(value);
+            return Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
         }
-        let error = &value["error"];
-        match error["code"].as_str() {
-            Some(code) => Err(CallError::Refused {
+        match WireError::parse(&bytes) {
+            Some(error) => Err(CallError::Refused {
                 status: status.as_u16(),
-                code: code.to_owned(),
-                message: error["message"].as_str().unwrap_or_default().to_owned(),
-                details: error.get("details").cloned(),
+                code: error.code,
+                message: error.message,
+                details: error.details,
             }),
             None if status.is_server_error() => {
                 Err(CallError::Unreachable(format!("HTTP {status}")))

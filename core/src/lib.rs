@@ -6,16 +6,13 @@ pub mod build;
 pub mod capability;
 pub mod config;
 pub mod context;
-pub mod crypto;
 #[cfg(any(test, feature = "testing"))]
 pub mod docs;
 pub mod error;
 pub mod health;
 pub mod http;
-pub mod ident;
 pub mod metrics;
 pub mod openapi;
-pub mod secret;
 #[cfg(feature = "testing")]
 pub mod smtp_testing;
 pub mod storage;
@@ -24,3 +21,5 @@ pub mod tls;
 
 pub use context::{ServiceContext, serve};
 pub use error::{ApiError, ErrorCode};
+/// The wire contract (keymesh-proto), where the services have always found it.
+pub use keymesh_proto::{crypto, ident, secret};

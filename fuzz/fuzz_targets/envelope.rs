@@ -4,7 +4,7 @@
 
 use std::sync::LazyLock;
 
-use keymesh_client::{
+use keymesh_proto::{
     envelope::{EnvelopeHeader, open},
     keys::NodeKeys,
 };

@@ -2,7 +2,7 @@
 //! re-encodes to a frame that decodes to the same value.
 #![no_main]
 
-use keymesh_relay::frame::{ClientFrame, ServerFrame};
+use keymesh_proto::frame::{ClientFrame, ServerFrame};
 use libfuzzer_sys::fuzz_target;
 
 /// The relay's default bound on a send's payload (256 KiB).

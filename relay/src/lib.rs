@@ -4,7 +4,7 @@
 
 pub mod config;
 pub use keymesh_core::capability::follower;
-pub mod frame;
+pub use keymesh_proto::frame;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -2,41 +2,18 @@
 //! Ed25519 identity key (the `node_key` its token names), with a version. Rotation keeps the
 //! previous versions usable for `RELAY_KEY_GRACE_SECS`.
 
-/// What the identity key signs to publish an encryption key:
-/// `keymesh-enc-key-v1 \n NODE \n VERSION \n hex(X25519 public key)`.
-pub fn key_statement(node: &str, version: u32, enc_key: &[u8; 32]) -> Vec<u8> {
-    format!(
-        "keymesh-enc-key-v1\n{node}\n{version}\n{}",
-        hex::encode(enc_key)
-    )
-    .into_bytes()
-}
-
 use std::{
     collections::HashMap,
     sync::{PoisonError, RwLock},
 };
 
-use ed25519_dalek::{Signature, VerifyingKey};
 use keymesh_core::{
     storage::{Db, StorageError},
     with_pool,
 };
 use serde::Serialize;
 
-/// Why a key registration is refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
-    /// The identity key's signature over the statement does not verify.
-    #[error("the signature does not verify with the token's node key over keymesh-enc-key-v1")]
-    Signature,
-    /// Not a usable X25519 public key.
-    #[error("enc_key must be 32 bytes of hex and not all zero")]
-    EncKey,
-    /// A version at or below the current one, with different contents.
-    #[error("version must be higher than the current one (or repeat it exactly)")]
-    Version,
-}
+pub use keymesh_proto::keys::{KeyError, key_statement, verify_registration};
 
 /// One published key version.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -63,25 +40,6 @@ pub struct KeyRow {
     pub created_ms: i64,
     /// Replaced by a newer version at, unix ms.
     pub retired_ms: Option<i64>,
-}
-
-/// Check a registration: the statement signed by the identity key, a usable X25519 key.
-pub fn verify_registration(
-    identity: &VerifyingKey,
-    node: &str,
-    version: u32,
-    enc_key: &[u8; 32],
-    signature: &[u8; 64],
-) -> Result<(), KeyError> {
-    if enc_key.iter().all(|&b| b == 0) {
-        return Err(KeyError::EncKey);
-    }
-    identity
-        .verify_strict(
-            &key_statement(node, version, enc_key),
-            &Signature::from_bytes(signature),
-        )
-        .map_err(|_| KeyError::Signature)
 }
 
 /// Registered nodes (node → group) in memory, for the per-send recipient check; the keys

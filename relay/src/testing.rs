@@ -10,6 +10,7 @@ use keymesh_core::{
     config::{Environment, ServiceName, Source},
     serve,
     storage::{Db, testing::TestDb},
+    tls::ServerTls,
 };
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -27,7 +28,7 @@ pub const FEED_KEY: &str = "feed-key-0123456789abcdef0123456789abcdef";
 pub struct Cluster {
     /// `http://127.0.0.1:PORT` of the vault.
     pub vault_url: String,
-    /// `http://127.0.0.1:PORT` of the relay.
+    /// `http://127.0.0.1:PORT` of the relay (`https://` when its settings name a certificate).
     pub relay_url: String,
     /// The relay's state (storage, hub, metrics).
     pub relay: RelayState,
@@ -238,16 +239,30 @@ async fn run_relay(
         .await
         .expect("relay db");
     let ctx = ServiceContext::with_db(config.service.clone(), pool, stop.clone());
+    // RELAY_TLS_CERT_FILE / _KEY_FILE among the settings: the relay serves https and wss.
+    let tls = config.service.tls.as_ref().map(|files| {
+        ServerTls::load(files.clone(), &ctx.metrics).expect("the relay's certificate")
+    });
     let (router, state) = crate::router(ctx, config).await.expect("relay");
-    tokio::spawn(serve(
-        listener,
-        router,
-        stop.clone(),
-        Duration::from_secs(1),
-    ));
+    let grace = Duration::from_secs(1);
+    let scheme = match tls {
+        Some(tls) => {
+            tokio::spawn(serve(
+                tls.listen(listener, stop.clone()),
+                router,
+                stop.clone(),
+                grace,
+            ));
+            "https"
+        }
+        None => {
+            tokio::spawn(serve(listener, router, stop.clone(), grace));
+            "http"
+        }
+    };
     for _ in 0..200 {
         if state.followed.fresh() && state.followed.verifier().is_some() {
-            return (format!("http://{addr}"), state, stop);
+            return (format!("{scheme}://{addr}"), state, stop);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -26,8 +26,7 @@ use crate::{
     store::{SendOutcome, StoredMessage, Write, now_ms},
 };
 
-/// The subprotocol.
-pub const SUBPROTOCOL: &str = "keymesh.v1";
+pub use keymesh_proto::frame::SUBPROTOCOL;
 /// Time to answer the challenge.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Sends awaiting durability per connection before the relay stops reading from it.

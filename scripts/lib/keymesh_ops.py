@@ -83,7 +83,7 @@ def read_secret(path):
 
 # --------------------------------------------------------------------------------------------
 # HPKE (RFC 9180): DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305, single shot.
-# The suite of keymesh_core::crypto (docs/vault.md, "Ceremony sealing, byte for byte").
+# The suite of keymesh_proto::crypto (docs/vault.md, "Ceremony sealing, byte for byte").
 
 KEM_ID, KDF_ID, AEAD_ID = 0x0020, 0x0001, 0x0003
 MODE_BASE, MODE_AUTH = 0x00, 0x02

@@ -7,6 +7,7 @@ mod process;
 mod relay_crash;
 mod server;
 mod support;
+mod tls;
 
 /// The `keymesh` binary under test (`process.rs` is shared with admin-app's window test, which
 /// finds the binary beside its own).

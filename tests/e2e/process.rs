@@ -93,7 +93,7 @@ impl Keymesh {
             self.seen.push(line.clone());
             let mut words = line.split_whitespace();
             if let (Some(name), Some(url)) = (words.next(), words.next())
-                && url.starts_with("http://")
+                && (url.starts_with("http://") || url.starts_with("https://"))
             {
                 urls.insert(name.to_owned(), url.to_owned());
             }
@@ -139,8 +139,13 @@ impl Keymesh {
     /// Wait until `url`'s `/health/ready` answers 200, as a load balancer would (a relay, for
     /// one, is not ready until it has read the vault's revocation feed).
     pub async fn wait_ready(&mut self, url: &str) {
+        self.wait_ready_with(&reqwest::Client::new(), url).await;
+    }
+
+    /// [`Keymesh::wait_ready`] with a client of the caller's (one that trusts a private CA).
+    pub async fn wait_ready_with(&mut self, http: &reqwest::Client, url: &str) {
         for _ in 0..300 {
-            if let Ok(r) = reqwest::get(format!("{url}/health/ready")).await
+            if let Ok(r) = http.get(format!("{url}/health/ready")).send().await
                 && r.status().is_success()
             {
                 return;

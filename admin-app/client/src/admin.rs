@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures_util::StreamExt;
-use keymesh_core::ident::Ident;
+use keymesh_proto::{WireError, ident::Ident};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
@@ -1072,17 +1072,17 @@ async fn readiness(name: &'static str, api: Option<&Api>) -> ServiceHealth {
     let answer = api.probe("/health/ready").await;
     h.latency_ms = Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
     match answer {
-        Ok((status, body)) => {
-            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        Ok((status, raw)) => {
+            let body: Value = serde_json::from_str(&raw).unwrap_or(Value::Null);
             h.status = Some(status);
             h.ready = Some(status == 200);
             h.checks = body["checks"].clone();
             if status != 200 {
                 h.error = Some(
-                    body["error"]["message"]
-                        .as_str()
-                        .unwrap_or("not ready")
-                        .to_owned(),
+                    WireError::parse(raw.as_bytes())
+                        .map(|e| e.message)
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| "not ready".to_owned()),
                 );
             }
         }

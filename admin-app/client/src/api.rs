@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use keymesh_proto::WireError;
 use reqwest::{Method, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
@@ -125,14 +126,9 @@ async fn checked(response: Response) -> Result<Response, AppError> {
 /// The error a refusal's body names; a generic one when the body is not Keymesh's shape
 /// (a proxy's page, say), never the body itself.
 pub fn refusal(status: u16, body: &str) -> AppError {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    let error = parsed.as_ref().map(|v| &v["error"]);
-    match (
-        error.and_then(|e| e["code"].as_str()),
-        error.and_then(|e| e["message"].as_str()),
-    ) {
-        (Some(code), Some(message)) => AppError::server(status, code, message),
-        _ => AppError::server(
+    match WireError::parse(body.as_bytes()) {
+        Some(e) => AppError::server(status, &e.code, &e.message),
+        None => AppError::server(
             status,
             &format!("http_{status}"),
             &format!("the server answered HTTP {status}"),

@@ -3,7 +3,7 @@
 //! the vault knows which holder sent it. Management only ever relays the sealed bytes.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_core::crypto::{
+use keymesh_proto::crypto::{
     self, HpkeKeyPair,
     ceremony::{INFO_SHARE, INFO_UNLOCK_SHARE, share_aad},
 };

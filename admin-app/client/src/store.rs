@@ -11,7 +11,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_core::crypto::{self, DataKey, KdfParams};
+use keymesh_proto::crypto::{self, DataKey, KdfParams};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -28,7 +28,14 @@
 //! enrollment code from `--code` or `KEYMESH_ENROLL_CODE` (codes are single use and expire
 //! within minutes, but the variable keeps it out of the process list).
 //!
-//! Exit codes: 0 ok; 1 other error; 2 usage or configuration; 3 authentication or
+//! Transport: `https://` and `wss://` are verified against the system's certificates, or only
+//! the CAs in `--ca-file` / `KEYMESH_CA_FILE` (PEM); there is no way to skip verification.
+//! `http://` reaches loopback only, unless `--allow-plain-http` (or
+//! `KEYMESH_ALLOW_PLAIN_HTTP=1`) allows it elsewhere, with a warning: the token and proofs then
+//! cross the network unencrypted.
+//!
+//! Exit codes: 0 ok; 1 other error; 2 usage or configuration (also a certificate that does not
+//! verify, `tls_untrusted`, and plain HTTP off loopback, `plain_http_refused`); 3 authentication or
 //! authorization refused (`invalid_token`, `token_expired`, `revoked`, `forbidden`, `proof_*`);
 //! 4 the relay refused the message (`too_large`, `mailbox_full`, `unknown_recipient`,
 //! `rate_limited`); 5 the relay is unreachable. Errors go to stderr, as
@@ -48,8 +55,9 @@ use keymesh_client::{
     keys::{KeysError, NodeKeys},
     relay::{ClientOptions, ErrorKind, Incoming, RelayClient, RelayError},
     service::{CallError, Service},
+    transport::{Transport, TransportError},
 };
-use keymesh_core::http::node::TOKEN_B64;
+use keymesh_proto::token::TOKEN_B64;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -58,7 +66,8 @@ const EXIT_CODES: &str = "\
 Exit codes:
   0  ok
   1  other error
-  2  usage or configuration error
+  2  usage or configuration error (also tls_untrusted: a certificate
+     that does not verify; plain_http_refused: http:// off loopback)
   3  authentication or authorization refused:
      invalid_token, token_expired, revoked, forbidden, proof_*
   4  the relay refused the message:
@@ -72,7 +81,9 @@ Environment:
   KEYMESH_TOKEN_FILE  token file (--token-file)
   KEYMESH_MANAGEMENT_URL  management base URL (enroll, token: --management)
   KEYMESH_VAULT_URL       vault base URL (secret --vault)
-  KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)";
+  KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)
+  KEYMESH_CA_FILE         trust only these CAs, PEM (--ca-file)
+  KEYMESH_ALLOW_PLAIN_HTTP=1  allow http:// off loopback (--allow-plain-http)";
 
 const DEFAULT_KEYS: &str = "./keymesh-node-keys.json";
 const DEFAULT_TOKEN: &str = "./keymesh-node-token";
@@ -114,6 +125,12 @@ impl From<RelayError> for Failure {
     }
 }
 
+impl From<TransportError> for Failure {
+    fn from(e: TransportError) -> Self {
+        Self::config(e.code(), e.to_string())
+    }
+}
+
 impl From<KeyFileError> for Failure {
     fn from(e: KeyFileError) -> Self {
         Self::config(e.code(), e.to_string())
@@ -140,10 +157,18 @@ fn cli() -> Command {
         .subcommand_required(true)
         .arg_required_else_help(true)
         .after_help(EXIT_CODES)
-        .arg(global("relay", "URL", "Relay base URL, e.g. http://relay:8080 [env: KEYMESH_RELAY_URL]"))
+        .arg(global("relay", "URL", "Relay base URL, e.g. https://relay.example:7802 [env: KEYMESH_RELAY_URL]"))
         .arg(global("keys", "PATH", "Key file [env: KEYMESH_KEYS] [default: ./keymesh-node-keys.json]"))
         .arg(global("passphrase-file", "FILE", "File holding the key file passphrase (else env KEYMESH_PASSPHRASE)"))
         .arg(global("token-file", "FILE", "File holding the node's capability token, URL-safe base64 [env: KEYMESH_TOKEN_FILE]"))
+        .arg(global("ca-file", "FILE", "Trust only the CA certificates in this PEM file for https:// and wss:// (default: the system's) [env: KEYMESH_CA_FILE]"))
+        .arg(
+            Arg::new("allow-plain-http")
+                .long("allow-plain-http")
+                .global(true)
+                .action(ArgAction::SetTrue)
+                .help("Allow http:// to hosts other than loopback: the token and proofs then cross the network unencrypted [env: KEYMESH_ALLOW_PLAIN_HTTP=1]"),
+        )
         .arg(
             Arg::new("json")
                 .long("json")
@@ -253,6 +278,8 @@ struct Settings {
     relay: Option<String>,
     token_file: Option<PathBuf>,
     passphrase_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    allow_plain_http: bool,
 }
 
 fn setting(m: &ArgMatches, name: &str, env: &str) -> Option<String> {
@@ -271,7 +298,45 @@ impl Settings {
             relay: setting(m, "relay", "KEYMESH_RELAY_URL"),
             token_file: setting(m, "token-file", "KEYMESH_TOKEN_FILE").map(PathBuf::from),
             passphrase_file: m.get_one::<String>("passphrase-file").map(PathBuf::from),
+            ca_file: setting(m, "ca-file", "KEYMESH_CA_FILE").map(PathBuf::from),
+            allow_plain_http: m.get_flag("allow-plain-http")
+                || std::env::var("KEYMESH_ALLOW_PLAIN_HTTP").is_ok_and(|v| v == "1"),
         }
+    }
+
+    /// TLS trust (`--ca-file`, else the system's) and the plain-HTTP rule.
+    fn transport(&self) -> Result<Transport, Failure> {
+        let transport = match &self.ca_file {
+            Some(path) => Transport::with_ca_file(path)?,
+            None => Transport::default(),
+        };
+        Ok(if self.allow_plain_http {
+            transport.allow_plain_http()
+        } else {
+            transport
+        })
+    }
+
+    /// A client for the service at `url`.
+    fn service(&self, url: &str) -> Result<Service, Failure> {
+        Ok(Service::with_transport(
+            url,
+            Duration::from_secs(30),
+            &self.transport()?,
+        )?)
+    }
+
+    /// Relay client options: a short-lived command's retries, this transport.
+    fn options(&self, max_attempts: u32) -> Result<ClientOptions, Failure> {
+        Ok(ClientOptions {
+            backoff_initial: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(5),
+            max_reconnect_attempts: Some(max_attempts),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            transport: self.transport()?,
+            ..ClientOptions::default()
+        })
     }
 
     fn passphrase(&self) -> Result<SecretString, Failure> {
@@ -324,17 +389,6 @@ fn read_token(path: &Path) -> Result<Vec<u8>, Failure> {
         code: "invalid_token".into(),
         message: format!("{} does not hold a URL-safe base64 token", path.display()),
     })
-}
-
-fn options(max_attempts: u32) -> ClientOptions {
-    ClientOptions {
-        backoff_initial: Duration::from_millis(200),
-        backoff_max: Duration::from_secs(5),
-        max_reconnect_attempts: Some(max_attempts),
-        connect_timeout: Duration::from_secs(10),
-        request_timeout: Duration::from_secs(15),
-        ..ClientOptions::default()
-    }
 }
 
 fn now_ms() -> u64 {
@@ -408,7 +462,7 @@ async fn keys_rotate(s: &Settings) -> Result<(), Failure> {
     let published = publish.is_some();
     let mut value = key_summary(&keys);
     if let Some((relay, token)) = publish {
-        let client = RelayClient::new(keys, token, &relay, options(2))?;
+        let client = RelayClient::new(keys, token, &relay, s.options(2)?)?;
         client.publish_keys().await?;
     }
     value["published"] = json!(published);
@@ -432,6 +486,7 @@ impl From<CallError> for Failure {
                 status: 401 | 403, ..
             } => 3,
             CallError::Unreachable(_) => 5,
+            CallError::Transport(_) | CallError::Tls(_) => 2,
             _ => 1,
         };
         // A refusal's Display already ends with its code, which the error line appends.
@@ -472,7 +527,8 @@ fn node_session(
             .trim()
             .to_owned(),
     );
-    Ok((keys, token, Service::new(&url, Duration::from_secs(30))?))
+    let service = s.service(&url)?;
+    Ok((keys, token, service))
 }
 
 /// Save a token document's token to `--out` (0600) and print what it allows.
@@ -625,7 +681,7 @@ async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
         keyfile::save(&s.keys, &keys, &passphrase, KdfCost::DEFAULT, false)?;
         (keys, true)
     };
-    let service = Service::new(&management, Duration::from_secs(30))?;
+    let service = s.service(&management)?;
     let enrolled = keymesh_client::management::enroll(&service, &code, &keys).await?;
     let token_path = s
         .token_file
@@ -646,7 +702,7 @@ async fn enroll(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     });
     if let Some(relay) = &relay {
         let token = read_token(&token_path)?;
-        let client = RelayClient::new(keys, token, relay, options(2))?;
+        let client = RelayClient::new(keys, token, relay, s.options(2)?)?;
         client.publish_keys().await.map_err(|e| {
             let mut f = Failure::from(e);
             f.message = format!(
@@ -699,7 +755,7 @@ fn read_input(file: Option<&String>) -> Result<Zeroizing<Vec<u8>>, Failure> {
 async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let to = m.get_one::<String>("to").map_or("", String::as_str);
     let message = read_input(m.get_one::<String>("file"))?;
-    let client = s.client(s.load_keys()?, options(2))?;
+    let client = s.client(s.load_keys()?, s.options(2)?)?;
     // Idempotent: the recipient needs this node's key to open the message.
     client.publish_keys().await?;
     let receipt = client.send(to, &message).await;
@@ -719,7 +775,7 @@ async fn listen(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let idle = m
         .get_one::<u64>("timeout-secs")
         .map(|s| Duration::from_secs(*s));
-    let client = s.client(s.load_keys()?, options(10))?;
+    let client = s.client(s.load_keys()?, s.options(10)?)?;
     client.publish_keys().await?;
     client.connect().await?;
     let result = listen_loop(s, &client, count, idle).await;

@@ -8,9 +8,10 @@ use std::{
 
 use base64::Engine;
 use ed25519_dalek::VerifyingKey;
-use keymesh_core::{
-    capability::pop::{PROOF_HEADER, sign_http},
-    http::node::TOKEN_B64,
+use keymesh_proto::{
+    WireError,
+    pop::{PROOF_HEADER, sign_http},
+    token::TOKEN_B64,
 };
 use reqwest::{Method, StatusCode, Url, header};
 use serde::Deserialize;
@@ -18,7 +19,10 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{PeerKey, RelayError};
-use crate::keys::{NodeKeys, SignedEncKey};
+use crate::{
+    keys::{NodeKeys, SignedEncKey},
+    transport::{Transport, certificate_failure},
+};
 
 /// Largest HTTP answer read (a key listing is a few hundred bytes per version).
 const MAX_RESPONSE: usize = 1 << 20;
@@ -28,7 +32,7 @@ const MAX_RESPONSE: usize = 1 << 20;
 pub(crate) struct BaseUrl(RwLock<Url>);
 
 impl BaseUrl {
-    pub(crate) fn parse(url: &str) -> Result<Url, RelayError> {
+    pub(crate) fn parse(url: &str, transport: &Transport) -> Result<Url, RelayError> {
         let parsed = Url::parse(url).map_err(|_| RelayError::InvalidUrl(url.to_owned()))?;
         if !matches!(parsed.scheme(), "http" | "https")
             || parsed.host_str().is_none()
@@ -37,6 +41,7 @@ impl BaseUrl {
         {
             return Err(RelayError::InvalidUrl(url.to_owned()));
         }
+        transport.check_url(&parsed)?;
         Ok(parsed)
     }
 
@@ -89,18 +94,6 @@ impl std::fmt::Debug for Api {
 }
 
 #[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorObject,
-}
-
-#[derive(Deserialize)]
-struct ErrorObject {
-    code: String,
-    #[serde(default)]
-    message: String,
-}
-
-#[derive(Deserialize)]
 struct KeysDoc {
     node: String,
     keys: Vec<KeyDoc>,
@@ -128,8 +121,8 @@ pub(crate) struct Listing {
 
 /// The relay's coded error in an HTTP body, `{"error":{"code","message"}}`.
 pub(crate) fn error_body(bytes: &[u8]) -> Option<RelayError> {
-    let b: ErrorBody = serde_json::from_slice(bytes).ok()?;
-    Some(RelayError::relay(&b.error.code, &b.error.message, None))
+    let e = WireError::parse(bytes)?;
+    Some(RelayError::relay(&e.code, &e.message, None))
 }
 
 fn fixed<const N: usize>(hex_str: &str) -> Option<[u8; N]> {
@@ -137,8 +130,13 @@ fn fixed<const N: usize>(hex_str: &str) -> Option<[u8; N]> {
 }
 
 impl Api {
-    pub(crate) fn new(token: &[u8], timeout: Duration) -> Result<Self, RelayError> {
-        let http = reqwest::Client::builder()
+    pub(crate) fn new(
+        token: &[u8],
+        timeout: Duration,
+        transport: &Transport,
+    ) -> Result<Self, RelayError> {
+        let http = transport
+            .http_client()?
             .timeout(timeout)
             .connect_timeout(timeout)
             .build()
@@ -187,9 +185,15 @@ impl Api {
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(body);
         }
-        let unreachable = |e: reqwest::Error| RelayError::Unreachable {
-            url: base.get(),
-            reason: without_url(&e),
+        let unreachable = |e: reqwest::Error| match certificate_failure(&e) {
+            Some(reason) => RelayError::Tls {
+                url: base.get(),
+                reason,
+            },
+            None => RelayError::Unreachable {
+                url: base.get(),
+                reason: without_url(&e),
+            },
         };
         let response = request.send().await.map_err(unreachable)?;
         let status = response.status();
@@ -207,19 +211,15 @@ impl Api {
             return serde_json::from_slice(&bytes)
                 .map_err(|_| RelayError::Protocol(format!("a {status} answer that is not JSON")));
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(b) => Err(RelayError::relay(
-                &b.error.code,
-                &b.error.message,
-                retry_after,
-            )),
-            Err(_) if status == StatusCode::BAD_GATEWAY || status.is_server_error() => {
+        match WireError::parse(&bytes) {
+            Some(e) => Err(RelayError::relay(&e.code, &e.message, retry_after)),
+            None if status == StatusCode::BAD_GATEWAY || status.is_server_error() => {
                 Err(RelayError::Unreachable {
                     url: base.get(),
                     reason: format!("HTTP {status}"),
                 })
             }
-            Err(_) => Err(RelayError::Protocol(format!(
+            None => Err(RelayError::Protocol(format!(
                 "HTTP {status} without an error body"
             ))),
         }
@@ -413,11 +413,13 @@ mod tests {
             "http://u:p@x",
             "http://x/?a=1",
         ] {
-            assert!(BaseUrl::parse(bad).is_err(), "{bad}");
+            assert!(BaseUrl::parse(bad, &Transport::default()).is_err(), "{bad}");
         }
-        let base = BaseUrl::new(BaseUrl::parse("http://127.0.0.1:8080/").expect("url"));
+        let base = BaseUrl::new(
+            BaseUrl::parse("http://127.0.0.1:8080/", &Transport::default()).expect("url"),
+        );
         assert_eq!(base.ws().expect("ws"), "ws://127.0.0.1:8080/v1/relay/ws");
-        base.set(BaseUrl::parse("https://relay.example/km").expect("url"));
+        base.set(BaseUrl::parse("https://relay.example/km", &Transport::default()).expect("url"));
         assert_eq!(base.ws().expect("ws"), "wss://relay.example/km/v1/relay/ws");
         assert_eq!(
             base.join("/v1/relay/keys/b").expect("join").path(),

@@ -10,11 +10,8 @@ use std::{
 };
 
 use futures_util::{SinkExt, StreamExt};
-use keymesh_core::capability::pop::sign_challenge;
-use keymesh_relay::{
-    frame::{ClientFrame, Limits, MessageId, ServerFrame},
-    ws::SUBPROTOCOL,
-};
+use keymesh_proto::frame::{ClientFrame, Limits, MessageId, SUBPROTOCOL, ServerFrame};
+use keymesh_proto::pop::sign_challenge;
 use tokio::{
     net::TcpStream,
     sync::{mpsc, oneshot, watch},
@@ -26,6 +23,7 @@ use tokio_tungstenite::{
 };
 
 use super::{ExpiredRange, RelayError, Shared};
+use crate::transport::certificate_failure;
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -253,7 +251,10 @@ impl Driver {
             HeaderValue::from_static(SUBPROTOCOL),
         );
         let tls = if url.starts_with("wss://") {
-            Some(tls_connector().map_err(|e| End::Fatal(self.unreachable(e)))?)
+            let config = options.transport.tls_config().map_err(RelayError::from);
+            Some(tokio_tungstenite::Connector::Rustls(
+                config.map_err(End::Fatal)?,
+            ))
         } else {
             None
         };
@@ -267,7 +268,16 @@ impl Driver {
             Ok(Err(tungstenite::Error::Http(response))) => {
                 return Err(self.upgrade_refused(&response));
             }
-            Ok(Err(e)) => return Err(End::Retry(self.unreachable(e))),
+            // An untrusted certificate does not heal by retrying.
+            Ok(Err(e)) => match certificate_failure(&e) {
+                Some(reason) => {
+                    return Err(End::Fatal(RelayError::Tls {
+                        url: self.shared.base.get(),
+                        reason,
+                    }));
+                }
+                None => return Err(End::Retry(self.unreachable(e))),
+            },
             Ok(Ok((ws, _))) => ws,
         };
         let deadline = after(options.connect_timeout);
@@ -640,26 +650,6 @@ fn backoff(options: &super::ClientOptions, failures: u32) -> Duration {
         u64::from_le_bytes(r) % nanos
     };
     half + Duration::from_nanos(jitter)
-}
-
-/// TLS for a `wss://` relay: the same trust as the client's HTTP calls (the platform's roots,
-/// which honour `SSL_CERT_FILE` for a private CA), with the aws-lc-rs provider. Built once.
-fn tls_connector() -> Result<tokio_tungstenite::Connector, String> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            use rustls_platform_verifier::BuilderVerifierExt;
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .and_then(BuilderVerifierExt::with_platform_verifier)
-                .map_err(|e| format!("TLS cannot be set up: {e}"))?
-                .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
-        .map(tokio_tungstenite::Connector::Rustls)
 }
 
 #[cfg(test)]

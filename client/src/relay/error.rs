@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use keymesh_core::ErrorCode;
-use keymesh_relay::frame::MessageId;
+use keymesh_proto::ErrorCode;
+use keymesh_proto::frame::MessageId;
 
-use crate::envelope::EnvelopeError;
+use crate::{envelope::EnvelopeError, transport::TransportError};
 
 /// How a caller should react to a [`RelayError`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +35,18 @@ pub enum RelayError {
         /// What failed, without secrets.
         reason: String,
     },
+    /// The relay's TLS certificate does not verify (an unknown CA, a wrong name, expired).
+    #[error("the relay at {url} is not trusted: {reason}")]
+    Tls {
+        /// The relay base URL.
+        url: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// The transport refused the URL or cannot be set up (plain HTTP off loopback, a bad CA
+    /// file).
+    #[error(transparent)]
+    Transport(#[from] TransportError),
     /// The relay answered with a coded error (an HTTP error body, a `refused` or `error`
     /// frame).
     #[error("the relay refused: {code}: {message}")]
@@ -152,6 +164,8 @@ impl RelayError {
     pub fn code(&self) -> &str {
         match self {
             Self::Unreachable { .. } => "relay_unreachable",
+            Self::Tls { .. } => "tls_untrusted",
+            Self::Transport(e) => e.code(),
             Self::Relay { code, .. } => code,
             Self::Protocol(_) => "relay_protocol",
             Self::InvalidUrl(_) => "invalid_relay_url",
@@ -178,7 +192,10 @@ impl RelayError {
             Self::Relay { code, .. } if UNAVAILABLE_CODES.contains(&code.as_str()) => {
                 ErrorKind::Unreachable
             }
-            Self::InvalidUrl(_) | Self::TokenNodeMismatch { .. } => ErrorKind::Config,
+            Self::InvalidUrl(_)
+            | Self::TokenNodeMismatch { .. }
+            | Self::Tls { .. }
+            | Self::Transport(_) => ErrorKind::Config,
             _ => ErrorKind::Other,
         }
     }
@@ -186,7 +203,7 @@ impl RelayError {
     /// The relay's code as a known [`ErrorCode`], when it is one.
     pub fn relay_code(&self) -> Option<ErrorCode> {
         match self {
-            Self::Relay { code, .. } => ErrorCode::ALL.iter().copied().find(|c| c.as_str() == code),
+            Self::Relay { code, .. } => code.parse().ok(),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_relay::testing::Cluster;
 use serde_json::Value;
 
-use crate::support::{eventually, register, within};
+use crate::support::{Pki, eventually, register, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keymeshctl");
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -364,4 +364,107 @@ async fn keymeshctl_inits_sends_listens_and_exits_with_documented_codes() {
         .decode(got["payload"].as_str().expect("payload"))
         .expect("b64");
     assert_eq!(payload, b"after rotation");
+}
+
+/// A message over https and wss to a relay whose certificate a private CA signed, trusted with
+/// `--ca-file`; the same relay without it, and a self-signed relay even with it, are refused
+/// with `tls_untrusted` (exit 2) before anything is sent; `http://` off loopback is refused
+/// unless allowed, and then named in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keymeshctl_speaks_tls_to_a_private_ca_and_refuses_what_does_not_verify() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let [cert, key] = Pki::relay_settings(&pki.cert, &pki.key);
+    let cluster = Cluster::start(&[(cert.0, &cert.1), (key.0, &key.1)]).await;
+    let relay = cluster.relay_url.clone();
+    assert!(relay.starts_with("https://"), "{relay}");
+    let a = init(&cluster, dir.path(), "A").await;
+    let b = init(&cluster, dir.path(), "B").await;
+
+    let [k, t] = env(&b);
+    let listen = command(
+        &["--json", "listen", "--count", "1", "--timeout-secs", "30"],
+        &[k, t, ("KEYMESH_CA_FILE", pki.ca.as_path())],
+        &relay,
+    )
+    .spawn()
+    .expect("spawn listen");
+    published(&cluster, "B").await;
+    let ca = pki.ca.to_str().expect("path");
+    let out = run(
+        command(
+            &["--json", "--ca-file", ca, "send", "--to", "B"],
+            &env(&a),
+            &relay,
+        ),
+        b"over https and wss",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let out = wait(listen).await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let got: Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json line");
+    let payload = STANDARD
+        .decode(got["payload"].as_str().expect("payload"))
+        .expect("b64");
+    assert_eq!(payload, b"over https and wss");
+
+    // The system store does not know the private CA.
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &env(&a), &relay),
+        b"never sent",
+    )
+    .await;
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_eq!(stderr_code(&out), "tls_untrusted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("does not verify") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+
+    // A self-signed relay: no CA vouches for it, not even the one given.
+    let [cert, key] = Pki::relay_settings(&pki.self_signed, &pki.self_signed_key);
+    let lone = Cluster::start(&[(cert.0, &cert.1), (key.0, &key.1)]).await;
+    let out = run(
+        command(
+            &["--json", "--ca-file", ca, "send", "--to", "B"],
+            &env(&a),
+            &lone.relay_url,
+        ),
+        b"never sent",
+    )
+    .await;
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_eq!(stderr_code(&out), "tls_untrusted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not verify"),
+        "{out:?}"
+    );
+
+    // Plain HTTP off loopback: refused without a connection; allowed only explicitly, with a
+    // warning (and then this address answers nothing: unreachable).
+    let off_loopback = "http://0.0.0.0:1";
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &env(&a), off_loopback),
+        b"never sent",
+    )
+    .await;
+    assert_eq!(code(&out), 2, "{out:?}");
+    assert_eq!(stderr_code(&out), "plain_http_refused");
+    let out = run(
+        command(
+            &["--allow-plain-http", "send", "--to", "B"],
+            &env(&a),
+            off_loopback,
+        ),
+        b"never sent",
+    )
+    .await;
+    assert_eq!(code(&out), 5, "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: plain HTTP to 0.0.0.0") && stderr.contains("unencrypted"),
+        "{stderr}"
+    );
 }

@@ -7,14 +7,18 @@ use std::{
 };
 
 use ed25519_dalek::SigningKey;
-use keymesh_client::relay::{ClientOptions, ErrorKind, RelayClient, RelayError};
+use keymesh_client::{
+    relay::{ClientOptions, ErrorKind, RelayClient, RelayError},
+    transport::Transport,
+};
 use keymesh_core::{capability::token::random_key, storage::Db};
 use keymesh_relay::testing::Cluster;
 use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
-    Proxy, client, eventually, node, raw_call, register, relay_table_bytes, test_options, within,
+    Pki, Proxy, client, eventually, node, raw_call, register, relay_table_bytes, test_options,
+    within,
 };
 
 /// Window 4, so five messages need acknowledgements to all arrive.
@@ -569,4 +573,67 @@ async fn a_receive_cancelled_while_opening_keeps_the_message() {
     b.ack(m.seq).expect("ack");
     mailbox_empties(&cluster, "B").await;
     nothing_more(&b).await;
+}
+
+/// https and wss to a relay a private CA vouches for, trusting exactly that CA; the platform's
+/// store (which does not know it) and a self-signed relay are refused as `Tls`, a
+/// configuration error that reconnecting would not heal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_verified_against_the_given_ca_or_the_platform() {
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = Pki::new(dir.path());
+    let [cert, key] = Pki::relay_settings(&pki.cert, &pki.key);
+    let cluster = Cluster::start(&[(cert.0, &cert.1), (key.0, &key.1)]).await;
+    assert!(cluster.relay_url.starts_with("https://"));
+    let trusted = ClientOptions {
+        transport: Transport::with_ca_file(&pki.ca).expect("ca file"),
+        ..test_options()
+    };
+    let (ka, ta) = node(&cluster, "A", "g1").await;
+    let (kb, tb) = node(&cluster, "B", "g1").await;
+    let a = RelayClient::new(ka, ta, &cluster.relay_url, trusted.clone()).expect("a");
+    let b = RelayClient::new(kb, tb, &cluster.relay_url, trusted.clone()).expect("b");
+    within("publish", a.publish_keys())
+        .await
+        .expect("publish over https");
+    within("publish", b.publish_keys())
+        .await
+        .expect("publish over https");
+    within("connect", b.connect())
+        .await
+        .expect("connect over wss");
+    within("send", a.send("B", b"over tls"))
+        .await
+        .expect("send");
+    let m = within("recv", b.recv()).await.expect("message");
+    assert_eq!(&m.plaintext[..], b"over tls");
+
+    let untrusted = |e: RelayError| {
+        assert!(matches!(e, RelayError::Tls { .. }), "{e:?}");
+        assert_eq!((e.code(), e.kind()), ("tls_untrusted", ErrorKind::Config));
+        assert!(e.to_string().contains("does not verify"), "{e}");
+    };
+    let (kc, tc) = node(&cluster, "C", "g1").await;
+    let platform = RelayClient::new(kc, tc, &cluster.relay_url, test_options()).expect("c");
+    untrusted(
+        within("publish", platform.publish_keys())
+            .await
+            .expect_err("https"),
+    );
+    untrusted(
+        within("connect", platform.connect())
+            .await
+            .expect_err("wss"),
+    );
+
+    let [cert, key] = Pki::relay_settings(&pki.self_signed, &pki.self_signed_key);
+    let lone = Cluster::start(&[(cert.0, &cert.1), (key.0, &key.1)]).await;
+    let (kd, td) = node(&lone, "D", "g1").await;
+    let d = RelayClient::new(kd, td, &lone.relay_url, trusted).expect("d");
+    untrusted(
+        within("publish", d.publish_keys())
+            .await
+            .expect_err("https"),
+    );
+    untrusted(within("connect", d.connect()).await.expect_err("wss"));
 }

@@ -3,11 +3,10 @@
 
 pub mod follower;
 pub mod narrowing;
-pub mod path;
-pub mod pop;
 pub mod revocation;
-pub mod rights;
 pub mod token;
+
+pub use keymesh_proto::{path, pop, rights};
 
 pub use path::{PathError, SecretPath};
 pub use rights::{Ceiling, Excess, Op, ResourcePattern, Right};

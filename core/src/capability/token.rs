@@ -29,15 +29,13 @@ use biscuit_auth::{
     error::{Format, Logic, RunLimit, Token as BiscuitError},
 };
 use sha2::{Digest, Sha256};
-use zeroize::Zeroizing;
 
 use super::{
     narrowing::{self, Narrowing, Refusal},
     rights::{Op, Right},
 };
 
-/// Largest token accepted, in bytes (a token with a few attenuation blocks is ~1 KiB).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub use keymesh_proto::token::{MAX_TOKEN_BYTES, random_key, token_hash};
 /// Most appended blocks accepted.
 pub const MAX_BLOCKS: usize = 8;
 
@@ -292,11 +290,6 @@ impl VerifyKeys {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
-}
-
-/// The SHA-256 of a token's bytes: its cache key and what proofs of possession bind to.
-pub fn token_hash(token: &[u8]) -> [u8; 32] {
-    Sha256::digest(token).into()
 }
 
 /// A token whose signatures have been checked, with its authority claims extracted.
@@ -896,13 +889,6 @@ fn extract_claims(authorizer: &mut biscuit_auth::Authorizer) -> Result<Claims, T
         expires_at: u64::try_from(expiry).map_err(|_| TokenError::Invalid)?,
         epochs: scope_epochs(&epochs)?,
     })
-}
-
-/// 32 random bytes from the OS, zeroized on drop.
-pub fn random_key() -> Zeroizing<[u8; 32]> {
-    let mut key = Zeroizing::new([0u8; 32]);
-    getrandom::fill(key.as_mut()).expect("the OS random number generator failed");
-    key
 }
 
 #[cfg(test)]

@@ -4,11 +4,7 @@
 use std::{sync::Arc, time::SystemTime};
 
 use axum::body::{Body, Bytes};
-use base64::{
-    Engine,
-    alphabet::URL_SAFE,
-    engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
-};
+use base64::Engine;
 use http::request::Parts;
 
 use super::bearer_token;
@@ -20,13 +16,7 @@ use crate::{
     error::{ApiError, ErrorCode},
 };
 
-/// Tokens travel as URL-safe base64, with or without padding.
-pub const TOKEN_B64: GeneralPurpose = GeneralPurpose::new(
-    &URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_encode_padding(false)
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
+pub use keymesh_proto::token::TOKEN_B64;
 
 /// Verify the token's signatures and the proof of possession over method, path, query and
 /// body; return the verified token and the body exactly as signed. Expiry, revocation and

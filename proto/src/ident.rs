@@ -7,14 +7,16 @@ use serde::{Deserialize, Serialize};
 /// A group, node, user or admin id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`. Ids go into
 /// audit records, SQL parameters and token facts, so nothing else is accepted (no NUL, no
 /// separators, no look-alikes).
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
-#[schema(
-    value_type = String,
-    pattern = r"^[A-Za-z0-9._-]{1,64}$",
-    description = "A group, node, user or admin id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`."
+#[cfg_attr(
+    feature = "openapi",
+    schema(
+        value_type = String,
+        pattern = r"^[A-Za-z0-9._-]{1,64}$",
+        description = "A group, node, user or admin id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, not `.` or `..`."
+    )
 )]
 pub struct Ident(String);
 

@@ -10,22 +10,11 @@ use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
 
-use super::path::{PathError, SecretPath};
+use crate::path::{PathError, SecretPath};
 
 /// A secret operation, in ceiling order.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Read a secret's value.
@@ -100,11 +89,10 @@ impl Ceiling {
 
 /// A resource pattern: `*` (everything in the group), `a/b/*` (everything under `a/b/`), or an
 /// exact secret path `a/b/c`.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "String", into = "String")]
-#[schema(value_type = String, example = "db/*")]
+#[cfg_attr(feature = "openapi", schema(value_type = String, example = "db/*"))]
 pub struct ResourcePattern(String);
 
 impl ResourcePattern {
@@ -180,9 +168,8 @@ impl fmt::Display for ResourcePattern {
 }
 
 /// One right.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Right {
     /// What it applies to.
     pub resource: ResourcePattern,
@@ -228,7 +215,8 @@ impl fmt::Display for Right {
 }
 
 /// Why a set of rights cannot be granted without a human approval.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Excess {
     /// Rights whose operation is above the recipient's ceiling.
     pub above_ceiling: Vec<Right>,

@@ -144,7 +144,7 @@ pub fn sign_http(
         ts,
         &nonce,
         body,
-        &super::token::token_hash(token),
+        &crate::token::token_hash(token),
     );
     Proof {
         ts,
@@ -206,7 +206,7 @@ fn challenge_message(challenge: &[u8], token_hash: &[u8; 32]) -> Vec<u8> {
 pub fn sign_challenge(key: &SigningKey, challenge: &[u8], token: &[u8]) -> [u8; 64] {
     key.sign(&challenge_message(
         challenge,
-        &super::token::token_hash(token),
+        &crate::token::token_hash(token),
     ))
     .to_bytes()
 }
@@ -319,7 +319,7 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capability::token::{random_key, token_hash};
+    use crate::token::{random_key, token_hash};
 
     fn key() -> SigningKey {
         SigningKey::from_bytes(&random_key())

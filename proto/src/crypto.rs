@@ -227,12 +227,13 @@ impl fmt::Debug for Share {
     }
 }
 
-/// Split a key t-of-n; refuses threshold < 2 and threshold > n (n > 255 cannot be expressed).
+/// Split a key t-of-n (feature `shamir`); refuses threshold < 2 and threshold > n (n > 255 cannot be expressed).
+#[cfg(feature = "shamir")]
 pub fn split(key: &DataKey, threshold: u8, n: u8) -> Result<Vec<Share>, CryptoError> {
     if threshold < 2 || threshold > n {
         return Err(E::InvalidShares);
     }
-    let rng = rand::rand_core::UnwrapErr(getrandom::SysRng); // panics only if the OS RNG fails
+    let rng = rand_core::UnwrapErr(getrandom::SysRng); // panics only if the OS RNG fails
     let raw = vsss_rs::Gf256::split_bytes(threshold.into(), n.into(), &key.expose()[..], rng)
         .map_err(|_| E::InvalidShares)?;
     // Wrap every buffer first, so none escapes unwiped if validation fails midway.
@@ -240,8 +241,9 @@ pub fn split(key: &DataKey, threshold: u8, n: u8) -> Result<Vec<Share>, CryptoEr
     raw.into_iter().map(Share::from_vec).collect()
 }
 
-/// Combine shares into a CANDIDATE key: check it with [`verify_key_check`], since t-1 shares
+/// Combine shares into a CANDIDATE key (feature `shamir`): check it with [`verify_key_check`], since t-1 shares
 /// silently give a wrong key. Fewer than 2 shares or duplicate ids: `InvalidShares`.
+#[cfg(feature = "shamir")]
 pub fn combine(shares: &[Share]) -> Result<DataKey, CryptoError> {
     let mut seen = [false; 256];
     for s in shares {

@@ -10,10 +10,11 @@
 //! (docs/protocol/test-vectors/envelope.json): a ciphertext moved to another sender,
 //! recipient, message id or key version does not open, and only the sender's key can seal it.
 
-use keymesh_core::crypto::{self, CryptoError, Plaintext};
-use keymesh_relay::frame::{MAX_ENC, MessageId};
-
-use crate::keys::{NodeKeys, parse_node};
+use crate::{
+    crypto::{self, CryptoError, Plaintext},
+    frame::{MAX_ENC, MessageId},
+    keys::{NodeKeys, parse_node},
+};
 
 /// The envelope format byte.
 pub const FORMAT: u8 = 1;

@@ -1,16 +1,63 @@
 //! A node's keys: the Ed25519 identity key (what its capability token names) and its X25519
 //! encryption keys by version. Rotation keeps previous versions for a grace window, so messages
 //! sealed to them while the relay still published them can be opened.
+//!
+//! Each encryption key is published in a signed key statement (docs/protocol/relay.md): the
+//! relay checks the signature before storing a key, and a sender checks it again before sealing
+//! to it, so a relay cannot substitute a key of its own.
 
 use std::fmt;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use keymesh_core::{
+use zeroize::Zeroizing;
+
+use crate::{
     crypto::{CryptoError, HpkeKeyPair},
     ident::Ident,
 };
-use keymesh_relay::registry::{key_statement, verify_registration};
-use zeroize::Zeroizing;
+
+/// What the identity key signs to publish an encryption key:
+/// `keymesh-enc-key-v1 \n NODE \n VERSION \n hex(X25519 public key)`.
+pub fn key_statement(node: &str, version: u32, enc_key: &[u8; 32]) -> Vec<u8> {
+    format!(
+        "keymesh-enc-key-v1\n{node}\n{version}\n{}",
+        hex::encode(enc_key)
+    )
+    .into_bytes()
+}
+
+/// Why a key registration is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The identity key's signature over the statement does not verify.
+    #[error("the signature does not verify with the token's node key over keymesh-enc-key-v1")]
+    Signature,
+    /// Not a usable X25519 public key.
+    #[error("enc_key must be 32 bytes of hex and not all zero")]
+    EncKey,
+    /// A version at or below the current one, with different contents.
+    #[error("version must be higher than the current one (or repeat it exactly)")]
+    Version,
+}
+
+/// Check a registration: the statement signed by the identity key, a usable X25519 key.
+pub fn verify_registration(
+    identity: &VerifyingKey,
+    node: &str,
+    version: u32,
+    enc_key: &[u8; 32],
+    signature: &[u8; 64],
+) -> Result<(), KeyError> {
+    if enc_key.iter().all(|&b| b == 0) {
+        return Err(KeyError::EncKey);
+    }
+    identity
+        .verify_strict(
+            &key_statement(node, version, enc_key),
+            &Signature::from_bytes(signature),
+        )
+        .map_err(|_| KeyError::Signature)
+}
 
 /// Why keys cannot be created, rotated or decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -57,13 +104,13 @@ pub struct NodeKeys {
 
 fn random_seed() -> Zeroizing<[u8; 32]> {
     let mut seed = Zeroizing::new([0u8; 32]);
-    // An OS RNG failure is unrecoverable and not caller-triggerable (as in keymesh_core::crypto).
+    // An OS RNG failure is unrecoverable and not caller-triggerable (as in crate::crypto).
     getrandom::fill(&mut seed[..]).expect("OS random number generator failed");
     seed
 }
 
 /// Parse a node id by the shared id rules.
-pub(crate) fn parse_node(node: &str) -> Result<Ident, KeysError> {
+pub fn parse_node(node: &str) -> Result<Ident, KeysError> {
     Ident::try_from(node.to_owned()).map_err(|_| KeysError::InvalidNode)
 }
 
@@ -94,8 +141,8 @@ impl NodeKeys {
         self.identity.verifying_key()
     }
 
-    /// The identity signing key, for proofs of possession to the relay.
-    pub(crate) fn signing_key(&self) -> &SigningKey {
+    /// The identity signing key, for proofs of possession (HTTP and the relay's challenge).
+    pub fn signing_key(&self) -> &SigningKey {
         &self.identity
     }
 
@@ -227,8 +274,9 @@ const RETIRED_LEN: usize = 4 + 8 + 32;
 
 impl NodeKeys {
     /// The secret material as bytes, in a buffer sized up front (no reallocation leaves an
-    /// unwiped copy) and wiped on drop.
-    pub(crate) fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+    /// unwiped copy) and wiped on drop. Only for sealing into the key file
+    /// (`keymesh_client::keyfile`): never store or send these bytes in the clear.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
         let len = MAGIC.len() + 1 + self.node.len() + 32 + 4 + 32 + 4;
         let mut out = Zeroizing::new(Vec::with_capacity(len + self.retired.len() * RETIRED_LEN));
         out.extend_from_slice(MAGIC);
@@ -249,7 +297,7 @@ impl NodeKeys {
     }
 
     /// Rebuild keys from [`NodeKeys::to_secret_bytes`]; public keys are recomputed.
-    pub(crate) fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeysError> {
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeysError> {
         let mut r = Reader(bytes);
         if r.take(MAGIC.len())? != MAGIC {
             return Err(KeysError::Malformed);

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+/// The WebSocket subprotocol a node asks for and the relay confirms.
+pub const SUBPROTOCOL: &str = "keymesh.v1";
 /// The frame encoding version.
 pub const VERSION: u8 = 1;
 /// Longest `str` field (node ids, codes, messages).
@@ -15,7 +17,7 @@ pub const MAX_STR: usize = 512;
 /// Longest HPKE encapsulated key accepted (X25519 uses 32 bytes).
 pub const MAX_ENC: usize = 256;
 /// Longest token in a `hello`.
-pub const MAX_TOKEN: usize = keymesh_core::capability::token::MAX_TOKEN_BYTES;
+pub const MAX_TOKEN: usize = crate::token::MAX_TOKEN_BYTES;
 
 /// A client's id for a message: retries carry the same id, so a retry is never delivered
 /// twice. Also bound into the HPKE associated data.
