@@ -4,7 +4,10 @@
 
 use axum::extract::FromRequestParts;
 use http::{HeaderMap, HeaderValue, Method, header, request::Parts};
-use keymesh_core::{ApiError, ErrorCode, http::bearer_token};
+use keymesh_core::{
+    ApiError, ErrorCode,
+    http::{bearer_token, node::SignedRequest},
+};
 
 use crate::{
     rbac::{Action, Role},
@@ -233,9 +236,9 @@ pub fn clear_session_cookie() -> HeaderValue {
     session_set_cookie("", 0)
 }
 
-/// A node's request: its capability token (verified against the vault's root keys and
-/// management's copy of the revocation feed, fail closed), a proof of possession over the
-/// whole request, and the node as management recorded it (enrolled, not disabled).
+/// A node's request: a [`SignedRequest`] (its capability token verified against the vault's
+/// root keys and management's copy of the revocation feed, fail closed; a proof of possession
+/// over the whole request) from a node management knows (enrolled, not disabled, this key).
 #[derive(Debug)]
 pub struct NodeCaller {
     /// The verified token.
@@ -266,18 +269,8 @@ impl axum::extract::FromRequest<ManagementState> for NodeCaller {
         req: axum::extract::Request,
         state: &ManagementState,
     ) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let (token, body) = state
-            .followed
-            .authenticate_http(
-                &parts,
-                body,
-                &state.replay,
-                state.ctx.config.common.http.body_limit,
-            )
-            .await?;
+        let SignedRequest { token, body } = SignedRequest::from_request(req, state).await?;
         let id = &token.claims.node;
-        state.ctx.limits.check_principal(&format!("node:{id}"))?;
         let node = state
             .store
             .node(id)

@@ -12,6 +12,7 @@ use keymesh_core::{
     capability::{
         follower::{Followed, Follower},
         pop::ReplayCache,
+        token::{RevocationView, Verifier},
     },
     http::rate_limit::KeyedLimit,
     storage::StorageError,
@@ -113,6 +114,24 @@ pub struct ApprovalEvent {
 
 /// Events kept for slow subscribers before they miss some (they are told and can re-read).
 const EVENT_BACKLOG: usize = 256;
+
+impl keymesh_core::http::node::NodeGate for ManagementState {
+    fn token_verifier(&self) -> Result<Arc<Verifier>, ApiError> {
+        self.followed.require_verifier()
+    }
+
+    fn revocations(&self) -> &dyn RevocationView {
+        &*self.followed
+    }
+
+    fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
+    }
+
+    fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+}
 
 impl ManagementState {
     /// Start over an opened service context.

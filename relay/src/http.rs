@@ -4,21 +4,20 @@
 
 use axum::{
     Json, Router,
-    extract::{FromRequest, Path, Query, Request, State},
+    extract::{Path, Query, State},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{self, AuditEvent, Outcome},
-    capability::token::VerifiedToken,
     error::ErrorBody,
+    http::node::SignedRequest,
     ident::Ident,
     openapi::{NodeErrors, ServiceErrors},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
 use tokio::sync::oneshot;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -48,42 +47,8 @@ pub fn routes(state: RelayState) -> Router {
     Router::from(api()).with_state(state)
 }
 
-/// A node's authenticated, living request.
-#[derive(Debug)]
-pub struct NodeCall {
-    /// The verified token (alive: not expired, not revoked, view fresh).
-    pub token: Arc<VerifiedToken>,
-    body: axum::body::Bytes,
-}
-
-impl NodeCall {
-    fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::with_message(ErrorCode::MalformedRequest, e.to_string()))
-    }
-}
-
-impl FromRequest<RelayState> for NodeCall {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &RelayState) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let (token, body) = state
-            .followed
-            .authenticate_http(
-                &parts,
-                body,
-                &state.replay,
-                state.ctx.config.common.http.body_limit,
-            )
-            .await?;
-        state
-            .ctx
-            .limits
-            .check_principal(&format!("node:{}", token.claims.node))?;
-        Ok(Self { token, body })
-    }
-}
+/// A node's authenticated, living request (the extractor every service uses).
+pub type NodeCall = SignedRequest;
 
 fn invalid(message: &'static str) -> ApiError {
     ApiError::with_message(ErrorCode::InvalidRequest, message)

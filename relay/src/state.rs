@@ -12,8 +12,9 @@ use keymesh_core::{
         Op,
         pop::ReplayCache,
         rights::RELAY_NAMESPACE,
-        token::{Request, VerifiedToken, Verifier},
+        token::{Request, RevocationView, VerifiedToken, Verifier},
     },
+    http::node::NodeGate,
     storage::StorageError,
 };
 use tokio::sync::oneshot;
@@ -110,6 +111,24 @@ pub struct SendRequest {
 
 /// How long an audited operation waits for its record before failing.
 const AUDIT_BOUND: Duration = Duration::from_secs(2);
+
+impl NodeGate for RelayState {
+    fn token_verifier(&self) -> Result<Arc<Verifier>, ApiError> {
+        self.verifier()
+    }
+
+    fn revocations(&self) -> &dyn RevocationView {
+        &*self.followed
+    }
+
+    fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
+    }
+
+    fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+}
 
 impl RelayState {
     /// Open storage, the registry and the writer; the hub receives every commit.
@@ -221,14 +240,14 @@ impl RelayState {
             return Err(refuse(ErrorCode::UnknownRecipient));
         }
         let resource = format!("{RELAY_NAMESPACE}/{}", send.to);
+        // Alive was checked first, above.
         verifier
-            .authorize_verified(
+            .check_request(
                 token,
                 &Request {
                     op: Op::Write,
                     resource: &resource,
                 },
-                &*self.followed,
                 now,
             )
             .map_err(|e| refuse(ApiError::from(e).code()))?;

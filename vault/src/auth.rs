@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
-use axum::{
-    body::Bytes,
-    extract::{FromRequest, FromRequestParts, Request},
-};
+use axum::extract::FromRequestParts;
 use http::request::Parts;
 use keymesh_core::{
-    ApiError, ErrorCode,
-    capability::token::VerifiedToken,
-    http::{bearer_token, node::authenticate},
+    ApiError, ErrorCode, ServiceContext,
+    capability::{
+        pop::ReplayCache,
+        token::{RevocationView, Verifier},
+    },
+    http::{
+        bearer_token,
+        node::{NodeGate, SignedRequest},
+    },
     secret::secret_eq,
 };
 use secrecy::{ExposeSecret, SecretString};
@@ -65,46 +68,23 @@ impl FromRequestParts<VaultState> for Follower {
     }
 }
 
-/// A node's request: its verified token (signatures checked; rights are checked per resource
-/// by the handler) and the body the proof of possession covered.
-#[derive(Debug)]
-pub struct NodeCall {
-    /// The verified token.
-    pub token: Arc<VerifiedToken>,
-    /// The request body, exactly as signed.
-    pub body: Bytes,
-}
+/// A node's request (the one extractor every service uses: token, proof, liveness, limits).
+pub type NodeCall = SignedRequest;
 
-impl NodeCall {
-    /// `node:ID`, for audit records.
-    pub fn actor(&self) -> String {
-        format!("node:{}", self.token.claims.node)
+impl NodeGate for VaultState {
+    fn token_verifier(&self) -> Result<Arc<Verifier>, ApiError> {
+        Ok(self.verifier())
     }
 
-    /// Parse the body as JSON with a coded error.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::with_message(ErrorCode::MalformedRequest, e.to_string()))
+    fn revocations(&self) -> &dyn RevocationView {
+        &self.revocations
     }
-}
 
-impl FromRequest<VaultState> for NodeCall {
-    type Rejection = ApiError;
+    fn replay_cache(&self) -> &ReplayCache {
+        &self.replay
+    }
 
-    async fn from_request(req: Request, state: &VaultState) -> Result<Self, ApiError> {
-        let (parts, body) = req.into_parts();
-        let (token, body) = authenticate(
-            &parts,
-            body,
-            &state.verifier(),
-            &state.replay,
-            state.ctx.config.common.http.body_limit,
-        )
-        .await?;
-        state
-            .ctx
-            .limits
-            .check_principal(&format!("node:{}", token.claims.node))?;
-        Ok(NodeCall { token, body })
+    fn context(&self) -> &ServiceContext {
+        &self.ctx
     }
 }

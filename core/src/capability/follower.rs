@@ -12,7 +12,6 @@ use std::{
 };
 
 use super::{
-    pop::ReplayCache,
     revocation::{FeedEntry, Revocations},
     token::{RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
 };
@@ -97,25 +96,6 @@ impl Followed {
                 "the token root keys have not been read from the vault yet",
             )
         })
-    }
-
-    /// A node's HTTP request checked against this copy: its token, the proof of possession
-    /// over the whole request, and that the token is alive (not expired, not revoked, the copy
-    /// fresh: fail closed). The token and the body exactly as signed.
-    pub async fn authenticate_http(
-        &self,
-        parts: &http::request::Parts,
-        body: axum::body::Body,
-        replay: &ReplayCache,
-        body_limit: usize,
-    ) -> Result<(Arc<VerifiedToken>, axum::body::Bytes), ApiError> {
-        let verifier = self.require_verifier()?;
-        let (token, body) =
-            crate::http::node::authenticate(parts, body, &verifier, replay, body_limit).await?;
-        verifier
-            .check_alive(&token, self, std::time::SystemTime::now())
-            .map_err(ApiError::from)?;
-        Ok((token, body))
     }
 
     /// Replace the root keys (keeps nothing of the old verifier's cache).

@@ -594,6 +594,17 @@ impl Verifier {
         now: SystemTime,
     ) -> Result<(), TokenError> {
         self.check_alive(verified, revocation, now)?;
+        self.check_request(verified, request, now)
+    }
+
+    /// The request against the token's rights and its blocks' checks, for a token already
+    /// known to be alive ([`Verifier::check_alive`]).
+    pub fn check_request(
+        &self,
+        verified: &VerifiedToken,
+        request: &Request<'_>,
+        now: SystemTime,
+    ) -> Result<(), TokenError> {
         let Some(checks) = &verified.narrowing else {
             return self.authorize_datalog(verified, request, now);
         };
