@@ -161,45 +161,6 @@ pub fn command() -> Command {
     let migrate_settings: Vec<&Setting> = std::iter::once(COMMON_SETTINGS[0])
         .chain(ServiceName::ALL.iter().map(|s| s.settings()[1]))
         .collect();
-    let bench = Command::new("bench")
-        .about("Run a benchmark and print a Markdown report (see docs/benchmarks.md)")
-        .subcommand_required(true)
-        .subcommand(
-            Command::new("vault")
-                .about("Token checks vs biscuit-auth, mints/s, unlock time, authorized reads/s over HTTP")
-                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Seconds per HTTP load phase [default: 5]"))
-                .arg(Arg::new("concurrency").long("concurrency").value_name("N").help("Concurrent HTTP clients [default: 64]"))
-                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Vault database for the HTTP run [default: a temporary SQLite file]")),
-        )
-        .subcommand(
-            Command::new("relay")
-                .about("Relay msgs/s, latency, server CPU and RSS, RSS per idle connection, against a bare in-memory relay")
-                .arg(Arg::new("pairs").long("pairs").value_name("N").help("Sender/receiver pairs [default: 50]"))
-                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds per row [default: 10]"))
-                .arg(Arg::new("rate").long("rate").value_name("N").help("Offered msgs/s for the latency row [default: 5000]"))
-                .arg(Arg::new("idle").long("idle").value_name("N").help("Idle connections to hold [default: 10000]"))
-                .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
-                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]"))
-                .arg(Arg::new("relay-url").long("relay-url").value_name("URL").requires_all(["vault-url", "management-key"]).conflicts_with("database-url").help("Measure a relay already running there instead of starting one"))
-                .arg(Arg::new("vault-url").long("vault-url").value_name("URL").requires("relay-url").help("With --relay-url: the vault it follows (nodes are registered there)"))
-                .arg(Arg::new("management-key").long("management-key").value_name("KEY").requires("relay-url").help("With --relay-url: management's credential at that vault"))
-                .arg(Arg::new("server-pid").long("server-pid").value_name("PID").requires("relay-url").help("With --relay-url: the relay's process id here, to report its CPU and memory")),
-        )
-        .subcommand(
-            Command::new("relay-storage")
-                .about("The relay's group-commit writer alone: stored and acknowledged msgs/s without sockets")
-                .arg(Arg::new("mailboxes").long("mailboxes").value_name("N").help("Mailboxes, one producer each [default: 50]"))
-                .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds [default: 10]"))
-                .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
-                .arg(Arg::new("outstanding").long("outstanding").value_name("N").help("Sends outstanding per producer [default: 512]"))
-                .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]")),
-        )
-        .subcommand(
-            Command::new("relay-baseline")
-                .about("The bare in-memory relay `bench relay` measures against (started by it)")
-                .hide(true)
-                .arg(Arg::new("listen").long("listen").value_name("ADDR").required(true)),
-        );
     let verify_settings: Vec<&Setting> = migrate_settings
         .iter()
         .copied()
@@ -259,8 +220,7 @@ pub fn command() -> Command {
                 .value_name("FILE")
                 .help("PEM bundle of the CA to trust (default: TLS_CA_FILE if set, else the platform's roots)"),
         );
-    cmd.subcommand(bench)
-        .subcommand(audit)
+    cmd.subcommand(audit)
         .subcommand(openapi)
         .subcommand(health)
         .subcommand(

@@ -2,7 +2,6 @@
 //! `relay` run one service each; `migrate` applies database migrations; `openapi` prints an
 //! API document.
 
-mod bench;
 mod cli;
 mod demo;
 #[cfg(test)]
@@ -45,7 +44,6 @@ fn main() -> ExitCode {
         match name {
             "dev" => dev(sub).await,
             "migrate" => migrate(sub).await,
-            "bench" => bench(sub).await,
             "openapi" => openapi(sub),
             "health" => health(sub).await,
             "audit" => match sub.subcommand() {
@@ -589,70 +587,3 @@ impl std::fmt::Display for AuditBroken {
 }
 
 impl std::error::Error for AuditBroken {}
-
-/// `keymesh bench vault|relay`: print the benchmark report.
-async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
-    match matches.subcommand() {
-        Some(("vault", sub)) => {
-            let options = bench::vault::Options {
-                seconds: sub
-                    .get_one::<String>("seconds")
-                    .map_or(Ok(5), |s| s.parse())?,
-                concurrency: sub
-                    .get_one::<String>("concurrency")
-                    .map_or(Ok(64), |s| s.parse())?,
-                database_url: sub.get_one::<String>("database-url").cloned(),
-            };
-            bench::vault::run(options).await
-        }
-        Some(("relay", sub)) => {
-            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
-                Ok(sub
-                    .get_one::<String>(name)
-                    .map_or(Ok(default), |s| s.parse())?)
-            };
-            let options = bench::relay::Options {
-                pairs: usize::try_from(number("pairs", 50)?)?.max(1),
-                seconds: number("seconds", 10)?.max(1),
-                rate: number("rate", 5000)?.max(1),
-                idle: usize::try_from(number("idle", 10_000)?)?.max(1),
-                payload: usize::try_from(number("payload", 1024)?)?,
-                database_url: sub.get_one::<String>("database-url").cloned(),
-                external: sub.get_one::<String>("relay-url").map(|relay_url| {
-                    let value =
-                        |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
-                    bench::relay::External {
-                        relay_url: relay_url.clone(),
-                        vault_url: value("vault-url"),
-                        management_key: value("management-key"),
-                        pid: sub.get_one::<String>("server-pid").cloned(),
-                    }
-                }),
-            };
-            bench::relay::run(options).await
-        }
-        Some(("relay-storage", sub)) => {
-            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
-                Ok(sub
-                    .get_one::<String>(name)
-                    .map_or(Ok(default), |s| s.parse())?)
-            };
-            bench::relay::storage::run(bench::relay::storage::Options {
-                mailboxes: usize::try_from(number("mailboxes", 50)?)?.max(1),
-                seconds: number("seconds", 10)?.max(1),
-                payload: usize::try_from(number("payload", 1024)?)?,
-                outstanding: usize::try_from(number("outstanding", 512)?)?.max(1),
-                database_url: sub.get_one::<String>("database-url").cloned(),
-            })
-            .await
-        }
-        Some(("relay-baseline", sub)) => {
-            let listen = sub
-                .get_one::<String>("listen")
-                .ok_or("--listen is required")?
-                .parse()?;
-            bench::relay::serve_baseline(listen).await
-        }
-        _ => Err("usage: keymesh bench vault|relay [OPTIONS] (see --help)".into()),
-    }
-}

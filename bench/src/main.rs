@@ -1,10 +1,165 @@
-//! `keymesh bench ...`: rerunnable performance measurements. Each prints Markdown rows for
-//! `docs/benchmarks.md`, with a baseline measured in the same run.
+//! `keymesh-bench`: rerunnable performance measurements, kept out of the production binary.
+//! Each prints Markdown rows for `docs/benchmarks.md`, with a baseline measured in the same run.
+//! The relay and vault servers it measures are the real `keymesh` binary, found beside this
+//! one (`cargo build --release --bin keymesh --bin keymesh-bench`).
 
-pub mod relay;
-pub mod vault;
+mod relay;
+mod vault;
 
-use std::time::{Duration, Instant};
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use clap::{Arg, Command};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn cli() -> Command {
+    Command::new("keymesh-bench")
+    .about("Run a Keymesh benchmark and print a Markdown report (see docs/benchmarks.md)")
+    .version(env!("CARGO_PKG_VERSION"))
+    .subcommand_required(true)
+    .subcommand(
+        Command::new("vault")
+            .about("Token checks vs biscuit-auth, mints/s, unlock time, authorized reads/s over HTTP")
+            .arg(Arg::new("seconds").long("seconds").value_name("N").help("Seconds per HTTP load phase [default: 5]"))
+            .arg(Arg::new("concurrency").long("concurrency").value_name("N").help("Concurrent HTTP clients [default: 64]"))
+            .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Vault database for the HTTP run [default: a temporary SQLite file]")),
+    )
+    .subcommand(
+        Command::new("relay")
+            .about("Relay msgs/s, latency, server CPU and RSS, RSS per idle connection, against a bare in-memory relay")
+            .arg(Arg::new("pairs").long("pairs").value_name("N").help("Sender/receiver pairs [default: 50]"))
+            .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds per row [default: 10]"))
+            .arg(Arg::new("rate").long("rate").value_name("N").help("Offered msgs/s for the latency row [default: 5000]"))
+            .arg(Arg::new("idle").long("idle").value_name("N").help("Idle connections to hold [default: 10000]"))
+            .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
+            .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]"))
+            .arg(Arg::new("relay-url").long("relay-url").value_name("URL").requires_all(["vault-url", "management-key"]).conflicts_with("database-url").help("Measure a relay already running there instead of starting one"))
+            .arg(Arg::new("vault-url").long("vault-url").value_name("URL").requires("relay-url").help("With --relay-url: the vault it follows (nodes are registered there)"))
+            .arg(Arg::new("management-key").long("management-key").value_name("KEY").requires("relay-url").help("With --relay-url: management's credential at that vault"))
+            .arg(Arg::new("server-pid").long("server-pid").value_name("PID").requires("relay-url").help("With --relay-url: the relay's process id here, to report its CPU and memory")),
+    )
+    .subcommand(
+        Command::new("relay-storage")
+            .about("The relay's group-commit writer alone: stored and acknowledged msgs/s without sockets")
+            .arg(Arg::new("mailboxes").long("mailboxes").value_name("N").help("Mailboxes, one producer each [default: 50]"))
+            .arg(Arg::new("seconds").long("seconds").value_name("N").help("Measured seconds [default: 10]"))
+            .arg(Arg::new("payload").long("payload").value_name("BYTES").help("Payload size [default: 1024]"))
+            .arg(Arg::new("outstanding").long("outstanding").value_name("N").help("Sends outstanding per producer [default: 512]"))
+            .arg(Arg::new("database-url").long("database-url").value_name("URL").help("Relay database [default: a temporary SQLite file]")),
+    )
+    .subcommand(
+        Command::new("relay-baseline")
+            .about("The bare in-memory relay `bench relay` measures against (started by it)")
+            .hide(true)
+            .arg(Arg::new("listen").long("listen").value_name("ADDR").required(true)),
+    )
+}
+
+fn main() -> ExitCode {
+    let matches = cli().get_matches();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keymesh-bench: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(&matches)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keymesh-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `keymesh` server binary the benchmarks start: beside this one.
+pub fn keymesh_binary() -> Result<PathBuf, BoxError> {
+    let path = std::env::current_exe()?.with_file_name("keymesh");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: build it beside keymesh-bench (cargo build --release --bin keymesh --bin keymesh-bench)",
+            path.display()
+        )
+        .into())
+    }
+}
+
+/// Run the chosen benchmark.
+async fn bench(matches: &clap::ArgMatches) -> Result<(), BoxError> {
+    match matches.subcommand() {
+        Some(("vault", sub)) => {
+            let options = vault::Options {
+                seconds: sub
+                    .get_one::<String>("seconds")
+                    .map_or(Ok(5), |s| s.parse())?,
+                concurrency: sub
+                    .get_one::<String>("concurrency")
+                    .map_or(Ok(64), |s| s.parse())?,
+                database_url: sub.get_one::<String>("database-url").cloned(),
+            };
+            vault::run(options).await
+        }
+        Some(("relay", sub)) => {
+            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
+                Ok(sub
+                    .get_one::<String>(name)
+                    .map_or(Ok(default), |s| s.parse())?)
+            };
+            let options = relay::Options {
+                pairs: usize::try_from(number("pairs", 50)?)?.max(1),
+                seconds: number("seconds", 10)?.max(1),
+                rate: number("rate", 5000)?.max(1),
+                idle: usize::try_from(number("idle", 10_000)?)?.max(1),
+                payload: usize::try_from(number("payload", 1024)?)?,
+                database_url: sub.get_one::<String>("database-url").cloned(),
+                external: sub.get_one::<String>("relay-url").map(|relay_url| {
+                    let value =
+                        |name: &str| sub.get_one::<String>(name).cloned().unwrap_or_default();
+                    relay::External {
+                        relay_url: relay_url.clone(),
+                        vault_url: value("vault-url"),
+                        management_key: value("management-key"),
+                        pid: sub.get_one::<String>("server-pid").cloned(),
+                    }
+                }),
+            };
+            relay::run(options).await
+        }
+        Some(("relay-storage", sub)) => {
+            let number = |name: &str, default: u64| -> Result<u64, BoxError> {
+                Ok(sub
+                    .get_one::<String>(name)
+                    .map_or(Ok(default), |s| s.parse())?)
+            };
+            relay::storage::run(relay::storage::Options {
+                mailboxes: usize::try_from(number("mailboxes", 50)?)?.max(1),
+                seconds: number("seconds", 10)?.max(1),
+                payload: usize::try_from(number("payload", 1024)?)?,
+                outstanding: usize::try_from(number("outstanding", 512)?)?.max(1),
+                database_url: sub.get_one::<String>("database-url").cloned(),
+            })
+            .await
+        }
+        Some(("relay-baseline", sub)) => {
+            let listen = sub
+                .get_one::<String>("listen")
+                .ok_or("--listen is required")?
+                .parse()?;
+            relay::serve_baseline(listen).await
+        }
+        _ => Err("usage: keymesh-bench vault|relay|relay-storage [OPTIONS] (see --help)".into()),
+    }
+}
 
 /// Median of three runs of `f`, each timing `iterations` calls; returns microseconds per call.
 pub fn micros_per_op(iterations: u32, mut f: impl FnMut()) -> f64 {
@@ -123,4 +278,42 @@ pub fn machine() -> String {
             "release"
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        cli().debug_assert();
+    }
+
+    /// Every `./target/release/keymesh-bench ...` line of docs/benchmarks.md parses as written
+    /// (options in `[...]` are optional and left out; comments are not part of the command).
+    #[test]
+    fn the_documented_commands_parse() {
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/benchmarks.md"
+        ))
+        .expect("docs/benchmarks.md");
+        let mut seen = 0;
+        for line in doc.lines() {
+            let Some(command) = line.strip_prefix("./target/release/keymesh-bench ") else {
+                continue;
+            };
+            let command = command.split(" #").next().unwrap_or_default();
+            let command = command.split(" [").next().unwrap_or_default();
+            let args = std::iter::once("keymesh-bench").chain(command.split_whitespace());
+            if let Err(e) = cli().try_get_matches_from(args) {
+                panic!("docs/benchmarks.md: `{line}` does not parse:\n{e}");
+            }
+            seen += 1;
+        }
+        assert!(
+            seen >= 5,
+            "only {seen} commands found in docs/benchmarks.md"
+        );
+    }
 }

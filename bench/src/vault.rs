@@ -1,4 +1,4 @@
-//! `keymesh bench vault`: token checks against biscuit-auth's own cost, mints per second,
+//! `keymesh-bench vault`: token checks against biscuit-auth's own cost, mints per second,
 //! unlock time, and authorized secret reads per second over HTTP on loopback.
 
 use std::{
@@ -423,7 +423,7 @@ async fn http_rows(out: &mut String, options: &Options) -> Result<(), BoxError> 
                 "/v1/ceremonies/{}/init",
                 c["ceremony_id"].as_str().unwrap_or_default()
             ),
-            None,
+            Some(MGMT),
             Some(json!({ "mode": "passphrase", "sealed_passphrase": seal(&c)? })),
         )
         .await?;
@@ -442,7 +442,7 @@ async fn http_rows(out: &mut String, options: &Options) -> Result<(), BoxError> 
                 "/v1/ceremonies/{}/passphrase",
                 c["ceremony_id"].as_str().unwrap_or_default()
             ),
-            None,
+            Some(MGMT),
             Some(json!({ "sealed_passphrase": seal(&c)? })),
         )
         .await?;
@@ -532,12 +532,12 @@ async fn http_rows(out: &mut String, options: &Options) -> Result<(), BoxError> 
 /// Run every vault benchmark and print the Markdown report.
 pub async fn run(options: Options) -> Result<(), BoxError> {
     let mut out = format!("### Vault — {}\n\n", machine());
-    eprintln!("keymesh bench vault: token checks...");
+    eprintln!("keymesh-bench vault: token checks...");
     token_rows(&mut out);
-    eprintln!("keymesh bench vault: unlock...");
+    eprintln!("keymesh-bench vault: unlock...");
     unlock_row(&mut out);
     eprintln!(
-        "keymesh bench vault: HTTP reads for {} s...",
+        "keymesh-bench vault: HTTP reads for {} s...",
         options.seconds * 2
     );
     http_rows(&mut out, &options).await?;

@@ -11,8 +11,6 @@ pub mod metrics;
 pub mod registry;
 pub mod state;
 pub mod store;
-#[cfg(feature = "testing")]
-pub mod testing;
 pub mod ws;
 
 pub use config::RelayConfig;

@@ -1,5 +1,5 @@
-//! Test support (feature `testing`): a real vault and a real relay on loopback TCP ports, each
-//! over its own fresh database on the selected backend, and nodes with real tokens.
+//! A real vault and a real relay on loopback TCP ports, each over its own fresh database on the
+//! selected backend, and nodes with real tokens.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::{RelayConfig, RelayState};
+use keymesh_relay::{RelayConfig, RelayState};
 
 /// Management's credential at the test vault.
 pub const MGMT_KEY: &str = "management-key-0123456789abcdef0123456789";
@@ -243,7 +243,7 @@ async fn run_relay(
     let tls = config.service.tls.as_ref().map(|files| {
         ServerTls::load(files.clone(), &ctx.metrics).expect("the relay's certificate")
     });
-    let (router, state) = crate::router(ctx, config).await.expect("relay");
+    let (router, state) = keymesh_relay::router(ctx, config).await.expect("relay");
     let grace = Duration::from_secs(1);
     let scheme = match tls {
         Some(tls) => {

@@ -1,7 +1,7 @@
 //! The same-run baseline: a bare in-memory relay speaking the same frames over the same
 //! WebSocket stack (axum / tungstenite), with the same window and cumulative acks, and nothing
 //! else: no token or proof checks, no storage, no limits, no metrics. Keymesh's figures are read
-//! against it. Run by `keymesh bench relay-baseline --listen ADDR` (started by the bench).
+//! against it. Run by `keymesh-bench relay-baseline --listen ADDR` (started by the bench).
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -1,4 +1,4 @@
-//! `keymesh bench relay`: delivered and acknowledged messages per second through the relay,
+//! `keymesh-bench relay`: delivered and acknowledged messages per second through the relay,
 //! end-to-end latency, server CPU and memory, and memory per idle connection, each next to a
 //! bare in-memory relay measured in the same run.
 //!
@@ -266,7 +266,8 @@ async fn run_in(options: &Options, dir: &std::path::Path) -> Result<(), BoxError
             e.management_key.clone(),
         ),
     };
-    let mut bare = Server::spawn(dir, "baseline", &["bench", "relay-baseline"], "", &[])?;
+    let this = std::env::current_exe()?;
+    let mut bare = Server::spawn(dir, "baseline", &this, &["relay-baseline"], "", &[])?;
     bare.wait_ready("/health/ready").await?;
     let bare = (Target::of(&bare), bare);
 

@@ -43,11 +43,13 @@ pub struct Server {
 }
 
 impl Server {
-    /// Start `keymesh ARGS` with `env`, listening on a free loopback port passed through
-    /// `listen_var` (or as `--listen ADDR` when `listen_var` is empty).
+    /// Start `PROGRAM ARGS` (the `keymesh` server, or this binary for the bare relay) with
+    /// `env`, listening on a free loopback port passed through `listen_var` (or as
+    /// `--listen ADDR` when `listen_var` is empty).
     pub fn spawn(
         dir: &Path,
         name: &str,
+        program: &Path,
         args: &[&str],
         listen_var: &str,
         env: &[(&str, String)],
@@ -55,7 +57,7 @@ impl Server {
         let addr = free_port()?;
         let log = dir.join(format!("{name}.log"));
         let log_file = std::fs::File::create(&log)?;
-        let mut command = Command::new(std::env::current_exe()?);
+        let mut command = Command::new(program);
         command
             .args(args)
             .envs(
@@ -140,6 +142,7 @@ impl Stack {
         let mut vault = Server::spawn(
             dir,
             "vault",
+            &crate::keymesh_binary()?,
             &["vault"],
             "VAULT_LISTEN",
             &[
@@ -160,6 +163,7 @@ impl Stack {
         let mut relay = Server::spawn(
             dir,
             "relay",
+            &crate::keymesh_binary()?,
             &["relay"],
             "RELAY_LISTEN",
             &[

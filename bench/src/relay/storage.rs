@@ -1,4 +1,4 @@
-//! `keymesh bench relay-storage`: the relay's group-commit writer alone, without sockets, tokens
+//! `keymesh-bench relay-storage`: the relay's group-commit writer alone, without sockets, tokens
 //! or a load generator on the wire: the ceiling the storage layer puts on `bench relay`.
 //!
 //! Producers submit sends to their own mailbox with a bounded number outstanding; an acker
@@ -23,7 +23,7 @@ use keymesh_relay::store::{Bounds, Committed, NewMessage, Store, Write, Writer, 
 use tokio::sync::{mpsc, oneshot};
 
 use super::BoxError;
-use crate::bench::{machine, sample};
+use crate::{machine, sample};
 
 /// Options.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
-use keymesh_relay::testing::Cluster;
+use keymesh_testkit::Cluster;
 use serde_json::Value;
 
 use crate::support::{Pki, eventually, register, within};

@@ -12,7 +12,7 @@ use keymesh_client::{
     transport::Transport,
 };
 use keymesh_core::{capability::token::random_key, storage::Db};
-use keymesh_relay::testing::Cluster;
+use keymesh_testkit::Cluster;
 use reqwest::Method;
 use serde_json::json;
 

@@ -23,7 +23,7 @@ use keymesh_core::{
     http::node::TOKEN_B64,
     storage::Db,
 };
-use keymesh_relay::testing::Cluster;
+use keymesh_testkit::Cluster;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use tokio::{

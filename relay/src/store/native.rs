@@ -1,7 +1,7 @@
 //! The relay's SQLite writer: its own connection, used only on the writer's thread, with
 //! prepared statements run once per row.
 //!
-//! Why not sqlx here (measured with `keymesh bench relay-storage`, docs/benchmarks.md): through
+//! Why not sqlx here (measured with `keymesh-bench relay-storage`, docs/benchmarks.md): through
 //! sqlx every statement is a round trip to the connection's worker thread, so a batch has to be
 //! a few multi-row statements, each parsed afresh (their shape changes with the batch), each
 //! with a statement journal (a multi-row insert may fail half way), and each bind copied into

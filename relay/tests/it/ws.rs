@@ -22,8 +22,8 @@ use keymesh_core::{
 use keymesh_relay::{
     frame::{ClientFrame, MessageId, ServerFrame},
     registry::key_statement,
-    testing::{Cluster, TestNode},
 };
+use keymesh_testkit::{Cluster, TestNode};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::{
