@@ -33,6 +33,7 @@ use crate::{
     auth::{Caller, NodeCaller},
     directory::NodeRow,
     mail::Mail,
+    operations::Requested,
     policy::Operation,
     rbac::{Action, Role},
     state::{ApprovalEvent, ManagementState, page_limit},
@@ -212,7 +213,7 @@ fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
 
 /// A token for `node` within its ceiling, minted now; or an approval request for the rights
 /// above it. Never silently truncated.
-async fn token_or_request(
+pub(crate) async fn token_or_request(
     state: &ManagementState,
     node: &NodeRow,
     requester: String,
@@ -470,13 +471,13 @@ async fn notify_requester(state: &ManagementState, row: &ApprovalRow) {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
-    rights: Vec<Right>,
+    pub(crate) rights: Vec<Right>,
     #[serde(default)]
-    ttl_secs: Option<u64>,
-    reason: String,
+    pub(crate) ttl_secs: Option<u64>,
+    pub(crate) reason: String,
     /// How long the approval request may wait (default one hour, at most the policy's).
     #[serde(default)]
-    approval_ttl_secs: Option<u64>,
+    pub(crate) approval_ttl_secs: Option<u64>,
 }
 
 /// `POST /v1/token-requests` (node): a token within the node's ceiling at once (200), or an
@@ -507,36 +508,32 @@ pub async fn node_token_request(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRequest {
-    operation: String,
-    reason: String,
+    pub(crate) operation: String,
+    pub(crate) reason: String,
     #[serde(default)]
-    approval_ttl_secs: Option<u64>,
+    pub(crate) approval_ttl_secs: Option<u64>,
     /// `token.mint`: the caller's node and the rights it should get.
     #[serde(default)]
-    node_id: Option<Ident>,
+    pub(crate) node_id: Option<Ident>,
     #[serde(default)]
-    rights: Option<Vec<Right>>,
+    pub(crate) rights: Option<Vec<Right>>,
     #[serde(default)]
-    ttl_secs: Option<u64>,
+    pub(crate) ttl_secs: Option<u64>,
     /// `audit.export`: which records.
     #[serde(default)]
-    filters: Option<keymesh_core::audit::AuditQuery>,
+    pub(crate) filters: Option<keymesh_core::audit::AuditQuery>,
     /// `user.delete`: whom; `emergency.access`: for whom (default: the caller).
     #[serde(default)]
-    user_id: Option<Ident>,
+    pub(crate) user_id: Option<Ident>,
     /// `vault.unlock`, `group.approvals.disable`: which group.
     #[serde(default)]
-    group: Option<Ident>,
+    pub(crate) group: Option<Ident>,
     /// `emergency.access`: the role granted.
     #[serde(default)]
-    role: Option<String>,
+    pub(crate) role: Option<String>,
     /// `emergency.access`, `group.approvals.disable`: for how long, from execution.
     #[serde(default)]
-    duration_secs: Option<u64>,
-}
-
-fn missing(what: &str) -> ApiError {
-    ApiError::with_message(ErrorCode::InvalidRequest, format!("{what} is required"))
+    pub(crate) duration_secs: Option<u64>,
 }
 
 /// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
@@ -568,56 +565,12 @@ pub async fn user_request(
         .operation
         .parse()
         .map_err(|e: String| ApiError::with_message(ErrorCode::InvalidRequest, e))?;
-    let params = match operation {
-        Operation::TokenMint => {
-            let node_id = body.node_id.ok_or_else(|| missing("node_id"))?;
-            let node = state
-                .store
-                .node(&node_id)
-                .await
-                .map_err(ApiError::internal)?
-                .filter(|n| n.user_id == caller.user.id && n.disabled_at_ms.is_none())
-                .ok_or_else(|| {
-                    ApiError::with_message(ErrorCode::NotFound, "no such node of yours")
-                })?;
-            let request = TokenRequest {
-                rights: body.rights.ok_or_else(|| missing("rights"))?,
-                ttl_secs: body.ttl_secs,
-                reason: body.reason,
-                approval_ttl_secs: body.approval_ttl_secs,
-            };
-            return token_or_request(&state, &node, caller.actor(), request).await;
-        }
-        Operation::AuditExport => {
-            caller.require(&state, Action::AuditExport)?;
-            check_reason(&body.reason)?;
-            crate::audit::export_params(body.filters)?
-        }
-        Operation::UserDelete => {
-            caller.require(&state, Action::UsersManage)?;
-            check_reason(&body.reason)?;
-            let user_id = body.user_id.ok_or_else(|| missing("user_id"))?;
-            deletable(&state, &user_id).await?;
-            json!({ "user_id": user_id })
-        }
-        Operation::VaultUnlock => {
-            check_reason(&body.reason)?;
-            let group = body.group.ok_or_else(|| missing("group"))?;
-            crate::ceremonies::unlock_params(&state, &caller, &group).await?
-        }
-        Operation::EmergencyAccess => {
-            check_reason(&body.reason)?;
-            let user = body
-                .user_id
-                .map_or_else(|| caller.user.id.clone(), |u| u.to_string());
-            let role = body.role.ok_or_else(|| missing("role"))?;
-            crate::emergency::params(&state, &caller, &user, &role, body.duration_secs).await?
-        }
-        Operation::GroupApprovalsDisable => {
-            check_reason(&body.reason)?;
-            let group = body.group.ok_or_else(|| missing("group"))?;
-            crate::waivers::params(&state, &caller, &group, body.duration_secs).await?
-        }
+    let params = match crate::operations::of(operation)
+        .request(&state, &caller, &body)
+        .await?
+    {
+        Requested::Params(params) => params,
+        Requested::Answered(answer) => return Ok(*answer),
     };
     let row = create(
         &state,
@@ -637,14 +590,6 @@ fn pending(row: &ApprovalRow) -> RequestAnswer {
     RequestAnswer::Pending(PendingRequest {
         approval: view(row),
     })
-}
-
-/// A user that may be deleted: exists, not deleted yet, and not the last enabled admin (nobody
-/// could manage users afterwards).
-async fn deletable(state: &ManagementState, id: &str) -> Result<crate::store::UserRow, ApiError> {
-    let user = crate::users::existing(state, id).await?;
-    crate::users::not_last_admin(state, &user).await?;
-    Ok(user)
 }
 
 /// `POST /v1/approvals/{id}/execute` (the requester of an approved request): run it once.
@@ -683,17 +628,12 @@ pub async fn execute(
         .operation
         .parse()
         .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))?;
-    let action = match operation {
-        Operation::UserDelete => Action::UsersManage,
-        Operation::VaultUnlock => Action::VaultUnlock,
-        Operation::EmergencyAccess => Action::EmergencyAccess,
-        Operation::GroupApprovalsDisable => Action::GroupsManage,
-        Operation::TokenMint | Operation::AuditExport => {
-            return Err(ApiError::with_message(
-                ErrorCode::InvalidRequest,
-                format!("{} requests are executed elsewhere", row.operation),
-            ));
-        }
+    let approved = crate::operations::of(operation);
+    let Some(action) = approved.executed_with() else {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{} requests are executed elsewhere", row.operation),
+        ));
     };
     caller.require(&state, action)?;
     if row.effective_status(now_ms()) != "approved" {
@@ -701,36 +641,9 @@ pub async fn execute(
     }
     let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
     // Checks that must still hold now, before the claim uses the approval up.
-    match operation {
-        Operation::UserDelete => {
-            deletable(&state, params["user_id"].as_str().unwrap_or_default()).await?;
-        }
-        Operation::EmergencyAccess => crate::emergency::check_still(&state, &params).await?,
-        Operation::VaultUnlock => {
-            crate::ceremonies::party(
-                &state,
-                &caller,
-                params["group"].as_str().unwrap_or_default(),
-            )
-            .await?;
-        }
-        _ => {}
-    }
+    approved.still_valid(&state, &caller, &params).await?;
     let (claimed, params) = claim(&state, caller.actor(), &row).await?;
-    let result = match operation {
-        Operation::UserDelete => delete_user(&state, &caller, &id, &params)
-            .await
-            .map(Execution::UserDeleted),
-        Operation::VaultUnlock => crate::ceremonies::execute_unlock(&state, &caller, &id, &params)
-            .await
-            .map(Execution::UnlockOpened),
-        Operation::EmergencyAccess => crate::emergency::execute(&state, &caller, &id, &params)
-            .await
-            .map(Execution::EmergencyStarted),
-        _ => crate::waivers::execute(&state, &caller, &id, &params)
-            .await
-            .map(Execution::ApprovalsWaived),
-    };
+    let result = approved.execute(&state, &caller, &id, &params).await;
     match result {
         Ok(result) => {
             announce(&state, "approval.executed", &claimed);
@@ -759,58 +672,6 @@ pub async fn execute(
             Err(e)
         }
     }
-}
-
-/// Delete a user (an approved `user.delete`): the vault first (the user's tokens die, their
-/// nodes are disabled there), then management in one transaction (address tombstoned,
-/// account disabled, sessions ended, memberships and unused codes removed, nodes disabled).
-async fn delete_user(
-    state: &ManagementState,
-    caller: &Caller,
-    id: &str,
-    params: &Value,
-) -> Result<UserDeleted, ApiError> {
-    let user_id = params["user_id"].as_str().unwrap_or_default().to_owned();
-    let nodes = state
-        .store
-        .nodes(None, Some(&user_id))
-        .await
-        .map_err(ApiError::internal)?;
-    if state.vault.configured() {
-        state
-            .vault
-            .revoke_epoch("user", &user_id, "user deleted")
-            .await?;
-        for node in &nodes {
-            let key = hex::encode(&node.public_key);
-            let mut registration = crate::vault::Registration::of(node, &key, &node.ceiling);
-            registration.disabled = true;
-            state.vault.put_node(&registration).await?;
-        }
-    }
-    let deleted = state
-        .store
-        .delete_user(&user_id)
-        .await
-        .map_err(ApiError::internal)?;
-    state
-        .audit_quiet(
-            AuditEvent::new(
-                caller.actor(),
-                "user.delete",
-                format!("user:{user_id}"),
-                Outcome::Success,
-            )
-            .with_details(
-                json!({ "approval": id, "nodes_disabled": nodes.len(), "deleted": deleted }),
-            ),
-        )
-        .await;
-    Ok(UserDeleted {
-        user_id,
-        deleted,
-        nodes_disabled: nodes.into_iter().map(|n| n.id).collect(),
-    })
 }
 
 /// Claim an approved request for execution, once: audited first (fail closed); the claimed

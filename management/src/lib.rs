@@ -18,6 +18,8 @@ pub mod imports;
 pub mod login;
 pub mod mail;
 pub mod metrics;
+/// The operations that need an approval, one implementation each.
+mod operations;
 pub mod pages;
 pub mod policy;
 pub mod rbac;
