@@ -8,7 +8,7 @@ pub use keymesh_proto::envelope;
 pub mod keyfile;
 /// A node's identity key and versioned encryption keys; rotation and signed key statements.
 pub use keymesh_proto::keys;
-/// Enrollment and token requests at the management server; secrets at the vault.
+/// Enrollment and token requests at the management server.
 pub mod management;
 /// The relay client: key publication and lookup, the reconnecting connection, send and receive.
 pub mod relay;
@@ -16,3 +16,5 @@ pub mod relay;
 pub mod service;
 /// TLS trust (the platform's or a CA file) and the plain-HTTP rule for every connection.
 pub mod transport;
+/// Secrets at the group vault.
+pub mod vault;

@@ -348,7 +348,7 @@ impl Connection {
             tokio::select! {
                 outcome = async {
                     match pending.front_mut() {
-                        Some((_, rx)) => rx.await.unwrap_or(Err(StorageError::Query(sqlx::Error::WorkerCrashed))),
+                        Some((_, rx)) => rx.await.unwrap_or(Err(StorageError::Failed("the relay's writer stopped".into()))),
                         None => std::future::pending().await,
                     }
                 }, if !pending.is_empty() => {
@@ -472,7 +472,7 @@ impl Connection {
                 Ok(outcome) => outcome,
                 Err(oneshot::error::TryRecvError::Empty) => break,
                 Err(oneshot::error::TryRecvError::Closed) => {
-                    Err(StorageError::Query(sqlx::Error::WorkerCrashed))
+                    Err(StorageError::Failed("the relay's writer stopped".into()))
                 }
             };
             let id = *id;

@@ -15,9 +15,10 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_client::{
-    keyfile, management,
+    keyfile,
     relay::{ClientOptions, RelayClient},
     service::{CallError, Service},
+    vault,
 };
 use keymesh_core::{
     crypto,
@@ -277,7 +278,7 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
     enroll(nodes, &m, "seeder", body["code"].as_str().expect("code")).await;
     let vault_api = Service::new(&v, Duration::from_secs(10)).expect("vault url");
     let (seeder_keys, seeder_token) = node_files(nodes, "seeder");
-    management::write_secret(
+    vault::write_secret(
         &vault_api,
         &seeder_keys,
         &seeder_token,
@@ -471,14 +472,8 @@ async fn three_services_enroll_message_approve_revoke_and_audit() {
             }
         }
         if read_refused.is_none() {
-            match management::read_secret(
-                &vault_api,
-                &n1_keys,
-                &approved_token,
-                "e2e",
-                "db/password",
-            )
-            .await
+            match vault::read_secret(&vault_api, &n1_keys, &approved_token, "e2e", "db/password")
+                .await
             {
                 Err(CallError::Refused { code, .. }) if code == "revoked" => {
                     read_refused = Some(revoked_at.elapsed());

@@ -299,9 +299,7 @@ fn new_root_key(config: &VaultConfig) -> Result<TokenKeyRow, StorageError> {
         .verifying_key()
         .to_bytes();
     let sealed_private = crypto::seal(&master_seal_key(config), seed.as_ref(), ROOT_KEY_AAD)
-        .map_err(|_| {
-            StorageError::Query(sqlx::Error::Protocol("sealing the root key failed".into()))
-        })?;
+        .map_err(|_| StorageError::Failed("sealing the root key failed".into()))?;
     Ok(TokenKeyRow {
         kid: i64::from(key_id(&public)),
         public_key: public.to_vec(),
@@ -319,19 +317,16 @@ async fn load_ring(store: &Store, config: &VaultConfig) -> Result<KeyRing, Stora
     let current = rows
         .iter()
         .find(|r| r.retired_at_ms.is_none())
-        .ok_or_else(|| StorageError::Query(sqlx::Error::RowNotFound))?;
+        .ok_or_else(|| StorageError::Failed("no current root signing key is stored".into()))?;
     let seal_key = master_seal_key(config);
     let seed = crypto::open(&seal_key, &current.sealed_private, ROOT_KEY_AAD).map_err(|_| {
         tracing::error!("VAULT_MASTER_KEY does not open the stored root signing key");
-        StorageError::Query(sqlx::Error::Protocol(
-            "root key cannot be unsealed: wrong VAULT_MASTER_KEY".into(),
-        ))
+        StorageError::Failed("root key cannot be unsealed: wrong VAULT_MASTER_KEY".into())
     })?;
     let older: Vec<[u8; 32]> = rows
         .iter()
         .filter(|r| r.retired_at_ms.is_some_and(|t| t >= horizon))
         .filter_map(|r| r.public_key.as_slice().try_into().ok())
         .collect();
-    KeyRing::new(&seed, &older)
-        .map_err(|_| StorageError::Query(sqlx::Error::Protocol("root key is corrupt".into())))
+    KeyRing::new(&seed, &older).map_err(|_| StorageError::Failed("root key is corrupt".into()))
 }

@@ -613,7 +613,7 @@ async fn token(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
 }
 
 async fn secret(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
-    use keymesh_client::management;
+    use keymesh_client::vault::{read_secret, write_secret};
     let (name, sub) = m
         .subcommand()
         .ok_or_else(|| Failure::config("usage", "secret get or put"))?;
@@ -621,7 +621,7 @@ async fn secret(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let path = sub.get_one::<String>("path").map_or("", String::as_str);
     let group = sub.get_one::<String>("group").map_or("", String::as_str);
     if name == "get" {
-        let v = management::read_secret(&vault, &keys, &node_token, group, path).await?;
+        let v = read_secret(&vault, &keys, &node_token, group, path).await?;
         let value = v["value"].as_str().unwrap_or_default();
         print(s.json, &v, value);
         return Ok(());
@@ -632,7 +632,7 @@ async fn secret(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
         .read_to_string(&mut value)
         .map_err(|e| Failure::config("input", format!("stdin: {e}")))?;
     let trimmed = value.strip_suffix('\n').unwrap_or(&value);
-    let v = management::write_secret(&vault, &keys, &node_token, group, path, trimmed).await?;
+    let v = write_secret(&vault, &keys, &node_token, group, path, trimmed).await?;
     let text = format!("{path}: version {}", v["version"]);
     print(s.json, &v, &text);
     Ok(())

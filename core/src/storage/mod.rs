@@ -123,6 +123,11 @@ pub enum StorageError {
     /// A query through a driver other than sqlx failed (the relay's SQLite writer).
     #[error("database query failed")]
     Driver(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store's own failure rather than the database's: a writer that stopped or cannot
+    /// vouch for its last commit, stored data that does not unseal or decode. The message names
+    /// what (never a value); it is logged, and a client sees only `internal`.
+    #[error("storage failed: {0}")]
+    Failed(std::borrow::Cow<'static, str>),
     /// Could not create a SQLite file or its directory.
     #[error("cannot create {path} or its directory")]
     Directory {

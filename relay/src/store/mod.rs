@@ -601,7 +601,7 @@ impl Completion {
     /// The batch is not known to be durable: every writer is told it failed, nothing is
     /// delivered.
     fn fail(self, why: &str) {
-        let err = || StorageError::Query(sqlx::Error::Protocol(why.to_owned()));
+        let err = || StorageError::Failed(why.to_owned().into());
         for (done, _) in self.sends {
             let _ = done.send(Err(err()));
         }
@@ -779,7 +779,7 @@ impl Task {
             bounds: self.bounds,
         };
         let result = match (&mut self.engine, self.finish.broken()) {
-            (_, Some(why)) => Err(StorageError::Query(sqlx::Error::Protocol(why))),
+            (_, Some(why)) => Err(StorageError::Failed(why.into())),
             (Engine::Native(native), None) => native
                 .write(&mut overlay, &messages, &ack_list, now_ms())
                 .map_err(|e| StorageError::Driver(Box::new(e))),
@@ -850,7 +850,7 @@ impl Task {
         limit: i64,
     ) -> Result<Vec<(String, Expiry)>, StorageError> {
         if let Some(why) = self.finish.broken() {
-            return Err(StorageError::Query(sqlx::Error::Protocol(why)));
+            return Err(StorageError::Failed(why.into()));
         }
         let expired = match &mut self.engine {
             Engine::Native(native) => native
