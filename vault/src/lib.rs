@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod ceremony;
 pub mod config;
+pub mod issuance;
 pub mod metrics;
 pub mod routes;
 pub mod sessions;

@@ -1,19 +1,18 @@
 //! Nodes, tokens (mint, refresh, delegate, revoke, root keys) and the revocation feed.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::{
     Json,
     extract::{Path, Query, State},
 };
-use base64::Engine;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
     capability::{
-        Ceiling, Excess, Op, Right,
+        Ceiling, Op, Right,
         rights::{above_ceiling, delegation_excess},
-        token::{Claims, MAX_LINEAGE, MAX_RIGHTS, Scope},
+        token::{MAX_LINEAGE, Scope},
     },
     error::ErrorBody,
     http::extract::Json as JsonBody,
@@ -23,11 +22,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
-    auth::{Follower, Management, NodeCall, TOKEN_B64},
+    auth::{Follower, Management, NodeCall},
     ident::Ident,
+    issuance::{
+        Inherited, IssuedToken, NewToken, approval_required, check_rights_count, node_ceiling,
+        refuse_excess, unix_now,
+    },
     revocation::FeedEntry,
     state::VaultState,
-    store::{GrantRow, NodeRow},
+    store::NodeRow,
 };
 
 /// A node as management registers it.
@@ -176,66 +179,6 @@ pub async fn put_node(
     }))
 }
 
-/// What a new token carries besides its node and grant.
-#[derive(Debug)]
-struct NewToken {
-    lineage: Vec<String>,
-    rights: Vec<Right>,
-    expires_at: u64,
-    inherited: Inherited,
-}
-
-/// What a new token inherits from the token it derives from.
-#[derive(Debug, Default)]
-struct Inherited {
-    /// Keep these epochs (refresh) instead of the node's current ones.
-    epochs: Option<[(Scope, i64); 3]>,
-    /// Delegators' node and user epochs.
-    ancestors: Vec<(Scope, String, i64)>,
-    /// Latest possible expiry.
-    expiry_cap: Option<u64>,
-}
-
-impl Inherited {
-    /// For a token delegated by the holder of `granter`: the granter's own node and user
-    /// epochs join its ancestors, and the expiry can never pass the granter's.
-    fn delegated_from(granter: &Claims) -> Self {
-        let mut ancestors = granter.ancestors.clone();
-        ancestors.push((
-            Scope::Node,
-            granter.node.clone(),
-            granter.epoch(Scope::Node),
-        ));
-        ancestors.push((
-            Scope::User,
-            granter.user.clone(),
-            granter.epoch(Scope::User),
-        ));
-        Self {
-            epochs: None,
-            ancestors,
-            expiry_cap: Some(
-                granter
-                    .expiry_cap
-                    .map_or(granter.expires_at, |c| c.min(granter.expires_at)),
-            ),
-        }
-    }
-}
-
-/// A token as returned to its requester.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct IssuedToken {
-    /// URL-safe base64 token.
-    token: String,
-    /// The token's own id.
-    token_id: String,
-    /// The grant it belongs to (what revocation names).
-    grant: String,
-    /// Unix seconds.
-    expires_at: u64,
-}
-
 /// Mint request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct MintBody {
@@ -249,170 +192,6 @@ pub struct MintBody {
     /// The management approval request that allows rights above the node's ceiling.
     #[serde(default)]
     approval: Option<Ident>,
-}
-
-fn check_rights_count(rights: &[Right]) -> Result<(), ApiError> {
-    if rights.is_empty() || rights.len() > MAX_RIGHTS {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            format!("a token carries 1 to {MAX_RIGHTS} rights"),
-        ));
-    }
-    Ok(())
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn approval_required(operation: &str, excess: &Excess) -> ApiError {
-    ApiError::with_message(
-        ErrorCode::ApprovalRequired,
-        format!("{operation} asks for more than may be granted without approval"),
-    )
-    .with_details(json!({ "operation": operation, "excess": excess }))
-}
-
-/// Nothing in excess, or an audited `approval_required` naming exactly what is.
-async fn refuse_excess(
-    state: &VaultState,
-    actor: String,
-    action: &str,
-    node_id: &str,
-    excess: &Excess,
-) -> Result<(), ApiError> {
-    if excess.is_empty() {
-        return Ok(());
-    }
-    state
-        .audit_quiet(
-            AuditEvent::new(actor, action, format!("node:{node_id}"), Outcome::Denied)
-                .with_details(json!({ "excess": excess })),
-        )
-        .await;
-    Err(approval_required(action, excess))
-}
-
-fn node_ceiling(node: &NodeRow) -> Result<Ceiling, ApiError> {
-    node.ceiling
-        .parse()
-        .map(Ceiling)
-        .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))
-}
-
-impl VaultState {
-    fn lifetime(&self, requested: Option<u64>) -> Result<Duration, ApiError> {
-        let ttl = requested.map_or(self.config.token_ttl, Duration::from_secs);
-        if ttl.is_zero() || ttl > self.config.token_max_ttl {
-            return Err(ApiError::with_message(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "ttl_secs must be between 1 and {}",
-                    self.config.token_max_ttl.as_secs()
-                ),
-            ));
-        }
-        Ok(ttl)
-    }
-
-    /// Issue a token for `node` under `grant`: with the node's current epochs, or (refresh)
-    /// with the epochs, ancestors and cap the token being refreshed carried.
-    fn issue(&self, node: &NodeRow, grant: &str, new: NewToken) -> Result<IssuedToken, ApiError> {
-        let NewToken {
-            lineage,
-            rights,
-            expires_at,
-            inherited,
-        } = new;
-        let current = [
-            (
-                Scope::Node,
-                self.revocations.epoch(Scope::Node, &node.node_id),
-            ),
-            (
-                Scope::User,
-                self.revocations.epoch(Scope::User, &node.user_id),
-            ),
-            (
-                Scope::Group,
-                self.revocations.epoch(Scope::Group, &node.group_id),
-            ),
-        ];
-        let expires_at = inherited
-            .expiry_cap
-            .map_or(expires_at, |cap| expires_at.min(cap));
-        let key: [u8; 32] = node
-            .public_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| ApiError::new(ErrorCode::Internal))?;
-        let claims = Claims {
-            token_id: uuid::Uuid::new_v4().simple().to_string(),
-            grant: grant.to_owned(),
-            lineage,
-            node: node.node_id.clone(),
-            group: node.group_id.clone(),
-            user: node.user_id.clone(),
-            node_key: key,
-            rights,
-            expires_at,
-            epochs: inherited.epochs.unwrap_or(current),
-            ancestors: inherited.ancestors,
-            expiry_cap: inherited.expiry_cap,
-        };
-        let bytes = self.ring().mint(&claims).map_err(ApiError::from)?;
-        Ok(IssuedToken {
-            token: TOKEN_B64.encode(bytes),
-            token_id: claims.token_id,
-            grant: claims.grant,
-            expires_at,
-        })
-    }
-
-    /// Record a new grant, then issue its first token: a grant is never issued unrecorded.
-    async fn grant_and_issue(
-        &self,
-        node: &NodeRow,
-        grant: &str,
-        parent: Option<&str>,
-        new: NewToken,
-    ) -> Result<IssuedToken, ApiError> {
-        self.store
-            .insert_grant(&GrantRow {
-                grant_id: grant.to_owned(),
-                parent_grant: parent.map(str::to_owned),
-                node_id: node.node_id.clone(),
-                lineage: json!(new.lineage).to_string(),
-                rights: json!(new.rights).to_string(),
-            })
-            .await
-            .map_err(ApiError::internal)?;
-        self.issue(node, grant, new)
-    }
-
-    /// A registered node that is not disabled.
-    async fn registered(&self, node_id: &str) -> Result<NodeRow, ApiError> {
-        let node = self
-            .store
-            .node(node_id)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| {
-                ApiError::with_message(
-                    ErrorCode::NotFound,
-                    format!("node {node_id} is not registered"),
-                )
-            })?;
-        if node.disabled_at_ms.is_some() {
-            return Err(ApiError::with_message(
-                ErrorCode::Forbidden,
-                format!("node {node_id} is disabled"),
-            ));
-        }
-        Ok(node)
-    }
 }
 
 /// Mint a node's token.
