@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
+pub use keymesh_proto::api::approvals::{Approval, ApprovalList, ApprovalShown, Decision};
+
 use crate::{
     approval_store::{ApprovalRow, DecisionRow, NewApproval, Vote},
     auth::{Caller, NodeCaller},
@@ -70,10 +72,33 @@ fn check_rights(rights: &[Right]) -> Result<(), ApiError> {
 
 /// What a request looks like to its reader: its effective status (`expired` past its
 /// deadline).
-fn view(row: &ApprovalRow) -> ApprovalRow {
-    let mut shown = row.clone();
-    shown.status = row.effective_status(now_ms()).to_owned();
-    shown
+fn view(row: &ApprovalRow) -> Approval {
+    Approval {
+        id: row.id.clone(),
+        operation: row.operation.clone(),
+        params: serde_json::from_str(&row.params).unwrap_or(Value::Null),
+        reason: row.reason.clone(),
+        requester: row.requester.clone(),
+        requester_user: row.requester_user.clone(),
+        status: row.effective_status(now_ms()).to_owned(),
+        approvals_needed: row.approvals_needed,
+        denials_needed: row.denials_needed,
+        reviewer_roles: serde_json::from_str(&row.reviewer_roles).unwrap_or_default(),
+        created_at_ms: row.created_at_ms,
+        expires_at_ms: row.expires_at_ms,
+        decided_at_ms: row.decided_at_ms,
+        executed_at_ms: row.executed_at_ms,
+    }
+}
+
+/// A decision as callers see it.
+fn decision(row: DecisionRow) -> Decision {
+    Decision {
+        reviewer: row.reviewer,
+        decision: row.decision,
+        reason: row.reason,
+        decided_at_ms: row.decided_at_ms,
+    }
 }
 
 /// A token minted for a node (within its ceiling, under a waiver, or redeemed), as the vault
@@ -90,7 +115,7 @@ pub struct MintedToken {
     pub expires_at: u64,
     /// The approval request it executed (redeemed, or approved by a waiver).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalRow>,
+    pub approval: Option<Approval>,
 }
 
 impl std::fmt::Debug for MintedToken {
@@ -104,7 +129,7 @@ impl std::fmt::Debug for MintedToken {
 }
 
 impl MintedToken {
-    fn new(token: IssuedToken, approval: Option<ApprovalRow>) -> Self {
+    fn new(token: IssuedToken, approval: Option<Approval>) -> Self {
         Self {
             token: token.token,
             token_id: token.token_id,
@@ -119,7 +144,7 @@ impl MintedToken {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PendingRequest {
     /// The request (`pending`).
-    pub approval: ApprovalRow,
+    pub approval: Approval,
 }
 
 /// The answer to a token request, or to any approval request: a token at once (`200`), or the
@@ -141,32 +166,13 @@ impl IntoResponse for RequestAnswer {
     }
 }
 
-/// `GET /v1/approvals`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ApprovalList {
-    /// Newest first.
-    pub approvals: Vec<ApprovalRow>,
-}
-
 /// A request and its reviewers' decisions.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ApprovalDecisions {
     /// The request.
-    pub approval: ApprovalRow,
+    pub approval: Approval,
     /// Its decisions so far, oldest first.
-    pub decisions: Vec<DecisionRow>,
-}
-
-/// `GET /v1/approvals/{id}`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ApprovalShown {
-    /// The request.
-    pub approval: ApprovalRow,
-    /// Its decisions so far, oldest first.
-    pub decisions: Vec<DecisionRow>,
-    /// The open unlock ceremony an executed `vault.unlock` request opened, for callers with
-    /// vault:unlock (`null` otherwise), so share holders find it.
-    pub ceremony: Option<String>,
+    pub decisions: Vec<Decision>,
 }
 
 /// What executing an approved request did, by operation.
@@ -198,7 +204,7 @@ pub struct UserDeleted {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Executed {
     /// The request.
-    pub approval: ApprovalRow,
+    pub approval: Approval,
     /// What the operation did.
     #[serde(flatten)]
     pub result: Execution,
@@ -801,7 +807,7 @@ async fn with_decisions(
         .map_err(ApiError::internal)?;
     Ok(ApprovalDecisions {
         approval: view(row),
-        decisions,
+        decisions: decisions.into_iter().map(decision).collect(),
     })
 }
 

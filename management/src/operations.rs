@@ -422,3 +422,21 @@ impl Approved for GroupApprovalsDisable {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire contract's list (what Keymesh Admin offers to execute) and the implementations
+    /// agree.
+    #[test]
+    fn the_requester_executes_exactly_what_the_contract_says() {
+        for operation in Operation::ALL {
+            assert_eq!(
+                of(operation).executed_with().is_some(),
+                operation.executed_by_requester(),
+                "{operation}"
+            );
+        }
+    }
+}

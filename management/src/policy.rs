@@ -10,75 +10,13 @@
 //! max_ttl_secs = 86400   # longest a request may ask to live (default 1 day)
 //! ```
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::rbac::Role;
 
-/// An operation that needs approval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Operation {
-    /// A token with rights above the node's ceiling.
-    #[serde(rename = "token.mint")]
-    TokenMint,
-    /// A group vault threshold unlock.
-    #[serde(rename = "vault.unlock")]
-    VaultUnlock,
-    /// Export of the audit log.
-    #[serde(rename = "audit.export")]
-    AuditExport,
-    /// Deleting a user.
-    #[serde(rename = "user.delete")]
-    UserDelete,
-    /// Creating emergency access.
-    #[serde(rename = "emergency.access")]
-    EmergencyAccess,
-    /// Disabling approvals for a group.
-    #[serde(rename = "group.approvals.disable")]
-    GroupApprovalsDisable,
-}
-
-impl Operation {
-    /// Every operation, in documentation order.
-    pub const ALL: [Self; 6] = [
-        Self::TokenMint,
-        Self::VaultUnlock,
-        Self::AuditExport,
-        Self::UserDelete,
-        Self::EmergencyAccess,
-        Self::GroupApprovalsDisable,
-    ];
-
-    /// Wire and audit name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::TokenMint => "token.mint",
-            Self::VaultUnlock => "vault.unlock",
-            Self::AuditExport => "audit.export",
-            Self::UserDelete => "user.delete",
-            Self::EmergencyAccess => "emergency.access",
-            Self::GroupApprovalsDisable => "group.approvals.disable",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Operation {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| format!("unknown operation {s:?}"))
-    }
-}
+pub use keymesh_proto::api::approvals::Operation;
 
 /// How one operation's requests are decided.
 #[derive(Clone, Debug, PartialEq, Eq)]

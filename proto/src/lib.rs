@@ -7,6 +7,7 @@
 //! app and the fuzz targets link this and nothing of the servers (decision 0013). The services
 //! reach it through `keymesh-core`, which re-exports it where the code used to live.
 
+pub mod api;
 pub mod crypto;
 pub mod envelope;
 pub mod error;

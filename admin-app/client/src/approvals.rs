@@ -3,15 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{Value, json};
-
-/// Operations the requester runs with `POST /v1/approvals/{id}/execute` once approved.
-const EXECUTABLE: [&str; 4] = [
-    "user.delete",
-    "vault.unlock",
-    "emergency.access",
-    "group.approvals.disable",
-];
+use keymesh_proto::api::approvals::{Approval, ApprovalShown, Decision, Operation};
+use serde::Serialize;
 
 /// Who is looking.
 #[derive(Debug, Clone, Default)]
@@ -31,69 +24,121 @@ impl Viewer {
         self.actions.iter().any(|a| a == action)
     }
 
-    fn email_of(&self, principal: &str) -> Value {
+    fn email_of(&self, principal: &str) -> Option<String> {
         principal
             .strip_prefix("user:")
             .and_then(|id| self.emails.get(id))
-            .map_or(Value::Null, |e| Value::from(e.as_str()))
+            .cloned()
     }
 }
 
-/// The inbox's item from `{approval, decisions, ceremony?}` (`GET /v1/approvals/{id}`).
-pub fn item(detail: &Value, viewer: &Viewer) -> Value {
-    let a = &detail["approval"];
-    let decisions: Vec<Value> = detail["decisions"]
-        .as_array()
-        .map(|d| {
-            d.iter()
-                .map(|d| {
-                    let mut d = d.clone();
-                    d["reviewer_email"] = viewer.email_of(d["reviewer"].as_str().unwrap_or(""));
-                    d
-                })
-                .collect()
+/// A reviewer's decision with their address, where known.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShownDecision {
+    /// The decision as the server gave it.
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// The reviewer's e-mail address.
+    pub reviewer_email: Option<String>,
+}
+
+/// One request as the inbox shows it: the server's request and what the app works out for
+/// this admin.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboxItem {
+    /// The request as the server gave it.
+    #[serde(flatten)]
+    pub approval: Approval,
+    /// The requester's e-mail address, where known.
+    pub requester_email: Option<String>,
+    /// Approvals so far.
+    pub approvals: usize,
+    /// Denials so far.
+    pub denials: usize,
+    /// The decisions, oldest first.
+    pub decisions: Vec<ShownDecision>,
+    /// This admin asked for it.
+    pub own: bool,
+    /// This admin may decide it now (pending, not their own, not voted, approvals:decide).
+    pub can_decide: bool,
+    /// This admin may execute it now (their own, approved, executed by its requester).
+    pub can_execute: bool,
+    /// This admin already sent a share to its unlock ceremony.
+    pub share_submitted: bool,
+    /// The unlock ceremony an executed `vault.unlock` opened.
+    pub ceremony: Option<String>,
+    /// Shown without its decisions, which could not be read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub decisions_unavailable: bool,
+}
+
+/// The inbox's item from `GET /v1/approvals/{id}`.
+pub fn item(detail: &ApprovalShown, viewer: &Viewer) -> InboxItem {
+    let a = &detail.approval;
+    let decisions: Vec<ShownDecision> = detail
+        .decisions
+        .iter()
+        .map(|d| ShownDecision {
+            decision: d.clone(),
+            reviewer_email: viewer.email_of(&d.reviewer),
         })
-        .unwrap_or_default();
-    let count = |kind: &str| decisions.iter().filter(|d| d["decision"] == kind).count();
+        .collect();
+    let count = |kind: &str| {
+        decisions
+            .iter()
+            .filter(|d| d.decision.decision == kind)
+            .count()
+    };
     let me = format!("user:{}", viewer.user_id);
-    let own = a["requester_user"] == viewer.user_id.as_str();
-    let voted = decisions.iter().any(|d| d["reviewer"] == me.as_str());
-    let status = a["status"].as_str().unwrap_or("");
-    let operation = a["operation"].as_str().unwrap_or("");
-    let ceremony = detail["ceremony"].as_str().map(str::to_owned);
-    let mut out = a.clone();
-    out["requester_email"] = viewer.email_of(a["requester"].as_str().unwrap_or(""));
-    out["approvals"] = json!(count("approve"));
-    out["denials"] = json!(count("deny"));
-    out["decisions"] = Value::Array(decisions);
-    out["own"] = json!(own);
-    out["can_decide"] =
-        json!(status == "pending" && !own && !voted && viewer.may("approvals:decide"));
-    out["can_execute"] = json!(status == "approved" && own && EXECUTABLE.contains(&operation));
-    out["share_submitted"] = json!(
-        ceremony
+    let own = a.requester_user == viewer.user_id;
+    let voted = decisions.iter().any(|d| d.decision.reviewer == me);
+    let status = a.status.as_str();
+    let executed_here = a
+        .known_operation()
+        .is_some_and(Operation::executed_by_requester);
+    let ceremony = detail.ceremony.clone();
+    InboxItem {
+        requester_email: viewer.email_of(&a.requester),
+        approvals: count("approve"),
+        denials: count("deny"),
+        own,
+        can_decide: status == "pending" && !own && !voted && viewer.may("approvals:decide"),
+        can_execute: status == "approved" && own && executed_here,
+        share_submitted: ceremony
             .as_ref()
-            .is_some_and(|c| viewer.shares_sent.contains(c))
-    );
-    out["ceremony"] = ceremony.map_or(Value::Null, Value::from);
-    out
+            .is_some_and(|c| viewer.shares_sent.contains(c)),
+        ceremony,
+        decisions,
+        approval: a.clone(),
+        decisions_unavailable: false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
-    fn detail(requester_user: &str, status: &str, decisions: Value) -> Value {
-        json!({
+    fn detail(requester_user: &str, status: &str, decisions: Value) -> ApprovalShown {
+        serde_json::from_value(json!({
             "approval": {
                 "id": "a1", "operation": "vault.unlock", "params": {"group": "g"},
                 "reason": "incident 42", "requester": format!("user:{requester_user}"),
                 "requester_user": requester_user, "status": status,
-                "approvals_needed": 2, "denials_needed": 1,
+                "approvals_needed": 2, "denials_needed": 1, "reviewer_roles": ["admin"],
                 "created_at_ms": 1, "expires_at_ms": 2,
+                "decided_at_ms": null, "executed_at_ms": null,
             },
             "decisions": decisions,
-        })
+            "ceremony": null,
+        }))
+        .expect("the server's shape")
+    }
+
+    /// The item as the window receives it.
+    fn item(detail: &ApprovalShown, viewer: &Viewer) -> Value {
+        serde_json::to_value(super::item(detail, viewer)).expect("json")
     }
 
     fn admin(id: &str) -> Viewer {
@@ -149,7 +194,7 @@ mod tests {
     #[test]
     fn an_open_ceremony_and_a_sent_share_are_shown() {
         let mut d = detail("u1", "executed", json!([]));
-        d["ceremony"] = json!("c9");
+        d.ceremony = Some("c9".into());
         let mut viewer = admin("u2");
         assert_eq!(item(&d, &viewer)["share_submitted"], false);
         viewer.shares_sent.insert("c9".into());

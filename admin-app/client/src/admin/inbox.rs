@@ -1,6 +1,9 @@
 //! The approvals inbox: list, decide, request, execute.
 
+use keymesh_proto::api::approvals::{ApprovalList, ApprovalShown, Operation};
+
 use super::*;
+use crate::approvals::InboxItem;
 
 impl Admin {
     pub(super) fn viewer(&self) -> Result<Viewer, AppError> {
@@ -14,38 +17,43 @@ impl Admin {
         })
     }
 
-    pub(super) async fn approval_item(&self, approval_id: &str) -> Result<Value, AppError> {
-        let detail = self
-            .call(
+    pub(super) async fn approval_item(&self, approval_id: &str) -> Result<InboxItem, AppError> {
+        let detail: ApprovalShown = typed(
+            self.call(
                 Method::GET,
                 &format!("/v1/approvals/{}", id(approval_id)?),
                 None,
             )
-            .await?;
+            .await?,
+        )?;
         Ok(approvals::item(&detail, &self.viewer()?))
     }
 
     /// `approvals_list`: the newest 100 requests with their decisions.
     pub async fn approvals_list(&self) -> Result<Vec<Value>, AppError> {
         self.refresh_emails().await;
-        let list = self
-            .call(Method::GET, "/v1/approvals?limit=100", None)
-            .await?;
-        let rows = list["approvals"].as_array().cloned().unwrap_or_default();
+        let list: ApprovalList = typed(
+            self.call(Method::GET, "/v1/approvals?limit=100", None)
+                .await?,
+        )?;
         let viewer = self.viewer()?;
         // Four at a time: within the server's per-principal rate limit however long the list.
-        let mut out: Vec<Value> = futures_util::stream::iter(rows)
+        let mut out: Vec<InboxItem> = futures_util::stream::iter(list.approvals)
             .map(|row| {
                 let viewer = &viewer;
                 async move {
-                    let id = row["id"].as_str().unwrap_or_default().to_owned();
-                    match self.approval_item(&id).await {
+                    match self.approval_item(&row.id).await {
                         Ok(item) => item,
                         Err(e) => {
                             // Shown without its decisions rather than not at all.
                             tracing::info!(code = %e.code, "an approval's details could not be read");
-                            let mut item = approvals::item(&json!({ "approval": row, "decisions": [] }), viewer);
-                            item["decisions_unavailable"] = json!(true);
+                            let detail = ApprovalShown {
+                                approval: row,
+                                decisions: Vec::new(),
+                                ceremony: None,
+                            };
+                            let mut item = approvals::item(&detail, viewer);
+                            item.decisions_unavailable = true;
                             item
                         }
                     }
@@ -54,8 +62,8 @@ impl Admin {
             .buffered(4)
             .collect()
             .await;
-        out.sort_by_key(|a| std::cmp::Reverse(a["created_at_ms"].as_i64().unwrap_or(0)));
-        Ok(out)
+        out.sort_by_key(|a| std::cmp::Reverse(a.approval.created_at_ms));
+        out.into_iter().map(window).collect()
     }
 
     /// `approval_decide`.
@@ -75,7 +83,7 @@ impl Admin {
             Some(&json!({ "decision": decision, "reason": reason_checked(reason)? })),
         )
         .await?;
-        self.approval_item(approval).await
+        window(self.approval_item(approval).await?)
     }
 
     /// `approval_create`: ask for an operation (`params` merged into the request).
@@ -85,17 +93,17 @@ impl Admin {
         params: &Value,
         reason: &str,
     ) -> Result<Value, AppError> {
-        const OPERATIONS: [&str; 5] = [
-            "vault.unlock",
-            "user.delete",
-            "emergency.access",
-            "group.approvals.disable",
-            "audit.export",
-        ];
-        if !OPERATIONS.contains(&operation) {
-            return Err(AppError::invalid(
-                "ask for vault.unlock, user.delete, emergency.access, group.approvals.disable or audit.export (a token is asked for by its node)",
-            ));
+        let requested = |o: &Operation| o.requested_by_users();
+        if !operation.parse::<Operation>().is_ok_and(|o| requested(&o)) {
+            let names: Vec<&str> = Operation::ALL
+                .iter()
+                .filter(|o| requested(o))
+                .map(|o| o.as_str())
+                .collect();
+            return Err(AppError::invalid(format!(
+                "ask for one of {} (a token is asked for by its node)",
+                names.join(", ")
+            )));
         }
         let mut body = match params {
             Value::Object(_) => params.clone(),
@@ -110,13 +118,29 @@ impl Admin {
         let created = answer["approval"]["id"]
             .as_str()
             .ok_or_else(|| AppError::new("bad_answer", "no approval in the answer"))?;
-        self.approval_item(created).await
+        window(self.approval_item(created).await?)
     }
 
     /// `approval_execute`: run an approved request of one's own.
     pub async fn approval_execute(&self, approval: &str) -> Result<Value, AppError> {
         let path = format!("/v1/approvals/{}/execute", id(approval)?);
         let result = self.call(Method::POST, &path, None).await?;
-        Ok(json!({ "approval": self.approval_item(approval).await?, "result": result }))
+        let item = window(self.approval_item(approval).await?)?;
+        Ok(json!({ "approval": item, "result": result }))
     }
+}
+
+/// A typed answer from a JSON one: the server's shape, or `bad_answer`.
+fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, AppError> {
+    serde_json::from_value(answer).map_err(|e| {
+        AppError::new(
+            "bad_answer",
+            format!("an answer not in the documented shape: {e}"),
+        )
+    })
+}
+
+/// An inbox item as the window receives it (`IPC.md`, `Approval`).
+pub(super) fn window(item: InboxItem) -> Result<Value, AppError> {
+    serde_json::to_value(item).map_err(|e| AppError::new("bad_answer", e.to_string()))
 }

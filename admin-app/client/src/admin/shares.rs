@@ -34,12 +34,9 @@ impl Admin {
     /// `share_submit`: this admin's share, sealed to the unlock ceremony of `approval`.
     pub async fn share_submit(&self, approval: &str) -> Result<Value, AppError> {
         let item = self.approval_item(approval).await?;
-        let ceremony_id = item["ceremony"]
-            .as_str()
-            .ok_or_else(|| {
-                AppError::new("not_found", "no unlock ceremony is open for this request")
-            })?
-            .to_owned();
+        let ceremony_id = item.ceremony.ok_or_else(|| {
+            AppError::new("not_found", "no unlock ceremony is open for this request")
+        })?;
         let (_, _, user) = self.authed()?;
         let stored = self
             .store

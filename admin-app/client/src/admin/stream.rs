@@ -102,22 +102,22 @@ impl Admin {
                 return;
             }
         };
-        if name == "approval.created" && item["can_decide"] == true {
-            let who = item["requester_email"]
-                .as_str()
-                .or(item["requester"].as_str())
-                .unwrap_or("someone");
+        if name == "approval.created" && item.can_decide {
+            let who = item
+                .requester_email
+                .as_deref()
+                .unwrap_or(&item.approval.requester);
             self.sink.emit(StreamEvent::Notify {
-                title: format!(
-                    "Approval requested: {}",
-                    item["operation"].as_str().unwrap_or("")
-                ),
-                body: format!("{who}: {}", item["reason"].as_str().unwrap_or("")),
+                title: format!("Approval requested: {}", item.approval.operation),
+                body: format!("{who}: {}", item.approval.reason),
             });
         }
+        let Ok(approval) = super::inbox::window(item) else {
+            return;
+        };
         self.sink.emit(StreamEvent::Approval {
             r#type: name.to_owned(),
-            approval: item,
+            approval,
         });
     }
 }
