@@ -21,7 +21,7 @@ use crate::{
     config::ConfigError,
     error::{ApiError, ErrorCode},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 fn now_ms() -> i64 {
@@ -187,8 +187,8 @@ impl RevocationView for Followed {
     }
 }
 
-/// `GET /v1/revocations/snapshot`.
-#[derive(Debug, Deserialize)]
+/// `GET /v1/revocations/snapshot`: the whole revocation state at `head`.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// Feed position.
     pub head: i64,
@@ -199,7 +199,7 @@ pub struct Snapshot {
 }
 
 /// One epoch of a snapshot.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotEpoch {
     /// Node, user or group.
     pub scope: Scope,
@@ -209,10 +209,13 @@ pub struct SnapshotEpoch {
     pub epoch: i64,
 }
 
-#[derive(Debug, Deserialize)]
-struct Page {
-    head: i64,
-    entries: Vec<FeedEntry>,
+/// `GET /v1/revocations`: the entries after a position, in order.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeedPage {
+    /// The feed's last sequence number.
+    pub head: i64,
+    /// Entries after the asked position, at most 1000, in order.
+    pub entries: Vec<FeedEntry>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,7 +314,7 @@ impl Follower {
                     return Ok::<_, BoxError>(());
                 }
                 let after = followed.head();
-                let page: Page = self
+                let page: FeedPage = self
                     .get(&format!(
                         "/v1/revocations?after={after}&wait_secs={LONG_POLL_SECS}"
                     ))

@@ -132,7 +132,7 @@ impl Revocations {
 
     /// The whole state at one head position, for a fresh follower: then follow the feed from
     /// `head`.
-    pub fn snapshot(&self) -> serde_json::Value {
+    pub fn snapshot(&self) -> super::follower::Snapshot {
         let inner = self
             .inner
             .read()
@@ -140,15 +140,23 @@ impl Revocations {
         // Read under the state lock: `apply` updates the state before the head, so this head
         // never claims more than the state holds.
         let head = *self.head.borrow();
-        let mut revoked: Vec<&String> = inner.revoked.iter().collect();
+        let mut revoked: Vec<String> = inner.revoked.iter().cloned().collect();
         revoked.sort();
-        let mut epochs: Vec<serde_json::Value> = inner
+        let mut epochs: Vec<super::follower::SnapshotEpoch> = inner
             .epochs
             .iter()
-            .map(|((scope, subject), epoch)| serde_json::json!({ "scope": scope, "subject": subject, "epoch": epoch }))
+            .map(|((scope, subject), epoch)| super::follower::SnapshotEpoch {
+                scope: *scope,
+                subject: subject.clone(),
+                epoch: *epoch,
+            })
             .collect();
-        epochs.sort_by_key(|e| e.to_string());
-        serde_json::json!({ "head": head, "revoked": revoked, "epochs": epochs })
+        epochs.sort_by(|a, b| (a.scope.as_str(), &a.subject).cmp(&(b.scope.as_str(), &b.subject)));
+        super::follower::Snapshot {
+            head,
+            revoked,
+            epochs,
+        }
     }
 
     /// Wait (bounded by the caller) until the head passes `after`.

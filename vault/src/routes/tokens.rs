@@ -21,6 +21,8 @@ use keymesh_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use keymesh_core::capability::follower::{FeedPage, Snapshot};
+
 use crate::{
     auth::{Follower, Management, NodeCall},
     ident::Ident,
@@ -669,7 +671,7 @@ pub struct FeedQuery {
     tag = "revocations",
     params(FeedQuery),
     responses(
-        (status = 200, body = Object, description = "`{head, entries: [FeedEntry]}`: `head` is the feed's last sequence number."),
+        (status = 200, body = FeedPage, description = "`head` is the feed's last sequence number."),
         ServiceErrors,
     ),
     security(("feed_key" = []), ("management_key" = [])),
@@ -678,7 +680,7 @@ pub async fn feed(
     State(state): State<VaultState>,
     _: Follower,
     Query(q): Query<FeedQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FeedPage>, ApiError> {
     const PAGE: i64 = 1000;
     if state.revocations.head() <= q.after && q.wait_secs > 0 {
         let mut rx = state.revocations.subscribe();
@@ -690,9 +692,10 @@ pub async fn feed(
         .feed_after(q.after, PAGE)
         .await
         .map_err(ApiError::internal)?;
-    Ok(Json(
-        json!({ "head": state.revocations.head(), "entries": entries }),
-    ))
+    Ok(Json(FeedPage {
+        head: state.revocations.head(),
+        entries,
+    }))
 }
 
 /// Every revoked id and current epoch, as of `head`.
@@ -703,11 +706,11 @@ pub async fn feed(
     path = "/v1/revocations/snapshot",
     tag = "revocations",
     responses(
-        (status = 200, body = Object, description = "`{head, revoked: [grant or block id], epochs: [{scope, subject, epoch}]}`."),
+        (status = 200, body = Snapshot, description = "Every revoked grant and block id, and every current epoch."),
         ServiceErrors,
     ),
     security(("feed_key" = []), ("management_key" = [])),
 )]
-pub async fn snapshot(State(state): State<VaultState>, _: Follower) -> Json<serde_json::Value> {
+pub async fn snapshot(State(state): State<VaultState>, _: Follower) -> Json<Snapshot> {
     Json(state.revocations.snapshot())
 }
