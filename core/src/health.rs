@@ -83,10 +83,17 @@ impl std::fmt::Debug for ReadyChecks {
     path = "/health/live",
     operation_id = "health_live",
     tag = "operations",
-    responses((status = 200, description = "`{\"status\": \"live\"}`", body = Object)),
+    responses((status = 200, description = "The process answers.", body = LiveBody)),
 )]
-pub async fn live() -> Json<serde_json::Value> {
-    Json(json!({ "status": "live" }))
+pub async fn live() -> Json<LiveBody> {
+    Json(LiveBody { status: "live" })
+}
+
+/// `GET /health/live`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct LiveBody {
+    /// Always `live`.
+    pub status: &'static str,
 }
 
 /// The running build: which service, its version and the commit it was built from.

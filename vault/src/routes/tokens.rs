@@ -629,7 +629,7 @@ pub async fn keys(State(state): State<VaultState>) -> Result<Json<RootKeys>, Api
     path = "/v1/tokens/keys/rotate",
     tag = "tokens",
     responses(
-        (status = 200, body = Object, description = "`{current_kid}`."),
+        (status = 200, body = RotatedKey, description = "The key that signs from now on."),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -637,7 +637,7 @@ pub async fn keys(State(state): State<VaultState>) -> Result<Json<RootKeys>, Api
 pub async fn rotate(
     State(state): State<VaultState>,
     _: Management,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RotatedKey>, ApiError> {
     state
         .audit(AuditEvent::new(
             "service:management",
@@ -647,7 +647,14 @@ pub async fn rotate(
         ))
         .await?;
     let kid = state.rotate_root_key().await?;
-    Ok(Json(json!({ "current_kid": kid })))
+    Ok(Json(RotatedKey { current_kid: kid }))
+}
+
+/// `POST /v1/tokens/keys/rotate`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RotatedKey {
+    /// The new root key's id (`kid`), which signs every token from now on.
+    current_kid: u32,
 }
 
 /// Feed query.
