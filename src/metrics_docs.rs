@@ -7,7 +7,6 @@
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use keymesh_core::config::{Environment, ServiceName, Source};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -154,26 +153,8 @@ fn render(scraped: &BTreeMap<ServiceName, BTreeMap<String, Family>>) -> String {
 
 /// A private CA and a certificate it signed for 127.0.0.1: (ca, cert, key) file paths.
 fn certificates(dir: &Path) -> [String; 3] {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("cert");
-    [
-        ("ca.pem", ca.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
-    ]
-    .map(|(name, pem)| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).expect("write pem");
-        path.display().to_string()
-    })
+    let pki = keymesh_testkit::Pki::new(dir);
+    [&pki.ca, &pki.cert, &pki.key].map(|p| keymesh_testkit::Pki::text(p))
 }
 
 async fn start_service(name: ServiceName, env: &[(String, String)]) -> Running {

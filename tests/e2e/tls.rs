@@ -5,7 +5,7 @@
 
 use std::{path::Path, time::Duration};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use keymesh_testkit::Pki;
 use serde_json::{Value, json};
 
 use crate::{
@@ -16,35 +16,12 @@ use crate::{
 const START: Duration = Duration::from_secs(30);
 const STOP: Duration = Duration::from_secs(15);
 
-/// A private CA and a certificate it signed for 127.0.0.1: (ca, cert, key) paths as text.
-fn certificates(dir: &Path) -> [String; 3] {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("cert");
-    [
-        ("ca.pem", ca.pem()),
-        ("cert.pem", cert.pem()),
-        ("key.pem", key.serialize_pem()),
-    ]
-    .map(|(name, pem)| {
-        let path = dir.join(name);
-        std::fs::write(&path, pem).expect("write pem");
-        path.display().to_string()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keymeshctl_enrolls_and_messages_over_https_and_wss_with_a_private_ca() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = tempfile::tempdir().expect("pki dir");
-    let [ca, cert, key] = certificates(pki.path());
+    let pki = Pki::new(pki.path());
+    let [ca, cert, key] = [&pki.ca, &pki.cert, &pki.key].map(|p| Pki::text(p));
     let mut env: Vec<(&str, String)> = vec![("TLS_CA_FILE", ca.clone())];
     for service in ["MANAGEMENT", "VAULT", "RELAY"] {
         let [listen, cert_file, key_file] = match service {

@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     net::SocketAddr,
-    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -24,65 +23,13 @@ use keymesh_core::{
     storage::Db,
 };
 use keymesh_testkit::Cluster;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+pub use keymesh_testkit::Pki;
 use serde_json::{Value, json};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
-
-/// Certificate files for 127.0.0.1 in a test directory.
-pub struct Pki {
-    /// A private CA (PEM), what `--ca-file` names.
-    pub ca: PathBuf,
-    /// A certificate for 127.0.0.1 that CA signed, and its key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// A self-signed certificate for 127.0.0.1 (no CA vouches for it), and its key.
-    pub self_signed: PathBuf,
-    pub self_signed_key: PathBuf,
-}
-
-impl Pki {
-    pub fn new(dir: &Path) -> Self {
-        let write = |name: &str, pem: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, pem).expect("write pem");
-            path
-        };
-        let ca_key = KeyPair::generate().expect("ca key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().expect("key");
-        let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("cert");
-        let lone_key = KeyPair::generate().expect("key");
-        let lone = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .expect("params")
-            .self_signed(&lone_key)
-            .expect("self-signed");
-        Self {
-            ca: write("ca.pem", ca.pem()),
-            cert: write("cert.pem", cert.pem()),
-            key: write("key.pem", key.serialize_pem()),
-            self_signed: write("self-signed.pem", lone.pem()),
-            self_signed_key: write("self-signed-key.pem", lone_key.serialize_pem()),
-        }
-    }
-
-    /// Relay settings that make it serve this certificate.
-    pub fn relay_settings(cert: &Path, key: &Path) -> [(&'static str, String); 2] {
-        [
-            ("RELAY_TLS_CERT_FILE", cert.display().to_string()),
-            ("RELAY_TLS_KEY_FILE", key.display().to_string()),
-        ]
-    }
-}
 
 /// The right to send to any node.
 pub fn send_all() -> Value {

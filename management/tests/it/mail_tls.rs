@@ -9,7 +9,7 @@ use keymesh_management::{
     config::MailConfig,
     mail::{Mail, Mailer},
 };
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use keymesh_testkit::Pki;
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -17,25 +17,11 @@ use crate::harness::{Smtp, address, management_with};
 
 /// A CA and a certificate it signed for 127.0.0.1, written as PEM files: (ca, cert, key).
 fn private_ca(dir: &Path) -> (String, String, String) {
-    let ca_key = KeyPair::generate().expect("ca key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("key");
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&key, &issuer)
-        .expect("cert");
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write pem");
-        path.display().to_string()
-    };
+    let pki = Pki::new(dir);
     (
-        write("ca.pem", ca.pem()),
-        write("cert.pem", cert.pem()),
-        write("key.pem", key.serialize_pem()),
+        Pki::text(&pki.ca),
+        Pki::text(&pki.cert),
+        Pki::text(&pki.key),
     )
 }
 
