@@ -68,10 +68,10 @@ enum Trust {
     /// The platform's verifier and store.
     #[default]
     Platform,
-    /// Exactly these roots (from a CA file).
+    /// Exactly the roots of a CA file, built into a configuration once.
     Roots {
         path: PathBuf,
-        roots: Arc<RootCertStore>,
+        config: Arc<ClientConfig>,
     },
 }
 
@@ -114,10 +114,13 @@ impl Transport {
         if roots.is_empty() {
             return Err(ca_error("it holds no certificate".to_owned()));
         }
+        let config = builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         Ok(Self {
             trust: Trust::Roots {
                 path: path.to_owned(),
-                roots: Arc::new(roots),
+                config: Arc::new(config),
             },
             plain_http_anywhere: false,
         })
@@ -144,7 +147,8 @@ impl Transport {
         Ok(())
     }
 
-    /// The rustls client configuration (aws-lc-rs). The platform's is built once per process.
+    /// The rustls client configuration (aws-lc-rs): the platform's built once per process, a CA
+    /// file's when it was read.
     pub fn tls_config(&self) -> Result<Arc<ClientConfig>, TransportError> {
         match &self.trust {
             Trust::Platform => {
@@ -160,11 +164,7 @@ impl Transport {
                     })
                     .clone()
             }
-            Trust::Roots { roots, .. } => Ok(Arc::new(
-                builder()?
-                    .with_root_certificates(Arc::clone(roots))
-                    .with_no_client_auth(),
-            )),
+            Trust::Roots { config, .. } => Ok(Arc::clone(config)),
         }
     }
 

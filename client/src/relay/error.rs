@@ -212,10 +212,7 @@ impl RelayError {
     /// gave no message (frames carry only the code).
     pub(crate) fn relay(code: &str, message: &str, retry_after: Option<Duration>) -> Self {
         let message = if message.is_empty() {
-            ErrorCode::ALL
-                .iter()
-                .find(|c| c.as_str() == code)
-                .map_or("", |c| c.description())
+            code.parse::<ErrorCode>().map_or("", ErrorCode::description)
         } else {
             message
         };
