@@ -6,12 +6,11 @@ use keymesh_core::{
     storage::{Db, StorageError},
     with_pool,
 };
-use serde::Serialize;
 
 use crate::store::{Store, new_id, now_ms};
 
-/// A request as stored (and, with its effective `status`, as callers see it).
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+/// A request as stored; callers see it as `keymesh_proto::api::approvals::Approval`.
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct ApprovalRow {
     /// Id.
     pub id: String,
@@ -19,8 +18,6 @@ pub struct ApprovalRow {
     pub operation: String,
     /// The operation's parameters (`token.mint`: `node_id`, `group`, `rights`, `ttl_secs`,
     /// `excess`; other operations: docs/management.md).
-    #[serde(serialize_with = "raw_json")]
-    #[schema(value_type = Object)]
     pub params: String,
     /// Why the requester asks.
     pub reason: String,
@@ -36,8 +33,6 @@ pub struct ApprovalRow {
     /// Denials that deny.
     pub denials_needed: i64,
     /// The roles that may decide it.
-    #[serde(serialize_with = "raw_json")]
-    #[schema(value_type = Vec<String>)]
     pub reviewer_roles: String,
     /// Made.
     pub created_at_ms: i64,
@@ -47,11 +42,6 @@ pub struct ApprovalRow {
     pub decided_at_ms: Option<i64>,
     /// When it was executed.
     pub executed_at_ms: Option<i64>,
-}
-
-fn raw_json<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
-    let value: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-    value.serialize(s)
 }
 
 impl ApprovalRow {
@@ -65,8 +55,8 @@ impl ApprovalRow {
     }
 }
 
-/// One reviewer's decision.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+/// One reviewer's decision as stored; callers see it as `keymesh_proto::api::approvals::Decision`.
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct DecisionRow {
     /// `user:ID`.
     pub reviewer: String,
