@@ -468,3 +468,69 @@ async fn keymeshctl_speaks_tls_to_a_private_ca_and_refuses_what_does_not_verify(
         "{stderr}"
     );
 }
+
+/// A signed request is never carried somewhere it was not signed for: a redirect answer is a
+/// refusal, for management and vault calls and for the relay's HTTP calls alike, and the
+/// redirect's target is never contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_never_followed() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    use keymesh_client::{
+        keys::NodeKeys,
+        relay::{ClientOptions, RelayClient, RelayError},
+        service::{CallError, Service},
+    };
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::TcpListener,
+    };
+
+    let target = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target_addr = target.local_addr().expect("addr");
+    let contacted = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let contacted = Arc::clone(&contacted);
+        async move {
+            while target.accept().await.is_ok() {
+                contacted.store(true, Ordering::SeqCst);
+            }
+        }
+    });
+    let redirector = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", redirector.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = redirector.accept().await {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{target_addr}/elsewhere\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+
+    let keys = NodeKeys::generate("n1").expect("keys");
+    let service = Service::new(&base, std::time::Duration::from_secs(5)).expect("service");
+    let err = within(
+        "node call",
+        service.node_call(&keys, "dG9rZW4", reqwest::Method::GET, "/v1/anything", None),
+    )
+    .await
+    .expect_err("a redirect is not an answer");
+    assert!(matches!(err, CallError::Protocol(_)), "{err:?}");
+
+    let relay =
+        RelayClient::new(keys, b"token".to_vec(), &base, ClientOptions::default()).expect("client");
+    let err = within("publish", relay.publish_keys())
+        .await
+        .expect_err("a redirect is not an answer");
+    assert!(matches!(err, RelayError::Protocol(_)), "{err:?}");
+    assert!(
+        !contacted.load(Ordering::SeqCst),
+        "the redirect's target was contacted"
+    );
+}
