@@ -1,6 +1,7 @@
 //! `/health/live`, `/health/ready`, `/version` and `/metrics`.
 
 use std::{
+    collections::BTreeMap,
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
@@ -12,11 +13,10 @@ use axum::{
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use secrecy::ExposeSecret;
-use serde_json::json;
 
 use crate::{
     context::ServiceContext,
-    error::{ApiError, ErrorCode},
+    error::{ApiError, ErrorCode, ErrorObject},
     http::bearer_token,
     secret::secret_eq,
 };
@@ -49,14 +49,14 @@ impl ReadyChecks {
     }
 
     /// Every check's state, and the first that fails.
-    fn run(&self, checks: &mut serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    fn run(&self, checks: &mut Checks) -> Option<String> {
         let mut failed = None;
         for (name, check) in self.0.read().unwrap_or_else(PoisonError::into_inner).iter() {
             let state = check().unwrap_or_else(|state| {
                 failed.get_or_insert_with(|| format!("{name}: {state}"));
                 state
             });
-            checks.insert((*name).to_owned(), state.into());
+            checks.insert(name, state);
         }
         failed
     }
@@ -135,13 +135,15 @@ pub struct VersionBody {
     operation_id = "health_ready",
     tag = "operations",
     responses(
-        (status = 200, body = Object, description = "`{\"status\": \"ready\", \"service\", \"checks\": {\"database\": \"ok\", …}}`"),
-        (status = 503, body = Object, description = "`not_ready`: the coded error body plus `checks`, each check's state (`database`: `unreachable` or `timeout`; `shutdown`: `draining`; the service's own checks)."),
+        (status = 200, body = ReadyBody),
+        (status = 503, body = NotReadyBody, description = "`not_ready`."),
     ),
 )]
 pub async fn ready(State(ctx): State<ServiceContext>) -> Response {
+    let mut checks = Checks::new();
     if ctx.shutdown.is_cancelled() {
-        return not_ready("shutting down", json!({ "shutdown": "draining" }));
+        checks.insert("shutdown", "draining");
+        return not_ready("shutting down", checks);
     }
     let database = match tokio::time::timeout(READY_TIMEOUT, ctx.db.ping()).await {
         Ok(Ok(())) => "ok",
@@ -151,25 +153,59 @@ pub async fn ready(State(ctx): State<ServiceContext>) -> Response {
         }
         Err(_) => "timeout",
     };
-    let mut checks = serde_json::Map::new();
-    checks.insert("database".into(), database.into());
+    checks.insert("database", database);
     if database != "ok" {
-        return not_ready(&format!("database: {database}"), checks.into());
+        return not_ready(&format!("database: {database}"), checks);
     }
     if let Some(failed) = ctx.ready_checks.run(&mut checks) {
-        return not_ready(&failed, checks.into());
+        return not_ready(&failed, checks);
     }
-    Json(json!({ "status": "ready", "service": ctx.config.name.as_str(), "checks": checks }))
-        .into_response()
+    Json(ReadyBody {
+        status: "ready",
+        service: ctx.config.name.as_str(),
+        checks,
+    })
+    .into_response()
 }
 
-fn not_ready(message: &str, checks: serde_json::Value) -> Response {
+/// Each readiness check's state, by name.
+type Checks = BTreeMap<&'static str, &'static str>;
+
+/// `GET /health/ready`: ready.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadyBody {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// `management`, `vault` or `relay`.
+    pub service: &'static str,
+    /// Each check's state: `database` is `ok`; the service's own checks (the relay's
+    /// `revocation_feed`, say) are theirs.
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub checks: Checks,
+}
+
+/// `GET /health/ready`: not ready. The coded error body plus each check's state.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct NotReadyBody<'a> {
+    /// `not_ready`, and which check failed.
+    pub error: ErrorObject<'a>,
+    /// Each check's state (`database`: `ok`, `unreachable` or `timeout`; `shutdown`:
+    /// `draining`; the service's own checks).
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub checks: Checks,
+}
+
+fn not_ready(message: &str, checks: Checks) -> Response {
     let code = ErrorCode::NotReady;
-    (
-        code.status(),
-        Json(json!({ "error": { "code": code.as_str(), "message": message }, "checks": checks })),
-    )
-        .into_response()
+    let body = NotReadyBody {
+        error: ErrorObject {
+            code: code.as_str(),
+            message,
+            details: None,
+        },
+        checks,
+    };
+    (code.status(), Json(body)).into_response()
 }
 
 /// Prometheus metrics (OpenMetrics text).

@@ -19,7 +19,11 @@ use keymesh_core::{
     storage::StorageError,
     with_pool,
 };
-use serde::{Deserialize, Serialize};
+use keymesh_proto::api::vaults::{
+    Ceremony, CeremonyKind, CeremonyView, Initialized, Rekeyed, SealedShare, ShareAccepted,
+    Unlocked, VaultStatus,
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::{
@@ -30,13 +34,12 @@ use crate::{
     store::{Store, now_ms},
 };
 
-/// A ceremony as management recorded it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+/// A ceremony as management stores it ([`Ceremony`] is what parties see of it).
+#[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CeremonyRow {
     /// Management's handle for the ceremony (what parties and audit records see).
     pub id: String,
     /// The vault's ceremony id: kept inside management, never shown or audited.
-    #[serde(skip)]
     pub vault_id: String,
     /// Its group.
     pub group_id: String,
@@ -49,7 +52,6 @@ pub struct CeremonyRow {
     /// The ceremony's X25519 public key, hex.
     pub public_key: String,
     /// The vault's answer: mode, threshold and the holders' sealed shares (JSON).
-    #[serde(skip)]
     pub info: String,
     /// Opened.
     pub opened_at_ms: i64,
@@ -57,6 +59,23 @@ pub struct CeremonyRow {
     pub expires_at_ms: i64,
     /// Finished (vault created, unlocked or rekeyed).
     pub finished_at_ms: Option<i64>,
+}
+
+impl CeremonyRow {
+    /// What parties see of it: neither the vault's id nor the sealed shares.
+    fn shown(&self) -> Ceremony {
+        Ceremony {
+            id: self.id.clone(),
+            group_id: self.group_id.clone(),
+            kind: self.kind.clone(),
+            approval_id: self.approval_id.clone(),
+            opened_by: self.opened_by.clone(),
+            public_key: self.public_key.clone(),
+            opened_at_ms: self.opened_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            finished_at_ms: self.finished_at_ms,
+        }
+    }
 }
 
 impl Store {
@@ -235,27 +254,28 @@ async fn open(
     state: &ManagementState,
     caller: &Caller,
     group: &str,
-    kind: &str,
+    kind: CeremonyKind,
     approval: Option<&str>,
 ) -> Result<CeremonyRow, ApiError> {
     let answer = state.vault.open_ceremony(group, kind).await?;
     let now = now_ms();
-    let ttl_ms = answer["expires_in_secs"].as_i64().unwrap_or(600) * 1000;
+    let ttl_ms = i64::try_from(answer.expires_in_secs)
+        .unwrap_or(600)
+        .saturating_mul(1000);
+    let info = OpenedInfo {
+        mode: answer.mode,
+        threshold: answer.threshold,
+        shares: Some(answer.shares),
+    };
     let row = CeremonyRow {
         id: crate::store::new_id(),
-        vault_id: answer["ceremony_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        vault_id: answer.ceremony_id,
         group_id: group.to_owned(),
-        kind: kind.to_owned(),
+        kind: kind.as_str().to_owned(),
         approval_id: approval.map(str::to_owned),
         opened_by: caller.actor(),
-        public_key: answer["public_key"].as_str().unwrap_or_default().to_owned(),
-        info: json!({
-            "mode": answer["mode"], "threshold": answer["threshold"], "shares": answer["shares"],
-        })
-        .to_string(),
+        public_key: answer.public_key,
+        info: serde_json::to_string(&info).map_err(ApiError::internal)?,
         opened_at_ms: now,
         expires_at_ms: now.saturating_add(ttl_ms),
         finished_at_ms: None,
@@ -278,23 +298,16 @@ async fn open(
                 format!("vault:{group}"),
                 Outcome::Success,
             )
-            .with_details(json!({ "kind": kind, "ceremony": row.id, "approval": approval })),
+            .with_details(
+                json!({ "kind": kind.as_str(), "ceremony": row.id, "approval": approval }),
+            ),
         )
         .await;
     Ok(row)
 }
 
-/// One holder's share, sealed to their key by the vault.
-#[derive(Clone, Debug, Deserialize, Serialize, utoipa::ToSchema)]
-pub struct SealedShare {
-    /// The holder.
-    pub admin_id: String,
-    /// The share, sealed to the holder's X25519 key (base64).
-    pub sealed_share: String,
-}
-
 /// What the vault said of a ceremony when it opened (kept in `CeremonyRow::info`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, Serialize)]
 struct OpenedInfo {
     mode: Option<String>,
     threshold: Option<i64>,
@@ -302,27 +315,12 @@ struct OpenedInfo {
     shares: Option<Vec<SealedShare>>,
 }
 
-/// A ceremony as a party sees it: its key and, of the sealed shares, only their own.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct CeremonyView {
-    /// The ceremony (its `public_key` is what passphrases and shares are sealed to).
-    pub ceremony: CeremonyRow,
-    /// The vault's protection: `passphrase` or `shamir` (`null` before init).
-    pub mode: Option<String>,
-    /// Shares needed to unlock (Shamir vaults).
-    pub threshold: Option<i64>,
-    /// Every share holder's id (Shamir vaults).
-    pub holders: Vec<String>,
-    /// The caller's own sealed share, if they hold one.
-    pub shares: Vec<SealedShare>,
-}
-
 /// What a party sees of a ceremony: its key and, of the sealed shares, only their own.
 fn view(row: &CeremonyRow, caller: &Caller) -> CeremonyView {
     let info: OpenedInfo = serde_json::from_str(&row.info).unwrap_or_default();
     let all = info.shares.unwrap_or_default();
     CeremonyView {
-        ceremony: row.clone(),
+        ceremony: row.shown(),
         mode: info.mode,
         threshold: info.threshold,
         holders: all.iter().map(|s| s.admin_id.clone()).collect(),
@@ -350,7 +348,7 @@ pub(crate) async fn execute_unlock(
     params: &Value,
 ) -> Result<CeremonyView, ApiError> {
     let group = params["group"].as_str().unwrap_or_default();
-    let row = open(state, caller, group, "unlock", Some(approval)).await?;
+    let row = open(state, caller, group, CeremonyKind::Unlock, Some(approval)).await?;
     Ok(view(&row, caller))
 }
 
@@ -386,14 +384,18 @@ pub async fn open_ceremony(
     JsonBody(body): JsonBody<OpenBody>,
 ) -> Result<Json<CeremonyView>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
-    if !matches!(body.kind.as_str(), "init" | "rekey") {
-        return Err(ApiError::with_message(
-            ErrorCode::InvalidRequest,
-            "kind is init or rekey (an unlock needs an approved vault.unlock request)",
-        ));
-    }
+    let kind = match body.kind.as_str() {
+        "init" => CeremonyKind::Init,
+        "rekey" => CeremonyKind::Rekey,
+        _ => {
+            return Err(ApiError::with_message(
+                ErrorCode::InvalidRequest,
+                "kind is init or rekey (an unlock needs an approved vault.unlock request)",
+            ));
+        }
+    };
     visible_group(&state, &caller, &group).await?;
-    let row = open(&state, &caller, &group, &body.kind, None).await?;
+    let row = open(&state, &caller, &group, kind, None).await?;
     Ok(Json(view(&row, &caller)))
 }
 
@@ -406,7 +408,7 @@ pub async fn open_ceremony(
     tag = "vault ceremonies",
     params(("id" = inline(Ident), Path, description = "The group's id.")),
     responses(
-        (status = 200, body = Object, description = "The vault's `{initialized, mode, threshold, holders, generation, locked, expires_at}`."),
+        (status = 200, body = VaultStatus, description = "The vault's answer."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such group."),
         SessionErrors,
     ),
@@ -416,7 +418,7 @@ pub async fn vault_status(
     State(state): State<ManagementState>,
     caller: Caller,
     Path(group): Path<Ident>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VaultStatus>, ApiError> {
     visible_group(&state, &caller, &group).await?;
     Ok(Json(state.vault.status(&group).await?))
 }
@@ -475,14 +477,15 @@ pub async fn show(
 }
 
 /// Relay one step to the vault, audited first (the audit record never holds sealed material),
-/// and close the ceremony when the vault says it is done.
-async fn relay(
+/// and close the ceremony when the vault's answer `T` says it is `done`.
+async fn relay<T: DeserializeOwned>(
     state: &ManagementState,
     caller: &Caller,
     row: &CeremonyRow,
     step: &str,
     body: Value,
-) -> Result<Json<Value>, ApiError> {
+    done: impl FnOnce(&T) -> bool,
+) -> Result<Json<T>, ApiError> {
     let event = |outcome| {
         AuditEvent::new(
             caller.actor(),
@@ -495,13 +498,11 @@ async fn relay(
     state.audit(event(Outcome::Success)).await?;
     match state.vault.ceremony_step(&row.vault_id, step, body).await {
         Ok(answer) => {
-            let done = match step {
-                "shares" => answer["unlocked"] == true,
-                _ => true,
-            };
             // The vault has acted: its answer goes back whatever happens to our bookkeeping
             // (an unfinished row only lingers until the ceremony's expiry).
-            if done && let Err(e) = state.store.finish_ceremony(&row.id).await {
+            if done(&answer)
+                && let Err(e) = state.store.finish_ceremony(&row.id).await
+            {
                 tracing::error!(error = %keymesh_core::error::error_chain(&e), ceremony = %row.id, "recording a finished ceremony failed");
             }
             Ok(Json(answer))
@@ -530,7 +531,7 @@ pub struct PassphraseBody {
     params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = PassphraseBody,
     responses(
-        (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}`."),
+        (status = 200, body = Unlocked, description = "The vault's answer."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony."),
         SessionErrors,
     ),
@@ -541,7 +542,7 @@ pub async fn passphrase(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PassphraseBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unlocked>, ApiError> {
     let row = participation(&state, &caller, &id).await?;
     if row.kind != "unlock" {
         return Err(wrong_step(
@@ -554,6 +555,7 @@ pub async fn passphrase(
         &row,
         "passphrase",
         json!({ "sealed_passphrase": body.sealed_passphrase }),
+        |_: &Unlocked| true,
     )
     .await
 }
@@ -577,7 +579,7 @@ pub struct ShareBody {
     params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ShareBody,
     responses(
-        (status = 200, body = Object, description = "`{accepted, threshold, unlocked}`."),
+        (status = 200, body = ShareAccepted, description = "The vault's answer."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open ceremony."),
         SessionErrors,
     ),
@@ -588,7 +590,7 @@ pub async fn share(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ShareAccepted>, ApiError> {
     let row = participation(&state, &caller, &id).await?;
     if row.kind == "init" {
         return Err(wrong_step(
@@ -601,6 +603,7 @@ pub async fn share(
         &row,
         "shares",
         json!({ "admin_id": caller.user.id, "sealed_share": body.sealed_share }),
+        |answer: &ShareAccepted| answer.unlocked,
     )
     .await
 }
@@ -687,13 +690,13 @@ async fn protection(
 }
 
 /// `POST /v1/ceremonies/{id}/init` and `/rekey` (groups:manage, the admin who opened it).
-async fn protect(
+async fn protect<T: DeserializeOwned>(
     state: ManagementState,
     caller: Caller,
     id: String,
     body: ProtectionBody,
     step: &str,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<T>, ApiError> {
     caller.require(&state, Action::GroupsManage)?;
     let row = state
         .store
@@ -703,7 +706,7 @@ async fn protect(
         .filter(|r| r.opened_by == caller.actor() && r.kind == step)
         .ok_or_else(no_such_ceremony)?;
     let vault_body = protection(&state, &row.group_id, body).await?;
-    relay(&state, &caller, &row, step, vault_body).await
+    relay(&state, &caller, &row, step, vault_body, |_| true).await
 }
 
 /// `POST /v1/ceremonies/{id}/init`: create the group's vault (it starts locked).
@@ -715,7 +718,7 @@ async fn protect(
     params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ProtectionBody,
     responses(
-        (status = 200, body = Object, description = "The vault's answer: `{group, mode, locked: true}`."),
+        (status = 200, body = Initialized, description = "The vault's answer."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open init ceremony of the caller."),
         SessionErrors,
     ),
@@ -726,7 +729,7 @@ pub async fn init(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ProtectionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Initialized>, ApiError> {
     protect(state, caller, id, body, "init").await
 }
 
@@ -739,7 +742,7 @@ pub async fn init(
     params(("id" = String, Path, description = "The ceremony's handle (management's own: the vault's id never leaves management).")),
     request_body = ProtectionBody,
     responses(
-        (status = 200, body = Object, description = "The vault's answer."),
+        (status = 200, body = Rekeyed, description = "The vault's answer."),
         (status = 404, body = ErrorBody, description = "`not_found`: no such open rekey ceremony of the caller."),
         SessionErrors,
     ),
@@ -750,6 +753,6 @@ pub async fn rekey(
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ProtectionBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rekeyed>, ApiError> {
     protect(state, caller, id, body, "rekey").await
 }

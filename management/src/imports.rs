@@ -3,7 +3,7 @@
 //! service's own `seq`, time and record hash, so the chains can be cross-checked).
 
 use keymesh_core::{
-    audit::{AuditEvent, AuditRecord, Outcome},
+    audit::{AuditEvent, Outcome},
     with_pool,
 };
 use serde_json::{Value, json};
@@ -43,10 +43,8 @@ pub async fn import(
         .audit_after(last, BATCH)
         .await
         .map_err(|e| e.to_string())?;
-    let records: Vec<AuditRecord> =
-        serde_json::from_value(page["records"].clone()).map_err(|e| e.to_string())?;
     let mut copied = 0;
-    for r in records {
+    for r in page.records {
         if r.seq != last + 1 {
             // The service's log has a hole: say so in the central log, then go on.
             state

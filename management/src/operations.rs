@@ -1,25 +1,37 @@
 //! The operations that need a human approval, one [`Approved`] implementation each: what a
 //! request for it must carry and who may make one, which action executing it needs, what must
-//! still hold when it is executed, and what it does. `approvals.rs` is the workflow around them
-//! (request, decide, claim once, execute, events); it never matches on the operation.
+//! still hold when it is executed, and what it does; and the two routes that run them, a
+//! user's request (`POST /v1/approvals`) and its execution (`POST /v1/approvals/{id}/execute`).
+//! `approvals.rs` is the workflow around them (create, decide, claim once, events) and knows no
+//! operation: it depends on nothing here.
 
+use axum::{
+    Json,
+    extract::{Path, State},
+};
 use futures_util::future::BoxFuture;
 use keymesh_core::{
     ApiError, ErrorCode,
     audit::{AuditEvent, Outcome},
+    capability::rights::Right,
+    error::ErrorBody,
+    http::extract::Json as JsonBody,
+    ident::Ident,
+    openapi::SessionErrors,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
     approvals::{
-        Execution, RequestAnswer, TokenRequest, UserDeleted, UserRequest, check_reason,
-        token_or_request,
+        Approval, MintedToken, PendingRequest, RequestAnswer, TokenRequest, announce, check_reason,
+        claim, create, no_such_request, not_executable, pending, token_or_request, view,
     },
     auth::Caller,
     policy::Operation,
     rbac::Action,
     state::ManagementState,
-    store::UserRow,
+    store::{UserRow, now_ms},
 };
 
 /// What a user's request for an operation became.
@@ -420,6 +432,204 @@ impl Approved for GroupApprovalsDisable {
                 .await
                 .map(Execution::ApprovalsWaived)
         })
+    }
+}
+
+/// What executing an approved request did, by operation.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Execution {
+    /// `user.delete`.
+    UserDeleted(UserDeleted),
+    /// `vault.unlock`: the unlock ceremony it opened.
+    UnlockOpened(keymesh_proto::api::vaults::CeremonyView),
+    /// `emergency.access`: the grant, started now.
+    EmergencyStarted(crate::emergency::GrantAnswer),
+    /// `group.approvals.disable`: the waiver, started now.
+    ApprovalsWaived(crate::waivers::Waiver),
+}
+
+/// A deleted user.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserDeleted {
+    /// The user.
+    pub user_id: String,
+    /// `false`: they were deleted already.
+    pub deleted: bool,
+    /// Their nodes, disabled now.
+    pub nodes_disabled: Vec<String>,
+}
+
+/// `POST /v1/approvals/{id}/execute`: the request (now `executed`) and what it did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Executed {
+    /// The request.
+    pub approval: Approval,
+    /// What the operation did.
+    #[serde(flatten)]
+    pub result: Execution,
+}
+
+/// `POST /v1/approvals` body (user).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRequest {
+    pub(crate) operation: String,
+    pub(crate) reason: String,
+    #[serde(default)]
+    pub(crate) approval_ttl_secs: Option<u64>,
+    /// `token.mint`: the caller's node and the rights it should get.
+    #[serde(default)]
+    pub(crate) node_id: Option<Ident>,
+    #[serde(default)]
+    pub(crate) rights: Option<Vec<Right>>,
+    #[serde(default)]
+    pub(crate) ttl_secs: Option<u64>,
+    /// `audit.export`: which records.
+    #[serde(default)]
+    pub(crate) filters: Option<keymesh_core::audit::AuditQuery>,
+    /// `user.delete`: whom; `emergency.access`: for whom (default: the caller).
+    #[serde(default)]
+    pub(crate) user_id: Option<Ident>,
+    /// `vault.unlock`, `group.approvals.disable`: which group.
+    #[serde(default)]
+    pub(crate) group: Option<Ident>,
+    /// `emergency.access`: the role granted.
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+    /// `emergency.access`, `group.approvals.disable`: for how long, from execution.
+    #[serde(default)]
+    pub(crate) duration_secs: Option<u64>,
+}
+
+/// `POST /v1/approvals` (approvals:request): `token.mint` for one of the caller's own nodes,
+/// `audit.export` (audit:export), `user.delete` (users:manage), `vault.unlock` (vault:unlock, in
+/// the group), `emergency.access` (emergency:access) or `group.approvals.disable`
+/// (groups:manage).
+#[utoipa::path(
+    post,
+    path = "/v1/approvals",
+    operation_id = "approvals_user_request",
+    tag = "approvals",
+    request_body = UserRequest,
+    responses(
+        (status = 202, body = PendingRequest, description = "The request, pending."),
+        (status = 200, body = MintedToken, description = "A `token.mint` within the ceiling (or waived), minted at once."),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such node, user or group of the caller."),
+        (status = 409, body = ErrorBody, description = "`conflict`: e.g. the last enabled admin."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
+pub async fn user_request(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<UserRequest>,
+) -> Result<RequestAnswer, ApiError> {
+    caller.require(&state, Action::ApprovalsRequest)?;
+    let operation: Operation = body
+        .operation
+        .parse()
+        .map_err(|e: String| ApiError::with_message(ErrorCode::InvalidRequest, e))?;
+    let params = match crate::operations::of(operation)
+        .request(&state, &caller, &body)
+        .await?
+    {
+        Requested::Params(params) => params,
+        Requested::Answered(answer) => return Ok(*answer),
+    };
+    let row = create(
+        &state,
+        operation,
+        params,
+        &body.reason,
+        body.approval_ttl_secs,
+        caller.actor(),
+        &caller.user.id,
+    )
+    .await?;
+    Ok(pending(&row))
+}
+
+/// `POST /v1/approvals/{id}/execute` (the requester of an approved request): run it once.
+/// `token.mint` is redeemed by its node and `audit.export` streamed from its own endpoint;
+/// every other operation runs here: `user.delete`, `vault.unlock` (opens the unlock
+/// ceremony), `emergency.access` (starts the grant), `group.approvals.disable` (starts the
+/// waiver). A failure that leaves the operation undone gives the claim back.
+#[utoipa::path(
+    post,
+    path = "/v1/approvals/{id}/execute",
+    operation_id = "approvals_execute",
+    tag = "approvals",
+    params(("id" = String, Path, description = "The approval request's id.")),
+    responses(
+        (status = 200, body = Executed, description = "The request (`executed`) and the operation's result."),
+        (status = 404, body = ErrorBody, description = "`not_found`: not the caller's request."),
+        (status = 409, body = ErrorBody, description = "`approval_pending` or `approval_decided`; `conflict`."),
+        (status = 410, body = ErrorBody, description = "`approval_expired`."),
+        SessionErrors,
+    ),
+    security(("session" = []), ("session_cookie" = [], "csrf" = [])),
+)]
+pub async fn execute(
+    State(state): State<ManagementState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Executed>, ApiError> {
+    let row = state
+        .store
+        .approval(&id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|r| r.requester == caller.actor())
+        .ok_or_else(no_such_request)?;
+    let operation: Operation = row
+        .operation
+        .parse()
+        .map_err(|e: String| ApiError::internal(std::io::Error::other(e)))?;
+    let approved = crate::operations::of(operation);
+    let Some(action) = approved.executed_with() else {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            format!("{} requests are executed elsewhere", row.operation),
+        ));
+    };
+    caller.require(&state, action)?;
+    if row.effective_status(now_ms()) != "approved" {
+        return Err(not_executable(&row));
+    }
+    let params: Value = serde_json::from_str(&row.params).map_err(ApiError::internal)?;
+    // Checks that must still hold now, before the claim uses the approval up.
+    approved.still_valid(&state, &caller, &params).await?;
+    let (claimed, params) = claim(&state, caller.actor(), &row).await?;
+    let result = approved.execute(&state, &caller, &id, &params).await;
+    match result {
+        Ok(result) => {
+            announce(&state, "approval.executed", &claimed);
+            Ok(Json(Executed {
+                approval: view(&claimed),
+                result,
+            }))
+        }
+        Err(e) => {
+            if let Err(undo) = state.store.release_execution(&id).await {
+                tracing::error!(error = %keymesh_core::error::error_chain(&undo), approval = %id, "releasing a failed execution failed");
+            }
+            state
+                .audit_quiet(
+                    AuditEvent::new(
+                        caller.actor(),
+                        "approval.execute",
+                        format!("approval:{id}"),
+                        Outcome::Failure,
+                    )
+                    .with_details(
+                        json!({ "operation": row.operation, "error": e.code().as_str() }),
+                    ),
+                )
+                .await;
+            Err(e)
+        }
     }
 }
 

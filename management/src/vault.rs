@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use keymesh_core::capability::revocation::FeedEntry;
 use keymesh_core::{ApiError, ErrorCode};
+use keymesh_proto::api::vaults::{CeremonyKind, CeremonyOpened, VaultStatus};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
@@ -293,8 +294,12 @@ impl VaultClient {
     }
 
     /// `GET /v1/audit?after_seq=&limit=`: the vault's audit records after `after`.
-    pub async fn audit_after(&self, after: i64, limit: i64) -> Result<Value, VaultError> {
-        self.call(
+    pub async fn audit_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<keymesh_core::audit::AuditRecords, VaultError> {
+        self.call_as(
             reqwest::Method::GET,
             &format!("/v1/audit?after_seq={after}&limit={limit}"),
             None,
@@ -303,14 +308,18 @@ impl VaultClient {
     }
 
     /// `GET /v1/vaults/{group}`: whether the group has a vault, its mode, whether unlocked.
-    pub async fn status(&self, group: &str) -> Result<Value, VaultError> {
-        self.call(reqwest::Method::GET, &format!("/v1/vaults/{group}"), None)
+    pub async fn status(&self, group: &str) -> Result<VaultStatus, VaultError> {
+        self.call_as(reqwest::Method::GET, &format!("/v1/vaults/{group}"), None)
             .await
     }
 
     /// `POST /v1/vaults/{group}/ceremonies`: open a key ceremony of `kind`.
-    pub async fn open_ceremony(&self, group: &str, kind: &str) -> Result<Value, VaultError> {
-        self.call(
+    pub async fn open_ceremony(
+        &self,
+        group: &str,
+        kind: CeremonyKind,
+    ) -> Result<CeremonyOpened, VaultError> {
+        self.call_as(
             reqwest::Method::POST,
             &format!("/v1/vaults/{group}/ceremonies"),
             Some(json!({ "kind": kind })),
@@ -319,14 +328,14 @@ impl VaultClient {
     }
 
     /// `POST /v1/ceremonies/{id}/{step}`: relay sealed material (a passphrase or share sealed
-    /// to the ceremony key, or a new protection) to an open ceremony.
-    pub async fn ceremony_step(
+    /// to the ceremony key, or a new protection) to an open ceremony; `T` is the step's answer.
+    pub async fn ceremony_step<T: DeserializeOwned>(
         &self,
         id: &str,
         step: &str,
         body: Value,
-    ) -> Result<Value, VaultError> {
-        self.call(
+    ) -> Result<T, VaultError> {
+        self.call_as(
             reqwest::Method::POST,
             &format!("/v1/ceremonies/{id}/{step}"),
             Some(body),

@@ -525,36 +525,15 @@ impl axum::extract::FromRequestParts<RelayState> for Management {
     }
 }
 
-/// `GET /v1/audit` query.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AuditPage {
-    /// Records after this sequence number.
-    #[serde(default)]
-    after_seq: i64,
-    /// 1..=1000, default 500.
-    limit: Option<i64>,
-}
-
-/// `GET /v1/audit`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct AuditRecords {
-    /// Oldest first, at most `limit`: `{seq, at_ms, actor, action, target, outcome, details
-    /// (JSON text), prev_hash, hash}` each.
-    #[schema(value_type = Vec<Object>)]
-    records: Vec<audit::AuditRecord>,
-}
-
 /// The relay's audit records after a sequence number, oldest first (management copies them
 /// into the central log).
 #[utoipa::path(
     get,
     path = "/v1/audit",
     tag = "audit",
-    params(AuditPage),
+    params(audit::AuditPage),
     responses(
-        (status = 200, body = AuditRecords),
+        (status = 200, body = audit::AuditRecords),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -562,21 +541,9 @@ struct AuditRecords {
 async fn audit_records(
     State(state): State<RelayState>,
     _: Management,
-    Query(q): Query<AuditPage>,
-) -> Result<Json<AuditRecords>, ApiError> {
-    let limit = q.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(invalid("limit must be between 1 and 1000"));
-    }
-    let records = audit::query(
-        &state.ctx.db,
-        &audit::AuditQuery::default(),
-        q.after_seq,
-        limit,
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    Ok(Json(AuditRecords { records }))
+    Query(q): Query<audit::AuditPage>,
+) -> Result<Json<audit::AuditRecords>, ApiError> {
+    audit::page(&state.ctx.db, &q).await.map(Json)
 }
 
 /// Walk the relay's audit chain.

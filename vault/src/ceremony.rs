@@ -15,7 +15,6 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use keymesh_core::crypto::{HpkeKeyPair, Share};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How long a ceremony stays open.
@@ -23,17 +22,7 @@ pub const CEREMONY_TTL: Duration = Duration::from_secs(600);
 /// Most ceremonies open at once.
 const MAX_OPEN: usize = 1000;
 
-/// What a ceremony is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum CeremonyKind {
-    /// Create the group vault.
-    Init,
-    /// Unlock it.
-    Unlock,
-    /// Change the passphrase or re-share (vault must be unlocked).
-    Rekey,
-}
+pub use keymesh_proto::api::vaults::CeremonyKind;
 
 /// One open ceremony.
 pub struct Ceremony {

@@ -3,12 +3,12 @@
 //! the vault knows which holder sent it. Management only ever relays the sealed bytes.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
+use keymesh_proto::api::vaults::CeremonyView;
 use keymesh_proto::crypto::{
     self, HpkeKeyPair,
     ceremony::{INFO_SHARE, INFO_UNLOCK_SHARE, share_aad},
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::error::AppError;
@@ -33,21 +33,19 @@ pub fn from_stored(secret: &SecretString) -> Result<HpkeKeyPair, AppError> {
 /// with `key` and sealed to the ceremony's key (base64, for `POST .../shares`).
 pub fn reseal_for_ceremony(
     key: &HpkeKeyPair,
-    ceremony: &Value,
+    ceremony: &CeremonyView,
     me: &str,
 ) -> Result<String, AppError> {
-    let group = ceremony["ceremony"]["group_id"]
-        .as_str()
-        .ok_or_else(|| AppError::new("bad_answer", "the ceremony names no group"))?;
-    let ceremony_key: [u8; 32] = ceremony["ceremony"]["public_key"]
-        .as_str()
-        .and_then(|k| hex::decode(k).ok())
+    let group = &ceremony.ceremony.group_id;
+    let ceremony_key: [u8; 32] = hex::decode(&ceremony.ceremony.public_key)
+        .ok()
         .and_then(|k| k.try_into().ok())
         .ok_or_else(|| AppError::new("bad_answer", "the ceremony's key is not 32 bytes of hex"))?;
-    let sealed = ceremony["shares"]
-        .as_array()
-        .and_then(|shares| shares.iter().find(|s| s["admin_id"] == me))
-        .and_then(|s| s["sealed_share"].as_str())
+    let sealed = ceremony
+        .shares
+        .iter()
+        .find(|s| s.admin_id == me)
+        .map(|s| s.sealed_share.as_str())
         .ok_or_else(|| {
             AppError::new(
                 "not_a_holder",
@@ -71,17 +69,38 @@ pub fn reseal_for_ceremony(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use keymesh_proto::api::vaults::{Ceremony, SealedShare};
 
     use super::*;
 
-    fn ceremony(ceremony_key: &HpkeKeyPair, holder: &HpkeKeyPair, me: &str, share: &[u8]) -> Value {
+    fn ceremony(
+        ceremony_key: &HpkeKeyPair,
+        holder: &HpkeKeyPair,
+        me: &str,
+        share: &[u8],
+    ) -> CeremonyView {
         let sealed =
             crypto::hpke_seal(&holder.public, INFO_SHARE, &share_aad("g1", me), share).unwrap();
-        json!({
-            "ceremony": { "id": "c1", "group_id": "g1", "public_key": hex::encode(ceremony_key.public) },
-            "shares": [{ "admin_id": me, "sealed_share": STANDARD.encode(sealed) }],
-        })
+        CeremonyView {
+            ceremony: Ceremony {
+                id: "c1".into(),
+                group_id: "g1".into(),
+                kind: "unlock".into(),
+                approval_id: Some("a1".into()),
+                opened_by: "user:u0".into(),
+                public_key: hex::encode(ceremony_key.public),
+                opened_at_ms: 1,
+                expires_at_ms: 2,
+                finished_at_ms: None,
+            },
+            mode: Some("shamir".into()),
+            threshold: Some(2),
+            holders: vec![me.into(), "u9".into()],
+            shares: vec![SealedShare {
+                admin_id: me.into(),
+                sealed_share: STANDARD.encode(sealed),
+            }],
+        }
     }
 
     #[test]
@@ -133,7 +152,7 @@ mod tests {
             "share_key_mismatch"
         );
         let mut bad = c.clone();
-        bad["ceremony"]["public_key"] = json!("abcd");
+        bad.ceremony.public_key = "abcd".into();
         assert_eq!(
             reseal_for_ceremony(&key, &bad, "u1").unwrap_err().code,
             "bad_answer"

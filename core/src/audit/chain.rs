@@ -30,7 +30,7 @@ pub struct AuditRecord {
     pub outcome: String,
     /// JSON object text.
     pub details: String,
-    /// Hash of the previous record (hex), [`GENESIS`] for the first.
+    /// Hash of the previous record (hex), 64 zeros for the first.
     pub prev_hash: String,
     /// This record's hash (hex).
     pub hash: String,

@@ -14,6 +14,42 @@ mod writer;
 pub use chain::{AuditQuery, AuditRecord, GENESIS, VerifyReport, query, record_hash, verify};
 pub use writer::{AuditError, AuditLog};
 
+use crate::{ApiError, ErrorCode, storage::Db};
+
+/// `GET /v1/audit` query (the vault's and the relay's, which management copies from).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditPage {
+    /// Records after this sequence number.
+    #[serde(default)]
+    pub after_seq: i64,
+    /// At most this many records, 1 to 1000 (default 500).
+    pub limit: Option<i64>,
+}
+
+/// `GET /v1/audit`: a page of the chain.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditRecords {
+    /// Oldest first, at most `limit`.
+    pub records: Vec<AuditRecord>,
+}
+
+/// The page of the chain `GET /v1/audit` answers: `invalid_request` for a limit out of range.
+pub async fn page(db: &Db, page: &AuditPage) -> Result<AuditRecords, ApiError> {
+    let limit = page.limit.unwrap_or(500);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let records = query(db, &AuditQuery::default(), page.after_seq, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(AuditRecords { records })
+}
+
 use serde::{Deserialize, Serialize};
 
 /// How an audited operation ended.

@@ -3,3 +3,4 @@
 //! feature `openapi`) and the clients deserialize them.
 
 pub mod approvals;
+pub mod vaults;

@@ -28,27 +28,6 @@ async fn verify_audit(
         .map_err(ApiError::internal)
 }
 
-/// `GET /v1/audit` query.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct AuditPage {
-    /// Records after this sequence number.
-    #[serde(default)]
-    after_seq: i64,
-    /// At most this many records, 1 to 1000 (default 500).
-    limit: Option<i64>,
-}
-
-/// `GET /v1/audit`.
-#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
-struct AuditRecords {
-    /// Oldest first, at most `limit`: `{seq, at_ms, actor, action, target, outcome, details
-    /// (JSON text), prev_hash, hash}` each.
-    #[schema(value_type = Vec<Object>)]
-    records: Vec<audit::AuditRecord>,
-}
-
 /// The vault's audit records after a sequence number, oldest first.
 ///
 /// At most 1000 a page; management copies them into the central log.
@@ -56,9 +35,9 @@ struct AuditRecords {
     get,
     path = "/v1/audit",
     tag = "audit",
-    params(AuditPage),
+    params(audit::AuditPage),
     responses(
-        (status = 200, body = AuditRecords),
+        (status = 200, body = audit::AuditRecords),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -66,24 +45,9 @@ struct AuditRecords {
 async fn audit_records(
     State(state): State<VaultState>,
     _: Management,
-    axum::extract::Query(q): axum::extract::Query<AuditPage>,
-) -> Result<Json<AuditRecords>, ApiError> {
-    let limit = q.limit.unwrap_or(500);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::with_message(
-            keymesh_core::ErrorCode::InvalidRequest,
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let records = audit::query(
-        state.store.db(),
-        &audit::AuditQuery::default(),
-        q.after_seq,
-        limit,
-    )
-    .await
-    .map_err(ApiError::internal)?;
-    Ok(Json(AuditRecords { records }))
+    axum::extract::Query(q): axum::extract::Query<audit::AuditPage>,
+) -> Result<Json<audit::AuditRecords>, ApiError> {
+    audit::page(state.store.db(), &q).await.map(Json)
 }
 
 /// Every vault route with its documentation: `routes!` takes handlers annotated with

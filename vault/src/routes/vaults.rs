@@ -16,8 +16,12 @@ use keymesh_core::{
     http::{client_ip::ClientIp, extract::Json as JsonBody},
     openapi::ServiceErrors,
 };
+use keymesh_proto::api::vaults::{
+    CeremonyOpened, Extended, Initialized, Rekeyed, SealedShare, ShareAccepted, Unlocked,
+    VaultInfo, VaultStatus,
+};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::{
     auth::Management,
@@ -57,9 +61,10 @@ fn b64(field: &'static str, value: &str) -> Result<Vec<u8>, ApiError> {
     })
 }
 
-fn expires_at_secs(info: Option<crate::sessions::SessionInfo>) -> Option<u64> {
-    info.and_then(|i| i.expires_at.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
+fn expires_at_secs(info: &crate::sessions::SessionInfo) -> u64 {
+    info.expires_at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError> {
@@ -75,14 +80,15 @@ async fn vault_row(state: &VaultState, group: &str) -> Result<VaultRow, ApiError
 
 /// A group vault's state.
 ///
-/// `{group, initialized: false}` when the group has no vault yet.
+/// `{group, initialized: false}` when the group has no vault yet; the other fields appear once
+/// it has one.
 #[utoipa::path(
     get,
     path = "/v1/vaults/{group}",
     tag = "vaults",
     params(("group" = inline(Ident), Path, description = "The group.")),
     responses(
-        (status = 200, body = Object, description = "`{group, initialized, mode (passphrase or shamir), threshold, holders: [admin id], generation, locked, expires_at (unix seconds, while unlocked)}`."),
+        (status = 200, body = VaultStatus),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -91,14 +97,18 @@ pub async fn status(
     State(state): State<VaultState>,
     _: Management,
     Path(group): Path<Ident>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VaultStatus>, ApiError> {
     let Some(row) = state
         .store
         .vault(&group)
         .await
         .map_err(ApiError::internal)?
     else {
-        return Ok(Json(json!({ "group": group, "initialized": false })));
+        return Ok(Json(VaultStatus {
+            group: group.to_string(),
+            initialized: false,
+            vault: None,
+        }));
     };
     let holders: Vec<String> = state
         .store
@@ -109,11 +119,18 @@ pub async fn status(
         .map(|s| s.admin_id)
         .collect();
     let session = state.sessions.status(&group);
-    Ok(Json(json!({
-        "group": group, "initialized": true, "mode": row.mode, "threshold": row.threshold,
-        "holders": holders, "generation": row.generation,
-        "locked": session.is_none(), "expires_at": expires_at_secs(session),
-    })))
+    Ok(Json(VaultStatus {
+        group: group.to_string(),
+        initialized: true,
+        vault: Some(VaultInfo {
+            mode: row.mode,
+            threshold: row.threshold,
+            holders,
+            generation: row.generation,
+            locked: session.is_none(),
+            expires_at: session.as_ref().map(expires_at_secs),
+        }),
+    }))
 }
 
 /// `POST /v1/vaults/{group}/lock`.
@@ -178,7 +195,7 @@ pub struct ExtendBody {
     params(("group" = inline(Ident), Path, description = "The group.")),
     request_body = ExtendBody,
     responses(
-        (status = 200, body = Object, description = "`{group, expires_at}` (unix seconds)."),
+        (status = 200, body = Extended),
         (status = 423, body = ErrorBody, description = "`vault_locked`: there is no session to extend."),
         ServiceErrors,
     ),
@@ -189,7 +206,7 @@ pub async fn extend(
     _: Management,
     Path(group): Path<Ident>,
     JsonBody(body): JsonBody<ExtendBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Extended>, ApiError> {
     let info = state
         .sessions
         .extend(&group, Duration::from_secs(body.secs.min(86_400)))
@@ -202,9 +219,10 @@ pub async fn extend(
             Outcome::Success,
         ))
         .await?;
-    Ok(Json(
-        json!({ "group": group, "expires_at": expires_at_secs(Some(info)) }),
-    ))
+    Ok(Json(Extended {
+        group: group.to_string(),
+        expires_at: expires_at_secs(&info),
+    }))
 }
 
 /// Ceremony request.
@@ -226,7 +244,7 @@ pub struct OpenCeremony {
     params(("group" = inline(Ident), Path, description = "The group.")),
     request_body = OpenCeremony,
     responses(
-        (status = 200, body = Object, description = "`{ceremony_id, public_key (X25519, hex), kind, group, expires_in_secs, mode, threshold, shares: [{admin_id, sealed_share (base64)}]}`."),
+        (status = 200, body = CeremonyOpened),
         (status = 404, body = ErrorBody, description = "`not_found`: unlock or rekey of a group without a vault."),
         (status = 409, body = ErrorBody, description = "`conflict`: init of a group that has a vault."),
         ServiceErrors,
@@ -238,7 +256,7 @@ pub async fn open_ceremony(
     _: Management,
     Path(group): Path<Ident>,
     JsonBody(body): JsonBody<OpenCeremony>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CeremonyOpened>, ApiError> {
     let existing = state
         .store
         .vault(&group)
@@ -263,9 +281,18 @@ pub async fn open_ceremony(
         .ceremonies
         .open(body.kind, &group)
         .ok_or_else(|| ApiError::new(ErrorCode::Unavailable))?;
-    let shares: Vec<Value> = match &existing {
-        Some(v) if v.mode == "shamir" => state.store.shares(&group).await.map_err(ApiError::internal)?.into_iter()
-            .map(|s| json!({ "admin_id": s.admin_id, "sealed_share": STANDARD.encode(&s.sealed_share) })).collect(),
+    let shares: Vec<SealedShare> = match &existing {
+        Some(v) if v.mode == "shamir" => state
+            .store
+            .shares(&group)
+            .await
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|s| SealedShare {
+                sealed_share: STANDARD.encode(&s.sealed_share),
+                admin_id: s.admin_id,
+            })
+            .collect(),
         _ => Vec::new(),
     };
     state
@@ -279,12 +306,16 @@ pub async fn open_ceremony(
             .with_details(json!({ "kind": body.kind })),
         )
         .await?;
-    Ok(Json(json!({
-        "ceremony_id": id, "public_key": hex::encode(public), "kind": body.kind, "group": group,
-        "expires_in_secs": CEREMONY_TTL.as_secs(),
-        "mode": existing.as_ref().map(|v| v.mode.clone()), "threshold": existing.as_ref().and_then(|v| v.threshold),
-        "shares": shares,
-    })))
+    Ok(Json(CeremonyOpened {
+        ceremony_id: id,
+        public_key: hex::encode(public),
+        kind: body.kind,
+        group: group.to_string(),
+        expires_in_secs: CEREMONY_TTL.as_secs(),
+        threshold: existing.as_ref().and_then(|v| v.threshold),
+        mode: existing.map(|v| v.mode),
+        shares,
+    }))
 }
 
 /// How a vault's data key is protected.
@@ -479,7 +510,7 @@ async fn protect(
     params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
     request_body = Protection,
     responses(
-        (status = 200, body = Object, description = "`{group, mode, locked: true}`."),
+        (status = 200, body = Initialized),
         (status = 404, body = ErrorBody, description = "`not_found`: no open init ceremony with this id (they expire after ten minutes)."),
         (status = 409, body = ErrorBody, description = "`conflict`: the group already has a vault."),
         ServiceErrors,
@@ -491,7 +522,7 @@ pub async fn init(
     _: Management,
     Path(id): Path<String>,
     JsonBody(protection): JsonBody<Protection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Initialized>, ApiError> {
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Init)?;
     let key = DataKey::generate();
     let (row, shares) = protect(&state, &group, &keypair, protection, &key).await?;
@@ -508,9 +539,11 @@ pub async fn init(
         ));
     }
     state.ceremonies.close(&id);
-    Ok(Json(
-        json!({ "group": group, "mode": row.mode, "locked": true }),
-    ))
+    Ok(Json(Initialized {
+        group,
+        mode: row.mode,
+        locked: true,
+    }))
 }
 
 /// Rekey request: the new protection, plus proof of the current one.
@@ -536,7 +569,7 @@ pub struct RekeyBody {
     params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
     request_body = RekeyBody,
     responses(
-        (status = 200, body = Object, description = "`{group, mode, generation}`."),
+        (status = 200, body = Rekeyed),
         (status = 401, body = ErrorBody, description = "`invalid_passphrase`: the current passphrase is missing or wrong."),
         (status = 403, body = ErrorBody, description = "`invalid_share`: the current shares were not submitted first."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open rekey ceremony with this id."),
@@ -551,7 +584,7 @@ pub async fn rekey(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RekeyBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rekeyed>, ApiError> {
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Rekey)?;
     let current = vault_row(&state, &group).await?;
     let key = if current.mode == "passphrase" {
@@ -608,9 +641,11 @@ pub async fn rekey(
         ));
     }
     state.ceremonies.close(&id);
-    Ok(Json(
-        json!({ "group": group, "mode": row.mode, "generation": current.generation + 1 }),
-    ))
+    Ok(Json(Rekeyed {
+        group,
+        mode: row.mode,
+        generation: current.generation + 1,
+    }))
 }
 
 /// Derive the key from a sealed passphrase and unwrap the data key, auditing a failure.
@@ -685,7 +720,7 @@ pub struct PassphraseBody {
     params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
     request_body = PassphraseBody,
     responses(
-        (status = 200, body = Object, description = "`{group, unlocked: true, expires_at}` (unix seconds)."),
+        (status = 200, body = Unlocked),
         (status = 401, body = ErrorBody, description = "`invalid_passphrase`."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open unlock ceremony with this id."),
         ServiceErrors,
@@ -698,7 +733,7 @@ pub async fn unlock_passphrase(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<PassphraseBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Unlocked>, ApiError> {
     let (group, keypair) = ceremony(&state, &id, CeremonyKind::Unlock)?;
     unlock_limits(&state, &group, ip)?;
     let row = vault_row(&state, &group).await?;
@@ -724,9 +759,11 @@ pub async fn unlock_passphrase(
         .await?;
     let info = state.sessions.unlock(&group, key);
     state.ceremonies.close(&id);
-    Ok(Json(
-        json!({ "group": group, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
-    ))
+    Ok(Json(Unlocked {
+        group,
+        unlocked: true,
+        expires_at: expires_at_secs(&info),
+    }))
 }
 
 /// Share submission.
@@ -750,7 +787,7 @@ pub struct ShareBody {
     params(("id" = String, Path, description = "The ceremony id, from opening the ceremony.")),
     request_body = ShareBody,
     responses(
-        (status = 200, body = Object, description = "`{group, accepted, threshold, unlocked}`, plus `expires_at` once unlocked or `proven` in a rekey ceremony."),
+        (status = 200, body = ShareAccepted),
         (status = 403, body = ErrorBody, description = "`invalid_share`: not a member of the share set, a share that does not open, or shares that do not reconstruct the key."),
         (status = 404, body = ErrorBody, description = "`not_found`: no open unlock or rekey ceremony with this id."),
         ServiceErrors,
@@ -763,7 +800,7 @@ pub async fn unlock_share(
     ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<ShareBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ShareAccepted>, ApiError> {
     let (group, keypair, kind) =
         ceremony_of(&state, &id, &[CeremonyKind::Unlock, CeremonyKind::Rekey])?;
     unlock_limits(&state, &group, ip)?;
@@ -844,10 +881,16 @@ pub async fn unlock_share(
             Outcome::Success,
         ))
         .await;
+    let answer = |accepted: usize| ShareAccepted {
+        group: group.clone(),
+        accepted: accepted as u64,
+        threshold: threshold as u64,
+        unlocked: false,
+        expires_at: None,
+        proven: None,
+    };
     match collected {
-        Ok(count) => Ok(Json(
-            json!({ "group": group, "accepted": count, "threshold": threshold, "unlocked": false }),
-        )),
+        Ok(count) => Ok(Json(answer(count))),
         Err(Ok(key)) if crypto::verify_key_check(&key, &row.key_check) => {
             if kind == CeremonyKind::Rekey {
                 // Proves the current key for a rekey; does not unlock anything.
@@ -860,9 +903,10 @@ pub async fn unlock_share(
                         Outcome::Success,
                     ))
                     .await?;
-                return Ok(Json(
-                    json!({ "group": group, "accepted": threshold, "threshold": threshold, "unlocked": false, "proven": true }),
-                ));
+                return Ok(Json(ShareAccepted {
+                    proven: Some(true),
+                    ..answer(threshold)
+                }));
             }
             state
                 .audit(
@@ -872,9 +916,11 @@ pub async fn unlock_share(
                 .await?;
             let info = state.sessions.unlock(&group, key);
             state.ceremonies.close(&id);
-            Ok(Json(
-                json!({ "group": group, "accepted": threshold, "threshold": threshold, "unlocked": true, "expires_at": expires_at_secs(Some(info)) }),
-            ))
+            Ok(Json(ShareAccepted {
+                unlocked: true,
+                expires_at: Some(expires_at_secs(&info)),
+                ..answer(threshold)
+            }))
         }
         Err(_) => {
             state

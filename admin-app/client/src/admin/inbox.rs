@@ -130,16 +130,6 @@ impl Admin {
     }
 }
 
-/// A typed answer from a JSON one: the server's shape, or `bad_answer`.
-fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, AppError> {
-    serde_json::from_value(answer).map_err(|e| {
-        AppError::new(
-            "bad_answer",
-            format!("an answer not in the documented shape: {e}"),
-        )
-    })
-}
-
 /// An inbox item as the window receives it (`IPC.md`, `Approval`).
 pub(super) fn window(item: InboxItem) -> Result<Value, AppError> {
     serde_json::to_value(item).map_err(|e| AppError::new("bad_answer", e.to_string()))

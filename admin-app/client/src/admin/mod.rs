@@ -460,6 +460,16 @@ fn url_encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// A typed answer from a JSON one: the server's shape, or `bad_answer`.
+fn typed<T: serde::de::DeserializeOwned>(answer: Value) -> Result<T, AppError> {
+    serde_json::from_value(answer).map_err(|e| {
+        AppError::new(
+            "bad_answer",
+            format!("an answer not in the documented shape: {e}"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

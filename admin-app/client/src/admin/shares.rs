@@ -49,7 +49,7 @@ impl Admin {
             })?;
         let key = share::from_stored(&stored)?;
         let path = format!("/v1/ceremonies/{}", id(&ceremony_id)?);
-        let ceremony = self.call(Method::GET, &path, None).await?;
+        let ceremony = typed(self.call(Method::GET, &path, None).await?)?;
         let sealed = share::reseal_for_ceremony(&key, &ceremony, &user)?;
         let answer = self
             .call(
