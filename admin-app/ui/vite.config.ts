@@ -26,5 +26,8 @@ export default defineConfig({
     environment: "jsdom",
     setupFiles: ["./src/test/setup.ts"],
     include: ["src/**/*.test.{ts,tsx}"],
+    // A hang still fails, but a busy 2-core machine (a cargo build beside the tests) can take
+    // more than vitest's default 5 s for a test that types into several fields: seen failing.
+    testTimeout: 30_000,
   },
 });
