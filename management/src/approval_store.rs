@@ -211,7 +211,7 @@ impl Store {
         let decision = if approve { "approve" } else { "deny" };
         let postgres = matches!(self.db(), Db::Postgres(_));
         Ok(with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             let row: Option<ApprovalRow> = if postgres {
                 sqlx::query_as(LOCK_PG).bind(id).fetch_optional(&mut *tx).await?
             } else {

@@ -143,7 +143,7 @@ impl Store {
         const SQL: &str = "DELETE FROM group_members WHERE group_id = $1 AND user_id = $2";
         const CODES: &str = "DELETE FROM enrollment_codes WHERE group_id = $1 AND user_id = $2 AND used_at_ms IS NULL";
         let n = with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             let n = sqlx::query(SQL).bind(group).bind(user).execute(&mut *tx).await?.rows_affected();
             sqlx::query(CODES).bind(group).bind(user).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -205,7 +205,7 @@ impl Store {
         );
         let now = now_ms();
         Ok(with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             let code: Option<CodeRow> = sqlx::query_as(USE).bind(now).bind(node_id).bind(code_hash)
                 .fetch_optional(&mut *tx).await?;
             match code {
@@ -233,7 +233,7 @@ impl Store {
         const RELEASE: &str = "UPDATE enrollment_codes SET used_at_ms = NULL, node_id = NULL \
              WHERE code_hash = $1 AND node_id = $2";
         with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             sqlx::query(DELETE).bind(node_id).execute(&mut *tx).await?;
             sqlx::query(RELEASE).bind(code_hash).bind(node_id).execute(&mut *tx).await?;
             tx.commit().await

@@ -85,7 +85,7 @@ impl Store {
             LOCK_SQLITE
         };
         Ok(with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             sqlx::query(lock).bind(user).execute(&mut *tx).await?;
             let grant: Option<GrantRow> = sqlx::query_as(SQL).bind(new_id()).bind(user).bind(role)
                 .bind(approval).bind(granted_by).bind(now).bind(now.saturating_add(duration_ms))

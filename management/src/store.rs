@@ -343,7 +343,7 @@ impl Store {
         let tombstone = format!("deleted-{id}{DELETED_DOMAIN}");
         let now = now_ms();
         let done = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             let n = sqlx::query(USER).bind(&tombstone).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
             if n == 1 {
                 sqlx::query(SESSIONS).bind(now).bind(id).execute(&mut *tx).await?;
@@ -377,7 +377,7 @@ impl Store {
         let now = now_ms();
         let user_sql = if disable { DISABLE } else { ENABLE };
         Ok(with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             let n = sqlx::query(user_sql).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
             let ended = if n == 1 && disable {
                 let ended = sqlx::query(SESSIONS).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
@@ -498,7 +498,7 @@ impl Store {
         let now = now_ms();
         let lock = matches!(self.db, Db::Postgres(_));
         Ok(with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             if lock {
                 sqlx::query(LOCK_USER).bind(s.user_id).execute(&mut *tx).await?;
             }

@@ -66,7 +66,7 @@ impl Store {
         let reviewer = format!("waiver:{waiver}");
         let why = format!("token approvals for this group are disabled by approval {waiver}");
         with_pool!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db().begin_write()).await?;
             sqlx::query(INSERT).bind(&id).bind(a.operation).bind(a.params).bind(a.reason)
                 .bind(a.requester).bind(a.requester_user).bind(a.approvals_needed)
                 .bind(a.denials_needed).bind(a.reviewer_roles).bind(now).bind(a.expires_at_ms)

@@ -96,7 +96,7 @@ impl Registry {
             "UPDATE relay_keys SET retired_ms = $2 WHERE node = $1 AND retired_ms IS NULL";
         const INSERT: &str = "INSERT INTO relay_keys (node, version, group_id, identity_key, enc_key, signature, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
         let outcome = with_pool!(&self.db, pool => async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             let current: Option<KeyRow> = sqlx::query_as(SELECT).bind(&row.node).fetch_optional(&mut *tx).await?;
             if let Some(c) = &current {
                 if c.version > row.version || (c.version == row.version && (c.enc_key != row.enc_key || c.identity_key != row.identity_key || c.group_id != row.group_id)) {

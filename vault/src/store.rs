@@ -235,10 +235,7 @@ impl Store {
         const RETIRE: &str = "UPDATE token_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL";
         const INSERT: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms) VALUES ($1, $2, $3, $4)";
         // One rotation at a time: two concurrent ones could each retire the other's new key.
-        let begin = match self.db {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => "BEGIN",
-        };
+        let begin = self.db.begin_write();
         let lock = matches!(self.db, Db::Postgres(_));
         with_pool!(&self.db, pool => {
             let mut tx = pool.begin_with(begin).await?;
@@ -361,7 +358,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) ON CONFLICT (group_id) DO NOTHING";
         const SHARE: &str = "INSERT INTO vault_shares (group_id, admin_id, admin_public_key, sealed_share) VALUES ($1, $2, $3, $4)";
         let created = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             let inserted = sqlx::query(INSERT).bind(&v.group_id).bind(&v.mode).bind(&v.kdf_params).bind(&v.wrapped_key).bind(&v.key_check).bind(v.threshold).bind(v.generation).bind(now_ms()).execute(&mut *tx).await?.rows_affected();
             if inserted == 0 {
                 return Ok(false);
@@ -387,7 +384,7 @@ impl Store {
         const CLEAR: &str = "DELETE FROM vault_shares WHERE group_id = $1";
         const SHARE: &str = "INSERT INTO vault_shares (group_id, admin_id, admin_public_key, sealed_share) VALUES ($1, $2, $3, $4)";
         let done = with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_with(self.db.begin_write()).await?;
             let updated = sqlx::query(UPDATE).bind(&v.group_id).bind(&v.mode).bind(&v.kdf_params).bind(&v.wrapped_key).bind(v.threshold).bind(now_ms()).bind(v.generation).execute(&mut *tx).await?.rows_affected();
             if updated == 0 {
                 return Ok(false);

@@ -187,6 +187,19 @@ async fn checkpoint_sqlite(pool: SqlitePool) {
 }
 
 impl Db {
+    /// The statement that opens a write transaction: `BEGIN IMMEDIATE` on SQLite, `BEGIN` on
+    /// PostgreSQL. Every transaction that writes starts with it (`pool.begin_with(db.begin_write())`;
+    /// `Pool::begin` is refused by clippy.toml). On SQLite a deferred `BEGIN` takes its write
+    /// lock only at the first write, and if another connection committed since the
+    /// transaction's first read, SQLite cannot upgrade it: "database is locked" at once, without
+    /// waiting out the busy timeout. `BEGIN IMMEDIATE` waits for the lock up front instead.
+    pub const fn begin_write(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "BEGIN IMMEDIATE",
+            Self::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// Open a pool. SQLite files (and their directory, mode 0700) are created if missing, in WAL
     /// mode with `synchronous=FULL` (an accepted write survives power loss), foreign keys on, a
     /// busy timeout, and the WAL checkpointed by a background task (see [`checkpoint_sqlite`]).

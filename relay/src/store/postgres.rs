@@ -18,6 +18,10 @@ pub(super) async fn pool_expire(
     const DELETE: &str = "DELETE FROM relay_messages WHERE (recipient, seq) IN (SELECT recipient, seq FROM relay_messages WHERE expires_ms <= $1 ORDER BY expires_ms LIMIT $2) RETURNING recipient, seq, CAST(LENGTH(payload) + LENGTH(enc) AS BIGINT)";
     const RECORD: &str = "INSERT INTO relay_expiries (recipient, after_seq, through_seq, count, at_ms) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (recipient, through_seq) DO UPDATE SET count = relay_expiries.count + excluded.count, after_seq = LEAST(relay_expiries.after_seq, excluded.after_seq)";
     const FORGET: &str = "DELETE FROM relay_accepted WHERE expires_ms <= $1";
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "PostgreSQL: BEGIN is a write transaction"
+    )]
     let mut tx = pool.begin().await?;
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(DELETE)
         .bind(now_ms)
@@ -96,6 +100,10 @@ pub(super) async fn pool_write(
     acks: &[(&str, i64)],
 ) -> Result<(Vec<SendOutcome>, Vec<i64>), StorageError> {
     let now_ms = now_ms();
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "PostgreSQL: BEGIN is a write transaction"
+    )]
     let mut tx = pool.begin().await?;
     let mut outcomes = Vec::new();
     if !sends.is_empty() {
