@@ -49,7 +49,7 @@ impl ServiceContext {
     /// Build the shared state around an already opened database.
     pub fn with_db(config: ServiceConfig, db: Db, shutdown: CancellationToken) -> Self {
         let http = &config.common.http;
-        let limits = RateLimits::new(http.ip_rate, http.principal_rate);
+        let limits = RateLimits::new(http.ip_rate, http.principal_rate, http.ipv6_prefix);
         limits.spawn_janitor(shutdown.clone());
         Self {
             metrics: Metrics::new(config.name),

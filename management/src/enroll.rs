@@ -87,7 +87,7 @@ pub async fn enroll(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<EnrollBody>,
 ) -> Result<(StatusCode, Json<Enrolled>), ApiError> {
-    state.login_by_ip.check(&ip)?;
+    state.login_by_ip.check(&state.ctx.limits.client_key(ip))?;
     if !well_formed_token(Kind::Enroll, &body.code) {
         return Err(code_invalid());
     }

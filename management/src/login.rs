@@ -357,7 +357,7 @@ pub async fn request_login(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<(StatusCode, Json<LoginAccepted>), ApiError> {
-    state.sign_in_limit(state.login_by_ip.check(&ip))?;
+    state.sign_in_limit(state.login_by_ip.check(&state.ctx.limits.client_key(ip)))?;
     let email = normalize_email(&body.email)?;
     let email_ref = state.keyed.email_ref(&email);
     state.sign_in_limit(state.login_by_email.check(&email_ref))?;
@@ -631,7 +631,7 @@ async fn confirm_inner(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    state.sign_in_limit(state.login_by_ip.check(&ip))?;
+    state.sign_in_limit(state.login_by_ip.check(&state.ctx.limits.client_key(ip)))?;
     // Login CSRF: another site must not sign a visitor in to an account of its choosing.
     check_same_origin(headers, state)?;
     let Some(token) = form_token(body) else {
@@ -840,7 +840,7 @@ pub async fn code(
     headers: HeaderMap,
     JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Json<SignedIn>, ApiError> {
-    state.sign_in_limit(state.login_by_ip.check(&ip))?;
+    state.sign_in_limit(state.login_by_ip.check(&state.ctx.limits.client_key(ip)))?;
     let row = owned_request(&state, &body.request_id, &body.poll_secret).await?;
     let max = state.config.code_attempts;
     let Some(attempts) = state

@@ -10,7 +10,7 @@
 //! WebSocket the node signs the server's challenge the same way (`keymesh-ws-v1`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet, VecDeque},
     sync::Mutex,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -42,6 +42,9 @@ pub enum PopError {
     /// The replay cache is full: refuse rather than stop remembering.
     #[error("too many proofs in flight")]
     Overloaded,
+    /// This node sent more proofs within the window than its share of the replay cache.
+    #[error("this node sent too many signed requests within the proof window; slow down")]
+    NodeQuota,
 }
 
 /// A parsed proof header.
@@ -191,7 +194,7 @@ pub fn verify_http(
         token_hash,
     );
     verify_signature(node_key, &message, &proof.sig)?;
-    replay.use_once(&proof.nonce, proof.ts, now)
+    replay.use_once(node_key.as_bytes(), &proof.nonce, now)
 }
 
 fn challenge_message(challenge: &[u8], token_hash: &[u8; 32]) -> Vec<u8> {
@@ -271,48 +274,115 @@ pub fn identity_key(hex_key: &str) -> Result<VerifyingKey, &'static str> {
     Ok(key)
 }
 
-/// Nonces seen within the window. Bounded: when full of live entries it refuses new proofs
-/// (fail closed) instead of forgetting old ones.
+/// How long a nonce is remembered after it was first seen: a proof passes the window check
+/// while its timestamp is within [`WINDOW`] of now, and its timestamp was within [`WINDOW`] of
+/// its arrival.
+const REMEMBER: i64 = 2 * WINDOW.as_secs() as i64;
+
+/// Nonces of the proofs seen within the window, per node (by the key that signed them): each
+/// node's nonces are its own, a node that sends more than its quota within the window is
+/// refused alone (`NodeQuota`), and forgetting is first-in first-out per node, never a scan.
+/// Bounded in all: with `total` live nonces it refuses new proofs (fail closed, `Overloaded`)
+/// instead of forgetting live ones.
 #[derive(Debug)]
 pub struct ReplayCache {
-    seen: Mutex<HashMap<[u8; 16], i64>>,
-    max: usize,
+    nodes: Mutex<Nodes>,
+    per_node: usize,
+    total: usize,
+}
+
+#[derive(Debug, Default)]
+struct Nodes {
+    by_key: HashMap<[u8; 32], NodeNonces>,
+    live: usize,
+}
+
+#[derive(Debug, Default)]
+struct NodeNonces {
+    /// `(forget at, nonce)`, in arrival order.
+    order: VecDeque<(i64, [u8; 16])>,
+    seen: HashSet<[u8; 16]>,
+}
+
+impl NodeNonces {
+    /// Forget what is past the window; how many were forgotten.
+    fn expire(&mut self, now: i64) -> usize {
+        let mut forgot = 0;
+        while let Some(&(at, nonce)) = self.order.front() {
+            if at > now {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&nonce);
+            forgot += 1;
+        }
+        forgot
+    }
 }
 
 impl Default for ReplayCache {
+    /// 10 000 proofs per node within the window (a node at the default principal rate, 50 a
+    /// second, sends 6 000 in two minutes) and a million in all (about 100 MB at worst).
     fn default() -> Self {
-        Self::with_capacity(500_000)
+        Self::with_limits(10_000, 1_000_000)
     }
 }
 
 impl ReplayCache {
-    /// A cache holding at most `max` live nonces.
-    pub fn with_capacity(max: usize) -> Self {
+    /// A cache holding at most `per_node` live nonces of one node and `total` in all.
+    pub fn with_limits(per_node: usize, total: usize) -> Self {
         Self {
-            seen: Mutex::new(HashMap::new()),
-            max,
+            nodes: Mutex::new(Nodes::default()),
+            per_node,
+            total,
         }
     }
 
-    /// Record a nonce; `Err(Replayed)` if it was seen within the window.
-    pub fn use_once(&self, nonce: &[u8; 16], ts: i64, now: i64) -> Result<(), PopError> {
-        let mut seen = self
-            .seen
+    /// Record a nonce of the node whose key is `node`: `Err(Replayed)` if that node used it
+    /// within the window, `Err(NodeQuota)` if the node has its quota of live nonces.
+    pub fn use_once(&self, node: &[u8; 32], nonce: &[u8; 16], now: i64) -> Result<(), PopError> {
+        let mut nodes = self
+            .nodes
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if seen.contains_key(nonce) {
-            return Err(PopError::Replayed);
+        let Nodes { by_key, live } = &mut *nodes;
+        if let Some(mine) = by_key.get_mut(node) {
+            *live -= mine.expire(now);
+            if mine.seen.contains(nonce) {
+                return Err(PopError::Replayed);
+            }
+            if mine.order.len() >= self.per_node {
+                return Err(PopError::NodeQuota);
+            }
         }
-        if seen.len() >= self.max {
-            // A nonce older than twice the window can no longer pass the window check.
-            let horizon = now - 2 * WINDOW.as_secs() as i64;
-            seen.retain(|_, t| *t >= horizon);
-            if seen.len() >= self.max {
+        if *live >= self.total {
+            // Rare: sweep every node once, dropping the idle ones.
+            by_key.retain(|_, n| {
+                *live -= n.expire(now);
+                !n.order.is_empty()
+            });
+            if *live >= self.total {
                 return Err(PopError::Overloaded);
             }
         }
-        seen.insert(*nonce, ts);
+        let mine = by_key.entry(*node).or_default();
+        mine.order.push_back((now.saturating_add(REMEMBER), *nonce));
+        mine.seen.insert(*nonce);
+        *live += 1;
         Ok(())
+    }
+
+    /// Live nonces in all.
+    pub fn len(&self) -> usize {
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .live
+    }
+
+    /// Whether no nonce is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -459,15 +529,54 @@ mod tests {
 
     #[test]
     fn replay_cache_forgets_only_expired_nonces_and_fails_closed_when_full() {
-        let cache = ReplayCache::with_capacity(2);
-        cache.use_once(&[1; 16], 1000, 1000).expect("first");
-        cache.use_once(&[2; 16], 1000, 1000).expect("second");
+        let (a, b, c) = ([0xa; 32], [0xb; 32], [0xc; 32]);
+        let cache = ReplayCache::with_limits(10, 2);
+        cache.use_once(&a, &[1; 16], 1000).expect("first");
+        cache.use_once(&b, &[2; 16], 1000).expect("second");
         assert_eq!(
-            cache.use_once(&[3; 16], 1000, 1000),
+            cache.use_once(&c, &[3; 16], 1000),
             Err(PopError::Overloaded)
         );
-        // Later, the old ones are past any window: room again.
-        cache.use_once(&[3; 16], 2000, 2000).expect("after expiry");
+        // Still remembered one second before the end of twice the window; then forgotten.
+        assert_eq!(
+            cache.use_once(&a, &[1; 16], 1000 + REMEMBER - 1),
+            Err(PopError::Replayed)
+        );
+        cache
+            .use_once(&c, &[3; 16], 1000 + REMEMBER)
+            .expect("after expiry");
+        assert_eq!(cache.len(), 1);
+    }
+
+    /// One node flooding signed requests fills only its own share: other nodes go on, and a
+    /// nonce is one node's (another node may send the same bytes). On the cache keyed by nonce
+    /// alone, the flood refused every node (`Overloaded`, 503).
+    #[test]
+    fn a_noisy_node_is_refused_alone() {
+        let (noisy, quiet) = ([1; 32], [2; 32]);
+        let cache = ReplayCache::with_limits(100, 1_000);
+        for n in 0..100u8 {
+            cache
+                .use_once(&noisy, &[n; 16], 1000)
+                .expect("within quota");
+        }
+        assert_eq!(
+            cache.use_once(&noisy, &[200; 16], 1000),
+            Err(PopError::NodeQuota)
+        );
+        for n in 0..100u8 {
+            cache
+                .use_once(&quiet, &[n; 16], 1000)
+                .expect("another node");
+        }
+        assert_eq!(
+            cache.use_once(&quiet, &[7; 16], 1001),
+            Err(PopError::Replayed)
+        );
+        // Its old nonces expire one by one, in order: room for the noisy node again.
+        cache
+            .use_once(&noisy, &[200; 16], 1000 + REMEMBER)
+            .expect("after expiry");
     }
 
     #[test]

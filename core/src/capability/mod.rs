@@ -35,13 +35,41 @@ impl From<pop::PopError> for ApiError {
             E::Invalid | E::Stale => ErrorCode::ProofInvalid,
             E::Replayed => ErrorCode::ProofReplayed,
             E::Overloaded => ErrorCode::Unavailable,
+            E::NodeQuota => ErrorCode::RateLimited,
         };
-        ApiError::with_message(code, err.to_string())
+        let refusal = ApiError::with_message(code, err.to_string());
+        match err {
+            // Room comes back as this node's oldest proofs leave the window.
+            E::NodeQuota => refusal.retry_after(pop::WINDOW),
+            _ => refusal,
+        }
     }
 }
 
 impl From<path::PathError> for ApiError {
     fn from(err: path::PathError) -> Self {
         ApiError::with_message(ErrorCode::InvalidRequest, err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+
+    /// A node over its share of the replay cache is told to slow down, and when: not the
+    /// `503` every node got when one filled the cache.
+    #[test]
+    fn a_node_over_its_proof_quota_is_rate_limited_with_retry_after() {
+        let refusal = ApiError::from(pop::PopError::NodeQuota);
+        assert_eq!(refusal.code(), ErrorCode::RateLimited);
+        let response = refusal.into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()[http::header::RETRY_AFTER], "60");
+        assert_eq!(
+            ApiError::from(pop::PopError::Overloaded).code(),
+            ErrorCode::Unavailable
+        );
     }
 }

@@ -98,6 +98,12 @@ pub const RATE_LIMIT_IP_PER_SECOND: Setting = Setting::value(
 /// `RATE_LIMIT_IP_BURST`.
 pub const RATE_LIMIT_IP_BURST: Setting =
     Setting::value("RATE_LIMIT_IP_BURST", "Burst allowed from one client IP.").default("60");
+/// `RATE_LIMIT_IPV6_PREFIX`.
+pub const RATE_LIMIT_IPV6_PREFIX: Setting = Setting::value(
+    "RATE_LIMIT_IPV6_PREFIX",
+    "IPv6 clients are limited per network of this prefix length, 1 to 128: one host usually holds a whole /64 and could otherwise rotate addresses to escape every per-IP limit. IPv4 clients are limited per address.",
+)
+.default("64");
 /// `RATE_LIMIT_PRINCIPAL_PER_SECOND`.
 pub const RATE_LIMIT_PRINCIPAL_PER_SECOND: Setting = Setting::value(
     "RATE_LIMIT_PRINCIPAL_PER_SECOND",
@@ -140,6 +146,7 @@ pub const COMMON_SETTINGS: &[&Setting] = &[
     &SHUTDOWN_GRACE_SECS,
     &RATE_LIMIT_IP_PER_SECOND,
     &RATE_LIMIT_IP_BURST,
+    &RATE_LIMIT_IPV6_PREFIX,
     &RATE_LIMIT_PRINCIPAL_PER_SECOND,
     &RATE_LIMIT_PRINCIPAL_BURST,
     &METRICS_TOKEN,
@@ -169,6 +176,8 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// Per-client-IP rate.
     pub ip_rate: RateLimitConfig,
+    /// IPv6 clients share the per-IP limits of their network of this prefix length.
+    pub ipv6_prefix: u8,
     /// Per-principal rate.
     pub principal_rate: RateLimitConfig,
     /// Bearer token protecting `/metrics`.
@@ -234,6 +243,7 @@ impl CommonConfig {
                     per_second: source.require(&RATE_LIMIT_IP_PER_SECOND)?,
                     burst: source.require(&RATE_LIMIT_IP_BURST)?,
                 },
+                ipv6_prefix: ipv6_prefix(source)?,
                 principal_rate: RateLimitConfig {
                     per_second: source.require(&RATE_LIMIT_PRINCIPAL_PER_SECOND)?,
                     burst: source.require(&RATE_LIMIT_PRINCIPAL_BURST)?,
@@ -252,6 +262,17 @@ impl CommonConfig {
                 .transpose()?,
         })
     }
+}
+
+fn ipv6_prefix(source: &Source) -> Result<u8, ConfigError> {
+    let prefix: u8 = source.require(&RATE_LIMIT_IPV6_PREFIX)?;
+    if !(1..=128).contains(&prefix) {
+        return Err(ConfigError::Invalid {
+            setting: RATE_LIMIT_IPV6_PREFIX.name,
+            reason: "a prefix length is 1 to 128".into(),
+        });
+    }
+    Ok(prefix)
 }
 
 fn positive_secs(source: &Source, setting: &'static Setting) -> Result<Duration, ConfigError> {

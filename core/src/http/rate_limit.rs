@@ -131,19 +131,39 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
 /// The limits of one service.
 #[derive(Debug)]
 pub struct RateLimits {
-    /// Per client IP.
+    /// Per client network ([`RateLimits::client_key`]).
     pub ip: KeyedLimit<IpAddr>,
     /// Per authenticated principal (e.g. `user:ID`, `node:ID`).
     pub principal: KeyedLimit<String>,
+    ipv6_prefix: u8,
 }
 
 impl RateLimits {
-    /// Build from configuration.
-    pub fn new(ip: RateLimitConfig, principal: RateLimitConfig) -> Arc<Self> {
+    /// Build from configuration: IPv6 clients share the limits of their network of
+    /// `ipv6_prefix` bits.
+    pub fn new(ip: RateLimitConfig, principal: RateLimitConfig, ipv6_prefix: u8) -> Arc<Self> {
         Arc::new(Self {
             ip: KeyedLimit::new(ip),
             principal: KeyedLimit::new(principal),
+            ipv6_prefix,
         })
+    }
+
+    /// What every per-client limit keys on (this one and the services' own, such as sign-in
+    /// mails and unlock attempts): an IPv4 address itself (also when written IPv4-mapped), an
+    /// IPv6 address's network of the configured prefix.
+    pub fn client_key(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let keep = u32::from(self.ipv6_prefix.min(128));
+                    let mask = u128::MAX.checked_shl(128 - keep).unwrap_or(0);
+                    IpAddr::V6((u128::from(v6) & mask).into())
+                }
+            },
+        }
     }
 
     /// Check a principal; auth extractors call this once they know who is asking.
@@ -186,7 +206,7 @@ pub async fn limit_by_ip(
     let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>().copied() else {
         return ApiError::new(ErrorCode::Internal).into_response();
     };
-    match limits.ip.check(&ip) {
+    match limits.ip.check(&limits.client_key(ip)) {
         Ok(info) => {
             let mut response = next.run(req).await;
             info.apply(response.headers_mut());
@@ -228,7 +248,7 @@ mod tests {
 
     #[test]
     fn principals_are_limited_independently_of_ips() {
-        let limits = RateLimits::new(config(100, 100), config(1, 1));
+        let limits = RateLimits::new(config(100, 100), config(1, 1), 64);
         limits.check_principal("node:1").expect("first");
         assert!(limits.check_principal("node:1").is_err());
         limits.check_principal("node:2").expect("another principal");

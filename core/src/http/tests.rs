@@ -253,6 +253,48 @@ async fn burst_from_one_ip_gets_429_with_retry_after() {
     assert_eq!(status, 200);
 }
 
+/// One IPv6 host usually holds a whole /64: limited per address, it would get 2^64 budgets by
+/// rotating its low bits. Clients share the limit of their /64 (`RATE_LIMIT_IPV6_PREFIX`).
+#[tokio::test]
+async fn ipv6_clients_share_the_limit_of_their_network() {
+    let h = harness(&[
+        ("RATE_LIMIT_IP_PER_SECOND", "1"),
+        ("RATE_LIMIT_IP_BURST", "2"),
+    ])
+    .await;
+    let get = || {
+        request("GET", "/v1/careless")
+            .body(Body::empty())
+            .expect("req")
+    };
+    let mut statuses = Vec::new();
+    for from in [
+        "[2001:db8:0:7::1]:4000",
+        "[2001:db8:0:7::2]:4000",
+        "[2001:db8:0:7:ffff::3]:4000",
+        "[2001:db8:0:8::1]:4000",
+        "[::ffff:198.51.100.20]:4000",
+        "198.51.100.20:4000",
+        "198.51.100.21:4000",
+    ] {
+        statuses.push(send_from(&h.router, get(), from).await.0.as_u16());
+    }
+    // The third address of 2001:db8:0:7::/64 is refused; another /64 is not. An IPv4 client
+    // is itself, written either way.
+    assert_eq!(statuses, [200, 200, 429, 200, 200, 200, 200]);
+
+    // A /128 setting limits each address on its own again.
+    let h = harness(&[
+        ("RATE_LIMIT_IP_PER_SECOND", "1"),
+        ("RATE_LIMIT_IP_BURST", "1"),
+        ("RATE_LIMIT_IPV6_PREFIX", "128"),
+    ])
+    .await;
+    for from in ["[2001:db8::1]:1", "[2001:db8::2]:1"] {
+        assert_eq!(send_from(&h.router, get(), from).await.0, 200);
+    }
+}
+
 #[tokio::test]
 async fn rate_limit_follows_forwarded_client_only_behind_trusted_proxy() {
     let h = harness(&[

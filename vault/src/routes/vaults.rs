@@ -699,7 +699,7 @@ async fn unwrap_with_passphrase(
 
 fn unlock_limits(state: &VaultState, group: &str, ip: std::net::IpAddr) -> Result<(), ApiError> {
     state.unlock_by_group.check(&group.to_owned())?;
-    state.unlock_by_ip.check(&ip)?;
+    state.unlock_by_ip.check(&state.ctx.limits.client_key(ip))?;
     Ok(())
 }
 
