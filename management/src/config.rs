@@ -3,7 +3,8 @@
 use std::{num::NonZeroU32, path::PathBuf, time::Duration};
 
 use keymesh_core::config::{
-    ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source, production_guard,
+    ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source, check_service_url,
+    production_guard,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -344,6 +345,11 @@ impl ManagementConfig {
         if production {
             production_guard(SETTINGS, source)?;
         }
+        for setting in [&VAULT_URL, &RELAY_URL] {
+            if let Some(url) = source.get(setting)? {
+                check_service_url(&url, &service.common, setting)?;
+            }
+        }
         let mail = match source.secret(&SMTP_URL)? {
             Some(url) => {
                 check_smtp_url(&url, production)?;
@@ -484,6 +490,47 @@ mod tests {
         env.last_mut().expect("smtp").1 = "smtps://mail.example.com".into();
         ManagementConfig::load(&Source::from_env(env), Environment::Production)
             .expect("implicit TLS without credentials is accepted");
+    }
+
+    /// The vault and relay URLs carry management's vault credential, every minted token and
+    /// the relay's audit key: in production they are https, or loopback, or the operator says
+    /// a mesh encrypts them (`MESH_MTLS`).
+    #[test]
+    fn production_refuses_plain_http_to_the_vault_and_the_relay() {
+        let base = vec![
+            ("KEYMESH_ENV", "production".to_owned()),
+            ("MANAGEMENT_DATABASE_URL", "postgres://m@db/m".to_owned()),
+            (
+                "MANAGEMENT_PUBLIC_URL",
+                "https://keymesh.example.com".to_owned(),
+            ),
+            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
+            ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+            ("MANAGEMENT_VAULT_API_KEY", "v".repeat(40)),
+            ("MANAGEMENT_SMTP_URL", "smtps://mail.example.com".to_owned()),
+        ];
+        let load = |extra: &[(&'static str, &str)]| {
+            let mut env = base.clone();
+            env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+            ManagementConfig::load(&Source::from_env(env), Environment::Production)
+        };
+        let err = load(&[("MANAGEMENT_VAULT_URL", "http://vault.internal:7801")])
+            .expect_err("plain http to the vault");
+        assert!(err.to_string().contains("MANAGEMENT_VAULT_URL"), "{err}");
+        assert!(err.to_string().contains("MESH_MTLS"), "{err}");
+        let err = load(&[
+            ("MANAGEMENT_VAULT_URL", "https://vault.internal:7801"),
+            ("MANAGEMENT_RELAY_URL", "http://relay.internal:7802"),
+        ])
+        .expect_err("plain http to the relay");
+        assert!(err.to_string().contains("MANAGEMENT_RELAY_URL"), "{err}");
+        load(&[("MANAGEMENT_VAULT_URL", "http://127.0.0.1:7801")]).expect("loopback");
+        load(&[
+            ("MANAGEMENT_VAULT_URL", "http://vault.internal:7801"),
+            ("MANAGEMENT_RELAY_URL", "http://relay.internal:7802"),
+            ("MESH_MTLS", "true"),
+        ])
+        .expect("a mesh's sidecars carry them over mTLS");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use keymesh_core::config::{
-    ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source, production_guard,
+    ConfigError, Environment, ServiceConfig, ServiceName, Setting, Source, check_service_url,
+    production_guard,
 };
 use secrecy::SecretString;
 
@@ -167,6 +168,9 @@ impl RelayConfig {
         let service = ServiceConfig::load(ServiceName::Relay, source, default_env)?;
         if service.common.environment.is_production() {
             production_guard(SETTINGS, source)?;
+        }
+        if let Some(url) = source.get(&VAULT_URL)? {
+            check_service_url(&url, &service.common, &VAULT_URL)?;
         }
         let config = Self {
             vault_url: source.get(&VAULT_URL)?,

@@ -128,6 +128,11 @@ pub const ALLOW_INSECURE_HTTP: Setting = Setting::switch(
 )
 .dev_only();
 
+/// `MESH_MTLS`.
+pub const MESH_MTLS: Setting = Setting::switch(
+    "MESH_MTLS",
+    "The services call each other through a service mesh whose sidecars encrypt and authenticate every connection (mutual TLS): production then accepts http:// for the URLs of other services (MANAGEMENT_VAULT_URL, MANAGEMENT_RELAY_URL, RELAY_VAULT_URL). Those calls carry service credentials, tokens and the revocation feed: never set it without such a mesh.",
+);
 /// `TLS_CA_FILE`.
 pub const TLS_CA_FILE: Setting = Setting::value(
     "TLS_CA_FILE",
@@ -151,6 +156,7 @@ pub const COMMON_SETTINGS: &[&Setting] = &[
     &RATE_LIMIT_PRINCIPAL_BURST,
     &METRICS_TOKEN,
     &ALLOW_INSECURE_HTTP,
+    &MESH_MTLS,
     &TLS_CA_FILE,
 ];
 
@@ -197,6 +203,8 @@ pub struct CommonConfig {
     pub log_format: LogFormat,
     /// Whether http public URLs are allowed beyond loopback.
     pub allow_insecure_http: bool,
+    /// Whether a service mesh encrypts the calls between services (`MESH_MTLS`).
+    pub mesh_mtls: bool,
     /// HTTP stack.
     pub http: HttpConfig,
     /// Whom to trust for calls to other services (`TLS_CA_FILE`).
@@ -234,6 +242,7 @@ impl CommonConfig {
             log_level,
             log_format,
             allow_insecure_http: source.switch(&ALLOW_INSECURE_HTTP)?,
+            mesh_mtls: source.switch(&MESH_MTLS)?,
             http: HttpConfig {
                 request_timeout: positive_secs(source, &HTTP_REQUEST_TIMEOUT_SECS)?,
                 body_limit,

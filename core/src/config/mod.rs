@@ -16,4 +16,6 @@ pub use registry::{
     ConfigError, Setting, SettingKind, Source, clap_args, production_guard, render_markdown,
     secrets_help,
 };
-pub use services::{DevConfig, ServiceConfig, ServiceName, management, relay, vault};
+pub use services::{
+    DevConfig, ServiceConfig, ServiceName, check_service_url, management, relay, vault,
+};

@@ -276,6 +276,43 @@ fn parse_public_url(
     }
 }
 
+/// Check the URL of another service this one calls (`setting` names it): in production it is
+/// `https://`, a loopback `http://`, or `http://` with `MESH_MTLS` set. Those calls carry
+/// service credentials, capability tokens and the revocation feed.
+pub fn check_service_url(
+    url: &str,
+    common: &CommonConfig,
+    setting: &'static Setting,
+) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: setting.name,
+        reason,
+    };
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| invalid(format!("{url:?} is not a URL: {e}")))?;
+    let host = uri
+        .host()
+        .ok_or_else(|| invalid(format!("{url:?} has no host")))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http")
+            if !common.environment.is_production()
+                || common.mesh_mtls
+                || is_loopback_host(host) =>
+        {
+            Ok(())
+        }
+        Some("http") => Err(ConfigError::Production {
+            setting: setting.name,
+            reason: "must be an https:// URL (or loopback): it carries service credentials and tokens. Set MESH_MTLS=true only if a service mesh's sidecars carry these calls over mutual TLS".into(),
+        }),
+        _ => Err(invalid(format!(
+            "{url:?} must start with https:// or http://"
+        ))),
+    }
+}
+
 fn is_loopback_host(host: &str) -> bool {
     host == "localhost"
         || host
