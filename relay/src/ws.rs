@@ -238,6 +238,7 @@ impl Connection {
         let verifier = state.verifier()?;
         let token = verifier.verify(&token).map_err(ApiError::from)?;
         verify_challenge(&token.node_key, &nonce, &token.hash, &proof).map_err(ApiError::from)?;
+        verifier.remember(&token);
         state.check_alive(&token)?;
         let epoch = state
             .store

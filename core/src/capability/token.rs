@@ -38,6 +38,13 @@ use super::{
 pub use keymesh_proto::token::{MAX_TOKEN_BYTES, random_key, token_hash};
 /// Most appended blocks accepted.
 pub const MAX_BLOCKS: usize = 8;
+/// A token with a block of a form Keymesh does not write (decided by the Datalog authorizer):
+/// at most this many appended blocks…
+pub const MAX_FOREIGN_BLOCKS: usize = 2;
+/// …and at most this many bytes.
+pub const MAX_FOREIGN_TOKEN_BYTES: usize = 4096;
+/// Bytes the token cache of one verifier may hold (estimated per entry).
+const CACHE_BYTES: usize = 64 << 20;
 
 /// Why a token is refused. Each maps to a stable error code.
 #[derive(Clone, Copy, Debug, thiserror::Error, PartialEq, Eq)]
@@ -333,6 +340,26 @@ impl std::fmt::Debug for VerifiedToken {
 }
 
 impl VerifiedToken {
+    /// Roughly what this token holds in memory: the struct, its bytes, its claims and block
+    /// ids, and the parsed token when kept (about 6 KiB).
+    fn footprint(&self) -> usize {
+        let claims: usize = self
+            .claims
+            .rights
+            .iter()
+            .map(|r| r.resource.as_str().len() + 32)
+            .sum::<usize>()
+            + self.claims.node.len()
+            + self.claims.grant.len()
+            + 256;
+        std::mem::size_of::<Self>()
+            + self.bytes.len()
+            + claims
+            + self.block_ids.len() * 96
+            + self.narrowing.as_ref().map_or(0, |n| n.len() * 128)
+            + if self.biscuit.is_some() { 8192 } else { 0 }
+    }
+
     /// Number of appended (attenuation) blocks.
     pub fn attenuations(&self) -> usize {
         self.blocks.saturating_sub(1)
@@ -464,13 +491,21 @@ pub fn covering_patterns(resource: &str) -> Vec<String> {
     patterns
 }
 
-/// Checks tokens: parses and verifies signatures once per distinct token (cached by hash), then
-/// checks expiry, revocation and the request on every use.
+/// Checks tokens: parses and verifies signatures once per distinct token, then checks expiry,
+/// revocation and the request on every use. A token enters the cache (by hash, bounded by bytes)
+/// only once its holder proved possession ([`Verifier::remember`]): a captured token attenuated
+/// offline into endless distinct valid tokens costs a signature check each, and no memory.
 pub struct Verifier {
     keys: VerifyKeys,
-    cache: RwLock<HashMap<[u8; 32], Arc<VerifiedToken>>>,
-    cache_limit: usize,
+    cache: RwLock<TokenCache>,
+    cache_bytes: usize,
     limits: AuthorizerLimits,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    tokens: HashMap<[u8; 32], Arc<VerifiedToken>>,
+    bytes: usize,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -486,8 +521,8 @@ impl Verifier {
     pub fn new(keys: VerifyKeys) -> Self {
         Self {
             keys,
-            cache: RwLock::new(HashMap::new()),
-            cache_limit: 100_000,
+            cache: RwLock::new(TokenCache::default()),
+            cache_bytes: CACHE_BYTES,
             // Explicit: the default 1 ms was exceeded by scheduling alone on busy machines.
             limits: AuthorizerLimits {
                 max_facts: 1000,
@@ -497,24 +532,60 @@ impl Verifier {
         }
     }
 
-    fn cached(&self, hash: &[u8; 32]) -> Option<Arc<VerifiedToken>> {
+    /// What the cache holds: entries and their estimated bytes.
+    pub fn cached(&self) -> (usize, usize) {
+        let cache = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (cache.tokens.len(), cache.bytes)
+    }
+
+    fn cached_token(&self, hash: &[u8; 32]) -> Option<Arc<VerifiedToken>> {
         self.cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tokens
             .get(hash)
             .cloned()
     }
 
-    /// Parse, verify signatures and read the claims and checks; cached by the token's hash.
+    /// Cache a token whose holder proved possession (or that needs no proof), so its next use
+    /// skips the signature checks. A full cache (by estimated bytes) starts over.
+    pub fn remember(&self, verified: &Arc<VerifiedToken>) {
+        let size = verified.footprint();
+        let mut cache = self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.tokens.contains_key(&verified.hash) {
+            return;
+        }
+        if cache.bytes + size > self.cache_bytes {
+            cache.tokens.clear();
+            cache.bytes = 0;
+        }
+        cache.tokens.insert(verified.hash, Arc::clone(verified));
+        cache.bytes += size;
+    }
+
+    /// Parse, verify signatures and read the claims and checks: from the cache when this token
+    /// was [remembered](Self::remember), else verified now (and not cached).
     pub fn verify(&self, token: &[u8]) -> Result<Arc<VerifiedToken>, TokenError> {
         let hash = token_hash(token);
-        if let Some(hit) = self.cached(&hash) {
+        if let Some(hit) = self.cached_token(&hash) {
             return Ok(hit);
         }
         let biscuit = parse(token, &self.keys)?;
         // Signatures are verified: read the same bytes' blocks directly (see `narrowing`).
         let layout = narrowing::read(token).ok_or(TokenError::Invalid)?;
         if layout.checks.is_none() {
+            // Each such token costs an authorizer per request: keep them small and shallow.
+            if token.len() > MAX_FOREIGN_TOKEN_BYTES
+                || biscuit.block_count() > MAX_FOREIGN_BLOCKS + 1
+            {
+                return Err(TokenError::Invalid);
+            }
             // A block of a form Keymesh does not write: it must load into an authorizer, which
             // is what will decide every request for it.
             AuthorizerBuilder::new()
@@ -546,19 +617,11 @@ impl Verifier {
             biscuit: layout.checks.is_none().then(|| Box::new(biscuit)),
             narrowing: layout.checks,
         });
-        let mut cache = self
-            .cache
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() >= self.cache_limit {
-            // Simple and bounded: a full cache starts over (only valid tokens get here).
-            cache.clear();
-        }
-        cache.insert(hash, Arc::clone(&verified));
         Ok(verified)
     }
 
-    /// The whole check for one request: signatures (cached), expiry, revocation, rights.
+    /// The whole check for one request that needs no proof of possession: signatures (cached
+    /// once allowed), expiry, revocation, rights.
     pub fn authorize(
         &self,
         token: &[u8],
@@ -568,6 +631,7 @@ impl Verifier {
     ) -> Result<Arc<VerifiedToken>, TokenError> {
         let verified = self.verify(token)?;
         self.authorize_verified(&verified, request, revocation, now)?;
+        self.remember(&verified);
         Ok(verified)
     }
 
@@ -1301,6 +1365,59 @@ mod tests {
             .expect("append")
             .to_vec()
             .expect("bytes")
+    }
+
+    /// Tokens the Datalog authorizer must decide are kept small and shallow; Keymesh's own
+    /// narrowing forms may go to `MAX_BLOCKS`.
+    #[test]
+    fn deep_or_large_foreign_tokens_are_refused() {
+        let ring = ring();
+        let v = Verifier::new(ring.public_keys());
+        let token = ring.mint(&claims(&[("*", Op::Read)])).expect("mint");
+        let foreign = r#"check if operation($op), $op == "read""#;
+        let mut t = token.clone();
+        for _ in 0..MAX_FOREIGN_BLOCKS {
+            t = append_code(&t, &ring, foreign);
+        }
+        assert!(!v.verify(&t).expect("two foreign blocks").checked_directly());
+        let deeper = append_code(&t, &ring, foreign);
+        assert_eq!(v.verify(&deeper).map(drop), Err(TokenError::Invalid));
+        let padding = format!("check if resource($r), $r != \"{}\"", "x".repeat(4096));
+        let large = append_code(&token, &ring, &padding);
+        assert_eq!(v.verify(&large).map(drop), Err(TokenError::Invalid));
+        // Keymesh's own forms, as deep as MAX_BLOCKS.
+        let mut own = token;
+        for _ in 0..MAX_BLOCKS {
+            own = v
+                .verify(&own)
+                .expect("verify")
+                .attenuate(Some(&[Op::Read]), None, None)
+                .expect("attenuate");
+        }
+        assert!(v.verify(&own).expect("own forms").checked_directly());
+    }
+
+    /// The cache holds what was remembered, bounded by estimated bytes: full, it starts over.
+    #[test]
+    fn the_token_cache_is_bounded_by_bytes() {
+        let ring = ring();
+        let mut v = Verifier::new(ring.public_keys());
+        let one = v
+            .verify(&ring.mint(&claims(&[("*", Op::Read)])).expect("mint"))
+            .expect("verify");
+        assert_eq!(v.cached(), (0, 0), "verifying alone caches nothing");
+        v.cache_bytes = one.footprint() * 3;
+        for i in 0..7 {
+            let mut c = claims(&[("*", Op::Read)]);
+            c.grant = format!("g{i}");
+            let t = v.verify(&ring.mint(&c).expect("mint")).expect("verify");
+            v.remember(&t);
+            let (entries, bytes) = v.cached();
+            assert!(entries <= 3 && bytes <= v.cache_bytes, "{entries} {bytes}");
+        }
+        v.remember(&one);
+        v.remember(&one);
+        assert!(v.cached().0 >= 1);
     }
 
     #[test]

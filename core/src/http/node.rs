@@ -121,5 +121,7 @@ async fn authenticate(
         replay,
         SystemTime::now(),
     )?;
+    // Only now, with possession proven, may the token take room in the cache.
+    verifier.remember(&token);
     Ok((token, body))
 }

@@ -825,3 +825,57 @@ async fn a_revocation_through_one_replica_is_enforced_by_another_within_a_second
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A captured token without its node's key: offline attenuation makes endless distinct valid
+/// tokens, each of which passes the signature check. None of them may take room in the token
+/// cache before its proof of possession verifies (the cache was filled first, up to 100 000
+/// entries of several KiB each, then the request was refused).
+#[tokio::test]
+async fn tokens_without_a_valid_proof_never_enter_the_cache() {
+    let v = vault().await;
+    seeded(&v).await;
+    let n = v
+        .node(
+            "victim",
+            "team",
+            "u",
+            "read",
+            json!([{ "resource": "*", "op": "read" }]),
+        )
+        .await;
+    let raw = TOKEN_B64.decode(&n.token).expect("b64");
+    let thief = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    let before = v.state.verifier().cached();
+    for i in 0..20u64 {
+        let expiry = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            + 3600
+            + i;
+        let forged = attenuate_bytes(&raw, &root_keys(&v), None, None, Some(expiry))
+            .expect("anyone can attenuate");
+        let stolen = Node {
+            id: "victim".into(),
+            key: thief.clone(),
+            token: TOKEN_B64.encode(&forged),
+        };
+        let reply = v
+            .node_call(&stolen, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await;
+        assert_eq!(code(&reply), "proof_invalid", "{reply:?}");
+    }
+    assert_eq!(
+        v.state.verifier().cached(),
+        before,
+        "refused tokens took room in the cache"
+    );
+    // The node's own requests are cached as before.
+    assert_eq!(
+        v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(v.state.verifier().cached().0, before.0 + 1);
+}
