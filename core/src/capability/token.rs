@@ -553,6 +553,10 @@ impl Verifier {
     /// Cache a token whose holder proved possession (or that needs no proof), so its next use
     /// skips the signature checks. A full cache (by estimated bytes) starts over.
     pub fn remember(&self, verified: &Arc<VerifiedToken>) {
+        // The common case, a token served from the cache: no write lock.
+        if self.cached_token(&verified.hash).is_some() {
+            return;
+        }
         let size = verified.footprint();
         let mut cache = self
             .cache
