@@ -107,7 +107,7 @@ error_codes! {
     ApprovalPending => ("approval_pending", CONFLICT,
         "The approval request is not approved (yet); `details.status` says where it stands."),
     RateLimited => ("rate_limited", TOO_MANY_REQUESTS,
-        "Too many requests from this client IP or principal; retry after `Retry-After` seconds."),
+        "Too many requests from this client IP (an IPv6 client's /64, `RATE_LIMIT_IPV6_PREFIX`) or principal, or too many signed requests from one node within the proof window; retry after `Retry-After` seconds."),
     Timeout => ("timeout", SERVICE_UNAVAILABLE,
         "The server did not finish the request within `HTTP_REQUEST_TIMEOUT_SECS`; it is safe to retry idempotent requests."),
     NotReady => ("not_ready", SERVICE_UNAVAILABLE,
