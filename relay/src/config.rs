@@ -214,3 +214,30 @@ impl RelayConfig {
         self.max_message + SEND_OVERHEAD
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vault URL carries the feed credential and brings the root keys and revocations: in
+    /// production https, loopback, or a mesh's mutual TLS (`MESH_MTLS`).
+    #[test]
+    fn production_refuses_plain_http_to_the_vault() {
+        let load = |vault: &str, extra: &[(&'static str, &str)]| {
+            let mut env = vec![
+                ("KEYMESH_ENV", "production".to_owned()),
+                ("RELAY_DATABASE_URL", "postgres://r@db/r".to_owned()),
+                ("RELAY_PUBLIC_URL", "https://relay.example.com".to_owned()),
+                ("RELAY_FEED_API_KEY", "f".repeat(40)),
+                ("RELAY_VAULT_URL", vault.to_owned()),
+            ];
+            env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+            RelayConfig::load(&Source::from_env(env), Environment::Production)
+        };
+        let err = load("http://vault.internal:7801", &[]).expect_err("plain http");
+        assert!(err.to_string().contains("RELAY_VAULT_URL"), "{err}");
+        load("https://vault.internal:7801", &[]).expect("https");
+        load("http://[::1]:7801", &[]).expect("loopback");
+        load("http://vault.internal:7801", &[("MESH_MTLS", "true")]).expect("a mesh");
+    }
+}
