@@ -2,6 +2,7 @@
 
 use keymesh_admin_client::share;
 use keymesh_core::crypto::HpkeKeyPair;
+use keymesh_proto::api::vaults::CeremonyView;
 use serde_json::{Value, json};
 
 use crate::send;
@@ -65,7 +66,9 @@ pub async fn submit_share(
     me: &str,
     ceremony: &Value,
 ) -> Value {
-    let sealed = share::reseal_for_ceremony(key, ceremony, me).expect("own share reseals");
+    let view: CeremonyView =
+        serde_json::from_value(ceremony.clone()).expect("a ceremony in the documented shape");
+    let sealed = share::reseal_for_ceremony(key, &view, me).expect("own share reseals");
     let id = ceremony["ceremony"]["id"].as_str().expect("id");
     send(
         http,
