@@ -37,6 +37,13 @@ pub struct ServiceContext {
 }
 
 impl ServiceContext {
+    /// A proof-of-possession replay cache whose per-node quota is what the principal rate limit
+    /// lets one node send within the proof window.
+    pub fn replay_cache(&self) -> crate::capability::pop::ReplayCache {
+        let rate = self.config.common.http.principal_rate;
+        crate::capability::pop::ReplayCache::for_rate(rate.per_second.get(), rate.burst.get())
+    }
+
     /// Open the database (checking ownership and migrating) and build the shared state.
     pub async fn open(
         config: ServiceConfig,

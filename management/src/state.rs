@@ -168,7 +168,7 @@ impl ManagementState {
                 ctx.config.common.tls_ca.as_ref(),
             )?,
             followed,
-            replay: ReplayCache::default(),
+            replay: ctx.replay_cache(),
             events,
             metrics,
             login_by_email: KeyedLimit::per_period(

@@ -320,15 +320,28 @@ impl NodeNonces {
     }
 }
 
+/// Live nonces the cache holds in all (about 100 MB at worst).
+const TOTAL: usize = 1_000_000;
+
 impl Default for ReplayCache {
-    /// 10 000 proofs per node within the window (a node at the default principal rate, 50 a
-    /// second, sends 6 000 in two minutes) and a million in all (about 100 MB at worst).
+    /// Sized for the default principal rate limit: 50 a second, bursts of 100.
     fn default() -> Self {
-        Self::with_limits(10_000, 1_000_000)
+        Self::for_rate(50, 100)
     }
 }
 
 impl ReplayCache {
+    /// A cache whose per-node quota is what a node may send within the window at the principal
+    /// rate limit (`per_second` sustained plus a `burst`), so a node within its rate never meets
+    /// it; a million nonces in all.
+    pub fn for_rate(per_second: u32, burst: u32) -> Self {
+        let in_window = u64::from(per_second)
+            .saturating_mul(REMEMBER.unsigned_abs())
+            .saturating_add(u64::from(burst));
+        let per_node = usize::try_from(in_window).map_or(TOTAL, |n| n.min(TOTAL));
+        Self::with_limits(per_node, TOTAL)
+    }
+
     /// A cache holding at most `per_node` live nonces of one node and `total` in all.
     pub fn with_limits(per_node: usize, total: usize) -> Self {
         Self {
@@ -551,6 +564,13 @@ mod tests {
     /// One node flooding signed requests fills only its own share: other nodes go on, and a
     /// nonce is one node's (another node may send the same bytes). On the cache keyed by nonce
     /// alone, the flood refused every node (`Overloaded`, 503).
+    #[test]
+    fn the_quota_follows_the_principal_rate() {
+        let cache = ReplayCache::default();
+        assert_eq!((cache.per_node, cache.total), (50 * 120 + 100, TOTAL));
+        assert_eq!(ReplayCache::for_rate(1_000_000, 1_000_000).per_node, TOTAL);
+    }
+
     #[test]
     fn a_noisy_node_is_refused_alone() {
         let (noisy, quiet) = ([1; 32], [2; 32]);

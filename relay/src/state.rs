@@ -161,7 +161,7 @@ impl RelayState {
         Ok(Self(Arc::new(Inner {
             audit,
             followed,
-            replay: ReplayCache::default(),
+            replay: ctx.replay_cache(),
             ctx,
             config,
             store,

@@ -123,7 +123,7 @@ impl VaultState {
             ceremonies: Ceremonies::default(),
             audit,
             metrics,
-            replay: ReplayCache::default(),
+            replay: ctx.replay_cache(),
             unlock_by_group: KeyedLimit::new_per_minute(per_minute),
             unlock_by_ip: KeyedLimit::new_per_minute(per_minute),
             unlock_slots: Semaphore::new(UNLOCK_CONCURRENCY),
