@@ -448,6 +448,20 @@ mod tests {
         ManagementConfig::load(&Source::from_env(env), Environment::Development)
     }
 
+    /// The settings every production configuration here shares.
+    fn production() -> Vec<(&'static str, String)> {
+        vec![
+            ("KEYMESH_ENV", "production".to_owned()),
+            ("MANAGEMENT_DATABASE_URL", "postgres://m@db/m".to_owned()),
+            (
+                "MANAGEMENT_PUBLIC_URL",
+                "https://keymesh.example.com".to_owned(),
+            ),
+            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
+            ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+        ]
+    }
+
     #[test]
     fn development_defaults_print_mail_and_use_the_builtin_roles() {
         let config = dev(&[]).expect("defaults");
@@ -458,15 +472,8 @@ mod tests {
 
     #[test]
     fn production_refuses_plain_smtp_without_naming_the_password() {
-        let env = vec![
-            ("KEYMESH_ENV", "production".to_owned()),
-            ("MANAGEMENT_DATABASE_URL", "postgres://m@db/m".to_owned()),
-            (
-                "MANAGEMENT_PUBLIC_URL",
-                "https://keymesh.example.com".to_owned(),
-            ),
-            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
-            ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+        let mut env = production();
+        env.extend([
             (
                 "MANAGEMENT_VAULT_URL",
                 "https://vault.internal:7801".to_owned(),
@@ -476,12 +483,11 @@ mod tests {
                 "MANAGEMENT_SMTP_URL",
                 "smtp://u:hunter2-hunter2-hunter2-hunter2@mail.example.com:587".to_owned(),
             ),
-        ];
+        ]);
         let err = ManagementConfig::load(&Source::from_env(env.clone()), Environment::Production)
             .expect_err("plain smtp");
         assert!(err.to_string().contains("MANAGEMENT_SMTP_URL"), "{err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
-        let mut env = env;
         env.last_mut().expect("smtp").1 =
             "smtp://u:hunter2-hunter2-hunter2-hunter2@mail.example.com:587?tls=required".into();
         ManagementConfig::load(&Source::from_env(env.clone()), Environment::Production)
@@ -497,18 +503,11 @@ mod tests {
     /// a mesh encrypts them (`MESH_MTLS`).
     #[test]
     fn production_refuses_plain_http_to_the_vault_and_the_relay() {
-        let base = vec![
-            ("KEYMESH_ENV", "production".to_owned()),
-            ("MANAGEMENT_DATABASE_URL", "postgres://m@db/m".to_owned()),
-            (
-                "MANAGEMENT_PUBLIC_URL",
-                "https://keymesh.example.com".to_owned(),
-            ),
-            ("MANAGEMENT_SECRET_KEY", "s".repeat(40)),
-            ("MANAGEMENT_MAIL_FROM", "Keymesh <k@example.com>".to_owned()),
+        let mut base = production();
+        base.extend([
             ("MANAGEMENT_VAULT_API_KEY", "v".repeat(40)),
             ("MANAGEMENT_SMTP_URL", "smtps://mail.example.com".to_owned()),
-        ];
+        ]);
         let load = |extra: &[(&'static str, &str)]| {
             let mut env = base.clone();
             env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
