@@ -1,13 +1,22 @@
 //! A real vault and a real relay on loopback TCP ports, each over its own fresh database on the
 //! selected backend, and nodes with real tokens.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
+use zeroize::Zeroizing;
+
+use base64::Engine;
 use ed25519_dalek::SigningKey;
 use keymesh_core::{
     ServiceContext,
-    capability::token::random_key,
+    capability::token::{Claims, KeyRing, Scope, random_key},
     config::{Environment, ServiceName, Source},
+    crypto,
+    http::node::TOKEN_B64,
     serve,
     storage::{Db, testing::TestDb},
     tls::ServerTls,
@@ -74,6 +83,15 @@ impl Cluster {
     /// Start both, with extra relay settings (e.g. `("RELAY_WINDOW", "4")`); waits until the
     /// relay has read the root keys and the revocation feed.
     pub async fn start(relay_settings: &[(&str, &str)]) -> Self {
+        Self::start_with(&[], relay_settings).await
+    }
+
+    /// Start both, with extra vault settings (e.g. `("VAULT_ROOT_KEY_ANNOUNCE_SECS", "2")`) and
+    /// extra relay settings.
+    pub async fn start_with(
+        vault_settings: &[(&str, &str)],
+        relay_settings: &[(&str, &str)],
+    ) -> Self {
         let vault_db = Arc::new(TestDb::new().await);
         let relay_db = Arc::new(TestDb::new().await);
         let master = hex::encode(random_key().as_ref());
@@ -87,6 +105,15 @@ impl Cluster {
             ("MANAGEMENT_API_KEY", MGMT_KEY.to_owned()),
             ("VAULT_FEED_API_KEY", FEED_KEY.to_owned()),
         ]);
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .chain(
+                vault_settings
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+            .collect();
         let config = keymesh_vault_config(&Source::from_env(env)).expect("vault config");
         let pool = Db::open_for(ServiceName::Vault, &config.service.database_url)
             .await
@@ -198,6 +225,76 @@ impl Cluster {
     /// The vault's database and master key (to restart it in a test).
     pub fn vault_parts(&self) -> (&TestDb, &str) {
         (&self.vault_db, &self.master)
+    }
+
+    /// An attack: the private half of the root key that signs now, taken as an attacker holding
+    /// the vault's database and `VAULT_MASTER_KEY` would (unsealing the stored row).
+    pub async fn steal_signing_root_key(&self) -> Zeroizing<[u8; 32]> {
+        let db = Db::open_for(ServiceName::Vault, self.vault_db.url())
+            .await
+            .expect("vault db");
+        let (_, keys) = self
+            .mgmt(reqwest::Method::GET, "/v1/tokens/keys", None)
+            .await;
+        let current = keys["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .find(|k| k["current"] == true)
+            .and_then(|k| k["kid"].as_i64())
+            .expect("a current key");
+        let row = keymesh_vault::store::Store::new(db)
+            .token_keys()
+            .await
+            .expect("root key rows")
+            .into_iter()
+            .find(|r| r.kid == current)
+            .expect("the current key's row");
+        let hkdf = hkdf::Hkdf::<sha2::Sha256>::new(None, self.master.as_bytes());
+        let mut seal = [0u8; 32];
+        hkdf.expand(b"keymesh-vault-root-key-seal-v1", &mut seal)
+            .expect("hkdf");
+        let seed = crypto::open(
+            &crypto::DataKey::from_bytes(seal),
+            &row.sealed_private,
+            b"keymesh-vault-root-key-v1",
+        )
+        .expect("the master key opens the root key");
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&seed);
+        out
+    }
+
+    /// An attack: a token for `node` with `rights` (JSON, as [`node`](Self::node) takes them),
+    /// signed with a stolen root key and valid for `valid_for`: what the vault never mints.
+    pub fn forge(
+        &self,
+        root_seed: &[u8; 32],
+        node: &TestNode,
+        rights: Value,
+        valid_for: Duration,
+    ) -> String {
+        let ring = KeyRing::new(root_seed, &[]).expect("ring");
+        let expires_at = (SystemTime::now() + valid_for)
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        let grant = format!("forged-{}", hex::encode(&random_key()[..8]));
+        let claims = Claims {
+            token_id: hex::encode(&random_key()[..16]),
+            grant: grant.clone(),
+            lineage: vec![grant],
+            node: node.id.clone(),
+            group: node.group.clone(),
+            user: format!("user-{}", node.id),
+            node_key: node.key.verifying_key().to_bytes(),
+            rights: serde_json::from_value(rights).expect("rights"),
+            expires_at,
+            epochs: [(Scope::Node, 0), (Scope::User, 0), (Scope::Group, 0)],
+            ancestors: Vec::new(),
+            expiry_cap: None,
+        };
+        TOKEN_B64.encode(ring.mint(&claims).expect("mint"))
     }
 }
 

@@ -37,6 +37,13 @@ pub const TOKEN_MAX_TTL_SECS: Setting = Setting::value(
     "Longest lifetime any token may have; also how long a retired root key keeps verifying.",
 )
 .default("86400");
+/// `VAULT_ROOT_KEY_ANNOUNCE_SECS`.
+pub const ROOT_KEY_ANNOUNCE_SECS: Setting = Setting::value(
+    "VAULT_ROOT_KEY_ANNOUNCE_SECS",
+    "How long a rotated root key is announced (verified everywhere) before it signs, 1 to 3600. \
+     Followers read it from the revocation feed at once, and every 10 s regardless.",
+)
+.default("30");
 /// `VAULT_SESSION_SECS`.
 pub const SESSION_SECS: Setting = Setting::value(
     "VAULT_SESSION_SECS",
@@ -84,6 +91,7 @@ pub const SETTINGS: &[&Setting] = &[
     &FEED_API_KEY,
     &TOKEN_TTL_SECS,
     &TOKEN_MAX_TTL_SECS,
+    &ROOT_KEY_ANNOUNCE_SECS,
     &SESSION_SECS,
     &SESSION_MAX_SECS,
     &UNLOCK_ATTEMPTS_PER_MINUTE,
@@ -108,6 +116,8 @@ pub struct VaultConfig {
     pub token_ttl: Duration,
     /// Maximum token lifetime.
     pub token_max_ttl: Duration,
+    /// How long a rotated root key is announced before it signs.
+    pub root_key_announce: Duration,
     /// Unlock session length.
     pub session: Duration,
     /// Unlock session cap.
@@ -146,6 +156,7 @@ impl VaultConfig {
             feed_api_key: source.require_secret(&FEED_API_KEY)?,
             token_ttl: source.require_secs(&TOKEN_TTL_SECS)?,
             token_max_ttl: source.require_secs(&TOKEN_MAX_TTL_SECS)?,
+            root_key_announce: source.require_secs(&ROOT_KEY_ANNOUNCE_SECS)?,
             session: source.require_secs(&SESSION_SECS)?,
             session_max: source.require_secs(&SESSION_MAX_SECS)?,
             unlock_attempts_per_minute: source.require(&UNLOCK_ATTEMPTS_PER_MINUTE)?,
@@ -166,6 +177,12 @@ impl VaultConfig {
             return Err(ConfigError::Invalid {
                 setting: TOKEN_TTL_SECS.name,
                 reason: "default lifetimes must not exceed their maximums (VAULT_TOKEN_MAX_TTL_SECS, VAULT_SESSION_MAX_SECS)".into(),
+            });
+        }
+        if !(1..=3600).contains(&config.root_key_announce.as_secs()) {
+            return Err(ConfigError::Invalid {
+                setting: ROOT_KEY_ANNOUNCE_SECS.name,
+                reason: "must be 1 to 3600 seconds".into(),
             });
         }
         if config.unlock_attempts_per_minute == 0 {

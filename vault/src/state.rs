@@ -13,7 +13,7 @@ use keymesh_core::{
     capability::{
         Op,
         pop::ReplayCache,
-        token::{KeyRing, Request, VerifiedToken, Verifier, key_id, random_key},
+        token::{KeyRing, ListedKey, Request, VerifiedToken, Verifier, key_id, random_key},
     },
     config::RateLimitConfig,
     crypto::{self, DataKey},
@@ -28,9 +28,9 @@ use crate::{
     ceremony::Ceremonies,
     config::VaultConfig,
     metrics::VaultMetrics,
-    revocation::Revocations,
+    revocation::{FeedEntry, Revocations},
     sessions::Sessions,
-    store::{Store, TokenKeyRow, now_ms},
+    store::{KeyChange, Store, TokenKeyRow, now_ms},
 };
 
 /// How long a sensitive operation waits for its audit record before failing.
@@ -103,7 +103,7 @@ impl VaultState {
     pub async fn open(ctx: ServiceContext, config: VaultConfig) -> Result<Self, StorageError> {
         let store = Store::new(ctx.db.clone());
         if store.token_keys().await?.is_empty() {
-            store.rotate_token_key(&new_root_key(&config)?).await?;
+            store.first_token_key(&new_root_key(&config, None)?).await?;
         }
         let ring = load_ring(&store, &config).await?;
         let entries = store.feed_after(0, i64::MAX).await?;
@@ -207,6 +207,13 @@ impl VaultState {
                         match state.store.feed_after(state.revocations.head(), 1000).await {
                             Ok(entries) => {
                                 entries.iter().for_each(|e| state.revocations.apply(e));
+                                // Another replica announced or revoked a root key.
+                                if entries.iter().any(|e| e.changes_root_keys()) {
+                                    if let Err(err) = state.reload_keys().await {
+                                        tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed");
+                                        continue;
+                                    }
+                                }
                                 clock.succeeded();
                             }
                             Err(err) => tracing::warn!(error = %keymesh_core::error::error_chain(&err), "following the revocation feed failed"),
@@ -237,18 +244,9 @@ impl VaultState {
         )
     }
 
-    /// Generate a new root key, retire the old ones (they keep verifying until every token
-    /// they signed has expired), and switch signing to it.
-    pub async fn rotate_root_key(&self) -> Result<u32, ApiError> {
-        let row = new_root_key(&self.config).map_err(ApiError::internal)?;
-        self.store
-            .rotate_token_key(&row)
-            .await
-            .map_err(ApiError::internal)?;
-        let ring = load_ring(&self.store, &self.config)
-            .await
-            .map_err(ApiError::internal)?;
-        let kid = ring.current_id();
+    /// Read the root keys again (after a rotation or revocation here or at another replica).
+    pub async fn reload_keys(&self) -> Result<(), StorageError> {
+        let ring = load_ring(&self.store, &self.config).await?;
         *self
             .verifier
             .write()
@@ -258,7 +256,68 @@ impl VaultState {
             .keys
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ring);
-        Ok(kid)
+        Ok(())
+    }
+
+    /// Announce a new root key: it verifies everywhere at once (the feed entry makes every
+    /// follower read the keys) and signs from `VAULT_ROOT_KEY_ANNOUNCE_SECS` later, when the
+    /// current key retires (it keeps verifying for `VAULT_TOKEN_MAX_TTL_SECS` after that).
+    pub async fn rotate_root_key(&self) -> Result<TokenKeyRow, ApiError> {
+        let announce = i64::try_from(self.config.root_key_announce.as_millis()).unwrap_or(i64::MAX);
+        let row = new_root_key(&self.config, Some(announce)).map_err(ApiError::internal)?;
+        self.change_keys(KeyChange::Add(&row), "announced").await?;
+        Ok(row)
+    }
+
+    /// Revoke root key `kid` now: every token it signed is refused wherever the feed reaches
+    /// (within a second). When it is the signing key, a new key signs at once (tokens it signs
+    /// may be refused until followers have read it, well under a second when they are in sync).
+    /// `Ok(None)`: no such unrevoked key; else the replacement, if any, and the feed entry.
+    pub async fn revoke_root_key(
+        &self,
+        kid: u32,
+        reason: &str,
+    ) -> Result<Option<(Option<TokenKeyRow>, FeedEntry)>, ApiError> {
+        let signing = self.ring().current_id() == kid;
+        let replacement = signing
+            .then(|| new_root_key(&self.config, Some(0)))
+            .transpose()
+            .map_err(ApiError::internal)?;
+        let change = KeyChange::Revoke {
+            kid: i64::from(kid),
+            replacement: replacement.as_ref(),
+        };
+        Ok(self
+            .change_keys(change, reason)
+            .await?
+            .map(|entry| (replacement, entry)))
+    }
+
+    /// Apply a key change with its feed entry; `None` when it found nothing to change.
+    async fn change_keys(
+        &self,
+        change: KeyChange<'_>,
+        reason: &str,
+    ) -> Result<Option<FeedEntry>, ApiError> {
+        let _order = self.revocation_order.lock().await;
+        let Some(entry) = self
+            .store
+            .change_token_keys(change, reason)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Ok(None);
+        };
+        // Keys first: a revoked key's replacement must sign before its tokens are refused here.
+        self.reload_keys().await.map_err(ApiError::internal)?;
+        self.revocations.apply(&entry);
+        Ok(Some(entry))
+    }
+
+    /// The root keys as listed: each one that still verifies, with its state.
+    pub async fn root_keys(&self) -> Result<Vec<KeyStatus>, StorageError> {
+        let rows = self.store.token_keys().await?;
+        Ok(schedule(&rows, now_ms(), &self.config))
     }
 
     /// Check a verified token against a request: expiry, revocation, rights.
@@ -293,40 +352,143 @@ impl VaultState {
     }
 }
 
-fn new_root_key(config: &VaultConfig) -> Result<TokenKeyRow, StorageError> {
+/// A new root key row; `activate_in_ms` (from now) when it is announced rather than first.
+fn new_root_key(
+    config: &VaultConfig,
+    activate_in_ms: Option<i64>,
+) -> Result<TokenKeyRow, StorageError> {
     let seed = random_key();
     let public = ed25519_dalek::SigningKey::from_bytes(&seed)
         .verifying_key()
         .to_bytes();
     let sealed_private = crypto::seal(&master_seal_key(config), seed.as_ref(), ROOT_KEY_AAD)
         .map_err(|_| StorageError::Failed("sealing the root key failed".into()))?;
+    let created_at_ms = now_ms();
     Ok(TokenKeyRow {
         kid: i64::from(key_id(&public)),
         public_key: public.to_vec(),
         sealed_private,
-        created_at_ms: now_ms(),
+        created_at_ms,
         retired_at_ms: None,
+        activates_at_ms: activate_in_ms.map(|ms| created_at_ms.saturating_add(ms)),
+        revoked_at_ms: None,
     })
 }
 
-/// Build the ring: the newest unretired key signs; retired keys verify while tokens they
-/// signed may still be alive.
+/// Where a root key is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// Verifies; signs from `activates_at_ms`.
+    Announced,
+    /// Signs every new token.
+    Current,
+    /// No longer signs; verifies until `verify_until_ms`.
+    Retired,
+    /// Revoked: every token it signed is refused as `revoked`.
+    Revoked,
+}
+
+/// One root key that still verifies.
+#[derive(Clone, Debug)]
+pub struct KeyStatus {
+    /// Its row.
+    pub row: TokenKeyRow,
+    /// Its state now.
+    pub state: KeyState,
+    /// Stops (or stopped) signing then (unix ms): for a retired key, and for the current key
+    /// once its successor is announced.
+    pub retired_at_ms: Option<i64>,
+    /// Verifies until then (unix ms): `retired_at_ms` plus `VAULT_TOKEN_MAX_TTL_SECS`.
+    pub verify_until_ms: Option<i64>,
+}
+
+/// Every key that verifies at `now`, then every revoked key, each group newest first. Keys sign
+/// in the order they activate: the last one active signs; each earlier one retired when the
+/// next one activated and verifies `VAULT_TOKEN_MAX_TTL_SECS` longer.
+pub fn schedule(rows: &[TokenKeyRow], now: i64, config: &VaultConfig) -> Vec<KeyStatus> {
+    let max_ttl = i64::try_from(config.token_max_ttl.as_millis()).unwrap_or(i64::MAX);
+    let mut live: Vec<&TokenKeyRow> = rows.iter().filter(|r| r.revoked_at_ms.is_none()).collect();
+    live.sort_by_key(|r| (r.from_ms(), r.created_at_ms));
+    let signer = live.iter().rposition(|r| r.from_ms() <= now).unwrap_or(0);
+    let mut out: Vec<KeyStatus> = live
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let state = match i.cmp(&signer) {
+                std::cmp::Ordering::Greater => KeyState::Announced,
+                std::cmp::Ordering::Equal => KeyState::Current,
+                std::cmp::Ordering::Less => KeyState::Retired,
+            };
+            // A key stops signing when the next one activates (for the current key, that may be
+            // ahead); rows from before announcements also carry the time of their rotation.
+            let retired_at_ms = live
+                .get(i + 1)
+                .map(|next| next.from_ms())
+                .or(r.retired_at_ms)
+                .filter(|_| state != KeyState::Announced);
+            let verify_until_ms = retired_at_ms.map(|t| t.saturating_add(max_ttl));
+            if verify_until_ms.is_some_and(|until| until <= now) {
+                return None;
+            }
+            Some(KeyStatus {
+                row: (*r).clone(),
+                state,
+                retired_at_ms,
+                verify_until_ms,
+            })
+        })
+        .collect();
+    out.reverse();
+    let mut revoked: Vec<&TokenKeyRow> =
+        rows.iter().filter(|r| r.revoked_at_ms.is_some()).collect();
+    revoked.sort_by_key(|r| std::cmp::Reverse(r.revoked_at_ms));
+    out.extend(revoked.into_iter().map(|r| KeyStatus {
+        row: r.clone(),
+        state: KeyState::Revoked,
+        retired_at_ms: None,
+        verify_until_ms: None,
+    }));
+    out
+}
+
+/// Build the ring from the keys that still verify: the current key and every announced one
+/// sign (each from its activation), retired ones verify until their window ends.
 async fn load_ring(store: &Store, config: &VaultConfig) -> Result<KeyRing, StorageError> {
     let rows = store.token_keys().await?;
-    let horizon = now_ms() - i64::try_from(config.token_max_ttl.as_millis()).unwrap_or(i64::MAX);
-    let current = rows
-        .iter()
-        .find(|r| r.retired_at_ms.is_none())
-        .ok_or_else(|| StorageError::Failed("no current root signing key is stored".into()))?;
+    let keys = schedule(&rows, now_ms(), config);
     let seal_key = master_seal_key(config);
-    let seed = crypto::open(&seal_key, &current.sealed_private, ROOT_KEY_AAD).map_err(|_| {
-        tracing::error!("VAULT_MASTER_KEY does not open the stored root signing key");
-        StorageError::Failed("root key cannot be unsealed: wrong VAULT_MASTER_KEY".into())
-    })?;
-    let older: Vec<[u8; 32]> = rows
+    let mut seeds = Vec::new();
+    let mut older = Vec::new();
+    for k in &keys {
+        let public: [u8; 32] =
+            k.row.public_key.as_slice().try_into().map_err(|_| {
+                StorageError::Failed("a stored root public key is not 32 bytes".into())
+            })?;
+        let until_ms = k.verify_until_ms.and_then(|t| u64::try_from(t).ok());
+        if matches!(k.state, KeyState::Retired | KeyState::Revoked) {
+            older.push(ListedKey {
+                public,
+                until_ms,
+                revoked: k.state == KeyState::Revoked,
+            });
+            continue;
+        }
+        let seed = crypto::open(&seal_key, &k.row.sealed_private, ROOT_KEY_AAD).map_err(|_| {
+            tracing::error!("VAULT_MASTER_KEY does not open the stored root signing key");
+            StorageError::Failed("root key cannot be unsealed: wrong VAULT_MASTER_KEY".into())
+        })?;
+        seeds.push((seed, u64::try_from(k.row.from_ms()).unwrap_or(0), until_ms));
+    }
+    if seeds.is_empty() {
+        return Err(StorageError::Failed(
+            "no current root signing key is stored".into(),
+        ));
+    }
+    let signers: Vec<(&[u8], u64, Option<u64>)> = seeds
         .iter()
-        .filter(|r| r.retired_at_ms.is_some_and(|t| t >= horizon))
-        .filter_map(|r| r.public_key.as_slice().try_into().ok())
+        .map(|(s, from, until)| (s.as_ref(), *from, *until))
         .collect();
-    KeyRing::new(&seed, &older).map_err(|_| StorageError::Failed("root key is corrupt".into()))
+    KeyRing::scheduled(&signers, &older)
+        .map_err(|_| StorageError::Failed("root key is corrupt".into()))
 }

@@ -12,7 +12,7 @@ use keymesh_core::{
     with_pool,
 };
 
-use crate::revocation::FeedEntry;
+use crate::revocation::{FeedEntry, ROOT_KEY_ADDED, ROOT_KEY_REVOKED};
 
 /// Unix milliseconds now.
 pub fn now_ms() -> i64 {
@@ -32,8 +32,34 @@ pub struct TokenKeyRow {
     pub sealed_private: Vec<u8>,
     /// Created.
     pub created_at_ms: i64,
-    /// Retired (no longer signs; verifies until tokens expire).
+    /// Set by rotations before announce-then-activate (decision 0014): no longer signs. Newer
+    /// rows leave it empty; a key stops signing when the next key activates.
     pub retired_at_ms: Option<i64>,
+    /// Signs from then (unix ms); empty: from `created_at_ms`. Verifies from creation.
+    pub activates_at_ms: Option<i64>,
+    /// Revoked (emergency): verifies nothing from then on.
+    pub revoked_at_ms: Option<i64>,
+}
+
+impl TokenKeyRow {
+    /// When it signs from (unix ms).
+    pub fn from_ms(&self) -> i64 {
+        self.activates_at_ms.unwrap_or(self.created_at_ms)
+    }
+}
+
+/// A change to the root keys, made in the same transaction as its revocation feed entry.
+#[derive(Debug)]
+pub enum KeyChange<'a> {
+    /// Add a key (announced: it signs from its `activates_at_ms`).
+    Add(&'a TokenKeyRow),
+    /// Revoke key `kid`, adding `replacement` (signing at once) when the revoked key signs now.
+    Revoke {
+        /// The key.
+        kid: i64,
+        /// Its successor, when it was the signing key.
+        replacement: Option<&'a TokenKeyRow>,
+    },
 }
 
 /// A registered node.
@@ -226,26 +252,16 @@ impl Store {
 
     /// Every root key, newest first.
     pub async fn token_keys(&self) -> Result<Vec<TokenKeyRow>, StorageError> {
-        const SQL: &str = "SELECT kid, public_key, sealed_private, created_at_ms, retired_at_ms FROM token_keys ORDER BY created_at_ms DESC, kid";
+        const SQL: &str = "SELECT kid, public_key, sealed_private, created_at_ms, retired_at_ms, activates_at_ms, revoked_at_ms \
+             FROM token_keys ORDER BY created_at_ms DESC, kid";
         Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
     }
 
-    /// Add a new current key and retire the others, atomically.
-    pub async fn rotate_token_key(&self, row: &TokenKeyRow) -> Result<(), StorageError> {
-        const RETIRE: &str = "UPDATE token_keys SET retired_at_ms = $1 WHERE retired_at_ms IS NULL";
-        const INSERT: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms) VALUES ($1, $2, $3, $4)";
-        // One rotation at a time: two concurrent ones could each retire the other's new key.
-        let begin = self.db.begin_write();
-        let lock = matches!(self.db, Db::Postgres(_));
-        with_pool!(&self.db, pool => {
-            let mut tx = pool.begin_with(begin).await?;
-            if lock {
-                sqlx::query("LOCK TABLE token_keys IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
-            }
-            sqlx::query(RETIRE).bind(row.created_at_ms).execute(&mut *tx).await?;
-            sqlx::query(INSERT).bind(row.kid).bind(&row.public_key).bind(&row.sealed_private).bind(row.created_at_ms).execute(&mut *tx).await?;
-            tx.commit().await
-        })?;
+    /// The first root key of a new vault (no feed entry: nothing follows a vault without keys).
+    pub async fn first_token_key(&self, row: &TokenKeyRow) -> Result<(), StorageError> {
+        const INSERT: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms) \
+             SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM token_keys)";
+        with_pool!(&self.db, pool => sqlx::query(INSERT).bind(row.kid).bind(&row.public_key).bind(&row.sealed_private).bind(row.created_at_ms).execute(pool).await.map(drop))?;
         Ok(())
     }
 
@@ -300,6 +316,35 @@ impl Store {
         subject: &str,
         reason: &str,
     ) -> Result<FeedEntry, StorageError> {
+        self.append_feed(kind, scope, subject, reason, None)
+            .await?
+            .ok_or(StorageError::Failed("a revocation was not appended".into()))
+    }
+
+    /// Change the root keys and append the feed entry that tells every follower, atomically
+    /// (`root_key_added` for an addition, `root_key` for a revocation; the subject is the kid).
+    /// `Ok(None)`: a revocation found no such unrevoked key.
+    pub async fn change_token_keys(
+        &self,
+        change: KeyChange<'_>,
+        reason: &str,
+    ) -> Result<Option<FeedEntry>, StorageError> {
+        let (kind, kid) = match change {
+            KeyChange::Add(row) => (ROOT_KEY_ADDED, row.kid),
+            KeyChange::Revoke { kid, .. } => (ROOT_KEY_REVOKED, kid),
+        };
+        self.append_feed(kind, None, &kid.to_string(), reason, Some(change))
+            .await
+    }
+
+    async fn append_feed(
+        &self,
+        kind: &str,
+        scope: Option<Scope>,
+        subject: &str,
+        reason: &str,
+        change: Option<KeyChange<'_>>,
+    ) -> Result<Option<FeedEntry>, StorageError> {
         let (begin, head_sql) = match self.db {
             Db::Sqlite(_) => (
                 "BEGIN IMMEDIATE",
@@ -314,9 +359,13 @@ impl Store {
              ON CONFLICT (scope, subject) DO UPDATE SET epoch = epochs.epoch + 1 RETURNING epoch";
         const INSERT: &str = "INSERT INTO revocations (seq, kind, scope, subject, epoch, reason, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
         const HEAD: &str = "INSERT INTO revocation_head (id, seq) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq";
+        const ADD_KEY: &str = "INSERT INTO token_keys (kid, public_key, sealed_private, created_at_ms, activates_at_ms) VALUES ($1, $2, $3, $4, $5)";
+        const REVOKE_KEY: &str =
+            "UPDATE token_keys SET revoked_at_ms = $1 WHERE kid = $2 AND revoked_at_ms IS NULL";
         let at_ms = now_ms();
         let scope_name = scope.map(Scope::as_str);
-        let entry = with_pool!(&self.db, pool => {
+        let entry = with_pool!(&self.db, pool => async {
+            // The head row's lock also orders key changes: two rotations cannot interleave.
             let mut tx = pool.begin_with(begin).await?;
             let head: Option<(i64,)> = sqlx::query_as(head_sql).fetch_optional(&mut *tx).await?;
             let seq = head.map_or(0, |(s,)| s) + 1;
@@ -324,11 +373,26 @@ impl Store {
                 Some(scope) => Some(sqlx::query_as::<_, (i64,)>(BUMP).bind(scope).bind(subject).fetch_one(&mut *tx).await?.0),
                 None => None,
             };
+            let mut adds = Vec::new();
+            match change {
+                Some(KeyChange::Add(row)) => adds.push(row),
+                Some(KeyChange::Revoke { kid, replacement }) => {
+                    let done = sqlx::query(REVOKE_KEY).bind(at_ms).bind(kid).execute(&mut *tx).await?;
+                    if done.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                    adds.extend(replacement);
+                }
+                None => {}
+            }
+            for row in adds {
+                sqlx::query(ADD_KEY).bind(row.kid).bind(&row.public_key).bind(&row.sealed_private).bind(row.created_at_ms).bind(row.activates_at_ms).execute(&mut *tx).await?;
+            }
             sqlx::query(INSERT).bind(seq).bind(kind).bind(scope_name).bind(subject).bind(epoch).bind(reason).bind(at_ms).execute(&mut *tx).await?;
             sqlx::query(HEAD).bind(seq).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(FeedEntry { seq, kind: kind.to_owned(), scope: scope_name.map(str::to_owned), subject: subject.to_owned(), epoch, reason: reason.to_owned(), at_ms })
-        })?;
+            Ok::<_, sqlx::Error>(Some(FeedEntry { seq, kind: kind.to_owned(), scope: scope_name.map(str::to_owned), subject: subject.to_owned(), epoch, reason: reason.to_owned(), at_ms }))
+        }.await)?;
         Ok(entry)
     }
 

@@ -13,7 +13,7 @@ use std::{
 
 use super::{
     revocation::{FeedEntry, Revocations},
-    token::{RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
+    token::{ListedKey, RevocationView, Scope, TokenError, VerifiedToken, Verifier, VerifyKeys},
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -49,8 +49,9 @@ pub fn check_max_age(setting: &'static str, max_age: Duration) -> Result<(), Con
     Ok(())
 }
 
-/// How often the root keys are read again (a rotation adds one).
-const KEYS_EVERY: Duration = Duration::from_secs(30);
+/// How often the root keys are read again regardless of the feed (a rotation's feed entry makes
+/// the follower read them at once; this bounds how late a follower that missed it learns).
+const KEYS_EVERY: Duration = Duration::from_secs(10);
 
 /// The followed state. `synced_ms` is when the vault last confirmed the copy current.
 pub struct Followed {
@@ -162,6 +163,7 @@ impl Followed {
                 .epochs
                 .into_iter()
                 .map(|e| (e.scope, e.subject, e.epoch)),
+            snapshot.revoked_root_keys,
         );
         *self
             .revocations
@@ -196,6 +198,9 @@ pub struct Snapshot {
     pub revoked: Vec<String>,
     /// Current epochs.
     pub epochs: Vec<SnapshotEpoch>,
+    /// Revoked root keys (ids): every token they signed is dead.
+    #[serde(default)]
+    pub revoked_root_keys: Vec<u32>,
 }
 
 /// One epoch of a snapshot.
@@ -226,6 +231,12 @@ struct KeyList {
 #[derive(Debug, Deserialize)]
 struct KeyItem {
     public_key: String,
+    /// A retired key verifies until then (unix ms); absent for an announced or current key.
+    #[serde(default)]
+    verify_until_ms: Option<u64>,
+    /// `announced`, `current`, `retired` or `revoked`.
+    #[serde(default)]
+    state: String,
 }
 
 /// Follows one vault.
@@ -281,10 +292,15 @@ impl Follower {
                 hex::decode(&k.public_key)
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .map(|public| ListedKey {
+                        public,
+                        until_ms: k.verify_until_ms,
+                        revoked: k.state == "revoked",
+                    })
                     .ok_or("a root key is not 32 bytes of hex")
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(VerifyKeys::from_public(&raw)?)
+        Ok(VerifyKeys::listed(&raw)?)
     }
 
     /// Keep `followed` current until `stop`: snapshot, then long polls. `on_change` runs after
@@ -326,6 +342,14 @@ impl Follower {
                 }
                 if !page.entries.is_empty() {
                     followed.apply(&page.entries);
+                    if page.entries.iter().any(FeedEntry::changes_root_keys) {
+                        // Announced keys verify before they sign; a revoked key's replacement
+                        // signs at once: read them now, before confirming the copy current
+                        // (a failure retries, keys first).
+                        keys_read = None;
+                        followed.set_keys(self.keys().await?);
+                        keys_read = Some(tokio::time::Instant::now());
+                    }
                     on_change();
                 }
                 // The vault answered with everything up to its head as of `sent_ms` or later.

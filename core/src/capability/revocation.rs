@@ -16,11 +16,13 @@ use tokio::sync::watch;
 pub struct FeedEntry {
     /// Position in the feed, from 1, without gaps.
     pub seq: i64,
-    /// `grant`, `block` or `epoch`.
+    /// `grant`, `block` or `epoch`; `root_key` (a root key revoked: every token it signed is
+    /// dead) or `root_key_added` (a root key announced: followers read the keys again).
     pub kind: String,
     /// For `epoch`: `node`, `user` or `group`.
     pub scope: Option<String>,
-    /// The grant id, block revocation id (hex) or the node/user/group id.
+    /// The grant id, block revocation id (hex), the node/user/group id, or a root key's id
+    /// (`kid`, decimal).
     pub subject: String,
     /// For `epoch`: tokens with an older epoch are dead.
     pub epoch: Option<i64>,
@@ -34,6 +36,19 @@ pub struct FeedEntry {
 struct Inner {
     revoked: HashSet<String>,
     epochs: HashMap<(Scope, String), i64>,
+    revoked_root_keys: HashSet<u32>,
+}
+
+/// Feed entry kind: a root key revoked.
+pub const ROOT_KEY_REVOKED: &str = "root_key";
+/// Feed entry kind: a root key announced (it verifies now and signs from a later time).
+pub const ROOT_KEY_ADDED: &str = "root_key_added";
+
+impl FeedEntry {
+    /// Whether this entry changes the root keys (followers read them again).
+    pub fn changes_root_keys(&self) -> bool {
+        self.kind == ROOT_KEY_REVOKED || self.kind == ROOT_KEY_ADDED
+    }
 }
 
 /// The vault's view: authoritative, so never stale.
@@ -69,9 +84,11 @@ impl Revocations {
         head: i64,
         revoked: impl IntoIterator<Item = String>,
         epochs: impl IntoIterator<Item = (Scope, String, i64)>,
+        revoked_root_keys: impl IntoIterator<Item = u32>,
     ) -> Self {
         let inner = Inner {
             revoked: revoked.into_iter().collect(),
+            revoked_root_keys: revoked_root_keys.into_iter().collect(),
             epochs: epochs
                 .into_iter()
                 .map(|(scope, subject, epoch)| ((scope, subject), epoch))
@@ -102,6 +119,13 @@ impl Revocations {
                         .or_insert(0);
                     *slot = (*slot).max(epoch);
                 }
+                (ROOT_KEY_REVOKED, _, _) => {
+                    // A subject that is not a key id revokes nothing (the vault writes only ids).
+                    if let Ok(kid) = entry.subject.parse::<u32>() {
+                        inner.revoked_root_keys.insert(kid);
+                    }
+                }
+                (ROOT_KEY_ADDED, _, _) => {}
                 _ => {
                     inner.revoked.insert(entry.subject.clone());
                 }
@@ -152,10 +176,13 @@ impl Revocations {
             })
             .collect();
         epochs.sort_by(|a, b| (a.scope.as_str(), &a.subject).cmp(&(b.scope.as_str(), &b.subject)));
+        let mut revoked_root_keys: Vec<u32> = inner.revoked_root_keys.iter().copied().collect();
+        revoked_root_keys.sort_unstable();
         super::follower::Snapshot {
             head,
             revoked,
             epochs,
+            revoked_root_keys,
         }
     }
 
@@ -171,6 +198,9 @@ impl RevocationView for Revocations {
             .inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if inner.revoked_root_keys.contains(&token.root_kid) {
+            return Err(TokenError::Revoked);
+        }
         let c = &token.claims;
         let revoked = c
             .lineage

@@ -164,16 +164,63 @@ impl Claims {
     }
 }
 
-/// The root signing key with its id, plus older public keys that still verify.
+/// The root signing keys with their ids and the times they start signing (a rotation announces
+/// a key before it signs: every verifier learns it first), plus the public keys that verify.
 pub struct KeyRing {
-    current: (u32, KeyPair),
-    verifying: HashMap<u32, PublicKey>,
+    /// Oldest first; the last one whose `from_ms` has passed signs.
+    signers: Vec<Signer>,
+    verifying: HashMap<u32, VerifyKey>,
+}
+
+struct Signer {
+    kid: u32,
+    pair: KeyPair,
+    from_ms: u64,
+}
+
+/// One root public key that verifies, until `until_ms` (unix ms) when it is set; a revoked one
+/// is kept only to say so (its tokens are `revoked`, not `invalid_token`).
+#[derive(Clone, Copy, Debug)]
+struct VerifyKey {
+    public: PublicKey,
+    until_ms: Option<u64>,
+    revoked: bool,
+}
+
+/// A root public key as the vault lists it (`GET /v1/tokens/keys`).
+#[derive(Clone, Copy, Debug)]
+pub struct ListedKey {
+    /// Raw Ed25519 public key.
+    pub public: [u8; 32],
+    /// It verifies until then (unix ms): a retired key, or the current one once its successor
+    /// is announced.
+    pub until_ms: Option<u64>,
+    /// Revoked: every token it signed is refused as `revoked`.
+    pub revoked: bool,
+}
+
+impl ListedKey {
+    /// A key that verifies with no end.
+    pub fn trusted(public: [u8; 32]) -> Self {
+        Self {
+            public,
+            until_ms: None,
+            revoked: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("current", &self.current.0)
+            .field(
+                "signers",
+                &self
+                    .signers
+                    .iter()
+                    .map(|s| (s.kid, s.from_ms))
+                    .collect::<Vec<_>>(),
+            )
             .field("verifying", &self.verifying.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -185,30 +232,83 @@ pub fn key_id(public: &[u8]) -> u32 {
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
+fn public_key(raw: &[u8; 32]) -> Result<PublicKey, TokenError> {
+    PublicKey::from_bytes(raw, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl KeyRing {
     /// A ring signing with `private` (32-byte Ed25519 seed), also verifying `older` keys.
     pub fn new(private: &[u8], older: &[[u8; 32]]) -> Result<Self, TokenError> {
-        let key =
-            PrivateKey::from_bytes(private, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?;
-        let pair = KeyPair::from(&key);
-        let mut verifying = HashMap::new();
-        for old in older {
-            let public =
-                PublicKey::from_bytes(old, Algorithm::Ed25519).map_err(|_| TokenError::Invalid)?;
-            verifying.insert(key_id(old), public);
+        let older: Vec<ListedKey> = older.iter().map(|k| ListedKey::trusted(*k)).collect();
+        Self::scheduled(&[(private, 0, None)], &older)
+    }
+
+    /// A ring whose `signers` (seed, unix ms from which it signs, unix ms until which it
+    /// verifies once a successor is announced) take over from one another in time, also
+    /// verifying `older` keys (raw public key, unix ms until which it verifies). Every signer
+    /// verifies from the start, so a key announced for later is trusted before it signs.
+    pub fn scheduled(
+        signers: &[(&[u8], u64, Option<u64>)],
+        older: &[ListedKey],
+    ) -> Result<Self, TokenError> {
+        let VerifyKeys(mut verifying) = VerifyKeys::listed(older)?;
+        let mut ring = Vec::with_capacity(signers.len());
+        for (private, from_ms, until_ms) in signers {
+            let key = PrivateKey::from_bytes(private, Algorithm::Ed25519)
+                .map_err(|_| TokenError::Invalid)?;
+            let pair = KeyPair::from(&key);
+            let public = pair.public();
+            let kid = key_id(&public.to_bytes());
+            verifying.insert(
+                kid,
+                VerifyKey {
+                    public,
+                    until_ms: *until_ms,
+                    revoked: false,
+                },
+            );
+            ring.push(Signer {
+                kid,
+                pair,
+                from_ms: *from_ms,
+            });
         }
-        let public = pair.public();
-        let kid = key_id(&public.to_bytes());
-        verifying.insert(kid, public);
+        if ring.is_empty() {
+            return Err(TokenError::Invalid);
+        }
+        ring.sort_by_key(|s| s.from_ms);
         Ok(Self {
-            current: (kid, pair),
+            signers: ring,
             verifying,
         })
     }
 
-    /// The current key id.
+    fn signer_at(&self, now_ms: u64) -> &Signer {
+        self.signers
+            .iter()
+            .rev()
+            .find(|s| s.from_ms <= now_ms)
+            .or(self.signers.first())
+            .expect("a ring has at least one signer (checked at construction)")
+    }
+
+    /// The id of the key that signs now.
     pub fn current_id(&self) -> u32 {
-        self.current.0
+        self.signer_at(unix_ms(SystemTime::now())).kid
+    }
+
+    /// When the next announced key starts signing (unix ms), if one is announced.
+    pub fn next_switch_ms(&self) -> Option<u64> {
+        let now = unix_ms(SystemTime::now());
+        self.signers
+            .iter()
+            .map(|s| s.from_ms)
+            .find(|from| *from > now)
     }
 
     /// Public keys that verify, by id.
@@ -226,11 +326,12 @@ impl KeyRing {
         {
             return Err(TokenError::Invalid);
         }
+        let signer = self.signer_at(unix_ms(SystemTime::now()));
         let build = || -> Result<Vec<u8>, BiscuitError> {
             let expiry = UNIX_EPOCH + Duration::from_secs(claims.expires_at);
             let params = HashMap::from([("exp".to_owned(), Term::from(expiry))]);
             let mut builder = Biscuit::builder()
-                .root_key_id(self.current.0)
+                .root_key_id(signer.kid)
                 .code_with_params("check if time($t), $t <= {exp};", params, HashMap::new())?
                 .fact(fact("token_id", &[string(&claims.token_id)]))?
                 .fact(fact("grant", &[string(&claims.grant)]))?
@@ -261,7 +362,7 @@ impl KeyRing {
                 builder =
                     builder.fact(fact("epoch", &[string(scope.as_str()), Term::from(*epoch)]))?;
             }
-            builder.build(&self.current.1)?.to_vec()
+            builder.build(&signer.pair)?.to_vec()
         };
         build().map_err(|e| {
             tracing::error!(error = %e, "minting a token failed");
@@ -270,22 +371,46 @@ impl KeyRing {
     }
 }
 
-/// Public root keys by id: what every checker needs.
+/// Public root keys by id, each with the time it stops verifying when it has one: what every
+/// checker needs.
 #[derive(Clone, Debug)]
-pub struct VerifyKeys(HashMap<u32, PublicKey>);
+pub struct VerifyKeys(HashMap<u32, VerifyKey>);
 
 impl VerifyKeys {
-    /// Keys from raw 32-byte Ed25519 public keys (as `GET /v1/tokens/keys` lists them), each
-    /// under its [`key_id`].
+    /// Keys from raw 32-byte Ed25519 public keys, each under its [`key_id`], verifying with no
+    /// end.
     pub fn from_public(keys: &[[u8; 32]]) -> Result<Self, TokenError> {
+        let keys: Vec<ListedKey> = keys.iter().map(|k| ListedKey::trusted(*k)).collect();
+        Self::listed(&keys)
+    }
+
+    /// Keys as `GET /v1/tokens/keys` lists them.
+    pub fn listed(keys: &[ListedKey]) -> Result<Self, TokenError> {
         keys.iter()
             .map(|k| {
-                PublicKey::from_bytes(k, Algorithm::Ed25519)
-                    .map(|public| (key_id(k), public))
-                    .map_err(|_| TokenError::Invalid)
+                public_key(&k.public).map(|public| {
+                    (
+                        key_id(&k.public),
+                        VerifyKey {
+                            public,
+                            until_ms: k.until_ms,
+                            revoked: k.revoked,
+                        },
+                    )
+                })
             })
             .collect::<Result<_, _>>()
             .map(Self)
+    }
+
+    /// The key `kid` if it verifies at `now_ms`: `Revoked` for a revoked key, `Invalid` for an
+    /// unknown one or one past its window.
+    fn usable(&self, kid: u32, now_ms: u64) -> Result<PublicKey, TokenError> {
+        match self.0.get(&kid) {
+            Some(k) if k.revoked => Err(TokenError::Revoked),
+            Some(k) if k.until_ms.is_none_or(|until| now_ms < until) => Ok(k.public),
+            _ => Err(TokenError::Invalid),
+        }
     }
 
     /// How many keys.
@@ -319,8 +444,10 @@ pub struct VerifiedToken {
     biscuit: Option<Box<Biscuit>>,
     /// The token's bytes.
     bytes: Box<[u8]>,
-    /// The root key its signatures verified under.
+    /// The root key its signatures verified under, and its id.
     root: PublicKey,
+    /// The id of [`root`](Self::root) (revocable on the feed, and bounded in time).
+    pub root_kid: u32,
     /// Blocks, authority included.
     blocks: usize,
 }
@@ -449,11 +576,17 @@ fn parse(token: &[u8], keys: &VerifyKeys) -> Result<Biscuit, TokenError> {
     if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Err(TokenError::Invalid);
     }
+    let now_ms = unix_ms(SystemTime::now());
+    // A revoked root key is named as such rather than as an unknown one.
+    let refused = std::cell::Cell::new(TokenError::Invalid);
     let provider = |id: Option<u32>| -> Result<PublicKey, Format> {
-        id.and_then(|i| keys.0.get(&i).copied())
-            .ok_or(Format::UnknownPublicKey)
+        let id = id.ok_or(Format::UnknownPublicKey)?;
+        keys.usable(id, now_ms).map_err(|e| {
+            refused.set(e);
+            Format::UnknownPublicKey
+        })
     };
-    let biscuit = Biscuit::from(token, provider).map_err(|_| TokenError::Invalid)?;
+    let biscuit = Biscuit::from(token, provider).map_err(|_| refused.get())?;
     if biscuit.block_count() > MAX_BLOCKS + 1 {
         return Err(TokenError::Invalid);
     }
@@ -602,10 +735,8 @@ impl Verifier {
             .ok()
             .filter(|k| !k.is_weak())
             .ok_or(TokenError::Invalid)?;
-        let root = biscuit
-            .root_key_id()
-            .and_then(|id| self.keys.0.get(&id).copied())
-            .ok_or(TokenError::Invalid)?;
+        let root_kid = biscuit.root_key_id().ok_or(TokenError::Invalid)?;
+        let root = self.keys.usable(root_kid, unix_ms(SystemTime::now()))?;
         let verified = Arc::new(VerifiedToken {
             node_key,
             claims,
@@ -617,6 +748,7 @@ impl Verifier {
             hash,
             bytes: token.into(),
             root,
+            root_kid,
             blocks: biscuit.block_count(),
             biscuit: layout.checks.is_none().then(|| Box::new(biscuit)),
             narrowing: layout.checks,
@@ -650,6 +782,9 @@ impl Verifier {
         if now_secs > verified.claims.expires_at {
             return Err(TokenError::Expired);
         }
+        // A cached token outlives neither its root key's verifying window nor a reload of the
+        // keys that dropped it.
+        self.keys.usable(verified.root_kid, unix_ms(now))?;
         revocation.check(verified)
     }
 
@@ -1292,10 +1427,11 @@ mod tests {
                 key = hex::encode(c.node_key),
                 exp = c.expires_at,
             );
+            let signer = &ring.signers[0];
             Biscuit::builder()
-                .root_key_id(ring.current.0)
+                .root_key_id(signer.kid)
                 .code(code.as_str())
-                .and_then(|b| b.build(&ring.current.1))
+                .and_then(|b| b.build(&signer.pair))
                 .and_then(|b| b.to_vec())
                 .expect("token")
         };

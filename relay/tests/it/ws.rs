@@ -40,7 +40,7 @@ static DOCUMENT: LazyLock<Conformance> = LazyLock::new(|| {
 });
 
 /// The status and JSON body of a relay answer, after checking it against [`DOCUMENT`].
-async fn checked(method: &str, path: &str, response: reqwest::Response) -> (u16, Value) {
+pub(crate) async fn checked(method: &str, path: &str, response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let bytes = response.bytes().await.expect("relay answer");
@@ -53,7 +53,7 @@ async fn checked(method: &str, path: &str, response: reqwest::Response) -> (u16,
     )
 }
 
-fn send_all() -> Value {
+pub(crate) fn send_all() -> Value {
     json!([{ "resource": "relay/*", "op": "write" }])
 }
 
@@ -165,7 +165,7 @@ fn id(n: u8) -> MessageId {
 }
 
 /// Publish a (random) encryption key for `node`, so it is a known recipient.
-async fn publish(cluster: &Cluster, node: &TestNode) {
+pub(crate) async fn publish(cluster: &Cluster, node: &TestNode) {
     let enc = random_key();
     let signature = node.key.sign(&key_statement(&node.id, 1, &enc));
     let body = json!({
@@ -178,7 +178,7 @@ async fn publish(cluster: &Cluster, node: &TestNode) {
     assert_eq!(status, 200, "{reply}");
 }
 
-async fn node_http(
+pub(crate) async fn node_http(
     cluster: &Cluster,
     node: &TestNode,
     method: &str,
@@ -209,7 +209,7 @@ async fn node_http(
     checked(method, path, response).await
 }
 
-async fn pair(cluster: &Cluster) -> (TestNode, TestNode) {
+pub(crate) async fn pair(cluster: &Cluster) -> (TestNode, TestNode) {
     let a = cluster.node("node-a", "g1", send_all()).await;
     let b = cluster.node("node-b", "g1", send_all()).await;
     publish(cluster, &a).await;

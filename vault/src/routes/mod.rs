@@ -61,6 +61,7 @@ pub fn api() -> OpenApiRouter<VaultState> {
         .routes(routes!(tokens::revoke_own))
         .routes(routes!(tokens::keys))
         .routes(routes!(tokens::rotate))
+        .routes(routes!(tokens::revoke_key))
         .routes(routes!(tokens::feed, tokens::revoke))
         .routes(routes!(tokens::snapshot))
         .routes(routes!(vaults::status))

@@ -31,7 +31,7 @@ use crate::{
         refuse_excess, unix_now,
     },
     revocation::FeedEntry,
-    state::VaultState,
+    state::{KeyState, VaultState},
     store::NodeRow,
 };
 
@@ -73,17 +73,29 @@ pub struct NodeRegistered {
     pub tokens_revoked: bool,
 }
 
-/// A root public key that verifies tokens.
+/// A root public key. Retired keys past their window are not listed: a verifier trusts exactly
+/// the listed keys that are not `revoked`, each until its `verify_until_ms`, and refuses tokens
+/// of a revoked one as `revoked`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RootKey {
     /// Its key id (in every token it signed).
     pub kid: i64,
     /// Ed25519 public key, hex.
     pub public_key: String,
-    /// Whether new tokens are signed with it.
+    /// `announced` (verifies; signs from `activates_at_ms`), `current` (signs new tokens),
+    /// `retired` (verifies until `verify_until_ms`) or `revoked` (verifies nothing).
+    pub state: KeyState,
+    /// Whether new tokens are signed with it (`state` is `current`).
     pub current: bool,
-    /// Retired then (unix ms): it verifies until `VAULT_TOKEN_MAX_TTL_SECS` later.
+    /// It signs from then (unix ms).
+    pub activates_at_ms: i64,
+    /// It stops (or stopped) signing then (unix ms): for a retired key, and for the current key
+    /// once its successor is announced.
     pub retired_at_ms: Option<i64>,
+    /// It verifies until then (unix ms): `retired_at_ms` plus `VAULT_TOKEN_MAX_TTL_SECS`.
+    pub verify_until_ms: Option<i64>,
+    /// Revoked then (unix ms).
+    pub revoked_at_ms: Option<i64>,
 }
 
 /// `GET /v1/tokens/keys`.
@@ -607,29 +619,36 @@ pub async fn revoke_own(
     ),
 )]
 pub async fn keys(State(state): State<VaultState>) -> Result<Json<RootKeys>, ApiError> {
-    let rows = state.store.token_keys().await.map_err(ApiError::internal)?;
-    let ring = state.ring();
-    let keys = rows
-        .iter()
-        .map(|r| RootKey {
-            kid: r.kid,
-            public_key: hex::encode(&r.public_key),
-            current: r.kid == i64::from(ring.current_id()),
-            retired_at_ms: r.retired_at_ms,
+    let keys = state
+        .root_keys()
+        .await
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .map(|k| RootKey {
+            kid: k.row.kid,
+            public_key: hex::encode(&k.row.public_key),
+            state: k.state,
+            current: k.state == KeyState::Current,
+            activates_at_ms: k.row.from_ms(),
+            retired_at_ms: k.retired_at_ms,
+            verify_until_ms: k.verify_until_ms,
+            revoked_at_ms: k.row.revoked_at_ms,
         })
         .collect();
     Ok(Json(RootKeys { keys }))
 }
 
-/// Start signing with a new root key.
+/// Announce a new root key, which signs from `VAULT_ROOT_KEY_ANNOUNCE_SECS` later.
 ///
-/// Retired keys verify until `VAULT_TOKEN_MAX_TTL_SECS` after retirement.
+/// The key verifies everywhere at once (the revocation feed tells every follower to read the
+/// keys), so no token it signs is refused anywhere. The current key signs until then and
+/// verifies for `VAULT_TOKEN_MAX_TTL_SECS` after.
 #[utoipa::path(
     post,
     path = "/v1/tokens/keys/rotate",
     tag = "tokens",
     responses(
-        (status = 200, body = RotatedKey, description = "The key that signs from now on."),
+        (status = 200, body = RotatedKey, description = "The announced key."),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -646,15 +665,97 @@ pub async fn rotate(
             Outcome::Success,
         ))
         .await?;
-    let kid = state.rotate_root_key().await?;
-    Ok(Json(RotatedKey { current_kid: kid }))
+    let current_kid = state.ring().current_id();
+    let row = state.rotate_root_key().await?;
+    Ok(Json(RotatedKey {
+        kid: row.kid,
+        activates_at_ms: row.from_ms(),
+        current_kid,
+    }))
 }
 
 /// `POST /v1/tokens/keys/rotate`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RotatedKey {
-    /// The new root key's id (`kid`), which signs every token from now on.
+    /// The announced key's id.
+    kid: i64,
+    /// It signs every token from then (unix ms).
+    activates_at_ms: i64,
+    /// The key that signs until then.
     current_kid: u32,
+}
+
+/// `POST /v1/tokens/keys/{kid}/revoke`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeKeyBody {
+    /// Why (1 to 1024 bytes), kept in the feed and the audit log.
+    reason: String,
+}
+
+/// `POST /v1/tokens/keys/{kid}/revoke`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RevokedKey {
+    /// The revoked key.
+    kid: u32,
+    /// The feed entry that revokes it everywhere.
+    entry: FeedEntry,
+    /// When the revoked key was the signing key: its replacement, which signs at once.
+    replacement_kid: Option<i64>,
+}
+
+/// Revoke a root key now (its private half may be exposed).
+///
+/// Every token it signed is refused wherever the revocation feed reaches, within a second. When
+/// it is the signing key a new key replaces it at once, unannounced: tokens the new key signs
+/// may be refused until followers have read it (well under a second for a follower in sync).
+#[utoipa::path(
+    post,
+    path = "/v1/tokens/keys/{kid}/revoke",
+    tag = "tokens",
+    params(("kid" = u32, Path, description = "The key's id.")),
+    request_body = RevokeKeyBody,
+    responses(
+        (status = 200, body = RevokedKey),
+        (status = 404, body = ErrorBody, description = "`not_found`: no unrevoked key has this id."),
+        ServiceErrors,
+    ),
+    security(("management_key" = [])),
+)]
+pub async fn revoke_key(
+    State(state): State<VaultState>,
+    _: Management,
+    Path(kid): Path<u32>,
+    JsonBody(body): JsonBody<RevokeKeyBody>,
+) -> Result<Json<RevokedKey>, ApiError> {
+    if body.reason.is_empty() || body.reason.len() > 1024 {
+        return Err(ApiError::with_message(
+            ErrorCode::InvalidRequest,
+            "reason is 1 to 1024 bytes",
+        ));
+    }
+    state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "token.revoke_root_key",
+                format!("root_key:{kid}"),
+                Outcome::Success,
+            )
+            .with_details(json!({ "reason": body.reason })),
+        )
+        .await?;
+    let Some((replacement, entry)) = state.revoke_root_key(kid, &body.reason).await? else {
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "no unrevoked root key has this id",
+        ));
+    };
+    Ok(Json(RevokedKey {
+        kid,
+        entry,
+        replacement_kid: replacement.map(|r| r.kid),
+    }))
 }
 
 /// Feed query.

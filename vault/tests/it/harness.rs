@@ -57,7 +57,16 @@ pub async fn vault() -> Vault {
 
 /// Start a vault process over an existing database (also used to "restart").
 pub async fn start(db: std::sync::Arc<TestDb>, master: String) -> Vault {
-    let source = Source::from_env([
+    start_with(db, master, &[]).await
+}
+
+/// [`start`] with extra settings (e.g. `("VAULT_ROOT_KEY_ANNOUNCE_SECS", "1")`).
+pub async fn start_with(
+    db: std::sync::Arc<TestDb>,
+    master: String,
+    settings: &[(&str, &str)],
+) -> Vault {
+    let mut env: Vec<(String, String)> = vec![
         ("VAULT_DATABASE_URL", db.url_for_process()),
         ("VAULT_MASTER_KEY", master.clone()),
         ("MANAGEMENT_API_KEY", MGMT_KEY.to_owned()),
@@ -72,7 +81,16 @@ pub async fn start(db: std::sync::Arc<TestDb>, master: String) -> Vault {
         ("RATE_LIMIT_IP_PER_SECOND", "100000".to_owned()),
         ("RATE_LIMIT_PRINCIPAL_BURST", "100000".to_owned()),
         ("RATE_LIMIT_PRINCIPAL_PER_SECOND", "100000".to_owned()),
-    ]);
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(
+        settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    let source = Source::from_env(env);
     let config = VaultConfig::load(&source, Environment::Development).expect("config");
     let pool = Db::open_for(keymesh_core::config::ServiceName::Vault, db.url())
         .await

@@ -1,6 +1,9 @@
 //! Tokens: ceiling, delegation, attenuation, revocation and the feed; bad credentials.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use base64::Engine;
 use keymesh_core::capability::{
@@ -11,7 +14,7 @@ use keymesh_core::capability::{
 use keymesh_vault::auth::TOKEN_B64;
 use serde_json::json;
 
-use crate::harness::{FEED_KEY, Node, Vault, code, vault};
+use crate::harness::{FEED_KEY, Node, Vault, code, start_with, vault};
 
 const PASS: &str = "correct horse battery staple";
 
@@ -400,56 +403,153 @@ async fn offline_attenuation_narrows_and_cannot_be_refreshed_back_open() {
 }
 
 #[tokio::test]
-async fn root_key_rotation_keeps_old_tokens_valid_and_signs_new_ones_with_the_new_key() {
-    let v = vault().await;
+async fn root_keys_are_announced_then_signed_with_and_every_replica_follows() {
+    // Two vault replicas over one database (decision 0014). Before the fix the second one never
+    // read the keys again: it neither verified nor signed with a rotated key until restarted.
+    let settings = [("VAULT_ROOT_KEY_ANNOUNCE_SECS", "1")];
+    let first = vault().await;
+    let v = start_with(Arc::clone(&first.db), first.master.clone(), &settings).await;
+    let replica = start_with(Arc::clone(&first.db), first.master.clone(), &settings).await;
     seeded(&v).await;
-    let old = v
-        .node(
-            "old",
-            "team",
-            "u",
-            "list",
-            json!([{ "resource": "*", "op": "read" }]),
-        )
-        .await;
-    let before = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
+    // Unlocked vaults are per replica (memory only).
+    assert_eq!(replica.unlock_passphrase("team", PASS).await.0, 200);
+    let read = json!([{ "resource": "*", "op": "read" }]);
+    let old = v.node("old", "team", "u", "list", read.clone()).await;
+    let before = v.state.ring().current_id();
     let reply = v.mgmt("POST", "/v1/tokens/keys/rotate", None).await;
     assert_eq!(reply.0, 200, "{reply:?}");
-    let after = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
-    assert_eq!(
-        after["keys"].as_array().expect("keys").len(),
-        before["keys"].as_array().expect("keys").len() + 1
+    let announced = reply.1["kid"].as_i64().expect("kid");
+    assert_eq!(reply.1["current_kid"].as_i64(), Some(i64::from(before)));
+    let listed = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
+    let states: Vec<(i64, String)> = listed["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_i64().expect("kid"),
+                k["state"].as_str().expect("state").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&(announced, "announced".into())),
+        "{states:?}"
     );
-    assert_eq!(
-        v.node_call(&old, "GET", "/v1/vaults/team/secrets/db/a", None)
-            .await
-            .0,
-        200,
-        "old token still verifies"
+    assert!(
+        states.contains(&(i64::from(before), "current".into())),
+        "{states:?}"
     );
-    let new = v
-        .node(
-            "new",
-            "team",
-            "u",
-            "list",
-            json!([{ "resource": "*", "op": "read" }]),
+    // Announced: still signed with the old key, here and at the replica.
+    let during = v.node("during", "team", "u", "list", read.clone()).await;
+    assert_eq!(kid(&during), Some(before));
+
+    // Past the activation, both replicas sign with the new key, and each verifies what the
+    // other minted, old tokens included.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(i64::from(v.state.ring().current_id()), announced);
+    assert_eq!(
+        i64::from(replica.state.ring().current_id()),
+        announced,
+        "the replica read the announced key from the feed"
+    );
+    let new = replica.node("new", "team", "u", "list", read.clone()).await;
+    assert_eq!(kid(&new).map(i64::from), Some(announced));
+    for node in [&old, &during, &new] {
+        for at in [&v, &replica] {
+            let reply = at
+                .node_call(node, "GET", "/v1/vaults/team/secrets/db/a", None)
+                .await;
+            assert_eq!(reply.0, 200, "{reply:?}");
+        }
+    }
+
+    // A revocation at one replica: the other refuses that key's tokens within a second and
+    // signs with the replacement.
+    let started = std::time::Instant::now();
+    let revoked = v
+        .mgmt(
+            "POST",
+            &format!("/v1/tokens/keys/{announced}/revoke"),
+            Some(json!({ "reason": "drill" })),
         )
         .await;
+    assert_eq!(revoked.0, 200, "{revoked:?}");
+    let replacement = revoked.1["replacement_kid"].as_i64().expect("replacement");
+    loop {
+        let reply = replica
+            .node_call(&new, "GET", "/v1/vaults/team/secrets/db/a", None)
+            .await;
+        if reply.0 == 401 {
+            assert_eq!(code(&reply), "revoked", "{reply:?}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(1), "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(i64::from(replica.state.ring().current_id()), replacement);
+    // The old key was not revoked: what it signed still verifies (until its window ends).
+    let reply = replica
+        .node_call(&old, "GET", "/v1/vaults/team/secrets/db/a", None)
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    // Bad input: an unknown key, a missing or oversized reason.
     assert_eq!(
-        v.node_call(&new, "GET", "/v1/vaults/team/secrets/db/a", None)
-            .await
-            .0,
-        200
+        v.mgmt(
+            "POST",
+            "/v1/tokens/keys/12345/revoke",
+            Some(json!({ "reason": "x" }))
+        )
+        .await
+        .0,
+        404
     );
-    let kid = |n: &Node| {
-        let raw = TOKEN_B64.decode(&n.token).expect("b64");
-        biscuit_auth::UnverifiedBiscuit::from(&raw)
-            .expect("parse")
-            .root_key_id()
-    };
-    assert_ne!(kid(&old), kid(&new));
-    assert_eq!(kid(&new).map(i64::from), reply.1["current_kid"].as_i64());
+    let bad = [
+        (json!({}), 400, "malformed_request"),
+        (
+            json!({ "reason": "x", "extra": 1 }),
+            400,
+            "malformed_request",
+        ),
+        (json!({ "reason": "" }), 422, "invalid_request"),
+        (
+            json!({ "reason": "r".repeat(1025) }),
+            422,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, error) in bad {
+        let reply = v
+            .mgmt(
+                "POST",
+                &format!("/v1/tokens/keys/{replacement}/revoke"),
+                Some(body),
+            )
+            .await;
+        assert_eq!(
+            (reply.0.as_u16(), code(&reply)),
+            (status, error),
+            "{reply:?}"
+        );
+    }
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens/keys/not-a-kid/revoke",
+            Some(json!({ "reason": "x" })),
+        )
+        .await;
+    assert_eq!(reply.0, 400, "{reply:?}");
+    // Nothing above revoked the replacement.
+    assert_eq!(i64::from(v.state.ring().current_id()), replacement);
+}
+
+/// The root key id a node's token was signed with.
+fn kid(n: &Node) -> Option<u32> {
+    let raw = TOKEN_B64.decode(&n.token).expect("b64");
+    biscuit_auth::UnverifiedBiscuit::from(&raw)
+        .expect("parse")
+        .root_key_id()
 }
 
 #[tokio::test]
