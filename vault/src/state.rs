@@ -199,6 +199,9 @@ impl VaultState {
         tokio::spawn(async move {
             let clock = state.ctx.metrics.task("revocation_follow", FOLLOW_INTERVAL);
             let mut tick = tokio::time::interval(FOLLOW_INTERVAL);
+            // Another replica announced or revoked a root key: read the keys, every tick until
+            // that works (the entries themselves are applied once).
+            let mut keys_changed = false;
             loop {
                 tokio::select! {
                     () = state.ctx.shutdown.cancelled() => break,
@@ -207,12 +210,13 @@ impl VaultState {
                         match state.store.feed_after(state.revocations.head(), 1000).await {
                             Ok(entries) => {
                                 entries.iter().for_each(|e| state.revocations.apply(e));
-                                // Another replica announced or revoked a root key.
-                                if entries.iter().any(|e| e.changes_root_keys()) {
+                                keys_changed |= entries.iter().any(FeedEntry::changes_root_keys);
+                                if keys_changed {
                                     if let Err(err) = state.reload_keys().await {
                                         tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed");
                                         continue;
                                     }
+                                    keys_changed = false;
                                 }
                                 clock.succeeded();
                             }
