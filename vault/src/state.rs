@@ -282,7 +282,14 @@ impl VaultState {
         kid: u32,
         reason: &str,
     ) -> Result<Option<(Option<TokenKeyRow>, FeedEntry)>, ApiError> {
-        let signing = self.ring().current_id() == kid;
+        // From the stored keys, not this replica's ring, which may not have read a change
+        // made through another replica yet.
+        let signing = self
+            .root_keys()
+            .await
+            .map_err(ApiError::internal)?
+            .iter()
+            .any(|k| k.row.kid == i64::from(kid) && k.state == KeyState::Current);
         let replacement = signing
             .then(|| new_root_key(&self.config, Some(0)))
             .transpose()
@@ -393,7 +400,7 @@ pub enum KeyState {
     Revoked,
 }
 
-/// One root key that still verifies.
+/// One root key as listed: one that still verifies, or a revoked one.
 #[derive(Clone, Debug)]
 pub struct KeyStatus {
     /// Its row.

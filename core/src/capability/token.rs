@@ -249,9 +249,9 @@ impl KeyRing {
     }
 
     /// A ring whose `signers` (seed, unix ms from which it signs, unix ms until which it
-    /// verifies once a successor is announced) take over from one another in time, also
-    /// verifying `older` keys (raw public key, unix ms until which it verifies). Every signer
-    /// verifies from the start, so a key announced for later is trusted before it signs.
+    /// verifies once a successor is announced) take over from one another in time; the `older`
+    /// keys verify as listed (each until its time, revoked ones never). Every signer verifies
+    /// from the start, so a key announced for later is trusted before it signs.
     pub fn scheduled(
         signers: &[(&[u8], u64, Option<u64>)],
         older: &[ListedKey],
