@@ -30,7 +30,7 @@ use crate::{
     metrics::VaultMetrics,
     revocation::{FeedEntry, Revocations},
     sessions::Sessions,
-    store::{KeyChange, Store, TokenKeyRow, now_ms},
+    store::{self, KeyChange, Store, TokenKeyRow, now_ms},
 };
 
 /// How long a sensitive operation waits for its audit record before failing.
@@ -77,6 +77,8 @@ pub struct Inner {
     pub unlock_slots: Semaphore,
     /// Serialises revocation append + apply so memory sees the feed in order.
     pub revocation_order: tokio::sync::Mutex<()>,
+    /// A root key change was committed but reading the keys failed: the feed follower retries.
+    pub keys_stale: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for VaultState {
@@ -128,6 +130,7 @@ impl VaultState {
             unlock_by_ip: KeyedLimit::new_per_minute(per_minute),
             unlock_slots: Semaphore::new(UNLOCK_CONCURRENCY),
             revocation_order: tokio::sync::Mutex::new(()),
+            keys_stale: std::sync::atomic::AtomicBool::new(false),
             store,
             config,
             ctx,
@@ -210,7 +213,8 @@ impl VaultState {
                         match state.store.feed_after(state.revocations.head(), 1000).await {
                             Ok(entries) => {
                                 entries.iter().for_each(|e| state.revocations.apply(e));
-                                keys_changed |= entries.iter().any(FeedEntry::changes_root_keys);
+                                keys_changed |= entries.iter().any(FeedEntry::changes_root_keys)
+                                    || state.keys_stale.swap(false, std::sync::atomic::Ordering::Relaxed);
                                 if keys_changed {
                                     if let Err(err) = state.reload_keys().await {
                                         tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed");
@@ -274,44 +278,36 @@ impl VaultState {
     }
 
     /// Revoke root key `kid` now: every token it signed is refused wherever the feed reaches
-    /// (within a second). When it is the signing key, a new key signs at once (tokens it signs
-    /// may be refused until followers have read it, well under a second when they are in sync).
-    /// `Ok(None)`: no such unrevoked key; else the replacement, if any, and the feed entry.
+    /// (within a second). When no key would sign after it (it was the signing key), a new key
+    /// signs at once (tokens it signs may be refused until followers have read it, well under a
+    /// second when they are in sync). `Ok(None)`: no such unrevoked key; else the replacement,
+    /// if one was added, and the feed entry.
     pub async fn revoke_root_key(
         &self,
         kid: u32,
         reason: &str,
     ) -> Result<Option<(Option<TokenKeyRow>, FeedEntry)>, ApiError> {
-        // From the stored keys, not this replica's ring, which may not have read a change
-        // made through another replica yet.
-        let signing = self
-            .root_keys()
-            .await
-            .map_err(ApiError::internal)?
-            .iter()
-            .any(|k| k.row.kid == i64::from(kid) && k.state == KeyState::Current);
-        let replacement = signing
-            .then(|| new_root_key(&self.config, Some(0)))
-            .transpose()
-            .map_err(ApiError::internal)?;
+        // Whether it is needed is decided inside the transaction, from the rows as they are.
+        let candidate = new_root_key(&self.config, Some(0)).map_err(ApiError::internal)?;
         let change = KeyChange::Revoke {
             kid: i64::from(kid),
-            replacement: replacement.as_ref(),
+            replacement: &candidate,
         };
         Ok(self
             .change_keys(change, reason)
             .await?
-            .map(|entry| (replacement, entry)))
+            .map(|(entry, replaced)| (replaced.then_some(candidate), entry)))
     }
 
-    /// Apply a key change with its feed entry; `None` when it found nothing to change.
+    /// Apply a key change with its feed entry; `None` when it found nothing to change, else the
+    /// entry and whether a replacement key was added.
     async fn change_keys(
         &self,
         change: KeyChange<'_>,
         reason: &str,
-    ) -> Result<Option<FeedEntry>, ApiError> {
+    ) -> Result<Option<(FeedEntry, bool)>, ApiError> {
         let _order = self.revocation_order.lock().await;
-        let Some(entry) = self
+        let Some((entry, replaced)) = self
             .store
             .change_token_keys(change, reason)
             .await
@@ -319,10 +315,16 @@ impl VaultState {
         else {
             return Ok(None);
         };
-        // Keys first: a revoked key's replacement must sign before its tokens are refused here.
-        self.reload_keys().await.map_err(ApiError::internal)?;
+        // Keys first: a revoked key's replacement should sign before its tokens are refused
+        // here. The change is committed either way: a failed reload is retried by the feed
+        // follower, and the revocation itself still applies now.
+        if let Err(err) = self.reload_keys().await {
+            tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed; retrying");
+            self.keys_stale
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         self.revocations.apply(&entry);
-        Ok(Some(entry))
+        Ok(Some((entry, replaced)))
     }
 
     /// The root keys as listed: each one that still verifies, with its state.
@@ -414,53 +416,54 @@ pub struct KeyStatus {
     pub verify_until_ms: Option<i64>,
 }
 
-/// Every key that verifies at `now`, then every revoked key, each group newest first. Keys sign
-/// in the order they activate: the last one active signs; each earlier one retired when the
-/// next one activated and verifies `VAULT_TOKEN_MAX_TTL_SECS` longer.
+/// Every key that verifies at `now`, then every revoked key, each group newest first. The key
+/// that signs is [`store::signer`]; each key retires when the next key that took over after it
+/// activated ([`store::retirement`]) and verifies `VAULT_TOKEN_MAX_TTL_SECS` longer.
 pub fn schedule(rows: &[TokenKeyRow], now: i64, config: &VaultConfig) -> Vec<KeyStatus> {
     let max_ttl = i64::try_from(config.token_max_ttl.as_millis()).unwrap_or(i64::MAX);
-    let mut live: Vec<&TokenKeyRow> = rows.iter().filter(|r| r.revoked_at_ms.is_none()).collect();
-    live.sort_by_key(|r| (r.from_ms(), r.created_at_ms));
-    let signer = live.iter().rposition(|r| r.from_ms() <= now).unwrap_or(0);
-    let mut out: Vec<KeyStatus> = live
+    let current = store::signer(rows, now).map(|r| r.kid);
+    let mut live: Vec<KeyStatus> = rows
         .iter()
-        .enumerate()
-        .filter_map(|(i, r)| {
-            let state = match i.cmp(&signer) {
-                std::cmp::Ordering::Greater => KeyState::Announced,
-                std::cmp::Ordering::Equal => KeyState::Current,
-                std::cmp::Ordering::Less => KeyState::Retired,
+        .filter(|r| r.revoked_at_ms.is_none())
+        .filter_map(|r| {
+            let retired_at_ms = store::retirement(rows, r);
+            let state = if r.from_ms() > now {
+                KeyState::Announced
+            } else if current == Some(r.kid) {
+                KeyState::Current
+            } else {
+                KeyState::Retired
             };
-            // A key stops signing when the next one activates (for the current key, that may be
-            // ahead); rows from before announcements also carry the time of their rotation.
-            let retired_at_ms = live
-                .get(i + 1)
-                .map(|next| next.from_ms())
-                .or(r.retired_at_ms)
-                .filter(|_| state != KeyState::Announced);
+            let retired_at_ms = match state {
+                KeyState::Announced => None,
+                // Active but not signing: it was superseded (always so, short of a clock
+                // change); without a recorded time it retires now.
+                KeyState::Retired => Some(retired_at_ms.unwrap_or(now)),
+                _ => retired_at_ms,
+            };
             let verify_until_ms = retired_at_ms.map(|t| t.saturating_add(max_ttl));
             if verify_until_ms.is_some_and(|until| until <= now) {
                 return None;
             }
             Some(KeyStatus {
-                row: (*r).clone(),
+                row: r.clone(),
                 state,
                 retired_at_ms,
                 verify_until_ms,
             })
         })
         .collect();
-    out.reverse();
+    live.sort_by_key(|k| std::cmp::Reverse((k.row.from_ms(), k.row.created_at_ms)));
     let mut revoked: Vec<&TokenKeyRow> =
         rows.iter().filter(|r| r.revoked_at_ms.is_some()).collect();
     revoked.sort_by_key(|r| std::cmp::Reverse(r.revoked_at_ms));
-    out.extend(revoked.into_iter().map(|r| KeyStatus {
+    live.extend(revoked.into_iter().map(|r| KeyStatus {
         row: r.clone(),
         state: KeyState::Revoked,
         retired_at_ms: None,
         verify_until_ms: None,
     }));
-    out
+    live
 }
 
 /// Build the ring from the keys that still verify: the current key and every announced one

@@ -46,19 +46,61 @@ impl TokenKeyRow {
     pub fn from_ms(&self) -> i64 {
         self.activates_at_ms.unwrap_or(self.created_at_ms)
     }
+
+    /// Whether it took over signing (or will): unrevoked, or revoked after its activation. A
+    /// key revoked while only announced never signed and retires nothing.
+    fn takes_over(&self) -> bool {
+        self.revoked_at_ms
+            .is_none_or(|revoked| self.from_ms() <= revoked)
+    }
+
+    fn order(&self) -> (i64, i64) {
+        (self.from_ms(), self.created_at_ms)
+    }
 }
+
+/// When `row` stops (or stopped) signing: when the next key that took over after it activates,
+/// or its stored retirement if earlier. Revoking a later key never brings an earlier one back.
+pub fn retirement(rows: &[TokenKeyRow], row: &TokenKeyRow) -> Option<i64> {
+    let next = rows
+        .iter()
+        .filter(|o| o.takes_over() && o.order() > row.order())
+        .map(TokenKeyRow::from_ms)
+        .min();
+    match (next, row.retired_at_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The key that signs at `now`: unrevoked, active, and not yet retired. `None` only when every
+/// such key is gone (a revocation then adds a replacement: see [`Store::change_token_keys`]).
+pub fn signer(rows: &[TokenKeyRow], now: i64) -> Option<&TokenKeyRow> {
+    rows.iter()
+        .filter(|r| {
+            r.revoked_at_ms.is_none()
+                && r.from_ms() <= now
+                && retirement(rows, r).is_none_or(|t| t > now)
+        })
+        .max_by_key(|r| r.order())
+}
+
+/// Every root key row, newest first.
+const KEYS: &str = "SELECT kid, public_key, sealed_private, created_at_ms, retired_at_ms, activates_at_ms, revoked_at_ms \
+     FROM token_keys ORDER BY created_at_ms DESC, kid";
 
 /// A change to the root keys, made in the same transaction as its revocation feed entry.
 #[derive(Debug)]
 pub enum KeyChange<'a> {
     /// Add a key (announced: it signs from its `activates_at_ms`).
     Add(&'a TokenKeyRow),
-    /// Revoke key `kid`, adding `replacement` (signing at once) when the revoked key signs now.
+    /// Revoke key `kid`, adding `replacement` (signing at once) when no key would sign after
+    /// it: decided inside the transaction, from the rows as they are then.
     Revoke {
         /// The key.
         kid: i64,
-        /// Its successor, when it was the signing key.
-        replacement: Option<&'a TokenKeyRow>,
+        /// The key that signs at once if needed.
+        replacement: &'a TokenKeyRow,
     },
 }
 
@@ -252,9 +294,7 @@ impl Store {
 
     /// Every root key, newest first.
     pub async fn token_keys(&self) -> Result<Vec<TokenKeyRow>, StorageError> {
-        const SQL: &str = "SELECT kid, public_key, sealed_private, created_at_ms, retired_at_ms, activates_at_ms, revoked_at_ms \
-             FROM token_keys ORDER BY created_at_ms DESC, kid";
-        Ok(with_pool!(&self.db, pool => sqlx::query_as(SQL).fetch_all(pool).await)?)
+        Ok(with_pool!(&self.db, pool => sqlx::query_as(KEYS).fetch_all(pool).await)?)
     }
 
     /// The first root key of a new vault (no feed entry: nothing follows a vault without keys).
@@ -318,17 +358,19 @@ impl Store {
     ) -> Result<FeedEntry, StorageError> {
         self.append_feed(kind, scope, subject, reason, None)
             .await?
+            .map(|(entry, _)| entry)
             .ok_or(StorageError::Failed("a revocation was not appended".into()))
     }
 
     /// Change the root keys and append the feed entry that tells every follower, atomically
     /// (`root_key_added` for an addition, `root_key` for a revocation; the subject is the kid).
-    /// `Ok(None)`: a revocation found no such unrevoked key.
+    /// `Ok(None)`: a revocation found no such unrevoked key; else the entry, and whether a
+    /// revocation's replacement was added.
     pub async fn change_token_keys(
         &self,
         change: KeyChange<'_>,
         reason: &str,
-    ) -> Result<Option<FeedEntry>, StorageError> {
+    ) -> Result<Option<(FeedEntry, bool)>, StorageError> {
         let (kind, kid) = match change {
             KeyChange::Add(row) => (ROOT_KEY_ADDED, row.kid),
             KeyChange::Revoke { kid, .. } => (ROOT_KEY_REVOKED, kid),
@@ -344,7 +386,7 @@ impl Store {
         subject: &str,
         reason: &str,
         change: Option<KeyChange<'_>>,
-    ) -> Result<Option<FeedEntry>, StorageError> {
+    ) -> Result<Option<(FeedEntry, bool)>, StorageError> {
         let (begin, head_sql) = match self.db {
             Db::Sqlite(_) => (
                 "BEGIN IMMEDIATE",
@@ -374,6 +416,7 @@ impl Store {
                 None => None,
             };
             let mut adds = Vec::new();
+            let mut replaced = false;
             match change {
                 Some(KeyChange::Add(row)) => adds.push(row),
                 Some(KeyChange::Revoke { kid, replacement }) => {
@@ -381,7 +424,12 @@ impl Store {
                     if done.rows_affected() == 0 {
                         return Ok(None);
                     }
-                    adds.extend(replacement);
+                    // Under the head row's lock: no other key change interleaves.
+                    let rows: Vec<TokenKeyRow> = sqlx::query_as(KEYS).fetch_all(&mut *tx).await?;
+                    if signer(&rows, at_ms).is_none() {
+                        adds.push(replacement);
+                        replaced = true;
+                    }
                 }
                 None => {}
             }
@@ -391,7 +439,7 @@ impl Store {
             sqlx::query(INSERT).bind(seq).bind(kind).bind(scope_name).bind(subject).bind(epoch).bind(reason).bind(at_ms).execute(&mut *tx).await?;
             sqlx::query(HEAD).bind(seq).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok::<_, sqlx::Error>(Some(FeedEntry { seq, kind: kind.to_owned(), scope: scope_name.map(str::to_owned), subject: subject.to_owned(), epoch, reason: reason.to_owned(), at_ms }))
+            Ok::<_, sqlx::Error>(Some((FeedEntry { seq, kind: kind.to_owned(), scope: scope_name.map(str::to_owned), subject: subject.to_owned(), epoch, reason: reason.to_owned(), at_ms }, replaced)))
         }.await)?;
         Ok(entry)
     }
@@ -564,5 +612,55 @@ mod tests {
         };
         cache.fill(generation, "g", "p", &row(2));
         assert_eq!(cache.get("g", "p").map(|r| r.version), Ok(2));
+    }
+}
+
+#[cfg(test)]
+mod key_schedule {
+    use super::{TokenKeyRow, retirement, signer};
+
+    fn key(kid: i64, from: i64, revoked: Option<i64>) -> TokenKeyRow {
+        TokenKeyRow {
+            kid,
+            public_key: Vec::new(),
+            sealed_private: Vec::new(),
+            created_at_ms: from,
+            retired_at_ms: None,
+            activates_at_ms: Some(from),
+            revoked_at_ms: revoked,
+        }
+    }
+
+    #[test]
+    fn revoking_a_key_never_brings_an_earlier_one_back() {
+        // 1 signed from 0, 2 took over at 100 and was revoked at 500, 3 replaced it at 500.
+        let rows = [key(1, 0, None), key(2, 100, Some(500)), key(3, 500, None)];
+        assert_eq!(retirement(&rows, &rows[0]), Some(100));
+        assert_eq!(signer(&rows, 600).map(|r| r.kid), Some(3));
+        // Without the replacement nothing signs (the revocation then adds one), never key 1.
+        assert_eq!(signer(&rows[..2], 600).map(|r| r.kid), None);
+    }
+
+    #[test]
+    fn a_key_revoked_while_announced_retires_nothing() {
+        // 2 was announced for 1000 and revoked at 500: 1 keeps signing, with no end.
+        let rows = [key(1, 0, None), key(2, 1000, Some(500))];
+        assert_eq!(retirement(&rows, &rows[0]), None);
+        assert_eq!(signer(&rows, 2000).map(|r| r.kid), Some(1));
+        // Announced and not revoked: 1 signs until 2 activates.
+        let rows = [key(1, 0, None), key(2, 1000, None)];
+        assert_eq!(signer(&rows, 999).map(|r| r.kid), Some(1));
+        assert_eq!(signer(&rows, 1000).map(|r| r.kid), Some(2));
+        assert_eq!(retirement(&rows, &rows[0]), Some(1000));
+    }
+
+    #[test]
+    fn rows_from_before_announcements_keep_their_rotation_time() {
+        let mut old = key(1, 0, None);
+        old.activates_at_ms = None;
+        old.retired_at_ms = Some(50);
+        let rows = [old, key(2, 50, None)];
+        assert_eq!(retirement(&rows, &rows[0]), Some(50));
+        assert_eq!(signer(&rows, 60).map(|r| r.kid), Some(2));
     }
 }

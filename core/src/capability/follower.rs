@@ -99,12 +99,17 @@ impl Followed {
         })
     }
 
-    /// Replace the root keys (keeps nothing of the old verifier's cache).
+    /// Replace the root keys (keeps nothing of the old verifier's cache); the same keys read
+    /// again keep the verifier, cache and all.
     pub fn set_keys(&self, keys: VerifyKeys) {
-        *self
+        let mut verifier = self
             .verifier
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(Verifier::new(keys)));
+            .unwrap_or_else(PoisonError::into_inner);
+        if verifier.as_ref().is_some_and(|v| v.keys() == &keys) {
+            return;
+        }
+        *verifier = Some(Arc::new(Verifier::new(keys)));
     }
 
     fn state(&self) -> Arc<Revocations> {
@@ -336,8 +341,10 @@ impl Follower {
                     ))
                     .await?;
                 if page.entries.first().is_some_and(|e| e.seq != after + 1) {
-                    // A gap (the vault's feed restarted or was restored): start over.
+                    // A gap (the vault's feed restarted or was restored): start over, keys
+                    // included (a root key change may be among what was missed).
                     synced = false;
+                    keys_read = None;
                     return Err("the revocation feed has a gap; reloading the snapshot".into());
                 }
                 if !page.entries.is_empty() {

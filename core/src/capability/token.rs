@@ -180,7 +180,7 @@ struct Signer {
 
 /// One root public key that verifies, until `until_ms` (unix ms) when it is set; a revoked one
 /// is kept only to say so (its tokens are `revoked`, not `invalid_token`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct VerifyKey {
     public: PublicKey,
     until_ms: Option<u64>,
@@ -373,7 +373,7 @@ impl KeyRing {
 
 /// Public root keys by id, each with the time it stops verifying when it has one: what every
 /// checker needs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct VerifyKeys(HashMap<u32, VerifyKey>);
 
 impl VerifyKeys {
@@ -663,6 +663,11 @@ impl Verifier {
                 max_time: Duration::from_millis(50),
             },
         }
+    }
+
+    /// The root keys it trusts.
+    pub fn keys(&self) -> &VerifyKeys {
+        &self.keys
     }
 
     /// What the cache holds: entries and their estimated bytes.

@@ -237,4 +237,27 @@ async fn a_retired_root_key_stops_verifying_when_its_window_ends() {
         listed.iter().all(|k| k["kid"] != old),
         "a key past its window is not listed: {listed:?}"
     );
+    // Revoking its successor does not bring it back (it retired when the successor took over).
+    let successor = current_kid(&listed);
+    let (status, body) = cluster
+        .mgmt(
+            Method::POST,
+            &format!("/v1/tokens/keys/{successor}/revoke"),
+            Some(json!({ "reason": "drill" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["replacement_kid"].is_i64(), "{body}");
+    let listed = keys(&cluster).await;
+    assert!(
+        listed.iter().all(|k| k["kid"] != old),
+        "a retired key stays gone after its successor is revoked: {listed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, body) = relay_answer(&cluster, &a, &forged).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("invalid_token")),
+        "{body}"
+    );
 }

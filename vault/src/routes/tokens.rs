@@ -734,6 +734,20 @@ pub async fn revoke_key(
             "reason is 1 to 1024 bytes",
         ));
     }
+    // Known and not yet revoked: checked before the audit record, so an unknown id is not
+    // recorded as a revocation (the transaction checks again).
+    let known = state
+        .root_keys()
+        .await
+        .map_err(ApiError::internal)?
+        .iter()
+        .any(|k| k.row.kid == i64::from(kid) && k.state != KeyState::Revoked);
+    if !known {
+        return Err(ApiError::with_message(
+            ErrorCode::NotFound,
+            "no unrevoked root key has this id",
+        ));
+    }
     state
         .audit(
             AuditEvent::new(
