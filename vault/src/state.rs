@@ -212,17 +212,20 @@ impl VaultState {
                         let _order = state.revocation_order.lock().await;
                         match state.store.feed_after(state.revocations.head(), 1000).await {
                             Ok(entries) => {
-                                entries.iter().for_each(|e| state.revocations.apply(e));
                                 keys_changed |= entries.iter().any(FeedEntry::changes_root_keys)
                                     || state.keys_stale.swap(false, std::sync::atomic::Ordering::Relaxed);
+                                // Keys first, as where the change was made: a revoked key's
+                                // replacement signs here before its tokens are refused here.
                                 if keys_changed {
-                                    if let Err(err) = state.reload_keys().await {
-                                        tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed");
-                                        continue;
+                                    match state.reload_keys().await {
+                                        Ok(()) => keys_changed = false,
+                                        Err(err) => tracing::error!(error = %keymesh_core::error::error_chain(&err), "reloading the root keys failed"),
                                     }
-                                    keys_changed = false;
                                 }
-                                clock.succeeded();
+                                entries.iter().for_each(|e| state.revocations.apply(e));
+                                if !keys_changed {
+                                    clock.succeeded();
+                                }
                             }
                             Err(err) => tracing::warn!(error = %keymesh_core::error::error_chain(&err), "following the revocation feed failed"),
                         }
