@@ -302,15 +302,6 @@ impl KeyRing {
         self.signer_at(unix_ms(SystemTime::now())).kid
     }
 
-    /// When the next announced key starts signing (unix ms), if one is announced.
-    pub fn next_switch_ms(&self) -> Option<u64> {
-        let now = unix_ms(SystemTime::now());
-        self.signers
-            .iter()
-            .map(|s| s.from_ms)
-            .find(|from| *from > now)
-    }
-
     /// Public keys that verify, by id.
     pub fn public_keys(&self) -> VerifyKeys {
         VerifyKeys(self.verifying.clone())
