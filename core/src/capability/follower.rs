@@ -383,3 +383,36 @@ impl Follower {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use super::Followed;
+    use crate::capability::token::{KeyRing, ListedKey, VerifyKeys, random_key};
+
+    #[test]
+    fn reading_the_same_keys_again_keeps_the_verifier_and_its_cache() {
+        let followed = Followed::new(Duration::from_secs(60));
+        let seed = random_key();
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+            .verifying_key()
+            .to_bytes();
+        let ring = KeyRing::new(seed.as_ref(), &[]).expect("ring");
+        followed.set_keys(ring.public_keys());
+        let first = followed.verifier().expect("verifier");
+        followed.set_keys(ring.public_keys());
+        assert!(Arc::ptr_eq(&first, &followed.verifier().expect("verifier")));
+        // Different keys (here: the same key, now revoked) replace it.
+        let revoked = ListedKey {
+            public,
+            until_ms: None,
+            revoked: true,
+        };
+        followed.set_keys(VerifyKeys::listed(&[revoked]).expect("keys"));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &followed.verifier().expect("verifier")
+        ));
+    }
+}
