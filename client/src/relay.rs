@@ -29,6 +29,13 @@
 //!   looking up the sender's key) keep it for the next call. Ranges that expired unreceived are
 //!   [`Incoming::Expired`] from [`RelayClient::next_incoming`] and [`RelayError::Expired`] from
 //!   `recv`.
+//! - **Freshness and replays.** Every envelope carries the sender's sending time, bound in its
+//!   AAD. A message sent longer ago than [`ClientOptions::max_message_age`], or further in the
+//!   future than [`ClientOptions::max_clock_skew`], is `Incoming::Stale`; a message id the
+//!   client already received from that sender at another mailbox position is
+//!   `Incoming::Replayed` (the last [`ClientOptions::replay_window`] ids per sender are
+//!   remembered, in memory). Both are acknowledged and never handed out as messages
+//!   (docs/decisions/0015-message-freshness.md).
 //!
 //! Plain `http://` relays use `ws://`. This build has no TLS: `https://` relays fail to connect
 //! (terminate TLS in front of the client, or enable a TLS feature of reqwest and
@@ -49,10 +56,14 @@
 //! [`Incoming::Expired`]: crate::relay::Incoming::Expired
 //! [`RelayClient::next_incoming`]: crate::relay::RelayClient::next_incoming
 //! [`RelayError::Expired`]: crate::relay::RelayError::Expired
+//! [`ClientOptions::max_message_age`]: crate::relay::ClientOptions::max_message_age
+//! [`ClientOptions::max_clock_skew`]: crate::relay::ClientOptions::max_clock_skew
+//! [`ClientOptions::replay_window`]: crate::relay::ClientOptions::replay_window
 
 mod api;
 mod driver;
 mod error;
+mod freshness;
 mod peers;
 
 use std::{
@@ -69,10 +80,12 @@ use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot, watch};
 use zeroize::Zeroizing;
 
 pub use error::{ErrorKind, RelayError};
+pub use freshness::StaleReason;
 
 use self::{
     api::{Api, BaseUrl},
     driver::{Command, Delivery, Driver, Event, PendingSend, Status},
+    freshness::{Verdict, Window},
     peers::Peers,
 };
 use crate::{
@@ -108,6 +121,18 @@ pub struct ClientOptions {
     /// TLS trust and the plain-HTTP rule (default: the platform's trust, plain HTTP to
     /// loopback only).
     pub transport: Transport,
+    /// The oldest a received message may be, by its sender's sending time (default: 7 days and
+    /// 5 minutes, the relay's longest message TTL plus the clock skew). Older ones are
+    /// [`Incoming::Stale`].
+    pub max_message_age: Duration,
+    /// How far in the future a sending time may be (the senders' clocks against this one's;
+    /// default 5 minutes).
+    pub max_clock_skew: Duration,
+    /// Message ids remembered per sender to recognise replays (default 1,024).
+    pub replay_window: usize,
+    /// Senders whose ids are remembered; the one heard from least recently is forgotten first
+    /// (default 4,096).
+    pub replay_senders: usize,
 }
 
 impl Default for ClientOptions {
@@ -124,6 +149,10 @@ impl Default for ClientOptions {
             max_retry_delay: Duration::from_secs(10),
             current_key_ttl: Duration::from_secs(60),
             transport: Transport::default(),
+            max_message_age: Duration::from_secs(7 * 24 * 3600 + 300),
+            max_clock_skew: Duration::from_secs(300),
+            replay_window: 1024,
+            replay_senders: 4096,
         }
     }
 }
@@ -158,7 +187,10 @@ pub struct Received {
     pub id: MessageId,
     /// The plaintext, wiped on drop.
     pub plaintext: Plaintext,
-    /// When the relay accepted it, unix ms.
+    /// When the sender sealed it, unix ms by the sender's clock (authenticated: bound in the
+    /// envelope).
+    pub sent_ms: u64,
+    /// When the relay accepted it, unix ms (the relay's word).
     pub created_ms: u64,
     /// When the relay would have dropped it, unix ms.
     pub expires_ms: u64,
@@ -171,6 +203,7 @@ impl fmt::Debug for Received {
             .field("from", &self.from)
             .field("id", &hex::encode(self.id))
             .field("plaintext_bytes", &self.plaintext.len())
+            .field("sent_ms", &self.sent_ms)
             .field("created_ms", &self.created_ms)
             .finish_non_exhaustive()
     }
@@ -187,6 +220,20 @@ pub struct ExpiredRange {
     pub count: u64,
 }
 
+/// A delivery that opened but is not handed out: a replay or a stale message. It was
+/// acknowledged (the relay deletes it); its plaintext was wiped unread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Its position in this node's mailbox.
+    pub seq: u64,
+    /// The sender (authenticated by the envelope).
+    pub from: String,
+    /// The sender's message id.
+    pub id: MessageId,
+    /// When the sender sealed it, unix ms by the sender's clock.
+    pub sent_ms: u64,
+}
+
 /// What [`RelayClient::next_incoming`] yields.
 #[derive(Debug)]
 pub enum Incoming {
@@ -194,6 +241,50 @@ pub enum Incoming {
     Message(Received),
     /// Messages lost to expiry.
     Expired(ExpiredRange),
+    /// A message already received from this sender at another mailbox position: the relay (or
+    /// something in front of it) delivered it again.
+    Replayed {
+        /// The replayed copy.
+        message: Refused,
+        /// Where the message was first received.
+        first_seq: u64,
+    },
+    /// A message sent too long ago, from the future, or older than the replay window
+    /// remembers for its sender.
+    Stale {
+        /// The message.
+        message: Refused,
+        /// Which.
+        reason: StaleReason,
+    },
+}
+
+impl Incoming {
+    /// The message, or what came instead as an error ([`RelayError::Expired`],
+    /// [`RelayError::Replayed`], [`RelayError::Stale`]).
+    pub fn into_message(self) -> Result<Received, RelayError> {
+        match self {
+            Self::Message(m) => Ok(m),
+            Self::Expired(e) => Err(RelayError::Expired {
+                after: e.after,
+                through: e.through,
+                count: e.count,
+            }),
+            Self::Replayed { message, first_seq } => Err(RelayError::Replayed {
+                seq: message.seq,
+                first_seq,
+                from: message.from,
+                id: message.id,
+            }),
+            Self::Stale { message, reason } => Err(RelayError::Stale {
+                seq: message.seq,
+                from: message.from,
+                id: message.id,
+                sent_ms: message.sent_ms,
+                reason,
+            }),
+        }
+    }
 }
 
 /// What the client and its connection task share.
@@ -225,6 +316,7 @@ pub struct RelayClient {
     peers: Mutex<Peers>,
     connection: Mutex<Option<Connection>>,
     inbox: AsyncMutex<Inbox>,
+    window: Mutex<Window>,
 }
 
 impl fmt::Debug for RelayClient {
@@ -249,6 +341,12 @@ impl RelayClient {
     ) -> Result<Self, RelayError> {
         let base = BaseUrl::new(BaseUrl::parse(relay_url, &options.transport)?);
         let api = Api::new(&token, options.request_timeout, &options.transport)?;
+        let window = Window::new(freshness::Limits {
+            max_age_ms: millis(options.max_message_age),
+            max_skew_ms: millis(options.max_clock_skew),
+            per_sender: options.replay_window,
+            senders: options.replay_senders,
+        });
         Ok(Self {
             shared: Arc::new(Shared {
                 keys,
@@ -263,6 +361,7 @@ impl RelayClient {
                 events: None,
                 held: None,
             }),
+            window: Mutex::new(window),
         })
     }
 
@@ -482,6 +581,7 @@ impl RelayClient {
             to,
             (key.version, key.enc_public),
             id,
+            now_ms(),
             plaintext,
         )?;
         let frame = ClientFrame::Send {
@@ -528,17 +628,11 @@ impl RelayClient {
             .map_err(|_| self.ended())
     }
 
-    /// The next message, opened. Expired ranges come as [`RelayError::Expired`] (the client
-    /// keeps working); use [`next_incoming`](Self::next_incoming) to get them as values.
+    /// The next message, opened. Expired ranges come as [`RelayError::Expired`], replays and
+    /// stale messages as [`RelayError::Replayed`] and [`RelayError::Stale`] (the client keeps
+    /// working); use [`next_incoming`](Self::next_incoming) to get them as values.
     pub async fn recv(&self) -> Result<Received, RelayError> {
-        match self.next_incoming().await? {
-            Incoming::Message(m) => Ok(m),
-            Incoming::Expired(e) => Err(RelayError::Expired {
-                after: e.after,
-                through: e.through,
-                count: e.count,
-            }),
-        }
+        self.next_incoming().await?.into_message()
     }
 
     /// The next message or expiry notice, in mailbox order. Cancel-safe: a message being
@@ -567,21 +661,52 @@ impl RelayClient {
         let opened = self.open(delivery).await;
         match opened {
             Err(e) if e.is_transient() => Err(e),
-            Ok(plaintext) => {
-                let seq = delivery.seq;
-                if self.shared.options.auto_ack {
-                    // Best effort: a connection that ended cannot acknowledge anything.
-                    let _ = self.ack(seq);
-                }
+            Ok((plaintext, sent_ms)) => {
+                let verdict = self
+                    .window
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .check(&delivery.from, delivery.id, delivery.seq, sent_ms, now_ms());
                 let d = inbox.held.take().ok_or(RelayError::Closed)?;
-                Ok(Incoming::Message(Received {
+                let refused = |d: Delivery| Refused {
                     seq: d.seq,
                     from: d.from,
                     id: d.id,
-                    plaintext,
-                    created_ms: d.created_ms,
-                    expires_ms: d.expires_ms,
-                }))
+                    sent_ms,
+                };
+                match verdict {
+                    Verdict::Fresh | Verdict::Redelivered => {
+                        if self.shared.options.auto_ack {
+                            // Best effort: a connection that ended cannot acknowledge anything.
+                            let _ = self.ack(d.seq);
+                        }
+                        Ok(Incoming::Message(Received {
+                            seq: d.seq,
+                            from: d.from,
+                            id: d.id,
+                            plaintext,
+                            sent_ms,
+                            created_ms: d.created_ms,
+                            expires_ms: d.expires_ms,
+                        }))
+                    }
+                    // Never handed out, and acknowledged so the mailbox moves on; the
+                    // plaintext is wiped here.
+                    Verdict::Replayed { first_seq } => {
+                        let _ = self.ack(d.seq);
+                        Ok(Incoming::Replayed {
+                            message: refused(d),
+                            first_seq,
+                        })
+                    }
+                    Verdict::Stale(reason) => {
+                        let _ = self.ack(d.seq);
+                        Ok(Incoming::Stale {
+                            message: refused(d),
+                            reason,
+                        })
+                    }
+                }
             }
             Err(e) => {
                 let d = inbox.held.take().ok_or(RelayError::Closed)?;
@@ -596,17 +721,29 @@ impl RelayClient {
         }
     }
 
-    async fn open(&self, d: &Delivery) -> Result<Plaintext, RelayError> {
+    /// The plaintext and the sender's sending time (authenticated once it opens).
+    async fn open(&self, d: &Delivery) -> Result<(Plaintext, u64), RelayError> {
         let header = EnvelopeHeader::parse(&d.enc)?;
         parse_node(&d.from).map_err(|_| RelayError::InvalidNode)?;
         let sender = self.key_version(&d.from, header.sender_key_version).await?;
-        Ok(envelope::open(
+        let plaintext = envelope::open(
             &self.shared.keys,
             &d.from,
             &sender.enc_public,
             d.id,
             &d.enc,
             &d.payload,
-        )?)
+        )?;
+        Ok((plaintext, header.sent_ms))
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
 }

@@ -19,8 +19,8 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(header) = EnvelopeHeader::parse(data) {
         assert!(header.to_bytes().as_slice() == data, "header round trip");
     }
-    // The first 41 bytes (or fewer) as `enc`, the rest as the ciphertext.
-    let split = data.len().min(41);
+    // The first 49 bytes (or fewer) as `enc`, the rest as the ciphertext.
+    let split = data.len().min(keymesh_proto::envelope::ENC_LEN);
     let (enc, payload) = data.split_at(split);
     let sender_public = SENDER.current_enc_key().public;
     let opened = open(

@@ -1,14 +1,17 @@
 //! The HPKE envelope a node sends through the relay: the frame's opaque `enc` and `payload`.
 //!
-//! - `enc` (41 bytes) = `format u8 = 1 | sender_key_version u32 BE | recipient_key_version u32 BE
-//!   | HPKE encapsulated key (32)`.
+//! - `enc` (49 bytes) = `format u8 = 2 | sender_key_version u32 BE | recipient_key_version u32 BE
+//!   | sent_ms u64 BE | HPKE encapsulated key (32)`.
 //! - `payload` = the HPKE ciphertext with its tag.
 //!
 //! HPKE auth mode (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305) with info
-//! `keymesh-relay-v1` and AAD `keymesh-msg-v1`, SENDER, RECIPIENT, hex(id),
-//! sender_key_version, recipient_key_version joined by single `\n` bytes
+//! `keymesh-relay-v1` and AAD `keymesh-msg-v2`, SENDER, RECIPIENT, hex(id),
+//! sender_key_version, recipient_key_version, sent_ms joined by single `\n` bytes
 //! (docs/protocol/test-vectors/envelope.json): a ciphertext moved to another sender,
-//! recipient, message id or key version does not open, and only the sender's key can seal it.
+//! recipient, message id or key version, or given another sending time, does not open, and only
+//! the sender's key can seal it. `sent_ms` is the sender's clock: recipients judge freshness and
+//! replays by it (docs/decisions/0015-message-freshness.md). Format 1 (no sending time) is no
+//! longer opened.
 
 use crate::{
     crypto::{self, CryptoError, Plaintext},
@@ -17,9 +20,9 @@ use crate::{
 };
 
 /// The envelope format byte.
-pub const FORMAT: u8 = 1;
+pub const FORMAT: u8 = 2;
 /// Length of `enc`.
-pub const ENC_LEN: usize = 1 + 4 + 4 + ENCAPPED_LEN;
+pub const ENC_LEN: usize = 1 + 4 + 4 + 8 + ENCAPPED_LEN;
 /// HPKE `info`.
 pub const INFO: &[u8] = b"keymesh-relay-v1";
 const ENCAPPED_LEN: usize = 32;
@@ -28,11 +31,12 @@ const _: () = assert!(ENC_LEN <= MAX_ENC, "enc must fit the relay frame");
 /// Why an envelope cannot be sealed or opened. Open failures say nothing about the plaintext.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EnvelopeError {
-    /// `enc` is not 41 bytes.
-    #[error("the envelope header is {0} bytes, expected 41")]
+    /// `enc` is not 49 bytes.
+    #[error("the envelope header is {0} bytes, expected 49")]
     HeaderLength(usize),
-    /// `enc` starts with a format byte this version does not read.
-    #[error("unknown envelope format {0}")]
+    /// `enc` starts with a format byte this version does not read (1: sealed by a client from
+    /// before sending times, refused so a relay cannot replay such messages undated).
+    #[error("unknown envelope format {0} (this client opens format 2)")]
     UnknownFormat(u8),
     /// A key version of 0 (versions start at 1).
     #[error("key versions start at 1")]
@@ -92,22 +96,33 @@ pub struct EnvelopeHeader {
     pub sender_key_version: u32,
     /// The recipient's encryption key version it was sealed to.
     pub recipient_key_version: u32,
+    /// When the sender sealed it, unix ms by the sender's clock. Bound in the AAD: once
+    /// [`open`] succeeds it is the sender's word, not the relay's.
+    pub sent_ms: u64,
     /// The HPKE encapsulated key.
     pub encapped: [u8; 32],
 }
 
 impl EnvelopeHeader {
-    /// Parse `enc`: exactly 41 bytes, format 1, versions from 1. Never panics.
+    /// Parse `enc`: exactly 49 bytes, format 2, versions from 1. Never panics.
     pub fn parse(enc: &[u8]) -> Result<Self, EnvelopeError> {
+        // The format byte first, so an old client's 41-byte format 1 is named as such.
+        match enc.first() {
+            None => return Err(EnvelopeError::HeaderLength(0)),
+            Some(&format) if format != FORMAT => {
+                return Err(EnvelopeError::UnknownFormat(format));
+            }
+            Some(_) => {}
+        }
         let Ok(b) = <&[u8; ENC_LEN]>::try_from(enc) else {
             return Err(EnvelopeError::HeaderLength(enc.len()));
         };
-        let (format, rest) = b.split_at(1);
+        let (_format, rest) = b.split_at(1);
         let (sender, rest) = rest.split_at(4);
-        let (recipient, encapped) = rest.split_at(4);
-        if format[0] != FORMAT {
-            return Err(EnvelopeError::UnknownFormat(format[0]));
-        }
+        let (recipient, rest) = rest.split_at(4);
+        let (sent, encapped) = rest.split_at(8);
+        let mut sent_ms = [0u8; 8];
+        sent_ms.copy_from_slice(sent);
         let version = |v: &[u8]| {
             let mut b = [0u8; 4];
             b.copy_from_slice(v);
@@ -119,19 +134,21 @@ impl EnvelopeHeader {
         let mut header = Self {
             sender_key_version: version(sender)?,
             recipient_key_version: version(recipient)?,
+            sent_ms: u64::from_be_bytes(sent_ms),
             encapped: [0; 32],
         };
         header.encapped.copy_from_slice(encapped);
         Ok(header)
     }
 
-    /// The 41-byte `enc` encoding.
+    /// The 49-byte `enc` encoding.
     pub fn to_bytes(&self) -> [u8; ENC_LEN] {
         let mut out = [0u8; ENC_LEN];
         out[0] = FORMAT;
         out[1..5].copy_from_slice(&self.sender_key_version.to_be_bytes());
         out[5..9].copy_from_slice(&self.recipient_key_version.to_be_bytes());
-        out[9..].copy_from_slice(&self.encapped);
+        out[9..17].copy_from_slice(&self.sent_ms.to_be_bytes());
+        out[17..].copy_from_slice(&self.encapped);
         out
     }
 }
@@ -139,28 +156,33 @@ impl EnvelopeHeader {
 /// A sealed envelope: the relay frame's `enc` and `payload` (ciphertext only).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sealed {
-    /// The 41-byte header.
+    /// The 49-byte header.
     pub enc: Vec<u8>,
     /// The HPKE ciphertext and tag.
     pub payload: Vec<u8>,
 }
 
 /// The AAD; both ids are checked `Ident`s, so the newline separators are unambiguous.
-fn aad(sender: &str, recipient: &str, id: &MessageId, sender_v: u32, recipient_v: u32) -> Vec<u8> {
+fn aad(sender: &str, recipient: &str, id: &MessageId, header: &EnvelopeHeader) -> Vec<u8> {
     format!(
-        "keymesh-msg-v1\n{sender}\n{recipient}\n{}\n{sender_v}\n{recipient_v}",
-        hex::encode(id)
+        "keymesh-msg-v2\n{sender}\n{recipient}\n{}\n{}\n{}\n{}",
+        hex::encode(id),
+        header.sender_key_version,
+        header.recipient_key_version,
+        header.sent_ms
     )
     .into_bytes()
 }
 
 /// Seal `plaintext` from `sender` (its current key) to `recipient_node`'s key
-/// `recipient_key = (version, X25519 public key)`, as message `id`.
+/// `recipient_key = (version, X25519 public key)`, as message `id` sent at `sent_ms` (unix ms,
+/// the sender's clock: recipients refuse it when too old or from the future).
 pub fn seal(
     sender: &NodeKeys,
     recipient_node: &str,
     recipient_key: (u32, [u8; 32]),
     id: MessageId,
+    sent_ms: u64,
     plaintext: &[u8],
 ) -> Result<Sealed, EnvelopeError> {
     let recipient = parse_node(recipient_node).map_err(|_| EnvelopeError::InvalidNode)?;
@@ -168,8 +190,13 @@ pub fn seal(
     if recipient_v == 0 {
         return Err(EnvelopeError::ZeroVersion);
     }
-    let sender_v = sender.current_version();
-    let aad = aad(sender.node(), &recipient, &id, sender_v, recipient_v);
+    let mut header = EnvelopeHeader {
+        sender_key_version: sender.current_version(),
+        recipient_key_version: recipient_v,
+        sent_ms,
+        encapped: [0; 32],
+    };
+    let aad = aad(sender.node(), &recipient, &id, &header);
     let mut blob = crypto::hpke_seal_auth(
         sender.current_enc_key(),
         &recipient_public,
@@ -179,11 +206,6 @@ pub fn seal(
     )?;
     // hpke_seal_auth returns encapped(32) || ciphertext.
     let payload = blob.split_off(ENCAPPED_LEN);
-    let mut header = EnvelopeHeader {
-        sender_key_version: sender_v,
-        recipient_key_version: recipient_v,
-        encapped: [0; 32],
-    };
     header.encapped.copy_from_slice(&blob);
     Ok(Sealed {
         enc: header.to_bytes().to_vec(),
@@ -210,13 +232,7 @@ pub fn open(
             .ok_or(EnvelopeError::UnknownKeyVersion(
                 header.recipient_key_version,
             ))?;
-    let aad = aad(
-        &sender,
-        recipient.node(),
-        &id,
-        header.sender_key_version,
-        header.recipient_key_version,
-    );
+    let aad = aad(&sender, recipient.node(), &id, &header);
     let mut blob = Vec::with_capacity(ENCAPPED_LEN + payload.len());
     blob.extend_from_slice(&header.encapped);
     blob.extend_from_slice(payload);
@@ -235,6 +251,17 @@ mod tests {
     use proptest::prelude::*;
 
     const ID: MessageId = [7; 16];
+    const SENT: u64 = 1_800_000_000_000;
+
+    fn seal(
+        sender: &NodeKeys,
+        recipient_node: &str,
+        recipient_key: (u32, [u8; 32]),
+        id: MessageId,
+        plaintext: &[u8],
+    ) -> Result<Sealed, EnvelopeError> {
+        super::seal(sender, recipient_node, recipient_key, id, SENT, plaintext)
+    }
 
     fn node(name: &str) -> NodeKeys {
         NodeKeys::generate(name).expect("node")
@@ -266,13 +293,15 @@ mod tests {
         for pt in [&b""[..], b"db password", &[0xAB; 70_000][..]] {
             let s = seal(&a, "bob", to(&b), ID, pt).expect("seal");
             assert_eq!(s.enc.len(), ENC_LEN);
-            assert_eq!(s.enc[..9], [1, 0, 0, 0, 1, 0, 0, 0, 1]);
+            assert_eq!(s.enc[..9], [2, 0, 0, 0, 1, 0, 0, 0, 1]);
+            assert_eq!(s.enc[9..17], SENT.to_be_bytes());
             assert_eq!(s.payload.len(), pt.len() + 16);
             assert_eq!(&open_from(&a, &b, &s).expect("open")[..], pt);
         }
         let h = EnvelopeHeader {
             sender_key_version: 0x0102_0304,
             recipient_key_version: 9,
+            sent_ms: 0x0506_0708_090a_0b0c,
             encapped: [5; 32],
         };
         assert_eq!(EnvelopeHeader::parse(&h.to_bytes()), Ok(h));
@@ -355,6 +384,13 @@ mod tests {
         enc[8] = 2;
         let e = open(&b2, "alice", &a_pub, ID, &enc, &s.payload);
         assert_eq!(e.expect_err("recipient version"), EnvelopeError::Decrypt);
+        // the sending time: a relay cannot make an old message look new, or a new one old
+        for sent in [SENT + 1, SENT - 86_400_000, 0, u64::MAX] {
+            let mut enc = s.enc.clone();
+            enc[9..17].copy_from_slice(&sent.to_be_bytes());
+            let e = open(&b2, "alice", &a_pub, ID, &enc, &s.payload);
+            assert_eq!(e.expect_err("sent_ms"), EnvelopeError::Decrypt);
+        }
         // every bit of enc and payload
         for i in 0..s.enc.len() {
             let mut enc = s.enc.clone();
@@ -394,14 +430,19 @@ mod tests {
         let a_pub = pubkey(&a, 1);
         for (bad, want) in [
             (vec![], EnvelopeError::HeaderLength(0)),
-            (s.enc[..40].to_vec(), EnvelopeError::HeaderLength(40)),
-            ([&s.enc[..], &[0]].concat(), EnvelopeError::HeaderLength(42)),
+            (s.enc[..48].to_vec(), EnvelopeError::HeaderLength(48)),
+            ([&s.enc[..], &[0]].concat(), EnvelopeError::HeaderLength(50)),
             (
-                [&[2], &s.enc[1..]].concat(),
-                EnvelopeError::UnknownFormat(2),
+                [&[3], &s.enc[1..]].concat(),
+                EnvelopeError::UnknownFormat(3),
+            ),
+            // an older client's format 1 (41 bytes, no sending time) is named, not opened
+            (
+                [&[1], &s.enc[1..9], &s.enc[17..]].concat(),
+                EnvelopeError::UnknownFormat(1),
             ),
             (
-                [&[1, 0, 0, 0, 0], &s.enc[5..]].concat(),
+                [&[FORMAT, 0, 0, 0, 0], &s.enc[5..]].concat(),
                 EnvelopeError::ZeroVersion,
             ),
             (
@@ -446,9 +487,11 @@ mod tests {
 
         #[test]
         fn parse_accepts_exactly_the_encoding(
-            s in 1u32.., r in 1u32.., encapped in any::<[u8; 32]>()
+            s in 1u32.., r in 1u32.., sent_ms in any::<u64>(), encapped in any::<[u8; 32]>()
         ) {
-            let h = EnvelopeHeader { sender_key_version: s, recipient_key_version: r, encapped };
+            let h = EnvelopeHeader {
+                sender_key_version: s, recipient_key_version: r, sent_ms, encapped,
+            };
             prop_assert_eq!(EnvelopeHeader::parse(&h.to_bytes()), Ok(h));
         }
 
@@ -468,6 +511,7 @@ mod tests {
             let mut well_formed = vec![FORMAT];
             well_formed.extend_from_slice(&versions.0.to_be_bytes());
             well_formed.extend_from_slice(&versions.1.to_be_bytes());
+            well_formed.extend_from_slice(&SENT.to_be_bytes());
             well_formed.extend_from_slice(&encapped);
             prop_assert!(open(&b, "alice", &sender_pub, id, &well_formed, &payload).is_err());
         }

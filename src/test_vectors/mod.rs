@@ -384,7 +384,7 @@ fn docs_name_the_labels() {
             "docs/protocol/relay.md",
             vec![
                 label(envelope::INFO),
-                "keymesh-msg-v1".into(),
+                "keymesh-msg-v2".into(),
                 "keymesh-enc-key-v1".into(),
             ],
         ),

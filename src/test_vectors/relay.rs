@@ -112,9 +112,15 @@ fn key_statement_vectors() {
 // ---------------------------------------------------------------------------------------------
 // End-to-end envelopes.
 
-fn envelope_aad(sender: &str, recipient: &str, id: &[u8; 16], sv: u32, rv: u32) -> Vec<u8> {
+fn envelope_aad(
+    sender: &str,
+    recipient: &str,
+    id: &[u8; 16],
+    (sv, rv): (u32, u32),
+    sent_ms: u64,
+) -> Vec<u8> {
     format!(
-        "keymesh-msg-v1\n{sender}\n{recipient}\n{}\n{sv}\n{rv}",
+        "keymesh-msg-v2\n{sender}\n{recipient}\n{}\n{sv}\n{rv}\n{sent_ms}",
         hex::encode(id)
     )
     .into_bytes()
@@ -124,6 +130,8 @@ fn envelope_aad(sender: &str, recipient: &str, id: &[u8; 16], sv: u32, rv: u32) 
 fn envelope_vectors() {
     const NAME: &str = "envelope.json";
     let (sv, rv) = (2, 1);
+    // 2026-12-07T00:00:00Z, the sender's clock.
+    let sent_ms: u64 = 1_796_601_600_000;
     let sender = node_keys("node-a", sv);
     let recipient = node_keys("node-b", rv);
     let sender_public = sender.current_enc_key().public;
@@ -131,21 +139,28 @@ fn envelope_vectors() {
     let mut id = [0u8; 16];
     id.copy_from_slice(&fixed("message id")[..16]);
     let plaintext = b"hello node-b, this is node-a";
-    let aad = envelope_aad("node-a", "node-b", &id, sv, rv);
+    let aad = envelope_aad("node-a", "node-b", &id, (sv, rv), sent_ms);
     let real_open = |enc: &[u8], payload: &[u8]| {
         envelope::open(&recipient, "node-a", &sender_public, id, enc, payload)
     };
-    // The documented construction: enc = 0x01 | sender version | recipient version | encapped,
-    // opened with plain HPKE auth mode and the documented info and AAD.
+    // The documented construction: enc = 0x02 | sender version | recipient version | sent_ms
+    // | encapped, opened with plain HPKE auth mode and the documented info and AAD.
     let documented_open = |enc: &[u8], payload: &[u8]| {
-        enc.len() == 41
-            && enc[..9] == [[1u8].as_slice(), &sv.to_be_bytes(), &rv.to_be_bytes()].concat()
+        enc.len() == 49
+            && enc[..17]
+                == [
+                    [2u8].as_slice(),
+                    &sv.to_be_bytes(),
+                    &rv.to_be_bytes(),
+                    &sent_ms.to_be_bytes(),
+                ]
+                .concat()
             && crypto::hpke_open_auth(
                 recipient.current_enc_key(),
                 &sender_public,
                 b"keymesh-relay-v1",
                 &aad,
-                &[&enc[9..], payload].concat(),
+                &[&enc[17..], payload].concat(),
             )
             .is_ok_and(|p| p[..] == plaintext[..])
     };
@@ -156,8 +171,17 @@ fn envelope_vectors() {
     let committed = committed(NAME);
     let old = old_hex(committed.as_ref(), "/sealed/enc_hex")
         .zip(old_hex(committed.as_ref(), "/sealed/payload_hex"));
-    let seal =
-        || envelope::seal(&sender, "node-b", (rv, recipient_public), id, plaintext).expect("seal");
+    let seal = || {
+        envelope::seal(
+            &sender,
+            "node-b",
+            (rv, recipient_public),
+            id,
+            sent_ms,
+            plaintext,
+        )
+        .expect("seal")
+    };
     let (enc, payload) = kept_or_fresh(NAME, "envelope", old, opens, || {
         let s = seal();
         (s.enc, s.payload)
@@ -225,14 +249,34 @@ fn envelope_vectors() {
         ),
         EnvelopeError::UnknownKeyVersion(9)
     );
+    let mut later = enc.clone();
+    later[9..17].copy_from_slice(&(sent_ms + 86_400_000).to_be_bytes());
+    refuse(
+        "sending time changed",
+        "sent_ms is in the AAD: a relay cannot make a message look newer or older",
+        "node-a",
+        id,
+        later,
+    );
     let mut format = enc.clone();
-    format[0] = 2;
+    format[0] = 3;
     refuse(
         "unknown format byte",
-        "enc starts with format 1",
+        "enc starts with format 2",
         "node-a",
         id,
         format,
+    );
+    let format_1 = [&[1u8][..], &enc[1..9], &enc[17..]].concat();
+    assert_eq!(
+        refuse(
+            "format 1 (an older client: no sending time)",
+            "format 1 is no longer opened, so a relay cannot replay undated messages",
+            "node-a",
+            id,
+            format_1,
+        ),
+        EnvelopeError::UnknownFormat(1)
     );
     let frame = ClientFrame::Send {
         id,
@@ -247,7 +291,8 @@ fn envelope_vectors() {
             "description",
             "End-to-end envelope: HPKE (RFC 9180) auth mode, DHKEM(X25519, HKDF-SHA256), \
              HKDF-SHA256, ChaCha20-Poly1305, single shot; info keymesh-relay-v1; AAD binds sender, \
-             recipient, message id and both key versions. The relay carries enc and payload only."
+             recipient, message id, both key versions and the sender's sending time. The relay \
+             carries enc and payload only."
                 .into(),
         ),
         ("spec", "docs/protocol/relay.md".into()),
@@ -277,6 +322,7 @@ fn envelope_vectors() {
             ]),
         ),
         ("id_hex", hx(id)),
+        ("sent_ms", sent_ms.into()),
         ("plaintext", message(plaintext)),
         ("info", message(envelope::INFO)),
         ("aad", message(&aad)),
@@ -296,6 +342,7 @@ fn envelope_vectors() {
                             "recipient_key_version_u32be",
                             hx(header.recipient_key_version.to_be_bytes()),
                         ),
+                        ("sent_ms_u64be", hx(header.sent_ms.to_be_bytes())),
                         ("hpke_encapsulated_key", hx(header.encapped)),
                     ]),
                 ),

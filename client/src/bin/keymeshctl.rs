@@ -808,6 +808,7 @@ async fn listen_loop(
                         "seq": msg.seq,
                         "id": id,
                         "from": msg.from,
+                        "sent_ms": msg.sent_ms,
                         "created_ms": msg.created_ms,
                         "payload": STANDARD.encode(&*msg.plaintext),
                     });
@@ -841,6 +842,12 @@ async fn listen_loop(
                     e.through
                 );
                 print(s.json, &value, &text);
+            }
+            // A replay or a stale message: acknowledged by the client, never printed as a message.
+            Ok(refused @ (Incoming::Replayed { .. } | Incoming::Stale { .. })) => {
+                if let Err(e) = refused.into_message() {
+                    report(s.json, &Failure::from(e));
+                }
             }
             Err(e @ RelayError::Undecryptable { .. }) => report(s.json, &Failure::from(e)),
             Err(e) => return Err(e.into()),

@@ -123,6 +123,34 @@ pub enum RelayError {
         /// How many.
         count: u64,
     },
+    /// A message already received from its sender at another mailbox position was delivered
+    /// again. It was acknowledged and not handed out.
+    #[error("message {} from {from} at seq {seq} replays the one received at seq {first_seq}; acknowledged, not handed out", hex::encode(.id))]
+    Replayed {
+        /// The copy's position in the mailbox.
+        seq: u64,
+        /// Where it was first received.
+        first_seq: u64,
+        /// The sender.
+        from: String,
+        /// The sender's message id.
+        id: MessageId,
+    },
+    /// A message sent too long ago or from the future (by its sender's sealed sending time),
+    /// or older than the replay window remembers. Acknowledged, not handed out.
+    #[error("message {} from {from} at seq {seq} was {}; acknowledged, not handed out", hex::encode(.id), .reason.as_str())]
+    Stale {
+        /// Its position in the mailbox.
+        seq: u64,
+        /// The sender.
+        from: String,
+        /// The sender's message id.
+        id: MessageId,
+        /// When the sender sealed it, unix ms.
+        sent_ms: u64,
+        /// Why it is stale.
+        reason: crate::relay::StaleReason,
+    },
     /// The client was closed (or its connection task ended).
     #[error("the relay client is closed")]
     Closed,
@@ -177,6 +205,8 @@ impl RelayError {
             Self::Envelope(e) => e.code(),
             Self::Undecryptable { .. } => "message_undecryptable",
             Self::Expired { .. } => "messages_expired",
+            Self::Replayed { .. } => "message_replayed",
+            Self::Stale { .. } => "message_stale",
             Self::Closed => "client_closed",
         }
     }

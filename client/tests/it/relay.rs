@@ -8,7 +8,8 @@ use std::{
 
 use ed25519_dalek::SigningKey;
 use keymesh_client::{
-    relay::{ClientOptions, ErrorKind, RelayClient, RelayError},
+    envelope,
+    relay::{ClientOptions, ErrorKind, Incoming, RelayClient, RelayError, StaleReason},
     transport::Transport,
 };
 use keymesh_core::{capability::token::random_key, storage::Db};
@@ -248,6 +249,153 @@ async fn rate_limited_sends_are_retried_after_the_relays_delay() {
     assert_eq!(got, ["1", "c0", "c1", "c2"]);
 }
 
+fn now_ms() -> u64 {
+    u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+/// What a compromised relay can do with its own storage: put a row in `recipient`'s mailbox
+/// at `seq`, behind the honest code's back.
+async fn plant(
+    db: &Db,
+    recipient: &str,
+    seq: i64,
+    sender: &str,
+    id: &[u8],
+    (enc, payload): (&[u8], &[u8]),
+) {
+    const SQL: &str = "INSERT INTO relay_messages \
+        (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    let now = i64::try_from(now_ms()).expect("ms");
+    let expires = now + 3_600_000;
+    match db {
+        Db::Sqlite(pool) => sqlx::query(SQL)
+            .bind(recipient)
+            .bind(seq)
+            .bind(sender)
+            .bind(id)
+            .bind(enc)
+            .bind(payload)
+            .bind(now)
+            .bind(expires)
+            .execute(pool)
+            .await
+            .map(drop),
+        Db::Postgres(pool) => sqlx::query(SQL)
+            .bind(recipient)
+            .bind(seq)
+            .bind(sender)
+            .bind(id)
+            .bind(enc)
+            .bind(payload)
+            .bind(now)
+            .bind(expires)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+    .expect("plant a row");
+}
+
+/// Finding 9 of issue 23 (decision 0015): the relay is not trusted with time or uniqueness. A
+/// compromised relay delivers a message it already delivered under a new sequence number, a
+/// message its sender really sealed eight days ago, and one sealed an hour in the future. The
+/// recipient hands out the real message once and names the others as typed events, each
+/// acknowledged so the mailbox empties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_replays_or_holds_back_a_message_is_caught() {
+    let mut cluster = cluster().await;
+    let b = client(&cluster, "B", "g1").await;
+    let a = client(&cluster, "A", "g1").await;
+    within("send", a.send("B", b"pay 100 to carol"))
+        .await
+        .expect("send");
+    let stored = cluster
+        .relay
+        .store
+        .fetch("B", 0, 10)
+        .await
+        .expect("fetch")
+        .remove(0);
+    let db = cluster.relay.store.db();
+    // The same row again, under the next sequence number.
+    plant(
+        db,
+        "B",
+        stored.seq + 1,
+        "A",
+        &stored.client_id,
+        (&stored.enc, &stored.payload),
+    )
+    .await;
+    // Messages A really sealed (its keys, its signature of time), but long ago and in the future.
+    let to_b = (
+        b.keys().current_version(),
+        b.keys().current_enc_key().public,
+    );
+    let hour = 3_600_000;
+    for (n, sent_ms) in [(2, now_ms() - 8 * 24 * hour), (3, now_ms() + hour)] {
+        let id = [n; 16];
+        let sealed = envelope::seal(a.keys(), "B", to_b, id, sent_ms, b"transfer").expect("seal");
+        plant(
+            db,
+            "B",
+            stored.seq + i64::from(n),
+            "A",
+            &id,
+            (&sealed.enc, &sealed.payload),
+        )
+        .await;
+    }
+    // The relay starts again from its storage, planted rows and all.
+    cluster.stop_relay().await;
+    cluster.start_relay().await;
+    b.set_relay_url(&cluster.relay_url).expect("url");
+
+    within("connect", b.connect()).await.expect("connect");
+    let m = within("recv", b.recv()).await.expect("the real message");
+    assert_eq!(&m.plaintext[..], b"pay 100 to carol");
+    assert!(
+        m.sent_ms.abs_diff(now_ms()) < 60_000,
+        "sent_ms {}",
+        m.sent_ms
+    );
+    match within("replay", b.next_incoming()).await {
+        Ok(Incoming::Replayed { message, first_seq }) => {
+            assert_eq!((message.from.as_str(), first_seq), ("A", m.seq));
+            assert_eq!(message.seq, m.seq + 1);
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    match within("old", b.next_incoming()).await {
+        Ok(Incoming::Stale { message, reason }) => {
+            assert_eq!((message.id, reason), ([2; 16], StaleReason::TooOld));
+        }
+        other => panic!("expected a stale message, got {other:?}"),
+    }
+    // `recv` gives the same as a typed error, with its code.
+    match within("future", b.recv()).await {
+        Err(
+            e @ RelayError::Stale {
+                reason: StaleReason::FromTheFuture,
+                ..
+            },
+        ) => {
+            assert_eq!((e.code(), e.kind()), ("message_stale", ErrorKind::Other));
+        }
+        other => panic!("expected a message from the future, got {other:?}"),
+    }
+    nothing_more(&b).await;
+    b.ack(m.seq).expect("ack");
+    mailbox_empties(&cluster, "B").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undecryptable_delivery_is_reported_and_acknowledged() {
     let cluster = cluster().await;
@@ -281,7 +429,8 @@ async fn an_undecryptable_delivery_is_reported_and_acknowledged() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let mut enc = vec![1, 0, 0, 0, 1, 0, 0, 0, 1];
+    let mut enc = vec![2, 0, 0, 0, 1, 0, 0, 0, 1];
+    enc.extend_from_slice(&now_ms().to_be_bytes());
     enc.extend_from_slice(&[9; 32]);
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
