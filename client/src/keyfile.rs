@@ -1,7 +1,9 @@
 //! The node key file, encrypted at rest under a passphrase:
 //! `{"format":"keymesh-node-keys-v1","kdf":{"m_kib":…,"t":…,"p":…,"salt":"<hex>"},"sealed":"<hex>"}`
 //! where `sealed` is `keymesh_proto::crypto::seal(derive_kek(passphrase, kdf), material, aad)`
-//! and the AAD binds the format and every KDF parameter.
+//! and the AAD binds the format and every KDF parameter. An optional `"pins"` holds the peers'
+//! identity keys this node has pinned (attested by the vault), sealed the same way with the AAD
+//! followed by `\npins`: a JSON object `{"node": "<identity key hex>"}`.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -117,6 +119,17 @@ struct Document {
     format: String,
     kdf: KdfParams,
     sealed: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pins: Option<String>,
+}
+
+/// Peers' identity keys, pinned: a relay listing another key for one of them is refused.
+pub type Pins = std::collections::BTreeMap<String, [u8; 32]>;
+
+fn pins_aad(kdf: &KdfParams) -> Vec<u8> {
+    let mut aad = aad(kdf);
+    aad.extend_from_slice(b"\npins");
+    aad
 }
 
 /// The AAD: the format and every KDF parameter, so a file with swapped parameters never opens.
@@ -148,6 +161,18 @@ pub fn save(
     cost: KdfCost,
     overwrite: bool,
 ) -> Result<(), KeyFileError> {
+    save_with_pins(path, keys, &Pins::new(), passphrase, cost, overwrite)
+}
+
+/// [`save`] with the pinned peer identities.
+pub fn save_with_pins(
+    path: &Path,
+    keys: &NodeKeys,
+    pins: &Pins,
+    passphrase: &SecretString,
+    cost: KdfCost,
+    overwrite: bool,
+) -> Result<(), KeyFileError> {
     let passphrase = passphrase.expose_secret().as_bytes();
     if passphrase.is_empty() {
         return Err(KeyFileError::EmptyPassphrase);
@@ -160,10 +185,20 @@ pub fn save(
     let kek = crypto::derive_kek(passphrase, &kdf).map_err(|_| KeyFileError::KdfParams)?;
     let sealed = crypto::seal(&kek, &keys.to_secret_bytes(), &aad(&kdf))
         .map_err(|_| KeyFileError::Encrypt)?;
+    let pins = if pins.is_empty() {
+        None
+    } else {
+        let json: std::collections::BTreeMap<&String, String> =
+            pins.iter().map(|(n, k)| (n, hex::encode(k))).collect();
+        let json = serde_json::to_vec(&json).map_err(|_| KeyFileError::Encrypt)?;
+        let sealed = crypto::seal(&kek, &json, &pins_aad(&kdf)).map_err(|_| KeyFileError::Encrypt)?;
+        Some(hex::encode(sealed))
+    };
     let doc = Document {
         format: FORMAT.to_owned(),
         kdf,
         sealed: hex::encode(sealed),
+        pins,
     };
     let mut json = serde_json::to_vec_pretty(&doc).map_err(|_| KeyFileError::Encrypt)?;
     json.push(b'\n');
@@ -233,6 +268,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], overwrite: bool) -> Result<(),
 /// Read and decrypt the key file at `path`. Refuses a file group or others can access, one
 /// that is not a key file, and a wrong passphrase.
 pub fn load(path: &Path, passphrase: &SecretString) -> Result<NodeKeys, KeyFileError> {
+    load_with_pins(path, passphrase).map(|(keys, _, _)| keys)
+}
+
+/// [`load`], with the pinned peer identities and the file's KDF cost (to save it again alike).
+pub fn load_with_pins(
+    path: &Path,
+    passphrase: &SecretString,
+) -> Result<(NodeKeys, Pins, KdfCost), KeyFileError> {
     let malformed = |reason| KeyFileError::Malformed {
         path: path.to_path_buf(),
         reason,
@@ -269,7 +312,29 @@ pub fn load(path: &Path, passphrase: &SecretString) -> Result<NodeKeys, KeyFileE
         CryptoError::Decrypt => KeyFileError::WrongPassphrase,
         _ => malformed("sealed is too short"),
     })?;
-    NodeKeys::from_secret_bytes(&material).map_err(|_| malformed("the key material is malformed"))
+    let keys = NodeKeys::from_secret_bytes(&material)
+        .map_err(|_| malformed("the key material is malformed"))?;
+    let mut pins = Pins::new();
+    if let Some(sealed) = &doc.pins {
+        let sealed = hex::decode(sealed).map_err(|_| malformed("pins is not hex"))?;
+        let json = crypto::open(&kek, &sealed, &pins_aad(&doc.kdf))
+            .map_err(|_| malformed("the pins do not open under this file's key"))?;
+        let listed: std::collections::BTreeMap<String, String> =
+            serde_json::from_slice(&json).map_err(|_| malformed("the pins are malformed"))?;
+        for (node, key) in listed {
+            let key: [u8; 32] = hex::decode(&key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| malformed("a pinned key is not 32 bytes of hex"))?;
+            pins.insert(node, key);
+        }
+    }
+    let cost = KdfCost {
+        m_kib: doc.kdf.m_kib,
+        t: doc.kdf.t,
+        p: doc.kdf.p,
+    };
+    Ok((keys, pins, cost))
 }
 
 #[cfg(test)]

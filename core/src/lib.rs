@@ -22,4 +22,4 @@ pub mod tls;
 pub use context::{ServiceContext, serve};
 pub use error::{ApiError, ErrorCode};
 /// The wire contract (keymesh-proto), where the services have always found it.
-pub use keymesh_proto::{crypto, ident, secret};
+pub use keymesh_proto::{crypto, ident, identity, secret};

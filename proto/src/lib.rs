@@ -13,6 +13,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod ident;
+pub mod identity;
 pub mod keys;
 pub mod path;
 pub mod pop;

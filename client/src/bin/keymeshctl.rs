@@ -249,7 +249,8 @@ fn cli() -> Command {
             Command::new("send")
                 .about("Send a message (a file, or stdin) to a node; prints its id")
                 .arg(Arg::new("to").long("to").value_name("NODE").required(true).help("The recipient node"))
-                .arg(Arg::new("file").long("file").value_name("FILE").help("Read the message from FILE instead of stdin")),
+                .arg(Arg::new("file").long("file").value_name("FILE").help("Read the message from FILE instead of stdin"))
+                .arg(Arg::new("vault").long("vault").value_name("URL").help("Vault base URL: the recipient's identity key is checked against the vault's attestation on first contact and pinned in the key file [env: KEYMESH_VAULT_URL]")),
         )
         .subcommand(
             Command::new("listen")
@@ -455,9 +456,9 @@ fn keys_show(s: &Settings) -> Result<(), Failure> {
 
 async fn keys_rotate(s: &Settings) -> Result<(), Failure> {
     let passphrase = s.passphrase()?;
-    let mut keys = keyfile::load(&s.keys, &passphrase)?;
+    let (mut keys, pins, _) = keyfile::load_with_pins(&s.keys, &passphrase)?;
     let version = keys.rotate(now_ms())?;
-    keyfile::save(&s.keys, &keys, &passphrase, KdfCost::DEFAULT, true)?;
+    keyfile::save_with_pins(&s.keys, &keys, &pins, &passphrase, KdfCost::DEFAULT, true)?;
     let publish = s.relay_settings()?;
     let published = publish.is_some();
     let mut value = key_summary(&keys);
@@ -755,12 +756,36 @@ fn read_input(file: Option<&String>) -> Result<Zeroizing<Vec<u8>>, Failure> {
 async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let to = m.get_one::<String>("to").map_or("", String::as_str);
     let message = read_input(m.get_one::<String>("file"))?;
-    let client = s.client(s.load_keys()?, s.options(2)?)?;
+    let passphrase = s.passphrase()?;
+    let (keys, mut pins, cost) = keyfile::load_with_pins(&s.keys, &passphrase)?;
+    // The recipient's identity: pinned in the key file, or attested by the vault on first
+    // contact (and pinned), so the relay is never the one that says whose key it is.
+    let mut learned = false;
+    if !pins.contains_key(to)
+        && let Some(url) = setting(m, "vault", "KEYMESH_VAULT_URL")
+    {
+        let (_, token) = s
+            .relay_settings()?
+            .ok_or_else(|| Failure::config("relay_not_configured", "this command needs --relay and --token-file"))?;
+        let token = Zeroizing::new(TOKEN_B64.encode(&token));
+        let identity =
+            keymesh_client::vault::attested_identity(&s.service(&url)?, &keys, &token, to).await?;
+        pins.insert(to.to_owned(), identity);
+        learned = true;
+    }
+    let client = s.client(keys, s.options(2)?)?;
+    if let Some(identity) = pins.get(to) {
+        client.pin_identity(to, *identity);
+    }
     // Idempotent: the recipient needs this node's key to open the message.
     client.publish_keys().await?;
     let receipt = client.send(to, &message).await;
     client.close().await;
     let receipt = receipt?;
+    // Kept once the relay's listing agreed with it (a refused identity is not pinned).
+    if learned {
+        keyfile::save_with_pins(&s.keys, client.keys(), &pins, &passphrase, cost, true)?;
+    }
     let id = hex::encode(receipt.id);
     print(
         s.json,

@@ -534,3 +534,86 @@ async fn redirects_are_never_followed() {
         "the redirect's target was contacted"
     );
 }
+
+/// Issue 23 finding 7: whose key a node seals to is the vault's word, not the relay's. A sends
+/// to B with the vault configured: B's identity is attested by the vault and pinned in A's key
+/// file. The relay, compromised, then lists Mallory's identity (with a key properly signed by
+/// it) for B. A is refused even without the vault (the pin survived the process), and so is a
+/// new sender C that asks the vault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
+    use ed25519_dalek::{Signer, SigningKey};
+    let mut cluster = Cluster::start(&[]).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let vault = PathBuf::from(&cluster.vault_url);
+    let a = init(&cluster, dir.path(), "A").await;
+    let b = init(&cluster, dir.path(), "B").await;
+    let c = init(&cluster, dir.path(), "C").await;
+    fn with_vault<'a>(f: &'a Files, vault: &'a Path) -> [(&'static str, &'a Path); 3] {
+        let [k, t] = env(f);
+        [k, t, ("KEYMESH_VAULT_URL", vault)]
+    }
+    // B publishes its key (and hears nothing).
+    let out = run(
+        command(
+            &["listen", "--timeout-secs", "1"],
+            &env(&b),
+            &cluster.relay_url,
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &with_vault(&a, &vault), &cluster.relay_url),
+        b"first",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+
+    // The relay lists Mallory's identity for B, with an encryption key Mallory signed.
+    let mallory = SigningKey::from_bytes(&[42; 32]);
+    let mallory_enc = keymesh_client::keys::NodeKeys::generate("B").expect("keys");
+    let enc = mallory_enc.current_enc_key().public;
+    let signature = mallory.sign(&keymesh_relay::registry::key_statement("B", 1, &enc));
+    let identity = mallory.verifying_key().to_bytes();
+    const SQL: &str =
+        "UPDATE relay_keys SET identity_key = $1, enc_key = $2, signature = $3 WHERE node = 'B'";
+    let changed = match cluster.relay.store.db() {
+        keymesh_core::storage::Db::Sqlite(pool) => sqlx::query(SQL)
+            .bind(&identity[..])
+            .bind(&enc[..])
+            .bind(&signature.to_bytes()[..])
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+        keymesh_core::storage::Db::Postgres(pool) => sqlx::query(SQL)
+            .bind(&identity[..])
+            .bind(&enc[..])
+            .bind(&signature.to_bytes()[..])
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()),
+    }
+    .expect("substitute");
+    assert_eq!(changed, 1);
+    cluster.stop_relay().await;
+    cluster.start_relay().await;
+
+    // A, without the vault now: its key file's pin refuses the substitute.
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &env(&a), &cluster.relay_url),
+        b"second",
+    )
+    .await;
+    assert_ne!(code(&out), 0, "{out:?}");
+    assert_eq!(stderr_code(&out), "peer_identity_changed", "{out:?}");
+    // C has never talked to B: the vault's attestation names B's real key.
+    let out = run(
+        command(&["--json", "send", "--to", "B"], &with_vault(&c, &vault), &cluster.relay_url),
+        b"hello",
+    )
+    .await;
+    assert_ne!(code(&out), 0, "{out:?}");
+    assert_eq!(stderr_code(&out), "peer_identity_changed", "{out:?}");
+}

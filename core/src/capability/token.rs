@@ -302,6 +302,22 @@ impl KeyRing {
         self.signer_at(unix_ms(SystemTime::now())).kid
     }
 
+    /// Sign `statement` with the key that signs tokens now: `(its id, the Ed25519 signature)`.
+    /// Only for labelled statements that cannot be mistaken for a Biscuit block (node-identity
+    /// attestations, `keymesh_proto::identity`).
+    pub fn sign_statement(&self, statement: &[u8]) -> Result<(u32, [u8; 64]), TokenError> {
+        let signer = self.signer_at(unix_ms(SystemTime::now()));
+        let signature = signer
+            .pair
+            .sign(statement)
+            .map_err(|_| TokenError::Invalid)?;
+        let bytes: [u8; 64] = signature
+            .to_bytes()
+            .try_into()
+            .map_err(|_| TokenError::Invalid)?;
+        Ok((signer.kid, bytes))
+    }
+
     /// Public keys that verify, by id.
     pub fn public_keys(&self) -> VerifyKeys {
         VerifyKeys(self.verifying.clone())

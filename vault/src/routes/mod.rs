@@ -55,6 +55,7 @@ async fn audit_records(
 pub fn api() -> OpenApiRouter<VaultState> {
     OpenApiRouter::default()
         .routes(routes!(tokens::put_node))
+        .routes(routes!(tokens::identity))
         .routes(routes!(tokens::mint))
         .routes(routes!(tokens::refresh))
         .routes(routes!(tokens::delegate))

@@ -21,7 +21,10 @@ use keymesh_core::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use keymesh_core::capability::follower::{FeedPage, Snapshot};
+use keymesh_core::{
+    capability::follower::{FeedPage, Snapshot},
+    identity::IdentityAttestation,
+};
 
 use crate::{
     auth::{Follower, Management, NodeCall},
@@ -190,6 +193,65 @@ pub async fn put_node(
         node_id: node_id.to_string(),
         ceiling,
         tokens_revoked: invalidates,
+    }))
+}
+
+/// A node's identity, attested by the vault for another node of its group.
+///
+/// Signed with the root key that signs tokens now, over `keymesh-node-identity-v1`, node, group,
+/// hex(identity key) and `issued_ms` (docs/protocol/tokens.md, "Node identities"). A sender
+/// checks it against `GET /v1/tokens/keys` and pins the key: a relay that lists another
+/// identity for the node is then refused.
+#[utoipa::path(
+    get,
+    path = "/v1/nodes/{node_id}/identity",
+    tag = "nodes",
+    params(("node_id" = inline(Ident), Path, description = "The node whose identity is asked.")),
+    responses(
+        (status = 200, body = IdentityAttestation),
+        (status = 404, body = ErrorBody, description = "`not_found`: no such enabled node in the caller's group."),
+        NodeErrors,
+    ),
+    security(("node_token" = [], "node_proof" = [])),
+)]
+pub async fn identity(
+    State(state): State<VaultState>,
+    Path(node_id): Path<Ident>,
+    call: NodeCall,
+) -> Result<Json<IdentityAttestation>, ApiError> {
+    // Another group's nodes, disabled nodes and unknown ids look the same.
+    let not_found = || {
+        ApiError::with_message(
+            ErrorCode::NotFound,
+            format!("no enabled node {node_id} in your group"),
+        )
+    };
+    let node = state
+        .store
+        .node(&node_id)
+        .await
+        .map_err(ApiError::internal)?
+        .filter(|n| n.group_id == call.token.claims.group && n.disabled_at_ms.is_none())
+        .ok_or_else(not_found)?;
+    let identity: [u8; 32] = node
+        .public_key
+        .as_slice()
+        .try_into()
+        .map_err(|_| ApiError::internal(std::io::Error::other("a stored node key is not 32 bytes")))?;
+    let issued_ms = u64::try_from(crate::store::now_ms()).unwrap_or(0);
+    let statement =
+        keymesh_core::identity::statement(&node.node_id, &node.group_id, &identity, issued_ms);
+    let (kid, signature) = state
+        .ring()
+        .sign_statement(&statement)
+        .map_err(ApiError::internal)?;
+    Ok(Json(IdentityAttestation {
+        node_id: node.node_id,
+        group: node.group_id,
+        identity_key: hex::encode(identity),
+        issued_ms,
+        kid,
+        signature: hex::encode(signature),
     }))
 }
 

@@ -979,3 +979,55 @@ async fn tokens_without_a_valid_proof_never_enter_the_cache() {
     );
     assert_eq!(v.state.verifier().cached().0, before.0 + 1);
 }
+
+/// Node identities (issue 23 finding 7): a node asks the vault for a peer's identity and gets
+/// it signed by the root key of `GET /v1/tokens/keys`. Another group's nodes, disabled nodes and
+/// unknown ids are all `404`, and management's key is not a node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_gets_its_group_peers_identity_signed_by_the_root_key() {
+    let v = vault().await;
+    let read = json!([{ "resource": "*", "op": "read" }]);
+    let a = v.node("a", "team", "u1", "read", read.clone()).await;
+    let b = v.node("b", "team", "u2", "read", read.clone()).await;
+    let _other = v.node("x", "other", "u3", "read", read.clone()).await;
+    let reply = v.node_call(&a, "GET", "/v1/nodes/b/identity", None).await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let attestation: keymesh_core::identity::IdentityAttestation =
+        serde_json::from_value(reply.1).expect("attestation");
+    let listing = v.mgmt("GET", "/v1/tokens/keys", None).await.1;
+    let roots: Vec<[u8; 32]> = listing["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| {
+            hex::decode(k["public_key"].as_str().expect("hex"))
+                .expect("hex")
+                .try_into()
+                .expect("32")
+        })
+        .collect();
+    assert_eq!(
+        attestation.verify("b", &roots),
+        Ok(b.key.verifying_key().to_bytes())
+    );
+    assert_eq!(attestation.group, "team");
+    for missing in ["x", "nobody"] {
+        let reply = v
+            .node_call(&a, "GET", &format!("/v1/nodes/{missing}/identity"), None)
+            .await;
+        assert_eq!((reply.0.as_u16(), code(&reply)), (404, "not_found"), "{missing}");
+    }
+    let reply = v
+        .mgmt(
+            "PUT",
+            "/v1/nodes/b",
+            Some(json!({ "group": "team", "user": "u2", "disabled": true,
+                "public_key": hex::encode(b.key.verifying_key().to_bytes()) })),
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let reply = v.node_call(&a, "GET", "/v1/nodes/b/identity", None).await;
+    assert_eq!((reply.0.as_u16(), code(&reply)), (404, "not_found"));
+    let reply = v.mgmt("GET", "/v1/nodes/a/identity", None).await;
+    assert_eq!(reply.0, 401, "{reply:?}");
+}
