@@ -191,7 +191,8 @@ pub fn save_with_pins(
         let json: std::collections::BTreeMap<&String, String> =
             pins.iter().map(|(n, k)| (n, hex::encode(k))).collect();
         let json = serde_json::to_vec(&json).map_err(|_| KeyFileError::Encrypt)?;
-        let sealed = crypto::seal(&kek, &json, &pins_aad(&kdf)).map_err(|_| KeyFileError::Encrypt)?;
+        let sealed =
+            crypto::seal(&kek, &json, &pins_aad(&kdf)).map_err(|_| KeyFileError::Encrypt)?;
         Some(hex::encode(sealed))
     };
     let doc = Document {
@@ -365,6 +366,33 @@ mod tests {
         let mut v: Value = serde_json::from_slice(&fs::read(path).expect("read")).expect("json");
         f(&mut v);
         fs::write(path, serde_json::to_vec(&v).expect("json")).expect("write");
+    }
+
+    #[test]
+    fn pins_round_trip_sealed_and_tampered_pins_refuse_the_file() {
+        let (_dir, path, keys) = saved();
+        let (_, none, cost) = load_with_pins(&path, &pass("correct horse")).expect("load");
+        assert!(none.is_empty());
+        assert_eq!(cost, SMALL);
+        let pins = Pins::from([("peer-b".to_owned(), [7u8; 32])]);
+        save_with_pins(&path, &keys, &pins, &pass("correct horse"), SMALL, true).expect("save");
+        let raw = fs::read_to_string(&path).expect("read");
+        assert!(
+            !raw.contains(&hex::encode([7u8; 32])),
+            "pins are sealed, not plain"
+        );
+        let (again, loaded, _) = load_with_pins(&path, &pass("correct horse")).expect("load");
+        assert_eq!(loaded, pins);
+        assert_eq!(again.identity_public(), keys.identity_public());
+        // Pins moved from another file, or altered, do not open: the whole file is refused.
+        edit(&path, |v| {
+            let mut pins = v["pins"].as_str().expect("pins").to_owned();
+            let last = if pins.ends_with('0') { "1" } else { "0" };
+            pins.replace_range(pins.len() - 1.., last);
+            v["pins"] = json!(pins);
+        });
+        let e = load_with_pins(&path, &pass("correct horse")).expect_err("tampered");
+        assert!(matches!(e, KeyFileError::Malformed { .. }), "{e}");
     }
 
     #[test]

@@ -68,9 +68,8 @@ pub async fn attested_identity(
             None,
         )
         .await?;
-    let attestation: keymesh_proto::identity::IdentityAttestation =
-        serde_json::from_value(answer)
-            .map_err(|e| CallError::Protocol(format!("an unreadable attestation: {e}")))?;
+    let attestation: keymesh_proto::identity::IdentityAttestation = serde_json::from_value(answer)
+        .map_err(|e| CallError::Protocol(format!("an unreadable attestation: {e}")))?;
     let listing = vault.call(Method::GET, "/v1/tokens/keys", None).await?;
     let roots: Vec<[u8; 32]> = listing["keys"]
         .as_array()

@@ -80,7 +80,8 @@ Environment:
   KEYMESH_PASSPHRASE  key file passphrase (or --passphrase-file)
   KEYMESH_TOKEN_FILE  token file (--token-file)
   KEYMESH_MANAGEMENT_URL  management base URL (enroll, token: --management)
-  KEYMESH_VAULT_URL       vault base URL (secret --vault)
+  KEYMESH_VAULT_URL       vault base URL (secret, send: --vault; send pins the
+                          recipient's vault-attested identity in the key file)
   KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)
   KEYMESH_CA_FILE         trust only these CAs, PEM (--ca-file)
   KEYMESH_ALLOW_PLAIN_HTTP=1  allow http:// off loopback (--allow-plain-http)";
@@ -764,9 +765,12 @@ async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     if !pins.contains_key(to)
         && let Some(url) = setting(m, "vault", "KEYMESH_VAULT_URL")
     {
-        let (_, token) = s
-            .relay_settings()?
-            .ok_or_else(|| Failure::config("relay_not_configured", "this command needs --relay and --token-file"))?;
+        let (_, token) = s.relay_settings()?.ok_or_else(|| {
+            Failure::config(
+                "relay_not_configured",
+                "this command needs --relay and --token-file",
+            )
+        })?;
         let token = Zeroizing::new(TOKEN_B64.encode(&token));
         let identity =
             keymesh_client::vault::attested_identity(&s.service(&url)?, &keys, &token, to).await?;

@@ -565,7 +565,11 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
     .await;
     assert_eq!(code(&out), 0, "{out:?}");
     let out = run(
-        command(&["--json", "send", "--to", "B"], &with_vault(&a, &vault), &cluster.relay_url),
+        command(
+            &["--json", "send", "--to", "B"],
+            &with_vault(&a, &vault),
+            &cluster.relay_url,
+        ),
         b"first",
     )
     .await;
@@ -602,7 +606,11 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
 
     // A, without the vault now: its key file's pin refuses the substitute.
     let out = run(
-        command(&["--json", "send", "--to", "B"], &env(&a), &cluster.relay_url),
+        command(
+            &["--json", "send", "--to", "B"],
+            &env(&a),
+            &cluster.relay_url,
+        ),
         b"second",
     )
     .await;
@@ -610,7 +618,11 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
     assert_eq!(stderr_code(&out), "peer_identity_changed", "{out:?}");
     // C has never talked to B: the vault's attestation names B's real key.
     let out = run(
-        command(&["--json", "send", "--to", "B"], &with_vault(&c, &vault), &cluster.relay_url),
+        command(
+            &["--json", "send", "--to", "B"],
+            &with_vault(&c, &vault),
+            &cluster.relay_url,
+        ),
         b"hello",
     )
     .await;

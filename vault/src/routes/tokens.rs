@@ -233,11 +233,9 @@ pub async fn identity(
         .map_err(ApiError::internal)?
         .filter(|n| n.group_id == call.token.claims.group && n.disabled_at_ms.is_none())
         .ok_or_else(not_found)?;
-    let identity: [u8; 32] = node
-        .public_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| ApiError::internal(std::io::Error::other("a stored node key is not 32 bytes")))?;
+    let identity: [u8; 32] = node.public_key.as_slice().try_into().map_err(|_| {
+        ApiError::internal(std::io::Error::other("a stored node key is not 32 bytes"))
+    })?;
     let issued_ms = u64::try_from(crate::store::now_ms()).unwrap_or(0);
     let statement =
         keymesh_core::identity::statement(&node.node_id, &node.group_id, &identity, issued_ms);

@@ -1015,7 +1015,11 @@ async fn a_node_gets_its_group_peers_identity_signed_by_the_root_key() {
         let reply = v
             .node_call(&a, "GET", &format!("/v1/nodes/{missing}/identity"), None)
             .await;
-        assert_eq!((reply.0.as_u16(), code(&reply)), (404, "not_found"), "{missing}");
+        assert_eq!(
+            (reply.0.as_u16(), code(&reply)),
+            (404, "not_found"),
+            "{missing}"
+        );
     }
     let reply = v
         .mgmt(
