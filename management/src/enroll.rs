@@ -223,7 +223,6 @@ async fn register(
             user: &code.user_id,
             public_key_hex: public_key,
             ceiling: &code.ceiling,
-            create_only: true,
             disabled: false,
         })
         .await;

@@ -149,8 +149,6 @@ pub struct Registration<'a> {
     pub public_key_hex: &'a str,
     /// Ceiling.
     pub ceiling: &'a str,
-    /// Refuse when the node exists with another key, group or user (enrollment).
-    pub create_only: bool,
     /// Disabled: the vault mints, refreshes and delegates nothing for it.
     pub disabled: bool,
 }
@@ -164,7 +162,6 @@ impl<'a> Registration<'a> {
             user: &node.user_id,
             public_key_hex: key_hex,
             ceiling,
-            create_only: false,
             disabled: node.disabled_at_ms.is_some(),
         }
     }
@@ -252,7 +249,7 @@ impl VaultClient {
             &format!("/v1/nodes/{}", node.node_id),
             Some(json!({
                 "group": node.group, "user": node.user, "public_key": node.public_key_hex,
-                "ceiling": node.ceiling, "create_only": node.create_only, "disabled": node.disabled,
+                "ceiling": node.ceiling, "disabled": node.disabled,
             })),
         )
         .await

@@ -50,10 +50,6 @@ pub struct NodeBody {
     /// Highest operation the node may hold; defaults to `list` (agents).
     #[serde(default)]
     ceiling: Option<Op>,
-    /// Register only: refuse (409) when the node exists with another key, group or user
-    /// (enrollment never re-keys a node).
-    #[serde(default)]
-    create_only: bool,
     /// Disabled: nothing is minted, refreshed or delegated for the node, and its tokens die.
     #[serde(default)]
     disabled: bool,
@@ -72,7 +68,7 @@ pub struct NodeRegistered {
     pub node_id: String,
     /// Its ceiling.
     pub ceiling: Op,
-    /// Its earlier tokens were revoked (new key, group or user, lower ceiling, or disabled).
+    /// Its earlier tokens were revoked (a lower ceiling, or disabled).
     pub tokens_revoked: bool,
 }
 
@@ -110,9 +106,10 @@ pub struct RootKeys {
 
 /// Register or update a node and its ceiling.
 ///
-/// Changing the key, group or user, lowering the ceiling or disabling revokes the node's
-/// existing tokens (epoch bump; `tokens_revoked: true`). A disabled node gets nothing minted,
-/// refreshed or delegated.
+/// A node's key, group and user are fixed at its first registration: another value for one is
+/// refused (409), so the management credential alone cannot move an existing node onto another
+/// key. Lowering the ceiling or disabling revokes the node's existing tokens (epoch bump;
+/// `tokens_revoked: true`). A disabled node gets nothing minted, refreshed or delegated.
 #[utoipa::path(
     put,
     path = "/v1/nodes/{node_id}",
@@ -121,7 +118,7 @@ pub struct RootKeys {
     request_body = NodeBody,
     responses(
         (status = 200, body = NodeRegistered),
-        (status = 409, body = ErrorBody, description = "`conflict`: `create_only` and the node exists with another key, group or user."),
+        (status = 409, body = ErrorBody, description = "`conflict`: the node exists with another key, group or user (fixed at registration)."),
         ServiceErrors,
     ),
     security(("management_key" = [])),
@@ -143,14 +140,29 @@ pub async fn put_node(
     let rebinds = previous.as_ref().is_some_and(|p| {
         p.public_key != key || p.group_id != *body.group || p.user_id != *body.user
     });
-    if body.create_only && rebinds {
+    // A node's key, group and user are fixed when it is first registered (issue 23 finding 1):
+    // management's credential, stolen, cannot move a node that already holds rights onto a key
+    // of its own. A node with a new key enrolls as a new node.
+    if rebinds {
+        state
+            .audit(
+                AuditEvent::new(
+                    "service:management",
+                    "node.register",
+                    format!("node:{node_id}"),
+                    Outcome::Denied,
+                )
+                .with_details(json!({ "reason": "key, group or user change refused" })),
+            )
+            .await?;
         return Err(ApiError::with_message(
             ErrorCode::Conflict,
-            format!("node {node_id} is registered with another key, group or user"),
+            format!(
+                "node {node_id} is registered with another key, group or user; a node's identity is fixed at registration (enroll a new node)"
+            ),
         ));
     }
     let invalidates = body.disabled
-        || rebinds
         || previous
             .as_ref()
             .is_some_and(|p| p.ceiling.parse::<Op>().map_or(true, |old| ceiling < old));

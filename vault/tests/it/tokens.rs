@@ -138,16 +138,16 @@ async fn mint_above_the_ceiling_asks_for_approval_and_never_truncates() {
         "{reply:?}"
     );
 
-    // Enrollment registers create-only: another key for a known id is refused, the same
+    // A node's key is fixed at registration: another key for a known id is refused, the same
     // registration again is fine.
     let other = ed25519_dalek::SigningKey::from_bytes(&random_key());
-    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "create_only": true, "public_key": hex::encode(other.verifying_key().to_bytes()) }))).await;
+    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "public_key": hex::encode(other.verifying_key().to_bytes()) }))).await;
     assert_eq!(
         (reply.0.as_u16(), code(&reply)),
         (409, "conflict"),
         "{reply:?}"
     );
-    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "create_only": true, "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
+    let reply = v.mgmt("PUT", "/v1/nodes/agent", Some(json!({ "group": "team", "user": "u", "public_key": hex::encode(key.verifying_key().to_bytes()) }))).await;
     assert_eq!(reply.0, 200, "{reply:?}");
 
     // A disabled node gets nothing minted.
@@ -821,37 +821,6 @@ async fn revoking_a_delegators_node_kills_what_it_delegated_and_refresh_keeps_th
 }
 
 #[tokio::test]
-async fn re_registering_a_node_with_a_new_key_kills_its_old_tokens() {
-    let v = vault().await;
-    seeded(&v).await;
-    let n = v
-        .node(
-            "n",
-            "team",
-            "u",
-            "list",
-            json!([{ "resource": "*", "op": "read" }]),
-        )
-        .await;
-    assert_eq!(
-        v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
-            .await
-            .0,
-        200
-    );
-    let new_key = ed25519_dalek::SigningKey::from_bytes(&random_key());
-    let reply = v.mgmt("PUT", "/v1/nodes/n", Some(json!({ "group": "team", "user": "u", "public_key": hex::encode(new_key.verifying_key().to_bytes()), "ceiling": "list" }))).await;
-    assert_eq!(reply.1["tokens_revoked"], true, "{reply:?}");
-    assert_eq!(
-        code(
-            &v.node_call(&n, "GET", "/v1/vaults/team/secrets/db/a", None)
-                .await
-        ),
-        "revoked"
-    );
-}
-
-#[tokio::test]
 async fn odd_group_ids_are_refused_before_anything_is_audited() {
     let v = vault().await;
     seeded(&v).await;
@@ -1034,4 +1003,73 @@ async fn a_node_gets_its_group_peers_identity_signed_by_the_root_key() {
     assert_eq!((reply.0.as_u16(), code(&reply)), (404, "not_found"));
     let reply = v.mgmt("GET", "/v1/nodes/a/identity", None).await;
     assert_eq!(reply.0, 401, "{reply:?}");
+}
+
+/// Issue 23 finding 1 (the part closed here): with only management's credential, an attacker
+/// tries to move the seeding node, which can write every secret, onto a key of its own (and to
+/// another group or user), then mints a token for it and reads. Every change of key, group or
+/// user is refused and audited as denied; a token minted for the node is still bound to the
+/// node's real key, so the attacker's proofs fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stolen_management_credential_cannot_move_a_node_onto_its_key() {
+    let v = vault().await;
+    let seeder = seeded(&v).await;
+    let real = hex::encode(seeder.key.verifying_key().to_bytes());
+    let thief = ed25519_dalek::SigningKey::from_bytes(&random_key());
+    let stolen = hex::encode(thief.verifying_key().to_bytes());
+    for body in [
+        json!({ "group": "team", "user": "admin", "ceiling": "share", "public_key": stolen }),
+        json!({ "group": "other", "user": "admin", "ceiling": "share", "public_key": real }),
+        json!({ "group": "team", "user": "thief", "ceiling": "share", "public_key": real }),
+    ] {
+        let reply = v.mgmt("PUT", "/v1/nodes/seeder", Some(body.clone())).await;
+        assert_eq!(
+            (reply.0.as_u16(), code(&reply)),
+            (409, "conflict"),
+            "{body}: {reply:?}"
+        );
+    }
+    let denied: Vec<(String,)> = keymesh_core::with_pool!(v.state.store.db(), pool =>
+        sqlx::query_as("SELECT outcome FROM audit_log WHERE action = 'node.register' AND target = 'node:seeder' AND outcome = 'denied'").fetch_all(pool).await)
+    .expect("audit");
+    assert_eq!(denied.len(), 3);
+    let reply = v
+        .mgmt(
+            "POST",
+            "/v1/tokens",
+            Some(json!({ "node_id": "seeder", "rights": [{ "resource": "*", "op": "read" }] })),
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let as_thief = Node {
+        id: "seeder".into(),
+        key: thief,
+        token: reply.1["token"].as_str().expect("token").to_owned(),
+    };
+    let reply = v
+        .node_call(&as_thief, "GET", "/v1/vaults/team/secrets/db/a", None)
+        .await;
+    assert_eq!(reply.0, 401, "{reply:?}");
+    // The node itself, with its own key, reads with that token; its earlier token lives on.
+    let reply = v
+        .node_call(
+            &Node {
+                key: seeder.key.clone(),
+                ..as_thief
+            },
+            "GET",
+            "/v1/vaults/team/secrets/db/a",
+            None,
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
+    let reply = v
+        .node_call(
+            &seeder,
+            "PUT",
+            "/v1/vaults/team/secrets/db/a",
+            Some(json!({ "value": "still mine" })),
+        )
+        .await;
+    assert_eq!(reply.0, 200, "{reply:?}");
 }
