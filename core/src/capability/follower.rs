@@ -391,6 +391,106 @@ mod tests {
     use super::Followed;
     use crate::capability::token::{KeyRing, ListedKey, VerifyKeys, random_key};
 
+    /// A vault whose feed jumps (restarted or restored) while a root key changed: the follower
+    /// reloads the snapshot **and the keys** at once, not at the next periodic read
+    /// (`KEYS_EVERY`, 10 s) — the gap may have swallowed the `root_key_added` entry.
+    #[tokio::test]
+    async fn a_gap_in_the_feed_reloads_the_snapshot_and_the_keys_at_once() {
+        use std::sync::{
+            Mutex,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        };
+
+        use axum::{Json, Router, extract::State, routing::get};
+        use serde_json::{Value, json};
+
+        #[derive(Default)]
+        struct Fake {
+            key: Mutex<[u8; 32]>,
+            key_reads: AtomicUsize,
+            snapshots: AtomicUsize,
+            jumped: AtomicBool,
+        }
+        let public = |seed: [u8; 32]| {
+            ed25519_dalek::SigningKey::from_bytes(&seed)
+                .verifying_key()
+                .to_bytes()
+        };
+        let fake = Arc::new(Fake {
+            key: Mutex::new(public([1; 32])),
+            ..Fake::default()
+        });
+        let head = |f: &Fake| if f.jumped.load(Ordering::SeqCst) { 5 } else { 1 };
+        let app = Router::new()
+            .route(
+                "/v1/tokens/keys",
+                get(|State(f): State<Arc<Fake>>| async move {
+                    f.key_reads.fetch_add(1, Ordering::SeqCst);
+                    let key = *f.key.lock().expect("key");
+                    Json(json!({ "keys": [{ "public_key": hex::encode(key), "state": "current" }] }))
+                }),
+            )
+            .route(
+                "/v1/revocations/snapshot",
+                get(move |State(f): State<Arc<Fake>>| async move {
+                    f.snapshots.fetch_add(1, Ordering::SeqCst);
+                    Json(json!({ "head": head(&f), "revoked": [], "epochs": [] }))
+                }),
+            )
+            .route(
+                "/v1/revocations",
+                get(move |State(f): State<Arc<Fake>>| async move {
+                    if !f.jumped.load(Ordering::SeqCst) {
+                        // Long enough for the test to see the first keys in use.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        f.jumped.store(true, Ordering::SeqCst);
+                        // Restored elsewhere with a new root key: the next entry is 5, not 2.
+                        *f.key.lock().expect("key") = public([2; 32]);
+                        let entry = json!({ "seq": 5, "kind": "grant", "scope": null,
+                            "subject": "g1", "epoch": null, "reason": "r", "at_ms": 1 });
+                        return Json(json!({ "head": 5, "entries": [entry] }));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Json::<Value>(json!({ "head": head(&f), "entries": [] }))
+                }),
+            )
+            .with_state(Arc::clone(&fake));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let followed = Arc::new(Followed::new(Duration::from_secs(60)));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let follower = super::Follower::new(&base, "feed".to_owned().into(), None).expect("new");
+        tokio::spawn(follower.run(Arc::clone(&followed), stop.clone(), || {}));
+        let started = std::time::Instant::now();
+        let mut first = None;
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no reload within 5 s: snapshots {}, key reads {}",
+                fake.snapshots.load(Ordering::SeqCst),
+                fake.key_reads.load(Ordering::SeqCst)
+            );
+            if first.is_none() {
+                first = followed.verifier();
+            }
+            if fake.snapshots.load(Ordering::SeqCst) >= 2 && followed.head() == 5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        assert!(fake.key_reads.load(Ordering::SeqCst) >= 2);
+        let now = followed.verifier().expect("verifier");
+        assert!(
+            !Arc::ptr_eq(&first.expect("first verifier"), &now),
+            "the keys after the gap replaced the verifier"
+        );
+    }
+
     #[test]
     fn reading_the_same_keys_again_keeps_the_verifier_and_its_cache() {
         let followed = Followed::new(Duration::from_secs(60));
