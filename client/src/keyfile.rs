@@ -3,7 +3,8 @@
 //! where `sealed` is `keymesh_proto::crypto::seal(derive_kek(passphrase, kdf), material, aad)`
 //! and the AAD binds the format and every KDF parameter. An optional `"pins"` holds the peers'
 //! identity keys this node has pinned (attested by the vault), sealed the same way with the AAD
-//! followed by `\npins`: a JSON object `{"node": "<identity key hex>"}`.
+//! followed by `\npins`: a JSON object `{"node": "<identity key hex>"}`; the keys' AAD then ends
+//! with `\nwith-pins`, so removing the pins is detected.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -132,6 +133,16 @@ fn pins_aad(kdf: &KdfParams) -> Vec<u8> {
     aad
 }
 
+/// The keys' AAD says whether the file holds pins, so removing `"pins"` is detected rather than
+/// silently forgetting them.
+fn keys_aad(kdf: &KdfParams, with_pins: bool) -> Vec<u8> {
+    let mut aad = aad(kdf);
+    if with_pins {
+        aad.extend_from_slice(b"\nwith-pins");
+    }
+    aad
+}
+
 /// The AAD: the format and every KDF parameter, so a file with swapped parameters never opens.
 fn aad(kdf: &KdfParams) -> Vec<u8> {
     format!(
@@ -183,8 +194,12 @@ pub fn save_with_pins(
     let kdf = KdfParams::new_random(cost.m_kib, cost.t, cost.p)
         .map_err(|_: CryptoError| KeyFileError::KdfParams)?;
     let kek = crypto::derive_kek(passphrase, &kdf).map_err(|_| KeyFileError::KdfParams)?;
-    let sealed = crypto::seal(&kek, &keys.to_secret_bytes(), &aad(&kdf))
-        .map_err(|_| KeyFileError::Encrypt)?;
+    let sealed = crypto::seal(
+        &kek,
+        &keys.to_secret_bytes(),
+        &keys_aad(&kdf, !pins.is_empty()),
+    )
+    .map_err(|_| KeyFileError::Encrypt)?;
     let pins = if pins.is_empty() {
         None
     } else {
@@ -309,9 +324,18 @@ pub fn load_with_pins(
     let sealed = hex::decode(&doc.sealed).map_err(|_| malformed("sealed is not hex"))?;
     let kek = crypto::derive_kek(passphrase.expose_secret().as_bytes(), &doc.kdf)
         .map_err(|_| malformed("KDF parameters out of range"))?;
-    let material = crypto::open(&kek, &sealed, &aad(&doc.kdf)).map_err(|e| match e {
-        CryptoError::Decrypt => KeyFileError::WrongPassphrase,
-        _ => malformed("sealed is too short"),
+    let with_pins = doc.pins.is_some();
+    let material = crypto::open(&kek, &sealed, &keys_aad(&doc.kdf, with_pins)).map_err(|e| {
+        match e {
+            // Sealed as a file with pins, and the pins are gone: say so, not "wrong passphrase".
+            CryptoError::Decrypt
+                if !with_pins && crypto::open(&kek, &sealed, &keys_aad(&doc.kdf, true)).is_ok() =>
+            {
+                malformed("its pinned peer identities were removed")
+            }
+            CryptoError::Decrypt => KeyFileError::WrongPassphrase,
+            _ => malformed("sealed is too short"),
+        }
     })?;
     let keys = NodeKeys::from_secret_bytes(&material)
         .map_err(|_| malformed("the key material is malformed"))?;
@@ -393,6 +417,13 @@ mod tests {
         });
         let e = load_with_pins(&path, &pass("correct horse")).expect_err("tampered");
         assert!(matches!(e, KeyFileError::Malformed { .. }), "{e}");
+        // Removed altogether: detected too (the keys were sealed as a file with pins).
+        save_with_pins(&path, &keys, &pins, &pass("correct horse"), SMALL, true).expect("save");
+        edit(&path, |v| {
+            v.as_object_mut().expect("object").remove("pins");
+        });
+        let e = load_with_pins(&path, &pass("correct horse")).expect_err("removed");
+        assert!(e.to_string().contains("removed"), "{e}");
     }
 
     #[test]

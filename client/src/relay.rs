@@ -675,7 +675,7 @@ impl RelayClient {
                     sent_ms,
                 };
                 match verdict {
-                    Verdict::Fresh | Verdict::Redelivered => {
+                    Verdict::Fresh => {
                         if self.shared.options.auto_ack {
                             // Best effort: a connection that ended cannot acknowledge anything.
                             let _ = self.ack(d.seq);

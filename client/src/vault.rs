@@ -59,6 +59,8 @@ pub async fn attested_identity(
     token: &str,
     node: &str,
 ) -> Result<[u8; 32], CallError> {
+    crate::keys::parse_node(node)
+        .map_err(|_| CallError::Protocol(format!("{node:?} is not a node id")))?;
     let answer = vault
         .node_call(
             keys,
@@ -69,7 +71,7 @@ pub async fn attested_identity(
         )
         .await?;
     let attestation: keymesh_proto::identity::IdentityAttestation = serde_json::from_value(answer)
-        .map_err(|e| CallError::Protocol(format!("an unreadable attestation: {e}")))?;
+        .map_err(|_| CallError::Protocol("the vault sent an unreadable attestation".into()))?;
     let listing = vault.call(Method::GET, "/v1/tokens/keys", None).await?;
     let roots: Vec<[u8; 32]> = listing["keys"]
         .as_array()

@@ -305,14 +305,17 @@ impl Store {
         Ok(())
     }
 
-    /// Register or update a node.
-    pub async fn upsert_node(&self, n: &NodeRow) -> Result<(), StorageError> {
+    /// Register a node, or update its ceiling and disabled state. A node's key, group and user
+    /// never change: `false` when the node exists with others (checked in the statement itself,
+    /// so two registrations racing cannot both win).
+    pub async fn upsert_node(&self, n: &NodeRow) -> Result<bool, StorageError> {
         const SQL: &str = "INSERT INTO nodes (node_id, group_id, user_id, public_key, ceiling, created_at_ms, updated_at_ms, disabled_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (node_id) DO UPDATE SET \
-             group_id = excluded.group_id, user_id = excluded.user_id, public_key = excluded.public_key, \
-             ceiling = excluded.ceiling, updated_at_ms = excluded.updated_at_ms, disabled_at_ms = excluded.disabled_at_ms";
-        with_pool!(&self.db, pool => sqlx::query(SQL).bind(&n.node_id).bind(&n.group_id).bind(&n.user_id).bind(&n.public_key).bind(&n.ceiling).bind(now_ms()).bind(n.disabled_at_ms).execute(pool).await.map(drop))?;
-        Ok(())
+             ceiling = excluded.ceiling, updated_at_ms = excluded.updated_at_ms, disabled_at_ms = excluded.disabled_at_ms \
+             WHERE nodes.group_id = excluded.group_id AND nodes.user_id = excluded.user_id \
+             AND nodes.public_key = excluded.public_key";
+        let n = with_pool!(&self.db, pool => sqlx::query(SQL).bind(&n.node_id).bind(&n.group_id).bind(&n.user_id).bind(&n.public_key).bind(&n.ceiling).bind(now_ms()).bind(n.disabled_at_ms).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(n == 1)
     }
 
     /// Record that `approval` was used for a mint; `false` when it already was.

@@ -758,7 +758,7 @@ async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let to = m.get_one::<String>("to").map_or("", String::as_str);
     let message = read_input(m.get_one::<String>("file"))?;
     let passphrase = s.passphrase()?;
-    let (keys, mut pins, cost) = keyfile::load_with_pins(&s.keys, &passphrase)?;
+    let (keys, mut pins, _) = keyfile::load_with_pins(&s.keys, &passphrase)?;
     // The recipient's identity: pinned in the key file, or attested by the vault on first
     // contact (and pinned), so the relay is never the one that says whose key it is.
     let mut learned = false;
@@ -786,9 +786,12 @@ async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let receipt = client.send(to, &message).await;
     client.close().await;
     let receipt = receipt?;
-    // Kept once the relay's listing agreed with it (a refused identity is not pinned).
-    if learned {
-        keyfile::save_with_pins(&s.keys, client.keys(), &pins, &passphrase, cost, true)?;
+    // Kept once the relay's listing agreed with it (a refused identity is not pinned). The
+    // file is read again first, so keys rotated meanwhile by another process are kept.
+    if learned && let Some(identity) = pins.get(to) {
+        let (current, mut kept, cost) = keyfile::load_with_pins(&s.keys, &passphrase)?;
+        kept.insert(to.to_owned(), *identity);
+        keyfile::save_with_pins(&s.keys, &current, &kept, &passphrase, cost, true)?;
     }
     let id = hex::encode(receipt.id);
     print(

@@ -2,7 +2,7 @@
 //! or from the future (docs/decisions/0015-message-freshness.md). The sending time is the
 //! sender's, bound in the envelope; message ids and mailbox positions are checked per sender.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 
 use keymesh_proto::frame::MessageId;
 
@@ -11,10 +11,10 @@ use keymesh_proto::frame::MessageId;
 pub(crate) enum Verdict {
     /// New: hand it out.
     Fresh,
-    /// The same id at the same mailbox position: the relay's at-least-once redelivery (a
-    /// reconnect before the acknowledgement was committed). Hand it out again, as before.
-    Redelivered,
-    /// The same id at another mailbox position: a replay.
+    /// An id already received from this sender: a replay, whatever its mailbox position. (The
+    /// relay's honest redelivery after a reconnect never gets here: the connection drops what
+    /// it already queued. A new mailbox epoch, which the relay announces, restarts positions,
+    /// so a position proves nothing.)
     Replayed {
         /// Where the id was first received.
         first_seq: u64,
@@ -61,8 +61,9 @@ pub(crate) struct Limits {
 struct Sender {
     /// id → where it was received.
     seen: HashMap<MessageId, u64>,
-    /// `(id, sent_ms)` in arrival order, for forgetting the oldest.
-    order: VecDeque<(MessageId, u64)>,
+    /// `(sent_ms, id)`: the oldest by sending time is forgotten first, so the floor stays below
+    /// every remembered message (arrival order may differ from sending order).
+    order: BTreeSet<(u64, MessageId)>,
     /// The newest `sent_ms` forgotten: an unknown id sent then or before cannot be told apart from
     /// a replay.
     floor_ms: u64,
@@ -107,7 +108,6 @@ impl Window {
         if let Some(sender) = self.senders.get_mut(from) {
             sender.heard = self.clock;
             match sender.seen.get(&id) {
-                Some(&first) if first == seq => return Verdict::Redelivered,
                 Some(&first_seq) => return Verdict::Replayed { first_seq },
                 None if sent_ms <= sender.floor_ms => {
                     return Verdict::Stale(StaleReason::BeforeWindow);
@@ -121,9 +121,9 @@ impl Window {
         let sender = self.senders.entry(from.to_owned()).or_default();
         sender.heard = self.clock;
         sender.seen.insert(id, seq);
-        sender.order.push_back((id, sent_ms));
+        sender.order.insert((sent_ms, id));
         while sender.order.len() > per_sender {
-            if let Some((old, old_sent)) = sender.order.pop_front() {
+            if let Some((old_sent, old)) = sender.order.pop_first() {
                 sender.seen.remove(&old);
                 sender.floor_ms = sender.floor_ms.max(old_sent);
             }
@@ -166,7 +166,11 @@ mod tests {
     fn replays_redeliveries_and_time() {
         let mut w = window(4, 8);
         assert_eq!(w.check("a", id(1), 1, NOW, NOW), Verdict::Fresh);
-        assert_eq!(w.check("a", id(1), 1, NOW, NOW), Verdict::Redelivered);
+        // at the same position too: a relay that announces a new mailbox epoch can reuse it
+        assert_eq!(
+            w.check("a", id(1), 1, NOW, NOW),
+            Verdict::Replayed { first_seq: 1 }
+        );
         assert_eq!(
             w.check("a", id(1), 7, NOW, NOW),
             Verdict::Replayed { first_seq: 1 }
@@ -205,6 +209,17 @@ mod tests {
         assert_eq!(w.check("a", id(4), 10, NOW - 990, NOW), Verdict::Fresh);
         assert_eq!(w.check("b", id(1), 1, NOW, NOW), Verdict::Fresh);
         assert_eq!(w.check("a", id(5), 11, NOW, NOW), Verdict::Fresh);
+        // sent before a remembered message but after the floor: still fine (out of order)
+        let mut w2 = window(2, 2);
+        assert_eq!(w2.check("a", id(1), 1, NOW - 10, NOW), Verdict::Fresh);
+        assert_eq!(w2.check("a", id(2), 2, NOW - 30, NOW), Verdict::Fresh);
+        assert_eq!(w2.check("a", id(3), 3, NOW - 20, NOW), Verdict::Fresh);
+        // id 2 (sent first) was forgotten, not id 1: the floor is NOW - 30
+        assert_eq!(w2.check("a", id(4), 4, NOW - 25, NOW), Verdict::Fresh);
+        assert_eq!(
+            w2.check("a", id(1), 5, NOW - 10, NOW),
+            Verdict::Replayed { first_seq: 1 }
+        );
         // a third sender evicts the quietest (b)
         assert_eq!(w.check("c", id(1), 1, NOW, NOW), Verdict::Fresh);
         assert_eq!(w.senders.len(), 2);

@@ -420,14 +420,22 @@ mod tests {
             key: Mutex::new(public([1; 32])),
             ..Fake::default()
         });
-        let head = |f: &Fake| if f.jumped.load(Ordering::SeqCst) { 5 } else { 1 };
+        let head = |f: &Fake| {
+            if f.jumped.load(Ordering::SeqCst) {
+                5
+            } else {
+                1
+            }
+        };
         let app = Router::new()
             .route(
                 "/v1/tokens/keys",
                 get(|State(f): State<Arc<Fake>>| async move {
                     f.key_reads.fetch_add(1, Ordering::SeqCst);
                     let key = *f.key.lock().expect("key");
-                    Json(json!({ "keys": [{ "public_key": hex::encode(key), "state": "current" }] }))
+                    Json(
+                        json!({ "keys": [{ "public_key": hex::encode(key), "state": "current" }] }),
+                    )
                 }),
             )
             .route(

@@ -144,23 +144,7 @@ pub async fn put_node(
     // management's credential, stolen, cannot move a node that already holds rights onto a key
     // of its own. A node with a new key enrolls as a new node.
     if rebinds {
-        state
-            .audit(
-                AuditEvent::new(
-                    "service:management",
-                    "node.register",
-                    format!("node:{node_id}"),
-                    Outcome::Denied,
-                )
-                .with_details(json!({ "reason": "key, group or user change refused" })),
-            )
-            .await?;
-        return Err(ApiError::with_message(
-            ErrorCode::Conflict,
-            format!(
-                "node {node_id} is registered with another key, group or user; a node's identity is fixed at registration (enroll a new node)"
-            ),
-        ));
+        return Err(refuse_rebinding(&state, &node_id).await);
     }
     let invalidates = body.disabled
         || previous
@@ -177,7 +161,7 @@ pub async fn put_node(
             .with_details(json!({ "group": body.group, "user": body.user, "ceiling": ceiling, "disabled": body.disabled })),
         )
         .await?;
-    state
+    let stored = state
         .store
         .upsert_node(&NodeRow {
             node_id: node_id.to_string(),
@@ -189,6 +173,10 @@ pub async fn put_node(
         })
         .await
         .map_err(ApiError::internal)?;
+    // Another registration of the same id with another key won the race since the read above.
+    if !stored {
+        return Err(refuse_rebinding(&state, &node_id).await);
+    }
     if invalidates {
         let _entry = revoke_entry(
             &state,
@@ -263,6 +251,31 @@ pub async fn identity(
         kid,
         signature: hex::encode(signature),
     }))
+}
+
+/// `409 conflict` for a registration that would change a node's key, group or user, audited as
+/// denied (when the audit record cannot be written, that error instead).
+async fn refuse_rebinding(state: &VaultState, node_id: &Ident) -> ApiError {
+    let audited = state
+        .audit(
+            AuditEvent::new(
+                "service:management",
+                "node.register",
+                format!("node:{node_id}"),
+                Outcome::Denied,
+            )
+            .with_details(json!({ "reason": "key, group or user change refused" })),
+        )
+        .await;
+    match audited {
+        Err(e) => e,
+        Ok(()) => ApiError::with_message(
+            ErrorCode::Conflict,
+            format!(
+                "node {node_id} is registered with another key, group or user; a node's identity is fixed at registration (enroll a new node)"
+            ),
+        ),
+    }
 }
 
 /// Mint request.

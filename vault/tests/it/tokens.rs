@@ -1073,3 +1073,41 @@ async fn a_stolen_management_credential_cannot_move_a_node_onto_its_key() {
         .await;
     assert_eq!(reply.0, 200, "{reply:?}");
 }
+
+/// Two first registrations of one id with different keys, at once: exactly one wins, and the
+/// other never overwrites it (the key check is in the write itself, not only in the read before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_first_registrations_of_one_node_never_rebind_it() {
+    let v = vault().await;
+    for round in 0..10 {
+        let id = format!("racer-{round}");
+        let keys: Vec<String> = (0..2)
+            .map(|_| {
+                hex::encode(
+                    ed25519_dalek::SigningKey::from_bytes(&random_key())
+                        .verifying_key()
+                        .to_bytes(),
+                )
+            })
+            .collect();
+        let uri = format!("/v1/nodes/{id}");
+        let (a, b) = tokio::join!(
+            v.mgmt(
+                "PUT",
+                &uri,
+                Some(json!({ "group": "team", "user": "u", "public_key": keys[0] }))
+            ),
+            v.mgmt(
+                "PUT",
+                &uri,
+                Some(json!({ "group": "team", "user": "u", "public_key": keys[1] }))
+            ),
+        );
+        let mut statuses = [a.0.as_u16(), b.0.as_u16()];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+        let winner = if a.0 == 200 { &keys[0] } else { &keys[1] };
+        let stored = v.state.store.node(&id).await.expect("read").expect("node");
+        assert_eq!(&hex::encode(stored.public_key), winner);
+    }
+}
