@@ -91,6 +91,7 @@ use self::{
 use crate::{
     envelope::{self, EnvelopeHeader},
     keys::{NodeKeys, parse_node},
+    service::{CallError, Service},
     transport::Transport,
 };
 
@@ -133,6 +134,11 @@ pub struct ClientOptions {
     /// Senders whose ids are remembered; the one heard from least recently is forgotten first
     /// (default 4,096).
     pub replay_senders: usize,
+    /// The vault's base URL: a peer's identity key, on first contact (sending to it or opening
+    /// its message), is the one the vault attests (`GET /v1/nodes/{id}/identity`), never the
+    /// relay's word; a peer the vault does not attest is refused (`peer_identity_unattested`).
+    /// `None` (the default): trust the relay's listing on first contact.
+    pub identity_vault: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -153,6 +159,7 @@ impl Default for ClientOptions {
             max_clock_skew: Duration::from_secs(300),
             replay_window: 1024,
             replay_senders: 4096,
+            identity_vault: None,
         }
     }
 }
@@ -317,6 +324,10 @@ pub struct RelayClient {
     connection: Mutex<Option<Connection>>,
     inbox: AsyncMutex<Inbox>,
     window: Mutex<Window>,
+    /// The vault that attests identities, when configured.
+    vault: Option<Service>,
+    /// Identities the vault attested to this client (to keep, e.g. in the key file).
+    attested: Mutex<std::collections::BTreeMap<String, [u8; 32]>>,
 }
 
 impl fmt::Debug for RelayClient {
@@ -341,6 +352,12 @@ impl RelayClient {
     ) -> Result<Self, RelayError> {
         let base = BaseUrl::new(BaseUrl::parse(relay_url, &options.transport)?);
         let api = Api::new(&token, options.request_timeout, &options.transport)?;
+        let vault = options
+            .identity_vault
+            .as_deref()
+            .map(|url| Service::with_transport(url, options.request_timeout, &options.transport))
+            .transpose()
+            .map_err(|e| RelayError::InvalidUrl(format!("identity_vault: {e}")))?;
         let window = Window::new(freshness::Limits {
             max_age_ms: millis(options.max_message_age),
             max_skew_ms: millis(options.max_clock_skew),
@@ -362,6 +379,8 @@ impl RelayClient {
                 held: None,
             }),
             window: Mutex::new(window),
+            vault,
+            attested: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -411,6 +430,15 @@ impl RelayClient {
         self.peers().pin(node, identity);
     }
 
+    /// The identities the vault attested to this client so far ([`ClientOptions::identity_vault`]):
+    /// keep them (`keymeshctl` seals them into the key file) and pin them next time.
+    pub fn attested_identities(&self) -> std::collections::BTreeMap<String, [u8; 32]> {
+        self.attested
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -420,6 +448,22 @@ impl RelayClient {
     /// if none is left the answer is [`RelayError::IdentityChanged`].
     pub async fn lookup(&self, node: &str) -> Result<Vec<PeerKey>, RelayError> {
         parse_node(node).map_err(|_| RelayError::InvalidNode)?;
+        if let Some(vault) = &self.vault
+            && !self.peers().is_pinned(node)
+        {
+            let token = zeroize::Zeroizing::new(base64::Engine::encode(
+                &keymesh_proto::token::TOKEN_B64,
+                &*self.shared.token,
+            ));
+            let identity = crate::vault::attested_identity(vault, &self.shared.keys, &token, node)
+                .await
+                .map_err(|e| unattested(node, e))?;
+            self.peers().pin(node, identity);
+            self.attested
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(node.to_owned(), identity);
+        }
         let listing = self
             .api
             .lookup(
@@ -735,6 +779,21 @@ impl RelayClient {
             &d.payload,
         )?;
         Ok((plaintext, header.sent_ms))
+    }
+}
+
+/// A vault that cannot be reached is transient (the message is kept, the send retried by the
+/// caller); a vault that refuses or whose attestation does not verify names the peer unattested.
+fn unattested(node: &str, e: CallError) -> RelayError {
+    match e {
+        CallError::Unreachable(reason) | CallError::Tls(reason) => RelayError::Unreachable {
+            url: "the identity vault".into(),
+            reason,
+        },
+        other => RelayError::IdentityUnattested {
+            node: node.to_owned(),
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -80,8 +80,9 @@ Environment:
   KEYMESH_PASSPHRASE  key file passphrase (or --passphrase-file)
   KEYMESH_TOKEN_FILE  token file (--token-file)
   KEYMESH_MANAGEMENT_URL  management base URL (enroll, token: --management)
-  KEYMESH_VAULT_URL       vault base URL (secret, send: --vault; send pins the
-                          recipient's vault-attested identity in the key file)
+  KEYMESH_VAULT_URL       vault base URL (secret, send, listen: --vault; send and
+                          listen take peers' identities from the vault and pin them
+                          in the key file)
   KEYMESH_ENROLL_CODE     one-time enrollment code (enroll --code)
   KEYMESH_CA_FILE         trust only these CAs, PEM (--ca-file)
   KEYMESH_ALLOW_PLAIN_HTTP=1  allow http:// off loopback (--allow-plain-http)";
@@ -251,7 +252,7 @@ fn cli() -> Command {
                 .about("Send a message (a file, or stdin) to a node; prints its id")
                 .arg(Arg::new("to").long("to").value_name("NODE").required(true).help("The recipient node"))
                 .arg(Arg::new("file").long("file").value_name("FILE").help("Read the message from FILE instead of stdin"))
-                .arg(Arg::new("vault").long("vault").value_name("URL").help("Vault base URL: the recipient's identity key is checked against the vault's attestation on first contact and pinned in the key file [env: KEYMESH_VAULT_URL]")),
+                .arg(vault_identity_arg()),
         )
         .subcommand(
             Command::new("listen")
@@ -269,7 +270,8 @@ fn cli() -> Command {
                         .value_name("S")
                         .value_parser(value_parser!(u64).range(1..))
                         .help("Stop after S seconds without a message"),
-                ),
+                )
+                .arg(vault_identity_arg()),
         )
 }
 
@@ -282,6 +284,12 @@ struct Settings {
     passphrase_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
     allow_plain_http: bool,
+}
+
+fn vault_identity_arg() -> Arg {
+    Arg::new("vault").long("vault").value_name("URL").help(
+        "Vault base URL: a peer's identity key is the vault's attested one on first contact, then pinned in the key file [env: KEYMESH_VAULT_URL]",
+    )
 }
 
 fn setting(m: &ArgMatches, name: &str, env: &str) -> Option<String> {
@@ -754,45 +762,56 @@ fn read_input(file: Option<&String>) -> Result<Zeroizing<Vec<u8>>, Failure> {
     Ok(out)
 }
 
+/// A relay client whose peers' identities come from the key file's pins and, on first contact,
+/// from the vault's attestation (`--vault`), never from the relay's word alone when either is
+/// there.
+fn pinned_client(
+    s: &Settings,
+    m: &ArgMatches,
+    passphrase: &SecretString,
+    max_attempts: u32,
+) -> Result<RelayClient, Failure> {
+    let (keys, pins, _) = keyfile::load_with_pins(&s.keys, passphrase)?;
+    let mut options = s.options(max_attempts)?;
+    options.identity_vault = setting(m, "vault", "KEYMESH_VAULT_URL");
+    let client = s.client(keys, options)?;
+    for (node, identity) in &pins {
+        client.pin_identity(node, *identity);
+    }
+    Ok(client)
+}
+
+/// Seal the identities the vault attested during this run into the key file, read again first
+/// so keys rotated meanwhile by another process are kept.
+fn keep_attested(
+    s: &Settings,
+    client: &RelayClient,
+    passphrase: &SecretString,
+) -> Result<(), Failure> {
+    let attested = client.attested_identities();
+    if attested.is_empty() {
+        return Ok(());
+    }
+    let (keys, mut pins, cost) = keyfile::load_with_pins(&s.keys, passphrase)?;
+    let before = pins.len();
+    pins.extend(attested);
+    if pins.len() != before {
+        keyfile::save_with_pins(&s.keys, &keys, &pins, passphrase, cost, true)?;
+    }
+    Ok(())
+}
+
 async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let to = m.get_one::<String>("to").map_or("", String::as_str);
     let message = read_input(m.get_one::<String>("file"))?;
     let passphrase = s.passphrase()?;
-    let (keys, mut pins, _) = keyfile::load_with_pins(&s.keys, &passphrase)?;
-    // The recipient's identity: pinned in the key file, or attested by the vault on first
-    // contact (and pinned), so the relay is never the one that says whose key it is.
-    let mut learned = false;
-    if !pins.contains_key(to)
-        && let Some(url) = setting(m, "vault", "KEYMESH_VAULT_URL")
-    {
-        let (_, token) = s.relay_settings()?.ok_or_else(|| {
-            Failure::config(
-                "relay_not_configured",
-                "this command needs --relay and --token-file",
-            )
-        })?;
-        let token = Zeroizing::new(TOKEN_B64.encode(&token));
-        let identity =
-            keymesh_client::vault::attested_identity(&s.service(&url)?, &keys, &token, to).await?;
-        pins.insert(to.to_owned(), identity);
-        learned = true;
-    }
-    let client = s.client(keys, s.options(2)?)?;
-    if let Some(identity) = pins.get(to) {
-        client.pin_identity(to, *identity);
-    }
+    let client = pinned_client(s, m, &passphrase, 2)?;
     // Idempotent: the recipient needs this node's key to open the message.
     client.publish_keys().await?;
     let receipt = client.send(to, &message).await;
     client.close().await;
+    keep_attested(s, &client, &passphrase)?;
     let receipt = receipt?;
-    // Kept once the relay's listing agreed with it (a refused identity is not pinned). The
-    // file is read again first, so keys rotated meanwhile by another process are kept.
-    if learned && let Some(identity) = pins.get(to) {
-        let (current, mut kept, cost) = keyfile::load_with_pins(&s.keys, &passphrase)?;
-        kept.insert(to.to_owned(), *identity);
-        keyfile::save_with_pins(&s.keys, &current, &kept, &passphrase, cost, true)?;
-    }
     let id = hex::encode(receipt.id);
     print(
         s.json,
@@ -807,12 +826,14 @@ async fn listen(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let idle = m
         .get_one::<u64>("timeout-secs")
         .map(|s| Duration::from_secs(*s));
-    let client = s.client(s.load_keys()?, s.options(10)?)?;
+    let passphrase = s.passphrase()?;
+    let client = pinned_client(s, m, &passphrase, 10)?;
     client.publish_keys().await?;
     client.connect().await?;
     let result = listen_loop(s, &client, count, idle).await;
     // Written before the close: the acknowledgements of what was printed.
     client.close().await;
+    keep_attested(s, &client, &passphrase)?;
     result
 }
 

@@ -97,6 +97,15 @@ pub enum RelayError {
         /// The node.
         node: String,
     },
+    /// The identity vault does not attest this node (unknown to it, another group, disabled),
+    /// or its attestation does not verify: nothing is sealed to it or opened from it.
+    #[error("{node}'s identity is not attested by the vault: {reason}")]
+    IdentityUnattested {
+        /// The node.
+        node: String,
+        /// The vault's answer.
+        reason: String,
+    },
     /// Sealing failed (e.g. the recipient's key is unusable).
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
@@ -202,6 +211,7 @@ impl RelayError {
             Self::NoPeerKey { .. } => "peer_key_missing",
             Self::PeerKeyInvalid { .. } => "peer_key_invalid",
             Self::IdentityChanged { .. } => "peer_identity_changed",
+            Self::IdentityUnattested { .. } => "peer_identity_unattested",
             Self::Envelope(e) => e.code(),
             Self::Undecryptable { .. } => "message_undecryptable",
             Self::Expired { .. } => "messages_expired",

@@ -17,6 +17,11 @@ pub(crate) struct Peers {
 }
 
 impl Peers {
+    /// Whether an identity is pinned for `node`.
+    pub(crate) fn is_pinned(&self, node: &str) -> bool {
+        self.identities.contains_key(node)
+    }
+
     /// Trust only `identity` for `node`.
     pub(crate) fn pin(&mut self, node: &str, identity: [u8; 32]) {
         self.identities.insert(node.to_owned(), identity);

@@ -628,4 +628,104 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
     .await;
     assert_ne!(code(&out), 0, "{out:?}");
     assert_eq!(stderr_code(&out), "peer_identity_changed", "{out:?}");
+
+    // The receive side: the relay now also lists Mallory's identity for A and delivers a
+    // message "from A" that Mallory sealed. B, listening with the vault, opens neither it nor
+    // A's real first message (A's listing no longer matches what the vault attests): both are
+    // reported as undecryptable and nothing is printed as a message.
+    let mallory_a = keymesh_client::keys::NodeKeys::generate("A").expect("keys");
+    let enc = mallory_a.current_enc_key().public;
+    let signature = mallory.sign(&keymesh_relay::registry::key_statement("A", 1, &enc));
+    let b_keys = keymesh_client::keyfile::load(&b.keys, &secrecy::SecretString::from(PASSPHRASE))
+        .expect("B's keys");
+    let sent_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms");
+    let forged = keymesh_client::envelope::seal(
+        &mallory_a,
+        "B",
+        (b_keys.current_version(), b_keys.current_enc_key().public),
+        [9; 16],
+        sent_ms,
+        b"transfer everything to mallory",
+    )
+    .expect("seal");
+    // (B's own listing goes back to honest, so that B can publish its key again.)
+    const HONEST_B: &str = "DELETE FROM relay_keys WHERE node = 'B'";
+    const KEYS: &str =
+        "UPDATE relay_keys SET identity_key = $1, enc_key = $2, signature = $3 WHERE node = 'A'";
+    const PLANT: &str = "INSERT INTO relay_messages \
+        (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) \
+        SELECT 'B', COALESCE(MAX(seq), 0) + 1, 'A', $1, $2, $3, $4, $5 FROM relay_messages WHERE recipient = 'B'";
+    let now = i64::try_from(sent_ms).expect("ms");
+    match cluster.relay.store.db() {
+        keymesh_core::storage::Db::Sqlite(pool) => {
+            sqlx::query(HONEST_B).execute(pool).await.expect("honest B");
+            sqlx::query(KEYS)
+                .bind(&identity[..])
+                .bind(&enc[..])
+                .bind(&signature.to_bytes()[..])
+                .execute(pool)
+                .await
+                .expect("substitute A");
+            sqlx::query(PLANT)
+                .bind(&[9u8; 16][..])
+                .bind(&forged.enc)
+                .bind(&forged.payload)
+                .bind(now)
+                .bind(now + 3_600_000)
+                .execute(pool)
+                .await
+                .expect("plant");
+        }
+        keymesh_core::storage::Db::Postgres(pool) => {
+            sqlx::query(HONEST_B).execute(pool).await.expect("honest B");
+            sqlx::query(KEYS)
+                .bind(&identity[..])
+                .bind(&enc[..])
+                .bind(&signature.to_bytes()[..])
+                .execute(pool)
+                .await
+                .expect("substitute A");
+            sqlx::query(PLANT)
+                .bind(&[9u8; 16][..])
+                .bind(&forged.enc)
+                .bind(&forged.payload)
+                .bind(now)
+                .bind(now + 3_600_000)
+                .execute(pool)
+                .await
+                .expect("plant");
+        }
+    }
+    cluster.stop_relay().await;
+    cluster.start_relay().await;
+    let out = run(
+        command(
+            &["--json", "listen", "--timeout-secs", "2"],
+            &with_vault(&b, &vault),
+            &cluster.relay_url,
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is printed as a message: {out:?}"
+    );
+    let refused: Vec<Value> = out
+        .stderr
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("json line"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{out:?}");
+    for r in &refused {
+        assert_eq!(r["error"]["code"], "message_undecryptable", "{out:?}");
+    }
 }
