@@ -4,8 +4,9 @@
 //! - **Keys.** [`RelayClient::publish_keys`] puts the node's current key (idempotent).
 //!   [`RelayClient::lookup`] returns a peer's keys that verify under the identity key the relay
 //!   lists for it; keys that do not verify are refused. The identity key is pinned on first use
-//!   for the client's lifetime (or up front with [`RelayClient::pin_identity`]): the relay
-//!   vouches for it on first contact only. Verified keys are cached per (node, version), a
+//!   for the client's lifetime (or up front with [`RelayClient::pin_identity`]). On first
+//!   contact it is the vault's attested key when [`ClientOptions::identity_vault`] is set
+//!   (decision 0016), else the relay's word. Verified keys are cached per (node, version), a
 //!   peer's current version for [`ClientOptions::current_key_ttl`].
 //! - **Connection.** One WebSocket (subprotocol `keymesh.v1`), opened on first use or by
 //!   [`RelayClient::connect`], re-opened after any loss with capped exponential backoff and
@@ -45,6 +46,7 @@
 //! [`RelayClient::lookup`]: crate::relay::RelayClient::lookup
 //! [`RelayClient::pin_identity`]: crate::relay::RelayClient::pin_identity
 //! [`ClientOptions::current_key_ttl`]: crate::relay::ClientOptions::current_key_ttl
+//! [`ClientOptions::identity_vault`]: crate::relay::ClientOptions::identity_vault
 //! [`RelayClient::connect`]: crate::relay::RelayClient::connect
 //! [`RelayClient::send`]: crate::relay::RelayClient::send
 //! [`ClientOptions::send_retries`]: crate::relay::ClientOptions::send_retries
