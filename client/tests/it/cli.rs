@@ -10,7 +10,7 @@ use base64::{Engine, engine::general_purpose::STANDARD};
 use keymesh_testkit::Cluster;
 use serde_json::Value;
 
-use crate::support::{Pki, eventually, register, within};
+use crate::support::{Pki, eventually, now_ms, plant, register, substitute_listing, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keymeshctl");
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -542,7 +542,7 @@ async fn redirects_are_never_followed() {
 /// new sender C that asks the vault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
-    use ed25519_dalek::{Signer, SigningKey};
+    use ed25519_dalek::SigningKey;
     let mut cluster = Cluster::start(&[]).await;
     let dir = tempfile::tempdir().expect("dir");
     let vault = PathBuf::from(&cluster.vault_url);
@@ -578,29 +578,8 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
     // The relay lists Mallory's identity for B, with an encryption key Mallory signed.
     let mallory = SigningKey::from_bytes(&[42; 32]);
     let mallory_enc = keymesh_client::keys::NodeKeys::generate("B").expect("keys");
-    let enc = mallory_enc.current_enc_key().public;
-    let signature = mallory.sign(&keymesh_relay::registry::key_statement("B", 1, &enc));
-    let identity = mallory.verifying_key().to_bytes();
-    const SQL: &str =
-        "UPDATE relay_keys SET identity_key = $1, enc_key = $2, signature = $3 WHERE node = 'B'";
-    let changed = match cluster.relay.store.db() {
-        keymesh_core::storage::Db::Sqlite(pool) => sqlx::query(SQL)
-            .bind(&identity[..])
-            .bind(&enc[..])
-            .bind(&signature.to_bytes()[..])
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-        keymesh_core::storage::Db::Postgres(pool) => sqlx::query(SQL)
-            .bind(&identity[..])
-            .bind(&enc[..])
-            .bind(&signature.to_bytes()[..])
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
-    }
-    .expect("substitute");
-    assert_eq!(changed, 1);
+    let db = cluster.relay.store.db().clone();
+    substitute_listing(&db, "B", &mallory, &mallory_enc.current_enc_key().public).await;
     cluster.stop_relay().await;
     cluster.start_relay().await;
 
@@ -634,74 +613,26 @@ async fn a_relay_that_substitutes_an_identity_is_refused_by_the_sender() {
     // A's real first message (A's listing no longer matches what the vault attests): both are
     // reported as undecryptable and nothing is printed as a message.
     let mallory_a = keymesh_client::keys::NodeKeys::generate("A").expect("keys");
-    let enc = mallory_a.current_enc_key().public;
-    let signature = mallory.sign(&keymesh_relay::registry::key_statement("A", 1, &enc));
     let b_keys = keymesh_client::keyfile::load(&b.keys, &secrecy::SecretString::from(PASSPHRASE))
         .expect("B's keys");
-    let sent_ms = u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms");
     let forged = keymesh_client::envelope::seal(
         &mallory_a,
         "B",
         (b_keys.current_version(), b_keys.current_enc_key().public),
         [9; 16],
-        sent_ms,
+        now_ms(),
         b"transfer everything to mallory",
     )
     .expect("seal");
+    let db = cluster.relay.store.db().clone();
     // (B's own listing goes back to honest, so that B can publish its key again.)
-    const HONEST_B: &str = "DELETE FROM relay_keys WHERE node = 'B'";
-    const KEYS: &str =
-        "UPDATE relay_keys SET identity_key = $1, enc_key = $2, signature = $3 WHERE node = 'A'";
-    const PLANT: &str = "INSERT INTO relay_messages \
-        (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) \
-        SELECT 'B', COALESCE(MAX(seq), 0) + 1, 'A', $1, $2, $3, $4, $5 FROM relay_messages WHERE recipient = 'B'";
-    let now = i64::try_from(sent_ms).expect("ms");
-    match cluster.relay.store.db() {
-        keymesh_core::storage::Db::Sqlite(pool) => {
-            sqlx::query(HONEST_B).execute(pool).await.expect("honest B");
-            sqlx::query(KEYS)
-                .bind(&identity[..])
-                .bind(&enc[..])
-                .bind(&signature.to_bytes()[..])
-                .execute(pool)
-                .await
-                .expect("substitute A");
-            sqlx::query(PLANT)
-                .bind(&[9u8; 16][..])
-                .bind(&forged.enc)
-                .bind(&forged.payload)
-                .bind(now)
-                .bind(now + 3_600_000)
-                .execute(pool)
-                .await
-                .expect("plant");
-        }
-        keymesh_core::storage::Db::Postgres(pool) => {
-            sqlx::query(HONEST_B).execute(pool).await.expect("honest B");
-            sqlx::query(KEYS)
-                .bind(&identity[..])
-                .bind(&enc[..])
-                .bind(&signature.to_bytes()[..])
-                .execute(pool)
-                .await
-                .expect("substitute A");
-            sqlx::query(PLANT)
-                .bind(&[9u8; 16][..])
-                .bind(&forged.enc)
-                .bind(&forged.payload)
-                .bind(now)
-                .bind(now + 3_600_000)
-                .execute(pool)
-                .await
-                .expect("plant");
-        }
-    }
+    keymesh_core::with_pool!(&db, pool => sqlx::query("DELETE FROM relay_keys WHERE node = 'B'")
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("honest B");
+    substitute_listing(&db, "A", &mallory, &mallory_a.current_enc_key().public).await;
+    plant(&db, "B", "A", &[9; 16], (&forged.enc, &forged.payload)).await;
     cluster.stop_relay().await;
     cluster.start_relay().await;
     let out = run(

@@ -18,8 +18,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::{
-    Pki, Proxy, client, eventually, node, raw_call, register, relay_table_bytes, test_options,
-    within,
+    Pki, Proxy, client, eventually, node, now_ms, plant, raw_call, register, relay_table_bytes,
+    test_options, within,
 };
 
 /// Window 4, so five messages need acknowledgements to all arrive.
@@ -249,60 +249,6 @@ async fn rate_limited_sends_are_retried_after_the_relays_delay() {
     assert_eq!(got, ["1", "c0", "c1", "c2"]);
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_millis(),
-    )
-    .expect("ms")
-}
-
-/// What a compromised relay can do with its own storage: put a row in `recipient`'s mailbox
-/// at `seq`, behind the honest code's back.
-async fn plant(
-    db: &Db,
-    recipient: &str,
-    seq: i64,
-    sender: &str,
-    id: &[u8],
-    (enc, payload): (&[u8], &[u8]),
-) {
-    const SQL: &str = "INSERT INTO relay_messages \
-        (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-    let now = i64::try_from(now_ms()).expect("ms");
-    let expires = now + 3_600_000;
-    match db {
-        Db::Sqlite(pool) => sqlx::query(SQL)
-            .bind(recipient)
-            .bind(seq)
-            .bind(sender)
-            .bind(id)
-            .bind(enc)
-            .bind(payload)
-            .bind(now)
-            .bind(expires)
-            .execute(pool)
-            .await
-            .map(drop),
-        Db::Postgres(pool) => sqlx::query(SQL)
-            .bind(recipient)
-            .bind(seq)
-            .bind(sender)
-            .bind(id)
-            .bind(enc)
-            .bind(payload)
-            .bind(now)
-            .bind(expires)
-            .execute(pool)
-            .await
-            .map(drop),
-    }
-    .expect("plant a row");
-}
-
 /// Finding 9 of issue 23 (decision 0015): the relay is not trusted with time or uniqueness. A
 /// compromised relay delivers a message it already delivered under a new sequence number, a
 /// message its sender really sealed eight days ago, and one sealed an hour in the future. The
@@ -328,7 +274,6 @@ async fn a_relay_that_replays_or_holds_back_a_message_is_caught() {
     plant(
         db,
         "B",
-        stored.seq + 1,
         "A",
         &stored.client_id,
         (&stored.enc, &stored.payload),
@@ -343,15 +288,7 @@ async fn a_relay_that_replays_or_holds_back_a_message_is_caught() {
     for (n, sent_ms) in [(2, now_ms() - 8 * 24 * hour), (3, now_ms() + hour)] {
         let id = [n; 16];
         let sealed = envelope::seal(a.keys(), "B", to_b, id, sent_ms, b"transfer").expect("seal");
-        plant(
-            db,
-            "B",
-            stored.seq + i64::from(n),
-            "A",
-            &id,
-            (&sealed.enc, &sealed.payload),
-        )
-        .await;
+        plant(db, "B", "A", &id, (&sealed.enc, &sealed.payload)).await;
     }
     // The relay starts again from its storage, planted rows and all.
     cluster.stop_relay().await;
@@ -394,6 +331,68 @@ async fn a_relay_that_replays_or_holds_back_a_message_is_caught() {
     nothing_more(&b).await;
     b.ack(m.seq).expect("ack");
     mailbox_empties(&cluster, "B").await;
+}
+
+/// Decision 0016: with `identity_vault`, a peer the vault does not attest is refused both ways.
+/// The relay invents node "ghost" in group g1 (a listing and a message of its own making): a
+/// send to it is `peer_identity_unattested`, and its message is undecryptable for that reason,
+/// acknowledged, while a real peer's message still arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_the_vault_does_not_attest_are_refused_both_ways() {
+    let mut cluster = cluster().await;
+    let (a_keys, a_token) = node(&cluster, "A", "g1").await;
+    let (b_keys, b_token) = node(&cluster, "B", "g1").await;
+    let vault_url = cluster.vault_url.clone();
+    let with_vault = || ClientOptions {
+        identity_vault: Some(vault_url.clone()),
+        ..test_options()
+    };
+    let ghost = keymesh_client::keys::NodeKeys::generate("ghost").expect("keys");
+    let listed = ghost.signed_enc_key(1).expect("key");
+    let b_public = (b_keys.current_version(), b_keys.current_enc_key().public);
+    let forged =
+        envelope::seal(&ghost, "B", b_public, [3; 16], now_ms(), b"from nobody").expect("seal");
+    let db = cluster.relay.store.db().clone();
+    const LIST: &str = "INSERT INTO relay_keys \
+        (node, version, group_id, identity_key, enc_key, signature, created_ms) \
+        VALUES ('ghost', 1, 'g1', $1, $2, $3, $4)";
+    keymesh_core::with_pool!(&db, pool => sqlx::query(LIST)
+        .bind(&ghost.identity_public()[..])
+        .bind(&listed.enc_public[..])
+        .bind(&listed.signature[..])
+        .bind(i64::try_from(now_ms()).expect("ms"))
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("invent ghost");
+    plant(&db, "B", "ghost", &[3; 16], (&forged.enc, &forged.payload)).await;
+    cluster.stop_relay().await;
+    cluster.start_relay().await;
+
+    let a = RelayClient::new(a_keys, a_token, &cluster.relay_url, with_vault()).expect("a");
+    within("publish", a.publish_keys()).await.expect("publish");
+    let e = within("send", a.send("ghost", b"hi"))
+        .await
+        .expect_err("ghost is not attested");
+    assert_eq!(e.code(), "peer_identity_unattested", "{e}");
+    let b = RelayClient::new(b_keys, b_token, &cluster.relay_url, with_vault()).expect("b");
+    within("publish", b.publish_keys()).await.expect("publish");
+    within("send", a.send("B", b"real"))
+        .await
+        .expect("send to B");
+    match within("recv", b.recv()).await {
+        Err(RelayError::Undecryptable { from, source, .. }) => {
+            assert_eq!(
+                (from.as_str(), source.code()),
+                ("ghost", "peer_identity_unattested")
+            );
+        }
+        other => panic!("expected the ghost's message refused, got {other:?}"),
+    }
+    let m = within("recv", b.recv()).await.expect("A's message");
+    assert_eq!((m.from.as_str(), &m.plaintext[..]), ("A", &b"real"[..]));
+    assert!(b.attested_identities().contains_key("A"));
+    assert!(!b.attested_identities().contains_key("ghost"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

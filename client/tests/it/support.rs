@@ -277,3 +277,62 @@ async fn pump(
         _ = cut.changed() => {}
     }
 }
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis(),
+    )
+    .expect("ms")
+}
+
+/// What a compromised relay can do with its own storage: put a message from `sender` into
+/// `recipient`'s mailbox at the next position, behind the honest code's back (restart the relay
+/// so that it reads its mailboxes again).
+pub async fn plant(
+    db: &Db,
+    recipient: &str,
+    sender: &str,
+    id: &[u8],
+    (enc, payload): (&[u8], &[u8]),
+) {
+    const SQL: &str = "INSERT INTO relay_messages \
+        (recipient, seq, sender, client_id, enc, payload, created_ms, expires_ms) \
+        SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3, $4, $5, $6, $7 \
+        FROM relay_messages WHERE recipient = $1";
+    let now = i64::try_from(now_ms()).expect("ms");
+    keymesh_core::with_pool!(db, pool => sqlx::query(SQL)
+        .bind(recipient)
+        .bind(sender)
+        .bind(id)
+        .bind(enc)
+        .bind(payload)
+        .bind(now)
+        .bind(now + 3_600_000)
+        .execute(pool)
+        .await
+        .map(drop))
+    .expect("plant a message");
+}
+
+/// The same relay listing `impostor`'s identity for `node`, with an encryption key (version 1)
+/// the impostor signed, in place of the node's own.
+pub async fn substitute_listing(db: &Db, node: &str, impostor: &SigningKey, enc: &[u8; 32]) {
+    use ed25519_dalek::Signer;
+    const SQL: &str =
+        "UPDATE relay_keys SET identity_key = $1, enc_key = $2, signature = $3 WHERE node = $4";
+    let signature = impostor.sign(&keymesh_relay::registry::key_statement(node, 1, enc));
+    let changed = keymesh_core::with_pool!(db, pool => sqlx::query(SQL)
+        .bind(&impostor.verifying_key().to_bytes()[..])
+        .bind(&enc[..])
+        .bind(&signature.to_bytes()[..])
+        .bind(node)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))
+    .expect("substitute a listing");
+    assert_eq!(changed, 1, "{node} had one published key");
+}
