@@ -782,8 +782,16 @@ fn pinned_client(
 }
 
 /// Seal the identities the vault attested during this run into the key file, read again first
-/// so keys rotated meanwhile by another process are kept.
-fn keep_attested(
+/// so keys rotated meanwhile by another process are kept. A failure is reported on stderr and
+/// does not change the command's outcome: what was sent or printed stands, and the next run asks
+/// the vault again.
+fn keep_attested(s: &Settings, client: &RelayClient, passphrase: &SecretString) {
+    if let Err(e) = save_attested(s, client, passphrase) {
+        report(s.json, &e);
+    }
+}
+
+fn save_attested(
     s: &Settings,
     client: &RelayClient,
     passphrase: &SecretString,
@@ -810,7 +818,7 @@ async fn send(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     client.publish_keys().await?;
     let receipt = client.send(to, &message).await;
     client.close().await;
-    keep_attested(s, &client, &passphrase)?;
+    keep_attested(s, &client, &passphrase);
     let receipt = receipt?;
     let id = hex::encode(receipt.id);
     print(
@@ -833,7 +841,7 @@ async fn listen(s: &Settings, m: &ArgMatches) -> Result<(), Failure> {
     let result = listen_loop(s, &client, count, idle).await;
     // Written before the close: the acknowledgements of what was printed.
     client.close().await;
-    keep_attested(s, &client, &passphrase)?;
+    keep_attested(s, &client, &passphrase);
     result
 }
 
