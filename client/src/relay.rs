@@ -33,7 +33,7 @@
 //! - **Freshness and replays.** Every envelope carries the sender's sending time, bound in its
 //!   AAD. A message sent longer ago than [`ClientOptions::max_message_age`], or further in the
 //!   future than [`ClientOptions::max_clock_skew`], is `Incoming::Stale`; a message id the
-//!   client already received from that sender at another mailbox position is
+//!   client already received from that sender (at any mailbox position) is
 //!   `Incoming::Replayed` (the last [`ClientOptions::replay_window`] ids per sender are
 //!   remembered, in memory). Both are acknowledged and never handed out as messages
 //!   (docs/decisions/0015-message-freshness.md).
@@ -253,7 +253,7 @@ pub enum Incoming {
     Message(Received),
     /// Messages lost to expiry.
     Expired(ExpiredRange),
-    /// A message already received from this sender at another mailbox position: the relay (or
+    /// A message already received from this sender (at any mailbox position): the relay (or
     /// something in front of it) delivered it again.
     Replayed {
         /// The replayed copy.

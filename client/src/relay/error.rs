@@ -132,7 +132,7 @@ pub enum RelayError {
         /// How many.
         count: u64,
     },
-    /// A message already received from its sender at another mailbox position was delivered
+    /// A message already received from its sender (at any mailbox position) was delivered
     /// again. It was acknowledged and not handed out.
     #[error("message {} from {from} at seq {seq} replays the one received at seq {first_seq}; acknowledged, not handed out", hex::encode(.id))]
     Replayed {
